@@ -1,0 +1,180 @@
+"""The official checkpoint layout: locate (local dir or hub), build on the meta device, load strictly with
+mmap + assign, and make random-weight checkpoints in the exact layout for tests and benchmarks."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .models.s3gen import S3Gen, S3GenConfig
+from .models.t3 import T3, T3Config
+from .models.voice_encoder import VoiceEncoder
+
+HUB_REPO = "ResembleAI/chatterbox"
+FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
+OPTIONAL_FILES = ("conds.pt",)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be found or does not match the architecture."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    t3: T3Config
+    s3gen: S3GenConfig
+
+    @classmethod
+    def english(cls) -> "ModelConfig":
+        return cls(T3Config.english(), S3GenConfig.english())
+
+    @classmethod
+    def tiny(cls) -> "ModelConfig":
+        return cls(T3Config.tiny(), S3GenConfig.tiny())
+
+
+def resolve(model: str | os.PathLike) -> Path:
+    """A local directory in the official layout, or a hub repo id downloaded through huggingface_hub."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        missing = [f for f in FILES if not (path / f).is_file()]
+        if missing:
+            raise CheckpointError(f"{path} is not a Chatterbox checkpoint: missing {', '.join(missing)}")
+        return path
+    if os.sep in str(model) and not str(model).count("/") == 1 or str(model).startswith((".", "/", "~")):
+        raise CheckpointError(f"checkpoint directory {path} does not exist")
+    try:
+        from huggingface_hub import hf_hub_download
+        local = None
+        for name in FILES:
+            local = hf_hub_download(repo_id=str(model), filename=name)
+        for name in OPTIONAL_FILES:
+            try:
+                hf_hub_download(repo_id=str(model), filename=name)
+            except Exception:  # noqa: BLE001 - the default voice is optional
+                pass
+    except Exception as exc:  # noqa: BLE001 - network, auth and offline errors all end here
+        raise CheckpointError(
+            f"could not download {model!r} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
+            "if this machine is offline, pass a local directory in the official layout") from exc
+    return Path(local).parent
+
+
+def _check_keys(module: nn.Module, state: dict, file: str) -> None:
+    expected = {k: v for k, v in module.state_dict(keep_vars=True).items()}
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
+        raise CheckpointError(f"{file}: keys do not match the architecture: {'; '.join(parts)}")
+    bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+           if tuple(state[k].shape) != tuple(v.shape)]
+    if bad:
+        raise CheckpointError(f"{file}: {len(bad)} tensors have the wrong shape, e.g. {bad[0]}")
+
+
+def load_weights(module: nn.Module, path: Path) -> None:
+    """Load one safetensors file into a module built on the meta device: strict names and shapes,
+    tensors memory-mapped and assigned (no copy, no random init)."""
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path.name}: not a readable safetensors file ({exc})") from exc
+    if "model" in state and len(state) == 1:  # some exports nest the T3 state
+        state = state["model"][0]
+    _check_keys(module, state, path.name)
+    module.load_state_dict(state, strict=True, assign=True)
+
+
+def build(cfg: ModelConfig) -> tuple[T3, S3Gen, VoiceEncoder]:
+    with torch.device("meta"):
+        t3, s3gen, ve = T3(cfg.t3), S3Gen(cfg.s3gen), VoiceEncoder()
+    return t3, s3gen, ve
+
+
+def _materialise_buffers(module: nn.Module, device) -> None:
+    """Non-persistent buffers (rotary tables, fades, windows) are not in the files; recompute them."""
+    for sub in module.modules():
+        for name, buf in list(sub._buffers.items()):
+            if buf is not None and buf.is_meta:
+                sub._buffers[name] = _rebuild_buffer(sub, name).to(device)
+
+
+def _rebuild_buffer(sub: nn.Module, name: str) -> torch.Tensor:
+    from .models.s3gen import trim_fade
+    from .models.t3 import llama3_inv_freq
+    if name == "inv_freq":
+        return llama3_inv_freq(sub.cfg)
+    if name == "trim_fade":
+        return trim_fade()
+    if name == "stft_window":
+        return torch.hann_window(sub.cfg.n_fft, periodic=True)
+    raise CheckpointError(f"no rule to rebuild buffer {name!r} of {type(sub).__name__}")
+
+
+def load_models(path: Path, cfg: ModelConfig | None = None):
+    """Build the three networks on meta and load the official files into them (on the CPU, mmapped)."""
+    cfg = cfg or detect_config(path)
+    t3, s3gen, ve = build(cfg)
+    load_weights(ve, path / "ve.safetensors")
+    load_weights(t3, path / "t3_cfg.safetensors")
+    load_weights(s3gen, path / "s3gen.safetensors")
+    for m in (t3, s3gen, ve):
+        _materialise_buffers(m, "cpu")
+    return t3, s3gen, ve, cfg
+
+
+def detect_config(path: Path) -> ModelConfig:
+    """The official files are the full-size English model; our tiny test checkpoints say so in metadata."""
+    from safetensors import safe_open
+    with safe_open(str(path / "t3_cfg.safetensors"), "pt") as f:
+        meta = f.metadata() or {}
+    return ModelConfig.tiny() if meta.get("cadence_config") == "tiny" else ModelConfig.english()
+
+
+# --- random-weight checkpoints -----------------------------------------------------------------
+
+def _random_tensor(name: str, shape, gen: torch.Generator) -> torch.Tensor:
+    """Deterministic values that keep activations in a sane range: N(0, 1/fan_in) weights, unit norm
+    scales, identity batch-norm statistics."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "num_batches_tracked":
+        return torch.zeros(shape, dtype=torch.int64)
+    if leaf == "running_var" or leaf == "alpha":
+        return torch.ones(shape)
+    if leaf == "running_mean":
+        return torch.zeros(shape)
+    if leaf in ("similarity_weight",):
+        return torch.tensor([10.0])
+    if leaf in ("similarity_bias",):
+        return torch.tensor([-5.0])
+    is_norm = any(t in name for t in ("norm", "_ln", ".bn", "layernorm", "block.2", "embed.out.1"))
+    if len(shape) == 1 and is_norm and leaf == "weight":
+        return torch.ones(shape)
+    if len(shape) == 1 or leaf == "bias":
+        return torch.randn(shape, generator=gen) * 0.02
+    if leaf == "original0":  # weight-norm magnitude: keep the effective weight's scale
+        return torch.full(shape, 1.0)
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    std = 1.0 / math.sqrt(max(fan_in, 1))
+    if "emb" in name or "pos_emb" in name or "pre_attention_query" in name:
+        std = 0.02 if "pos" in name else 1.0 / math.sqrt(shape[-1])
+    return torch.randn(shape, generator=gen) * std
+
+
+def random_state(module: nn.Module, seed: int, overrides: dict | None = None) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in module.state_dict().items():
+        out[name] = overrides[name] if overrides and name in overrides else _random_tensor(name, tuple(t.shape), gen).contiguous()
+    return out

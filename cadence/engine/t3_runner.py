@@ -1,0 +1,120 @@
+"""T3 decoding: a preallocated KV cache, prefill, then a fixed-shape decode step that samples on the device.
+
+The step reads only device tensors (token, positions, sampling knobs, count buffer, noise buffer), so it can
+be captured in a CUDA graph; the host learns about EOS only every `eos_check_every` steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..layers.sampling import process_logits, sample
+from ..models.t3 import T3
+from ..sampling_params import SamplingParams
+
+
+@dataclass
+class T3Result:
+    tokens: list[int]
+    """Sampled speech tokens, EOS included if it was sampled."""
+    logits: list[torch.Tensor] | None = None
+    """Per step raw logits (rows, V) when asked for (teacher-forcing parity)."""
+    prefill_len: int = 0
+
+
+class KVCache:
+    def __init__(self, t3: T3, rows: int, length: int, device, dtype):
+        c = t3.cfg
+        shape = (c.n_layers, rows, c.n_heads, length, c.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.rows, self.length = rows, length
+
+
+class T3Runner:
+    def __init__(self, t3: T3, eos_check_every: int = 8):
+        self.t3 = t3
+        self.eos_check_every = eos_check_every
+        self.cache: KVCache | None = None
+
+    @property
+    def device(self):
+        return self.t3.speech_head.weight.device
+
+    @property
+    def dtype(self):
+        return self.t3.speech_head.weight.dtype
+
+    def _cache_for(self, rows: int, length: int) -> KVCache:
+        if self.cache is None or self.cache.rows != rows or self.cache.length < length:
+            self.cache = None  # free before allocating the larger one
+            self.cache = KVCache(self.t3, rows, max(length, 512), self.device, self.dtype)
+        return self.cache
+
+    @torch.inference_mode()
+    def generate(self, prefill: torch.Tensor, params: SamplingParams, generator: torch.Generator,
+                 forced_tokens: list[int] | None = None, keep_logits: bool = False) -> T3Result:
+        """prefill (rows, L, C): rows = 2 for a CFG pair. With `forced_tokens` the given tokens are fed
+        instead of sampled ones (teacher forcing) and generation runs exactly that many steps."""
+        t3, dev = self.t3, self.device
+        cfg = t3.cfg
+        rows, L, _ = prefill.shape
+        steps = len(forced_tokens) if forced_tokens is not None else params.max_new_tokens
+        cache = self._cache_for(rows, L + steps + 1)
+        V = cfg.speech_vocab
+
+        def knob(v, dtype=torch.float32):
+            return torch.tensor([v], device=dev, dtype=dtype)
+
+        cfg_w, rep, temp = knob(params.cfg_weight), knob(params.repetition_penalty), knob(params.temperature)
+        min_p, top_p, top_k = knob(params.min_p), knob(params.top_p), knob(params.top_k, torch.long)
+        counts = torch.zeros(1, V, device=dev, dtype=torch.int32)
+        counts[0, cfg.start_speech] = 1  # the reference's history starts with the start token
+        noise = torch.empty(1, V, device=dev, dtype=torch.float32)
+        out = torch.full((steps,), -1, device=dev, dtype=torch.long)
+        forced = torch.tensor(forced_tokens, device=dev, dtype=torch.long) if forced_tokens is not None else None
+        logits_log = [] if keep_logits else None
+
+        positions = torch.arange(L, device=dev)
+        hidden = t3.forward_backbone(prefill.to(self.dtype), cache.k, cache.v, positions, None)
+        pos = torch.tensor([L], device=dev)
+        speech_pos = torch.tensor([1], device=dev)
+        done = torch.zeros((), device=dev, dtype=torch.bool)
+        n = 0
+        for i in range(steps):
+            logits = t3.speech_logits(hidden)
+            if keep_logits:
+                logits_log.append(logits.float().cpu())
+            probs = process_logits(logits[:1], logits[1:2] if rows == 2 else None, counts,
+                                   cfg_w, rep, temp, min_p, top_p, top_k)
+            noise.exponential_(generator=generator)
+            token = sample(probs, noise) if forced is None else forced[i:i + 1]
+            out[i:i + 1] = token
+            counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
+            n = i + 1
+            if forced is None:
+                done |= (token == cfg.stop_speech).squeeze(0)
+                if (i + 1) % self.eos_check_every == 0 and bool(done):
+                    break
+            if i + 1 == steps:
+                break
+            x = t3.speech_step_embed(token, speech_pos).to(self.dtype)[:, None].expand(rows, 1, -1)
+            attend = int(L + i + 1)
+            mask = torch.ones(1, attend, device=dev, dtype=torch.bool)
+            hidden = t3.forward_backbone(x, cache.k[:, :, :, :attend], cache.v[:, :, :, :attend], pos, mask)
+            pos += 1
+            speech_pos += 1
+        tokens = out[:n].tolist()
+        if forced is None and cfg.stop_speech in tokens:
+            tokens = tokens[: tokens.index(cfg.stop_speech) + 1]
+        return T3Result(tokens=tokens, logits=logits_log, prefill_len=L)
+
+
+def clean_speech_tokens(tokens: list[int], start: int = 6561, stop: int = 6562, vocab: int = 6561) -> list[int]:
+    """What S3Gen may see: after the first start token, before the first stop token, in-vocabulary only."""
+    if start in tokens:
+        tokens = tokens[tokens.index(start) + 1:]
+    if stop in tokens:
+        tokens = tokens[: tokens.index(stop)]
+    return [t for t in tokens if t < vocab]

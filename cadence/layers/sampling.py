@@ -1,0 +1,48 @@
+"""On-device sampling for T3: CFG combine, repetition penalty from a token-count buffer, temperature,
+min-p, top-p, top-k, then a draw by the exponential-race trick (no `torch.multinomial`, no host sync).
+
+All knobs arrive as (B,) tensors so one batch can carry different settings per request."""
+
+from __future__ import annotations
+
+import torch
+
+
+def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torch.Tensor,
+                   cfg_weight: torch.Tensor, repetition_penalty: torch.Tensor, temperature: torch.Tensor,
+                   min_p: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """Turn raw speech logits into sampling probabilities, in the reference's order.
+
+    cond/uncond (B, V) logits of the conditional and unconditional CFG rows; counts (B, V) how often each
+    token is in the request's history (the start token included); knobs (B,). Returns probs (B, V) fp32."""
+    logits = cond.float()
+    if uncond is not None:
+        w = cfg_weight.float()[:, None]
+        logits = logits + w * (logits - uncond.float())
+    seen = counts > 0
+    penalty = repetition_penalty.float()[:, None]
+    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
+    logits = torch.where(seen, penalised, logits)
+    logits = logits / temperature.float()[:, None]
+    neg_inf = torch.tensor(float("-inf"), device=logits.device)
+    # min-p: drop tokens below min_p times the top token's probability.
+    probs = logits.softmax(-1)
+    logits = torch.where(probs < min_p.float()[:, None] * probs.amax(-1, keepdim=True), neg_inf, logits)
+    # top-k (0 = off): keep the k largest.
+    k = top_k.clamp(min=0)
+    kth = torch.sort(logits, dim=-1, descending=True).values.gather(
+        -1, (k - 1).clamp(min=0, max=logits.shape[-1] - 1)[:, None])
+    logits = torch.where((k[:, None] > 0) & (logits < kth), neg_inf, logits)
+    # top-p: drop the low tail whose cumulative probability is at most 1 - top_p; keep the top token.
+    sorted_logits, order = torch.sort(logits, dim=-1)
+    tail = sorted_logits.softmax(-1).cumsum(-1) <= (1 - top_p.float()[:, None])
+    tail[:, -1] = False
+    drop = torch.zeros_like(tail).scatter(-1, order, tail)
+    logits = logits.masked_fill(drop, float("-inf"))
+    return logits.softmax(-1)
+
+
+def sample(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Exponential race: argmax(p / E) with E ~ Exp(1) draws token i with probability p_i.
+    `noise` (B, V) holds the exponential draws, made from each request's own generator."""
+    return (probs / noise).argmax(-1)

@@ -1,0 +1,166 @@
+"""The CFM vector-field estimator: a 1-D U-Net of causal conv ResNet blocks and transformer blocks,
+conditioned on time, encoder features, speaker and prompt mel."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    in_channels: int = 320  # x, mu, speaker, prompt mel: 4 × 80
+    out_channels: int = 80
+    channels: int = 256
+    n_blocks: int = 4  # transformer blocks per U-Net stage
+    n_mid: int = 12
+    heads: int = 8
+    head_dim: int = 64
+
+
+class CausalConv1d(nn.Conv1d):
+    def __init__(self, cin: int, cout: int, kernel: int):
+        super().__init__(cin, cout, kernel)
+        self.left = kernel - 1
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (self.left, 0)))
+
+
+class Transpose(nn.Module):
+    def forward(self, x):
+        return x.transpose(1, 2)
+
+
+class CausalBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.block = nn.Sequential(CausalConv1d(cin, cout, 3), Transpose(), nn.LayerNorm(cout), Transpose(), nn.Mish())
+
+    def forward(self, x, mask):
+        return self.block(x * mask) * mask
+
+
+class CausalResnetBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, time_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Mish(), nn.Linear(time_dim, cout))
+        self.block1 = CausalBlock(cin, cout)
+        self.block2 = CausalBlock(cout, cout)
+        self.res_conv = nn.Conv1d(cin, cout, 1)
+
+    def forward(self, x, mask, t_emb):
+        h = self.block1(x, mask) + self.mlp(t_emb)[:, :, None]
+        return self.block2(h, mask) + self.res_conv(x * mask)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads = heads
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
+
+    def forward(self, x, bias):
+        """x (B, T, C); bias (B, 1, 1, T) additive key-padding bias."""
+        B, T, _ = x.shape
+
+        def heads(t):  # (B, T, H*D) -> (B, H, T, D)
+            return t.view(B, T, self.heads, -1).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(self.to_q(x)), heads(self.to_k(x)), heads(self.to_v(x)),
+                                             attn_mask=bias)
+        return self.to_out[0](out.transpose(1, 2).reshape(B, T, -1))
+
+
+class GELUProj(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, hidden)
+
+    def forward(self, x):
+        return F.gelu(self.proj(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, heads, head_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = nn.Module()
+        self.ff.net = nn.ModuleList([GELUProj(dim, 4 * dim), nn.Identity(), nn.Linear(4 * dim, dim)])
+
+    def forward(self, x, bias):
+        x = x + self.attn1(self.norm1(x), bias)
+        h = self.norm3(x)
+        for m in self.ff.net:
+            h = m(h)
+        return x + h
+
+
+class TimestepMLP(nn.Module):
+    def __init__(self, cin: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(cin, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+def sinusoidal_time(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=t.device).float() * -(math.log(10000) / (half - 1)))
+    emb = scale * t[:, None] * freqs[None]
+    return torch.cat((emb.sin(), emb.cos()), dim=-1)
+
+
+class ConditionalDecoder(nn.Module):
+    def __init__(self, cfg: EstimatorConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, time_dim = cfg.channels, cfg.channels * 4
+        self.time_mlp = TimestepMLP(cfg.in_channels, time_dim)
+
+        def stage(cin):
+            return [CausalResnetBlock(cin, c, time_dim),
+                    nn.ModuleList(TransformerBlock(c, cfg.heads, cfg.head_dim) for _ in range(cfg.n_blocks))]
+
+        self.down_blocks = nn.ModuleList([nn.ModuleList(stage(cfg.in_channels) + [CausalConv1d(c, c, 3)])])
+        self.mid_blocks = nn.ModuleList(nn.ModuleList(stage(c)) for _ in range(cfg.n_mid))
+        self.up_blocks = nn.ModuleList([nn.ModuleList(stage(2 * c) + [CausalConv1d(c, c, 3)])])
+        self.final_block = CausalBlock(c, c)
+        self.final_proj = nn.Conv1d(c, cfg.out_channels, 1)
+
+    @staticmethod
+    def _transformers(blocks, x, bias):
+        x = x.transpose(1, 2)
+        for block in blocks:
+            x = block(x, bias)
+        return x.transpose(1, 2)
+
+    def forward(self, x, mask, mu, t, spks, cond):
+        """x, mu, cond (B, 80, T); mask (B, 1, T); t (B,); spks (B, 80) -> velocity (B, 80, T)."""
+        t_emb = self.time_mlp(sinusoidal_time(t, self.cfg.in_channels).to(t.dtype))
+        x = torch.cat((x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond), dim=1)
+        bias = ((1.0 - mask.to(x.dtype)) * -1.0e10)[:, None]  # (B, 1, 1, T)
+        resnet, blocks, down = self.down_blocks[0]
+        x = self._transformers(blocks, resnet(x, mask, t_emb), bias)
+        skip = x
+        x = down(x * mask)
+        for resnet, blocks in self.mid_blocks:
+            x = self._transformers(blocks, resnet(x, mask, t_emb), bias)
+        resnet, blocks, up = self.up_blocks[0]
+        x = torch.cat((x[:, :, :skip.shape[-1]], skip), dim=1)
+        x = self._transformers(blocks, resnet(x, mask, t_emb), bias)
+        x = up(x * mask)
+        x = self.final_block(x, mask)
+        return self.final_proj(x * mask) * mask

@@ -1,0 +1,95 @@
+"""Token-to-mel: token embedding → upsampling conformer → conditional flow matching, solved with a fixed
+number of Euler steps on a cosine time grid, classifier-free guidance done as one doubled batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoder import FlowEncoderConfig, UpsampleConformerEncoder
+from .estimator import ConditionalDecoder, EstimatorConfig
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    vocab: int = 6561
+    token_dim: int = 512
+    mel_dim: int = 80
+    spk_dim: int = 192
+    token_mel_ratio: int = 2
+    lookahead: int = 3
+    cfg_rate: float = 0.7
+    n_timesteps: int = 10
+    encoder: FlowEncoderConfig = field(default_factory=FlowEncoderConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+
+
+def cosine_time_grid(n_steps: int, device, dtype=torch.float32) -> torch.Tensor:
+    t = torch.linspace(0, 1, n_steps + 1, device=device, dtype=dtype)
+    return 1 - torch.cos(t * 0.5 * torch.pi)
+
+
+class CFMDecoder(nn.Module):
+    def __init__(self, cfg: FlowConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.estimator = ConditionalDecoder(cfg.estimator)
+
+    def solve(self, noise, mu, mask, spks, cond, n_steps: int):
+        """Euler integration from noise (B, 80, T) to mel. The conditional and unconditional (mu, speaker
+        and prompt zeroed) rows run as one batch of 2B."""
+        B = mu.shape[0]
+        t_grid = cosine_time_grid(n_steps, mu.device, torch.float32).to(mu.dtype)
+        x = noise
+        mu2 = torch.cat((mu, torch.zeros_like(mu)))
+        spks2 = torch.cat((spks, torch.zeros_like(spks)))
+        cond2 = torch.cat((cond, torch.zeros_like(cond)))
+        mask2 = torch.cat((mask, mask))
+        rate = self.cfg.cfg_rate
+        for i in range(n_steps):
+            t, r = t_grid[i:i + 1], t_grid[i + 1:i + 2]
+            v = self.estimator(torch.cat((x, x)), mask2, mu2, t.expand(2 * B), spks2, cond2)
+            v_cond, v_uncond = v[:B], v[B:]
+            x = x + (r - t) * ((1.0 + rate) * v_cond - rate * v_uncond)
+        return x
+
+
+class CausalFlow(nn.Module):
+    def __init__(self, cfg: FlowConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.input_embedding = nn.Embedding(cfg.vocab, cfg.token_dim)
+        self.spk_embed_affine_layer = nn.Linear(cfg.spk_dim, cfg.mel_dim)
+        self.encoder = UpsampleConformerEncoder(cfg.encoder)
+        self.encoder_proj = nn.Linear(cfg.encoder.dim, cfg.mel_dim)
+        self.decoder = CFMDecoder(cfg)
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor, finalize: bool = True):
+        """tokens (B, T) prompt+new speech tokens, lengths (B,) -> mu (B, 80, 2T'), mask (B, 1, 2T').
+        With finalize=False the last `lookahead` tokens only serve as right context."""
+        mask = (torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None])
+        x = self.input_embedding(tokens.long()) * mask[..., None].to(self.input_embedding.weight.dtype)
+        h, hmask = self.encoder(x, lengths)
+        if not finalize:
+            cut = self.cfg.lookahead * self.cfg.token_mel_ratio
+            h, hmask = h[:, :-cut], hmask[..., :-cut]
+        return self.encoder_proj(h).transpose(1, 2), hmask.to(h.dtype)
+
+    def speaker(self, xvector: torch.Tensor) -> torch.Tensor:
+        return self.spk_embed_affine_layer(F.normalize(xvector, dim=1))
+
+    def forward(self, tokens, lengths, prompt_feat, xvector, noise, finalize: bool = True,
+                n_steps: int | None = None):
+        """tokens (B, T) with the voice's prompt tokens first; prompt_feat (B, Tp, 80); xvector (B, 192);
+        noise (B, 80, 2T) -> mel of the new frames (B, 80, 2T - Tp)."""
+        mu, mask = self.encode(tokens, lengths, finalize)
+        n_prompt = prompt_feat.shape[1]
+        cond = torch.zeros_like(mu)
+        cond[:, :, :n_prompt] = prompt_feat.transpose(1, 2).to(mu.dtype)
+        mel = self.decoder.solve(noise[..., :mu.shape[-1]].to(mu.dtype), mu, mask, self.speaker(xvector).to(mu.dtype),
+                                 cond, n_steps or self.cfg.n_timesteps)
+        return mel[:, :, n_prompt:]
+

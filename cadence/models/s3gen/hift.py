@@ -1,0 +1,160 @@
+"""HiFT vocoder: an F0 predictor drives a harmonic-plus-noise source; a HiFi-GAN style upsampler with
+Snake activations, fused with the source's STFT, predicts magnitude and phase for a 16-point iSTFT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+@dataclass(frozen=True)
+class HiFTConfig:
+    mel_dim: int = 80
+    base_channels: int = 512
+    n_harmonics: int = 8
+    sample_rate: int = 24000
+    sine_amp: float = 0.1
+    noise_std: float = 0.003
+    voiced_threshold: float = 10.0
+    upsample_rates: tuple = (8, 5, 3)
+    upsample_kernels: tuple = (16, 11, 7)
+    n_fft: int = 16
+    hop: int = 4
+    resblock_kernels: tuple = (3, 7, 11)
+    resblock_dilations: tuple = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    source_kernels: tuple = (7, 7, 11)
+    source_dilations: tuple = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    f0_channels: int = 512
+    lrelu_slope: float = 0.1
+    audio_limit: float = 0.99
+
+    @property
+    def samples_per_frame(self) -> int:
+        return int(np.prod(self.upsample_rates)) * self.hop
+
+
+class Snake(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        a = self.alpha[None, :, None]
+        return x + (1.0 / (a + 1e-9)) * torch.sin(x * a).pow(2)
+
+
+def _pad(k: int, d: int = 1) -> int:
+    return (k * d - d) // 2
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int, k: int, dilations):
+        super().__init__()
+        self.convs1 = nn.ModuleList(weight_norm(nn.Conv1d(ch, ch, k, dilation=d, padding=_pad(k, d))) for d in dilations)
+        self.convs2 = nn.ModuleList(weight_norm(nn.Conv1d(ch, ch, k, padding=_pad(k))) for _ in dilations)
+        self.activations1 = nn.ModuleList(Snake(ch) for _ in dilations)
+        self.activations2 = nn.ModuleList(Snake(ch) for _ in dilations)
+
+    def forward(self, x):
+        for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
+            x = x + c2(a2(c1(a1(x))))
+        return x
+
+
+class F0Predictor(nn.Module):
+    def __init__(self, cfg: HiFTConfig):
+        super().__init__()
+        layers = []
+        for i in range(5):
+            layers += [weight_norm(nn.Conv1d(cfg.mel_dim if i == 0 else cfg.f0_channels, cfg.f0_channels, 3, padding=1)),
+                       nn.ELU()]
+        self.condnet = nn.Sequential(*layers)
+        self.classifier = nn.Linear(cfg.f0_channels, 1)
+
+    def forward(self, mel):  # (B, 80, T) -> (B, T) Hz
+        return self.classifier(self.condnet(mel).transpose(1, 2)).squeeze(-1).abs()
+
+
+class SourceModule(nn.Module):
+    """Harmonic source: sines at F0 × (1..9) with a random start phase, noise where unvoiced,
+    merged to one channel by a linear layer and tanh."""
+
+    def __init__(self, cfg: HiFTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.l_linear = nn.Linear(cfg.n_harmonics + 1, 1)
+
+    def forward(self, f0, phase, noise):
+        """f0 (B, 1, L) Hz at sample rate; phase (B, H, 1) uniform in [-pi, pi) (harmonic 0's is
+        forced to 0); noise (B, H, L) standard normal. Returns (B, 1, L)."""
+        c = self.cfg
+        harmonics = torch.arange(1, c.n_harmonics + 2, device=f0.device, dtype=f0.dtype)[None, :, None]
+        theta = 2 * np.pi * (torch.cumsum(f0 * harmonics / c.sample_rate, dim=-1) % 1)
+        phase = torch.cat((torch.zeros_like(phase[:, :1]), phase[:, 1:]), dim=1)
+        sines = c.sine_amp * torch.sin(theta + phase)
+        voiced = (f0 > c.voiced_threshold).to(f0.dtype)
+        noise_amp = voiced * c.noise_std + (1 - voiced) * c.sine_amp / 3
+        sines = sines * voiced + noise_amp * noise
+        return torch.tanh(self.l_linear(sines.transpose(1, 2))).transpose(1, 2)
+
+
+class HiFTGenerator(nn.Module):
+    def __init__(self, cfg: HiFTConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.base_channels
+        self.f0_predictor = F0Predictor(cfg)
+        self.m_source = SourceModule(cfg)
+        self.conv_pre = weight_norm(nn.Conv1d(cfg.mel_dim, ch, 7, padding=3))
+        self.ups = nn.ModuleList(
+            weight_norm(nn.ConvTranspose1d(ch // 2 ** i, ch // 2 ** (i + 1), k, u, padding=(k - u) // 2))
+            for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernels)))
+        down_rates = np.cumprod([1] + list(cfg.upsample_rates[::-1][:-1]))[::-1]
+        self.source_downs = nn.ModuleList()
+        self.source_resblocks = nn.ModuleList()
+        for i, (u, k, d) in enumerate(zip(down_rates, cfg.source_kernels, cfg.source_dilations)):
+            cout = ch // 2 ** (i + 1)
+            u = int(u)
+            conv = nn.Conv1d(cfg.n_fft + 2, cout, 1) if u == 1 else nn.Conv1d(cfg.n_fft + 2, cout, u * 2, u, padding=u // 2)
+            self.source_downs.append(conv)
+            self.source_resblocks.append(ResBlock(cout, k, d))
+        self.resblocks = nn.ModuleList(
+            ResBlock(ch // 2 ** (i + 1), k, d)
+            for i in range(len(self.ups)) for k, d in zip(cfg.resblock_kernels, cfg.resblock_dilations))
+        self.conv_post = weight_norm(nn.Conv1d(ch // 2 ** len(self.ups), cfg.n_fft + 2, 7, padding=3))
+        self.register_buffer("stft_window", torch.hann_window(cfg.n_fft, periodic=True), persistent=False)
+
+    def source(self, mel, phase, noise):
+        """mel (B, 80, T) -> source excitation (B, 1, T * samples_per_frame)."""
+        f0 = self.f0_predictor(mel)
+        f0 = F.interpolate(f0[:, None], scale_factor=float(self.cfg.samples_per_frame), mode="nearest")
+        return self.m_source(f0, phase, noise)
+
+    def decode(self, mel, source):
+        c = self.cfg
+        spec = torch.view_as_real(torch.stft(source[:, 0], c.n_fft, c.hop, c.n_fft, window=self.stft_window,
+                                             return_complex=True))
+        s = torch.cat((spec[..., 0], spec[..., 1]), dim=1)  # (B, n_fft + 2, frames)
+        x = self.conv_pre(mel)
+        n_k = len(c.resblock_kernels)
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, c.lrelu_slope))
+            if i == len(self.ups) - 1:
+                x = F.pad(x, (1, 0), mode="reflect")
+            x = x + self.source_resblocks[i](self.source_downs[i](s))
+            x = sum(self.resblocks[i * n_k + j](x) for j in range(n_k)) / n_k
+        x = self.conv_post(F.leaky_relu(x))
+        half = c.n_fft // 2 + 1
+        magnitude = torch.exp(x[:, :half]).clamp(max=1e2)
+        phase = torch.sin(x[:, half:])
+        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+        wav = torch.istft(spec, c.n_fft, c.hop, c.n_fft, window=self.stft_window)
+        return wav.clamp(-c.audio_limit, c.audio_limit)
+
+    def forward(self, mel, phase, noise):
+        return self.decode(mel, self.source(mel, phase, noise))

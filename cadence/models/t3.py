@@ -1,0 +1,277 @@
+"""T3: the text-to-speech-token model. A Llama backbone fed custom embeddings (speaker, perceiver-resampled
+prompt speech, emotion, text and speech tokens with learned positions) and read by a speech head.
+
+Only modules and forward math live here; the KV cache layout and decode loop are in `cadence.engine`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class T3Config:
+    """Shape of T3. `english()` is the official 532 M checkpoint; `tiny()` the same architecture, small."""
+
+    dim: int = 1024
+    n_layers: int = 30
+    n_heads: int = 16
+    ffn_dim: int = 4096
+    rms_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_context: int = 8192
+    text_vocab: int = 704
+    speech_vocab: int = 8194
+    backbone_vocab: int = 8  # the Llama's own embedding: present in the checkpoint, never used
+    max_text_tokens: int = 2048
+    max_speech_tokens: int = 4096
+    speaker_dim: int = 256
+    prompt_len: int = 150
+    perceiver_queries: int = 32
+    perceiver_heads: int = 4
+    start_text: int = 255
+    stop_text: int = 0
+    start_speech: int = 6561
+    stop_speech: int = 6562
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def cond_len(self) -> int:
+        """Conditioning positions before the text: speaker, perceiver queries, emotion."""
+        return 1 + self.perceiver_queries + 1
+
+    @classmethod
+    def english(cls) -> "T3Config":
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "T3Config":
+        return cls(dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_text_tokens=256, max_speech_tokens=512,
+                   prompt_len=20, perceiver_queries=4, perceiver_heads=2)
+
+
+def llama3_inv_freq(cfg: T3Config) -> torch.Tensor:
+    """Rotary inverse frequencies with Llama 3's long-context rescaling."""
+    d = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    low_wavelen = cfg.rope_original_context / cfg.rope_low_freq_factor
+    high_wavelen = cfg.rope_original_context / cfg.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > low_wavelen, inv / cfg.rope_factor, inv)
+    smooth = (cfg.rope_original_context / wavelen - cfg.rope_low_freq_factor) / (
+        cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
+    smoothed = (1 - smooth) * scaled / cfg.rope_factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rotary_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
+    """positions (T,) -> cos, sin (T, head_dim), computed in fp32."""
+    freqs = positions.float()[:, None] * inv_freq.float()[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, T, D); cos/sin (T, D)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, cfg: T3Config):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.o_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, positions, attn_mask):
+        """x (B, T, C). Writes this step's keys/values into k_cache/v_cache (B, H, S, D) at `positions`
+        (T,), then attends over the cache: `attn_mask` (T, S) bool, True where attending is allowed, or
+        None for a prefill that starts at position 0 (plain causal attention over the new keys only)."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k_cache.index_copy_(2, positions, k)
+        v_cache.index_copy_(2, positions, v)
+        if attn_mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=attn_mask)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, cfg: T3Config):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaLayer(nn.Module):
+    def __init__(self, cfg: T3Config):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.rms_eps)
+        self.self_attn = LlamaAttention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.rms_eps)
+        self.mlp = LlamaMLP(cfg)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, positions, attn_mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, positions, attn_mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaBackbone(nn.Module):
+    def __init__(self, cfg: T3Config):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.backbone_vocab, cfg.dim)
+        self.layers = nn.ModuleList(LlamaLayer(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.rms_eps)
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self, n: int, dim: int):
+        super().__init__()
+        self.emb = nn.Embedding(n, dim)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.emb(positions)
+
+
+class PerceiverAttention(nn.Module):
+    """Pre-norm multi-head attention with a residual; one instance serves both the cross- and the
+    self-attention pass of the perceiver (shared weights, as trained)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.proj_out = nn.Linear(dim, dim)
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        B, Tq, C = queries.shape
+        qn, cn = self.norm(queries), self.norm(context)
+
+        def heads(t):  # (B, T, C) -> (B, H, T, C/H)
+            return t.view(B, -1, self.heads, C // self.heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(self.to_q(qn)), heads(self.to_k(cn)), heads(self.to_v(cn)))
+        return queries + self.proj_out(out.transpose(1, 2).reshape(B, Tq, C))
+
+
+class Perceiver(nn.Module):
+    def __init__(self, cfg: T3Config):
+        super().__init__()
+        self.pre_attention_query = nn.Parameter(torch.zeros(1, cfg.perceiver_queries, cfg.dim))
+        self.attn = PerceiverAttention(cfg.dim, cfg.perceiver_heads)
+
+    def forward(self, prompt_emb: torch.Tensor) -> torch.Tensor:
+        """(B, P, C) prompt embeddings -> (B, Q, C) resampled."""
+        q = self.pre_attention_query.expand(prompt_emb.shape[0], -1, -1)
+        x = self.attn(q, prompt_emb)
+        return self.attn(x, x)
+
+
+class CondEncoder(nn.Module):
+    def __init__(self, cfg: T3Config):
+        super().__init__()
+        self.spkr_enc = nn.Linear(cfg.speaker_dim, cfg.dim)
+        self.emotion_adv_fc = nn.Linear(1, cfg.dim, bias=False)
+        self.perceiver = Perceiver(cfg)
+
+
+class T3(nn.Module):
+    def __init__(self, cfg: T3Config):
+        super().__init__()
+        self.cfg = cfg
+        self.tfmr = LlamaBackbone(cfg)
+        self.cond_enc = CondEncoder(cfg)
+        self.text_emb = nn.Embedding(cfg.text_vocab, cfg.dim)
+        self.speech_emb = nn.Embedding(cfg.speech_vocab, cfg.dim)
+        self.text_pos_emb = LearnedPositions(cfg.max_text_tokens + 2, cfg.dim)
+        self.speech_pos_emb = LearnedPositions(cfg.max_speech_tokens + 4, cfg.dim)
+        self.text_head = nn.Linear(cfg.dim, cfg.text_vocab, bias=False)
+        self.speech_head = nn.Linear(cfg.dim, cfg.speech_vocab, bias=False)
+        self.register_buffer("inv_freq", llama3_inv_freq(cfg), persistent=False)
+
+    # --- conditioning ---------------------------------------------------------------------------
+    def voice_embeds(self, speaker_emb: torch.Tensor, prompt_tokens: torch.Tensor) -> torch.Tensor:
+        """The exaggeration-independent conditioning of one voice: speaker token + perceiver output.
+        speaker_emb (B, 256), prompt_tokens (B, P) -> (B, 1 + Q, C). Computed once per voice."""
+        spk = self.cond_enc.spkr_enc(speaker_emb.view(-1, self.cfg.speaker_dim))[:, None]
+        pos = torch.arange(prompt_tokens.shape[1], device=prompt_tokens.device)
+        prompt = self.speech_emb(prompt_tokens) + self.speech_pos_emb(pos)
+        return torch.cat((spk, self.cond_enc.perceiver(prompt)), dim=1)
+
+    def emotion_embed(self, exaggeration: torch.Tensor) -> torch.Tensor:
+        """exaggeration (B,) -> (B, 1, C)."""
+        return self.cond_enc.emotion_adv_fc(exaggeration.view(-1, 1, 1).to(self.speech_head.weight.dtype))
+
+    def prefill_embeds(self, voice: torch.Tensor, exaggeration: torch.Tensor, text_tokens: torch.Tensor,
+                       cfg_pair: bool) -> torch.Tensor:
+        """The prompt for one request: [voice | emotion | text | start-speech ×2]; (R, L, C) with R=2 for
+        the CFG pair (row 1 has its text token embeddings zeroed, positions kept), else 1.
+        text_tokens (T,) already framed by start/stop text tokens."""
+        dev = text_tokens.device
+        text = self.text_emb(text_tokens)[None]
+        if cfg_pair:
+            text = torch.cat((text, torch.zeros_like(text)))
+        text = text + self.text_pos_emb(torch.arange(text_tokens.shape[0], device=dev))
+        rows = text.shape[0]
+        cond = torch.cat((voice, self.emotion_embed(exaggeration)), dim=1).expand(rows, -1, -1)
+        start = self.speech_step_embed(torch.tensor([self.cfg.start_speech], device=dev),
+                                       torch.tensor([0], device=dev))
+        # The reference feeds the start-speech token twice, both at speech position 0 (ref. quirk).
+        start = start[:, None].expand(rows, 2, -1)
+        return torch.cat((cond.to(text.dtype), text, start), dim=1)
+
+    def speech_step_embed(self, tokens: torch.Tensor, speech_pos: torch.Tensor) -> torch.Tensor:
+        """tokens (B,), speech positions (B,) -> (B, C)."""
+        return self.speech_emb(tokens) + self.speech_pos_emb(speech_pos)
+
+    # --- backbone -----------------------------------------------------------------------------
+    def forward_backbone(self, x, k_cache, v_cache, positions, attn_mask):
+        """x (B, T, C); k_cache/v_cache (layers, B, H, S, D); positions (T,) absolute. Returns the
+        final-norm hidden state of the last position, (B, C)."""
+        cos, sin = rotary_cos_sin(self.inv_freq, positions, x.dtype)
+        for i, layer in enumerate(self.tfmr.layers):
+            x = layer(x, cos, sin, k_cache[i], v_cache[i], positions, attn_mask)
+        return self.tfmr.norm(x[:, -1])
+
+    def speech_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.speech_head(hidden)

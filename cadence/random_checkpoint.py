@@ -1,0 +1,120 @@
+"""Random-weight checkpoints in the exact official layout (file names, keys, shapes, dtypes), deterministic
+by seed. Speed and memory do not depend on weight values, so benchmarks and parity tests use these."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from .audio.dsp import slaney_mel_filters
+from .checkpoint import ModelConfig, build, random_state
+
+SPECIALS = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2, "[PAD]": 3, "[SEP]": 4, "[CLS]": 5, "[MASK]": 6, "[START]": 255}
+_ACCENTED = "àâäæçéèêëîïôœùûüÿÀÂÄÇÉÈÊËÎÏÔÙÛÜñÑ"[:28]
+_CHARS = [chr(c) for c in range(33, 127)] + list(_ACCENTED)
+_CORPUS = """The quick brown fox jumps over the lazy dog. A speech model turns text into sound, one token at a
+time, and every voice it hears becomes a new way of speaking. Hello there, this is a quick test of the
+reference model. We measure what we build, we test what we claim, and we write down how long things take.
+She sells sea shells by the sea shore; the shells she sells are surely seashells. How much wood would a
+woodchuck chuck if a woodchuck could chuck wood? Peter Piper picked a peck of pickled peppers. When the
+sunlight strikes raindrops in the air, they act as a prism and form a rainbow. The rainbow is a division of
+white light into many beautiful colors. These take the shape of a long round arch, with its path high above,
+and its two ends apparently beyond the horizon. There is, according to legend, a boiling pot of gold at one
+end. People look, but no one ever finds it. When a man looks for something beyond his reach, his friends say
+he is looking for the pot of gold at the end of the rainbow. Throughout the centuries people have explained
+the rainbow in various ways. Some have accepted it as a miracle without physical explanation. Numbers like
+one, two, three, four, five, six, seven, eight, nine and ten should be read aloud clearly and naturally."""
+
+
+def _learn_merges(vocab_size: int) -> tuple[dict, list]:
+    """A tiny deterministic BPE learner: frequency-ranked merges over the corpus's words (ties broken
+    lexically) until the vocabulary is full; id 255 stays reserved for [START]."""
+    vocab = dict(SPECIALS)
+    next_id = 7
+    for ch in _CHARS:
+        vocab[ch] = next_id
+        next_id += 1
+    words = Counter(w for w in _CORPUS.replace("\n", " ").split(" ") if w)
+    seqs = {w: list(w) for w in words}
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = Counter()
+        for w, n in words.items():
+            s = seqs[w]
+            for a, b in zip(s, s[1:]):
+                pairs[(a, b)] += n
+        if not pairs:
+            break
+        (a, b), _ = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        merged = a + b
+        merges.append(f"{a} {b}")
+        if next_id == 255:
+            next_id += 1
+        vocab[merged] = next_id
+        next_id += 1
+        for w in seqs:
+            s, out, i = seqs[w], [], 0
+            while i < len(s):
+                if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            seqs[w] = out
+    return vocab, merges
+
+
+def tokenizer_json(vocab_size: int = 704) -> dict:
+    vocab, merges = _learn_merges(vocab_size)
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for t, i in sorted(SPECIALS.items(), key=lambda kv: kv[1])]
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+            "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
+            "model": {"type": "BPE", "dropout": None, "unk_token": "[UNK]", "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                      "ignore_merges": False, "vocab": vocab, "merges": merges}}
+
+
+def synthetic_voice(seconds: float = 10.0, sr: int = 24000, seed: int = 0) -> np.ndarray:
+    """A deterministic speech-like test signal: a gliding harmonic source through moving formants, with
+    syllable-rate amplitude and short noise bursts. Used where a real recording is not available."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t) + 10 * np.sin(2 * np.pi * 3.1 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    src = sum(np.sin(k * phase) / k for k in range(1, 25))
+    formant = 1 + 0.5 * np.sin(2 * np.pi * 2.3 * t)
+    voiced = src * formant * (0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t) ** 2)
+    noise = rng.standard_normal(len(t)) * (np.sin(2 * np.pi * 1.3 * t) > 0.85)
+    wav = 0.25 * voiced / np.abs(voiced).max() + 0.05 * noise
+    return wav.astype(np.float32)
+
+
+def make_random_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = False, with_conds: bool = True) -> Path:
+    """Write ve/t3_cfg/s3gen safetensors, tokenizer.json and (optionally) a conds.pt default voice."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = ModelConfig.tiny() if tiny else ModelConfig.english()
+    meta = {"format": "pt", "cadence_config": "tiny" if tiny else "english", "cadence_seed": str(seed)}
+    t3, s3gen, ve = build(cfg)
+    save_file(random_state(ve, seed), str(out / "ve.safetensors"), metadata=meta)
+    save_file(random_state(t3, seed + 1), str(out / "t3_cfg.safetensors"), metadata=meta)
+    tok = cfg.s3gen.tokenizer
+    real_buffers = {
+        "tokenizer._mel_filters": torch.from_numpy(slaney_mel_filters(16000, tok.n_fft, tok.n_mels)),
+        "tokenizer.window": torch.hann_window(tok.n_fft),
+    }
+    save_file(random_state(s3gen, seed + 2, real_buffers), str(out / "s3gen.safetensors"), metadata=meta)
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(cfg.t3.text_vocab), ensure_ascii=False))
+    if with_conds:
+        from .tts import TTS
+        tts = TTS.from_dir(out, device="cpu", watermark=False)
+        voice = tts.prepare_voice(synthetic_voice(), sample_rate=24000)
+        voice.save_conds_pt(out / "conds.pt")
+    return out

@@ -1,0 +1,60 @@
+"""Per-request generation knobs, with the reference's names and defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    exaggeration: float | None = None
+    """Emotion intensity fed to T3 as one conditioning token (0 = flat, 0.5 neutral, >1 dramatic).
+    None uses the voice's own default."""
+    cfg_weight: float = 0.5
+    """Classifier-free guidance weight on T3's text conditioning; 0 disables the unconditional row."""
+    temperature: float = 0.8
+    """Softmax temperature for speech-token sampling (> 0)."""
+    repetition_penalty: float = 1.2
+    """Divides positive / multiplies negative logits of tokens already generated (>= 1 discourages)."""
+    min_p: float = 0.05
+    """Drop tokens whose probability is below min_p times the most likely token's (0 disables)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 disables)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 disables)."""
+    max_new_tokens: int = 1000
+    """Upper bound on generated speech tokens (25 tokens = 1 s of audio)."""
+    seed: int | None = None
+    """Seed of this request's own random stream; None draws a fresh one."""
+
+    def __post_init__(self):
+        def check(ok: bool, msg: str):
+            if not ok:
+                raise ValueError(msg)
+
+        def num(name):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"{name} must be a number, got {v!r}")
+            return float(v)
+
+        if self.exaggeration is not None:
+            check(0.0 <= num("exaggeration") <= 2.0, f"exaggeration must be in [0, 2], got {self.exaggeration}")
+        check(0.0 <= num("cfg_weight") <= 5.0, f"cfg_weight must be in [0, 5], got {self.cfg_weight}")
+        check(0.0 < num("temperature") <= 5.0, f"temperature must be in (0, 5], got {self.temperature}")
+        check(1.0 <= num("repetition_penalty") <= 5.0,
+              f"repetition_penalty must be in [1, 5], got {self.repetition_penalty}")
+        check(0.0 <= num("min_p") < 1.0, f"min_p must be in [0, 1), got {self.min_p}")
+        check(0.0 < num("top_p") <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
+        check(isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
+              f"top_k must be an integer >= 0, got {self.top_k!r}")
+        check(isinstance(self.max_new_tokens, int) and not isinstance(self.max_new_tokens, bool)
+              and 1 <= self.max_new_tokens <= 4000,
+              f"max_new_tokens must be an integer in [1, 4000], got {self.max_new_tokens!r}")
+        check(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)
+                                    and 0 <= self.seed < 2 ** 63),
+              f"seed must be a non-negative integer, got {self.seed!r}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))

@@ -1,0 +1,156 @@
+"""`TTS`: the library facade. Load a checkpoint once, prepare voices, generate audio."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import watermark as wm
+from .audio.io import read_audio
+from .checkpoint import HUB_REPO, load_models, resolve
+from .engine.audio_runner import AudioRunner
+from .engine.t3_runner import T3Runner, clean_speech_tokens
+from .models.s3gen import S3GEN_SR
+from .outputs import Audio
+from .sampling_params import SamplingParams
+from .text.normalize import normalize_text
+from .text.tokenizer import TextTokenizer
+from .voices.prepare import prepare_voice
+from .voices.voice import Voice
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device not in ("cpu", "cuda", "mps") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N, mps or auto, got {device!r}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+class TTS:
+    """Chatterbox text-to-speech with Cadence's engine.
+
+    >>> tts = TTS.from_dir("checkpoints/chatterbox", device="cuda")
+    >>> voice = tts.prepare_voice("speaker.wav")
+    >>> audio = tts.generate("Hello there.", voice=voice, seed=1)
+    """
+
+    def __init__(self, t3, s3gen, ve, tokenizer: TextTokenizer, device: torch.device, default_voice: Voice | None,
+                 watermark: bool = True, model_dir: Path | None = None):
+        self.t3, self.s3gen, self.ve = t3, s3gen, ve
+        self.tokenizer = tokenizer
+        self.device = device
+        self.default_voice = default_voice
+        self.watermark = watermark
+        self.model_dir = model_dir
+        self.t3_runner = T3Runner(t3)
+        self.audio_runner = AudioRunner(s3gen)
+        self.sample_rate = S3GEN_SR
+
+    # --- loading ------------------------------------------------------------------------------
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike, device: str | None = "auto", watermark: bool = True) -> "TTS":
+        """Load a local directory in the official layout (ve/t3_cfg/s3gen safetensors, tokenizer.json,
+        optional conds.pt default voice)."""
+        path = resolve(path)
+        dev = pick_device(device)
+        t3, s3gen, ve, _ = load_models(path)
+        t3, s3gen, ve = (m.to(dev).eval() for m in (t3, s3gen, ve))
+        _fold_weight_norm(s3gen)
+        tokenizer = TextTokenizer(path / "tokenizer.json")
+        default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
+        return cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path)
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str = HUB_REPO, device: str | None = "auto", watermark: bool = True) -> "TTS":
+        """Download (or reuse the cached) official checkpoint from the Hugging Face hub."""
+        return cls.from_dir(resolve(repo_id), device=device, watermark=watermark)
+
+    # --- voices -------------------------------------------------------------------------------
+    def prepare_voice(self, audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None,
+                      exaggeration: float = 0.5) -> Voice:
+        """Reference recording (path, or mono/stereo array with `sample_rate`) -> reusable `Voice`."""
+        if isinstance(audio, (str, os.PathLike)):
+            wav, sr = read_audio(audio)
+        else:
+            if sample_rate is None:
+                raise ValueError("sample_rate is required when audio is an array")
+            wav, sr = np.asarray(audio, dtype=np.float32), int(sample_rate)
+        return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration)
+
+    # --- generation ---------------------------------------------------------------------------
+    def text_tokens(self, text: str) -> torch.Tensor:
+        c = self.t3.cfg
+        ids = self.tokenizer.encode(normalize_text(text))
+        if len(ids) + 2 > c.max_text_tokens:
+            raise ValueError(f"text is too long: {len(ids)} tokens (at most {c.max_text_tokens - 2} per request)")
+        return torch.tensor([c.start_text, *ids, c.stop_text], device=self.device)
+
+    def generate(self, text: str, voice: Voice | None = None, *, params: SamplingParams | None = None,
+                 watermark: bool | None = None, **knobs) -> Audio:
+        """Synthesize `text`. Knobs are `SamplingParams` fields (exaggeration, cfg_weight, temperature,
+        repetition_penalty, min_p, top_p, top_k, max_new_tokens, seed), given directly or as `params`."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a string, got {type(text).__name__}")
+        unknown = set(knobs) - set(SamplingParams.names())
+        if unknown:
+            raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
+        params = params or SamplingParams(**knobs)
+        voice = voice or self.default_voice
+        if voice is None:
+            raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2 ** 62, ()).item())
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        timings = {}
+        t0 = time.perf_counter()
+        tokens = self._t3(text, voice, params, gen)
+        timings["t3"] = time.perf_counter() - t0
+        speech = clean_speech_tokens(tokens)
+        t1 = time.perf_counter()
+        if speech:
+            wav = self.audio_runner.synthesize(torch.tensor(speech), voice, gen)[0].cpu().numpy()
+        else:
+            wav = np.zeros(0, dtype=np.float32)
+        timings["s3gen"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        marked = False
+        if (self.watermark if watermark is None else watermark) and wav.size:
+            wav, marked = wm.apply(wav, self.sample_rate)
+        timings["watermark"] = time.perf_counter() - t2
+        timings["total"] = time.perf_counter() - t0
+        timings["t3_tokens_per_s"] = len(tokens) / max(timings["t3"], 1e-9)
+        return Audio(samples=wav.astype(np.float32), sample_rate=self.sample_rate, tokens=speech,
+                     watermarked=marked, timings=timings)
+
+    def _t3(self, text: str, voice: Voice, params: SamplingParams, gen: torch.Generator) -> list[int]:
+        prefill = self.prefill(text, voice, params)
+        return self.t3_runner.generate(prefill, params, gen).tokens
+
+    @torch.inference_mode()
+    def prefill(self, text: str, voice: Voice, params: SamplingParams) -> torch.Tensor:
+        exaggeration = voice.exaggeration if params.exaggeration is None else params.exaggeration
+        key = ("t3_voice", str(self.device), self.t3.speech_head.weight.dtype)
+        if key not in voice._cache:  # the perceiver runs once per voice, not per request
+            v = voice.to(self.device)
+            voice._cache[key] = self.t3.voice_embeds(v.speaker_emb.to(self.t3.speech_head.weight.dtype),
+                                                     v.t3_prompt_tokens)
+        ex = torch.tensor([float(exaggeration)], device=self.device)
+        return self.t3.prefill_embeds(voice._cache[key], ex, self.text_tokens(text), params.cfg_weight > 0)
+
+
+def _fold_weight_norm(module: torch.nn.Module) -> None:
+    """Replace weight-norm parametrisations by their product once, at load: same numbers, no per-call cost."""
+    from torch.nn.utils import parametrize
+    for m in module.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)

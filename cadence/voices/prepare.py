@@ -1,0 +1,53 @@
+"""Reference recording -> `Voice`: the S3Gen prompt (24 kHz mel, S3 tokens, CAMPPlus x-vector) and the T3
+conditioning (VoiceEncoder speaker embedding, S3 prompt tokens)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import torch
+
+from ..audio.dsp import kaldi_fbank, resample_sinc, s3gen_mel
+from ..audio.io import check_reference, resample, to_mono
+from ..models.s3gen import S3GEN_SR, S3_SR, S3Gen
+from ..models.voice_encoder import VoiceEncoder, speaker_embedding
+
+S3GEN_PROMPT_SECONDS = 10
+T3_PROMPT_SECONDS = 6
+
+
+@torch.inference_mode()
+def prepare_voice(s3gen: S3Gen, ve: VoiceEncoder, t3_prompt_len: int, wav: np.ndarray, sample_rate: int,
+                  exaggeration: float = 0.5) -> "Voice":
+    from .voice import Voice
+    if not 0.0 <= float(exaggeration) <= 2.0:
+        raise ValueError(f"exaggeration must be in [0, 2], got {exaggeration}")
+    started = time.perf_counter()
+    wav = to_mono(wav)
+    check_reference(wav, sample_rate)
+    wav24 = resample(wav, sample_rate, S3GEN_SR)
+    wav16 = resample(wav24, S3GEN_SR, S3_SR)
+    device = s3gen.tokenizer.window.device
+    dtype = s3gen.speaker_encoder.head.conv1.weight.dtype
+
+    ref24 = torch.from_numpy(wav24[: S3GEN_PROMPT_SECONDS * S3GEN_SR].copy())[None]
+    prompt_feat = s3gen_mel(ref24).transpose(1, 2)  # (1, T, 80)
+    ref16 = resample_sinc(ref24, S3GEN_SR, S3_SR)
+    feats = kaldi_fbank(ref16[0])
+    feats = feats - feats.mean(dim=0, keepdim=True)
+    xvector = s3gen.speaker_encoder(feats[None].to(device, dtype)).float().cpu()
+    prompt_tokens = s3gen.tokenizer(ref16.to(device)).cpu()
+    # The mel and the tokens must line up 2:1; the reference truncates the tokens to fit.
+    prompt_tokens = prompt_tokens[:, : prompt_feat.shape[1] // 2]
+    prompt_feat = prompt_feat[:, : 2 * prompt_tokens.shape[1]]
+
+    t3_ref = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR].copy())[None]
+    t3_tokens = s3gen.tokenizer(t3_ref.to(device), max_tokens=t3_prompt_len).cpu()
+    speaker = speaker_embedding(ve, wav16)
+    meta = {"source_sha256": hashlib.sha256(np.ascontiguousarray(wav).tobytes()).hexdigest(),
+            "duration_s": round(wav.size / sample_rate, 3), "sample_rate": int(sample_rate),
+            "prepare_s": round(time.perf_counter() - started, 4)}
+    return Voice(speaker_emb=speaker, t3_prompt_tokens=t3_tokens, prompt_tokens=prompt_tokens,
+                 prompt_feat=prompt_feat.contiguous(), xvector=xvector, exaggeration=float(exaggeration), meta=meta)

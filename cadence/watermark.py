@@ -1,0 +1,53 @@
+"""The Perth implicit watermark the reference applies to every output, through the network and weights the
+`resemble-perth` package ships (optional extra `cadence[watermark]`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+log = logging.getLogger("cadence")
+_lock = threading.Lock()
+_state: dict = {}
+
+
+class WatermarkUnavailable(RuntimeError):
+    pass
+
+
+def _load():
+    with _lock:
+        if "marker" in _state or "error" in _state:
+            return _state.get("marker")
+        try:
+            import perth  # noqa: PLC0415 - optional dependency, imported on first use
+            if getattr(perth, "PerthImplicitWatermarker", None) is None:
+                raise ImportError("perth.PerthImplicitWatermarker did not import (needs setuptools<81 and librosa)")
+            _state["marker"] = perth.PerthImplicitWatermarker()
+        except Exception as exc:  # noqa: BLE001
+            _state["error"] = f"{type(exc).__name__}: {exc}"
+        return _state.get("marker")
+
+
+def available() -> bool:
+    return _load() is not None
+
+
+def unavailable_reason() -> str | None:
+    _load()
+    return _state.get("error")
+
+
+def apply(wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, bool]:
+    """Watermark `wav`; returns (audio, watermarked). When Perth is not installed, warns once, clearly,
+    and returns the audio unmarked."""
+    marker = _load()
+    if marker is None:
+        if not _state.get("warned"):
+            _state["warned"] = True
+            log.warning("Perth watermark unavailable (%s); output is NOT watermarked. "
+                        "Install it with: pip install 'cadence-tts[watermark]'", _state.get("error"))
+        return wav, False
+    return np.asarray(marker.apply_watermark(wav, sample_rate=sample_rate), dtype=np.float32), True
