@@ -1,0 +1,41 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    from cadence.random_checkpoint import make_random_checkpoint
+    return make_random_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0, tiny=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_tts(tiny_ckpt):
+    from cadence.tts import TTS
+    return TTS.from_dir(tiny_ckpt, device="cpu", watermark=False)
+
+
+@pytest.fixture(scope="session")
+def ref_wav_path(tmp_path_factory):
+    import soundfile as sf
+
+    from cadence.random_checkpoint import synthetic_voice
+    path = tmp_path_factory.mktemp("audio") / "ref_24k.wav"
+    sf.write(str(path), synthetic_voice(), 24000, subtype="PCM_16")
+    return path
+
+
+def rel_err(a, b) -> float:
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def snr_db(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(10 * np.log10((b ** 2).sum() / max(((a - b) ** 2).sum(), 1e-30)))
