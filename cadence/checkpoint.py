@@ -47,7 +47,8 @@ def resolve(model: str | os.PathLike) -> Path:
         if missing:
             raise CheckpointError(f"{path} is not a Chatterbox checkpoint: missing {', '.join(missing)}")
         return path
-    if os.sep in str(model) and not str(model).count("/") == 1 or str(model).startswith((".", "/", "~")):
+    text = str(model)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1 or os.sep != "/" and os.sep in text:
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     try:
         from huggingface_hub import hf_hub_download

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import threading
+import warnings
 
 import numpy as np
 
@@ -22,10 +25,13 @@ def _load():
         if "marker" in _state or "error" in _state:
             return _state.get("marker")
         try:
-            import perth  # noqa: PLC0415 - optional dependency, imported on first use
-            if getattr(perth, "PerthImplicitWatermarker", None) is None:
-                raise ImportError("perth.PerthImplicitWatermarker did not import (needs setuptools<81 and librosa)")
-            _state["marker"] = perth.PerthImplicitWatermarker()
+            # perth warns about pkg_resources and prints its step count on load; keep the console clean.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                import perth  # noqa: PLC0415 - optional dependency, imported on first use
+                if getattr(perth, "PerthImplicitWatermarker", None) is None:
+                    raise ImportError("perth.PerthImplicitWatermarker did not import (needs setuptools<81, librosa)")
+                _state["marker"] = perth.PerthImplicitWatermarker()
         except Exception as exc:  # noqa: BLE001
             _state["error"] = f"{type(exc).__name__}: {exc}"
         return _state.get("marker")

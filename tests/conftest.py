@@ -27,7 +27,8 @@ def ref_wav_path(tmp_path_factory):
 
     from cadence.random_checkpoint import synthetic_voice
     path = tmp_path_factory.mktemp("audio") / "ref_24k.wav"
-    sf.write(str(path), synthetic_voice(), 24000, subtype="PCM_16")
+    # 9.98 s like the official test clip: an odd mel length (499 frames) exercises the prompt alignment.
+    sf.write(str(path), synthetic_voice(seconds=9.98), 24000, subtype="PCM_16")
     return path
 
 

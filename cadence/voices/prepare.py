@@ -39,9 +39,9 @@ def prepare_voice(s3gen: S3Gen, ve: VoiceEncoder, t3_prompt_len: int, wav: np.nd
     feats = feats - feats.mean(dim=0, keepdim=True)
     xvector = s3gen.speaker_encoder(feats[None].to(device, dtype)).float().cpu()
     prompt_tokens = s3gen.tokenizer(ref16.to(device)).cpu()
-    # The mel and the tokens must line up 2:1; the reference truncates the tokens to fit.
+    # Mel frames and tokens should line up 2:1. Like the reference, cut surplus tokens but keep every
+    # mel frame (a 9.98 s prompt gives 499 frames and 249 tokens; the new audio then has 2N-1 frames).
     prompt_tokens = prompt_tokens[:, : prompt_feat.shape[1] // 2]
-    prompt_feat = prompt_feat[:, : 2 * prompt_tokens.shape[1]]
 
     t3_ref = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR].copy())[None]
     t3_tokens = s3gen.tokenizer(t3_ref.to(device), max_tokens=t3_prompt_len).cpu()

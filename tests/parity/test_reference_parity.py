@@ -137,7 +137,8 @@ def test_end_to_end_s3gen_inference(reference, ours, our_voice, speech_tokens):
     err = rel_err(our_wav.cpu(), ref_wav.cpu())
     _report("s3gen_e2e_wave_rel_err", err)
     assert err <= 1e-3, err
-    assert our_wav.shape[-1] == (2 * len(speech_tokens)) * 480
+    assert our_wav.shape[-1] == (2 * (our_voice.prompt_tokens.shape[1] + len(speech_tokens))
+                                 - our_voice.prompt_feat.shape[1]) * 480
 
 
 def test_token_cleanup_matches_reference():
@@ -146,3 +147,14 @@ def test_token_cleanup_matches_reference():
         ref = drop_invalid_tokens(torch.tensor(toks))
         ref = ref[ref < 6561].tolist()
         assert clean_speech_tokens(toks) == ref
+
+
+def test_text_normalisation_and_tokens_match_reference(reference, ours):
+    from chatterbox.tts import punc_norm
+
+    from cadence.text.normalize import normalize_text
+    for text in ["", "hello   world", "wait… what: this; that — “quoted”", "Done!", "a - b", "x...y",
+                 "café naïve 日本", "It’s 5:30; ok"]:
+        assert normalize_text(text) == punc_norm(text), text
+        norm = punc_norm(text)
+        assert ours.tokenizer.encode(norm) == reference.tokenizer.text_to_tokens(norm)[0].tolist(), text

@@ -1,0 +1,93 @@
+"""`cadence` command line: say, checkpoint random."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .sampling_params import SamplingParams
+
+DEFAULT_MODEL = os.environ.get("CADENCE_MODEL", "ResembleAI/chatterbox")
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _add_knobs(p: argparse.ArgumentParser) -> None:
+    d = SamplingParams()
+    p.add_argument("--exaggeration", type=float, default=None, help="emotion intensity 0..2 (default: the voice's)")
+    p.add_argument("--cfg-weight", type=float, default=d.cfg_weight, help="classifier-free guidance weight")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
+    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="repetition penalty >= 1")
+    p.add_argument("--min-p", type=float, default=d.min_p, help="min-p filter (0 disables)")
+    p.add_argument("--top-p", type=float, default=d.top_p, help="nucleus filter (1 disables)")
+    p.add_argument("--top-k", type=int, default=d.top_k, help="top-k filter (0 disables)")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="speech-token limit (25 = 1 s)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for a reproducible result")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cadence", description="Fast Chatterbox text-to-speech.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    say = sub.add_parser("say", help="synthesize text to a WAV file")
+    say.add_argument("text", help="the text to speak")
+    say.add_argument("-o", "--output", required=True, help="output .wav path")
+    say.add_argument("--voice-audio", help="reference recording to clone (wav/flac/mp3/ogg, any rate)")
+    say.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
+    say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
+    _add_knobs(say)
+    ck = sub.add_parser("checkpoint", help="checkpoint utilities")
+    cks = ck.add_subparsers(dest="action", required=True)
+    rnd = cks.add_parser("random", help="write a random-weight checkpoint in the official layout")
+    rnd.add_argument("dir", help="output directory")
+    rnd.add_argument("--tiny", action="store_true", help="a tiny configuration of the same architecture")
+    rnd.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def _say(args) -> None:
+    from .audio.io import write_wav
+    from .tts import TTS
+    out = Path(args.output)
+    if out.suffix.lower() != ".wav":
+        raise CliError(f"output must be a .wav file, got {out.name}")
+    if not out.parent.exists():
+        raise CliError(f"output directory does not exist: {out.parent}")
+    if not args.text.strip():
+        raise CliError("text is empty")
+    params = SamplingParams(exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
+                            repetition_penalty=args.repetition_penalty, min_p=args.min_p, top_p=args.top_p,
+                            top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark)
+    voice = tts.prepare_voice(args.voice_audio) if args.voice_audio else None
+    audio = tts.generate(args.text, voice=voice, params=params)
+    write_wav(out, audio.samples, audio.sample_rate)
+    t = audio.timings
+    print(f"wrote {out} ({audio.duration:.2f} s, {len(audio.tokens)} tokens, {t['total']:.2f} s, "
+          f"RTF {audio.rtf:.3f}{', watermarked' if audio.watermarked else ''})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "say":
+            _say(args)
+        elif args.command == "checkpoint" and args.action == "random":
+            from .random_checkpoint import make_random_checkpoint
+            path = make_random_checkpoint(args.dir, seed=args.seed, tiny=args.tiny)
+            print(f"wrote random {'tiny' if args.tiny else 'full-size'} checkpoint to {path}")
+    except (CliError, ValueError, FileNotFoundError, PermissionError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"cadence: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

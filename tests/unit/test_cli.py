@@ -1,0 +1,33 @@
+import subprocess
+import sys
+
+import soundfile as sf
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "cadence.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_say_writes_a_24k_wav(tiny_ckpt, tmp_path):
+    out = tmp_path / "out.wav"
+    r = run("say", "Hello there.", "-o", str(out), "--model", str(tiny_ckpt), "--device", "cpu",
+            "--max-new-tokens", "20", "--seed", "1", "--no-watermark")
+    assert r.returncode == 0, r.stderr
+    info = sf.info(str(out))
+    assert info.samplerate == 24000 and info.channels == 1 and info.frames > 0
+
+
+def test_bad_inputs_exit_2_with_one_line(tiny_ckpt, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    cases = [
+        ("say", "Hi", "-o", str(tmp_path / "o.wav"), "--model", str(tmp_path / "nope")),
+        ("say", "Hi", "-o", str(tmp_path / "o.wav"), "--model", str(tiny_ckpt), "--voice-audio", str(bad)),
+        ("say", "Hi", "-o", str(tmp_path / "o.wav"), "--model", str(tiny_ckpt), "--temperature", "0"),
+        ("say", "Hi", "-o", str(tmp_path / "o.mp3"), "--model", str(tiny_ckpt)),
+    ]
+    for args in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("cadence: error:"), r.stderr
