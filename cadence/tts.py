@@ -13,6 +13,7 @@ from . import watermark as wm
 from .audio.io import read_audio
 from .checkpoint import HUB_REPO, load_models, resolve
 from .engine.audio_runner import AudioRunner
+from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
 from .models.s3gen import S3GEN_SR
 from .outputs import Audio
@@ -110,15 +111,15 @@ class TTS:
         if voice is None:
             raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2 ** 62, ()).item())
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+        rng = RequestRNG(seed, self.device)
         timings = {}
         t0 = time.perf_counter()
-        tokens = self._t3(text, voice, params, gen)
+        tokens = self._t3(text, voice, params, rng.device)
         timings["t3"] = time.perf_counter() - t0
         speech = clean_speech_tokens(tokens)
         t1 = time.perf_counter()
         if speech:
-            wav = self.audio_runner.synthesize(torch.tensor(speech), voice, gen)[0].cpu().numpy()
+            wav = self.audio_runner.synthesize(torch.tensor(speech), voice, rng)[0].cpu().numpy()
         else:
             wav = np.zeros(0, dtype=np.float32)
         timings["s3gen"] = time.perf_counter() - t1

@@ -26,6 +26,7 @@ def timed(fn):
 
 
 res = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "n_tokens": N}
+from cadence.engine.rng import RequestRNG  # noqa: E402
 from cadence.sampling_params import SamplingParams  # noqa: E402
 from cadence.tts import TTS  # noqa: E402
 
@@ -38,7 +39,7 @@ pre = ours.prefill("Hello there, this is a quick test of the reference model.", 
 r, t = timed(lambda: ours.t3_runner.generate(pre, p, torch.Generator(device=dev).manual_seed(1)))
 res["cadence_t3_tokens"] = len(r.tokens); res["cadence_t3_tok_per_s"] = len(r.tokens) / t
 toks = torch.randint(0, 6561, (N,))
-_, res["cadence_s3gen_s"] = timed(lambda: ours.audio_runner.synthesize(toks, voice, torch.Generator(device=dev).manual_seed(2)))
+_, res["cadence_s3gen_s"] = timed(lambda: ours.audio_runner.synthesize(toks, voice, RequestRNG(2, dev)))
 if dev == "cuda":
     res["cadence_peak_alloc_mb"] = torch.cuda.max_memory_allocated() / 2**20
 del ours

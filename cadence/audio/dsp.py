@@ -110,12 +110,12 @@ def kaldi_fbank(wav: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int =
     frames = frames - frames.mean(dim=1, keepdim=True)
     prev = F.pad(frames[None], (1, 0), mode="replicate")[0]
     frames = frames - 0.97 * prev[:, :-1]
-    window = torch.hann_window(size, periodic=False, dtype=frames.dtype).pow(0.85)
+    window = torch.hann_window(size, periodic=False, dtype=frames.dtype, device=frames.device).pow(0.85)
     frames = F.pad(frames * window, (0, padded - size))
     power = torch.fft.rfft(frames).abs().pow(2.0)
-    banks = _kaldi_mel_banks(num_mel_bins, padded, float(sample_rate), 20.0, 0.0).to(frames.dtype)
+    banks = _kaldi_mel_banks(num_mel_bins, padded, float(sample_rate), 20.0, 0.0).to(frames.device, frames.dtype)
     energies = torch.mm(power, banks.T)
-    return torch.max(energies, torch.tensor(torch.finfo(torch.float).eps)).log()
+    return torch.max(energies, torch.tensor(torch.finfo(torch.float).eps, device=frames.device)).log()
 
 
 @lru_cache(maxsize=8)

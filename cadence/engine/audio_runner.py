@@ -8,6 +8,7 @@ import math
 import torch
 
 from ..models.s3gen import S3Gen
+from .rng import RequestRNG
 from ..voices.voice import Voice
 
 
@@ -27,11 +28,11 @@ class AudioRunner:
     def hift_dtype(self):
         return self.s3gen.mel2wav.conv_pre.weight.dtype
 
-    def _randn(self, shape, generator):
-        return torch.randn(shape, generator=generator, device=generator.device).to(self.device)
+    def _randn(self, shape, rng: RequestRNG):
+        return torch.randn(shape, generator=rng.device, device=rng.device.device).to(self.device)
 
     @torch.inference_mode()
-    def mel(self, tokens: torch.Tensor, voice: Voice, generator: torch.Generator, n_steps: int | None = None,
+    def mel(self, tokens: torch.Tensor, voice: Voice, rng: RequestRNG, n_steps: int | None = None,
             finalize: bool = True) -> torch.Tensor:
         """tokens (N,) new speech tokens -> mel (1, 80, 2N) for the new frames."""
         dev, dt = self.device, self.flow_dtype
@@ -39,20 +40,20 @@ class AudioRunner:
         full = torch.cat((v.prompt_tokens, tokens.to(dev).view(1, -1)), dim=1)
         lengths = torch.tensor([full.shape[1]], device=dev)
         noise = self._randn((1, self.s3gen.cfg.flow.mel_dim, full.shape[1] * self.s3gen.cfg.flow.token_mel_ratio),
-                            generator)
+                            rng)
         return self.s3gen.flow(full, lengths, v.prompt_feat.to(dt), v.xvector.to(dt), noise.to(dt), finalize,
                                n_steps).float()
 
     @torch.inference_mode()
-    def vocode(self, mel: torch.Tensor, generator: torch.Generator, fade: bool = True) -> torch.Tensor:
+    def vocode(self, mel: torch.Tensor, rng: RequestRNG, fade: bool = True) -> torch.Tensor:
         """mel (1, 80, T) -> waveform (1, T * 480), float32."""
         hift = self.s3gen.mel2wav
         c = hift.cfg
         n = c.n_harmonics + 1
-        # Uniform(-pi, pi) start phases, computed as torch.distributions.Uniform does.
+        # Uniform(-pi, pi) start phases, drawn on the host as the reference's torch.distributions.Uniform does.
         lo, hi = torch.tensor(-math.pi), torch.tensor(math.pi)
-        phase = lo + torch.rand((mel.shape[0], n, 1), generator=generator, device=generator.device).cpu() * (hi - lo)
-        noise = self._randn((mel.shape[0], n, mel.shape[-1] * c.samples_per_frame), generator)
+        phase = lo + torch.rand((mel.shape[0], n, 1), generator=rng.host) * (hi - lo)
+        noise = self._randn((mel.shape[0], n, mel.shape[-1] * c.samples_per_frame), rng)
         wav = hift(mel.to(self.device, self.hift_dtype), phase.to(self.device, self.hift_dtype),
                    noise.to(self.hift_dtype)).float()
         if fade:
@@ -61,6 +62,6 @@ class AudioRunner:
             wav[:, :k] = wav[:, :k] * f[:k]
         return wav
 
-    def synthesize(self, tokens: torch.Tensor, voice: Voice, generator: torch.Generator,
+    def synthesize(self, tokens: torch.Tensor, voice: Voice, rng: RequestRNG,
                    n_steps: int | None = None) -> torch.Tensor:
-        return self.vocode(self.mel(tokens, voice, generator, n_steps), generator)
+        return self.vocode(self.mel(tokens, voice, rng, n_steps), rng)

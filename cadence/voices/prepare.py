@@ -32,8 +32,9 @@ def prepare_voice(s3gen: S3Gen, ve: VoiceEncoder, t3_prompt_len: int, wav: np.nd
     device = s3gen.tokenizer.window.device
     dtype = s3gen.speaker_encoder.head.conv1.weight.dtype
 
-    ref24 = torch.from_numpy(wav24[: S3GEN_PROMPT_SECONDS * S3GEN_SR].copy())[None]
-    prompt_feat = s3gen_mel(ref24).transpose(1, 2)  # (1, T, 80)
+    # On the model's device, as the reference computes these: same kernels, same rounding.
+    ref24 = torch.from_numpy(wav24[: S3GEN_PROMPT_SECONDS * S3GEN_SR].copy())[None].to(device)
+    prompt_feat = s3gen_mel(ref24).transpose(1, 2).cpu()  # (1, T, 80)
     ref16 = resample_sinc(ref24, S3GEN_SR, S3_SR)
     feats = kaldi_fbank(ref16[0])
     feats = feats - feats.mean(dim=0, keepdim=True)

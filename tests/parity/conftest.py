@@ -19,7 +19,12 @@ def full_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def device():
-    return os.environ.get("CADENCE_PARITY_DEVICE", "cpu")
+    dev = os.environ.get("CADENCE_PARITY_DEVICE", "cpu")
+    if dev.startswith("cuda"):
+        # fp32 parity means fp32 arithmetic: no TF32 in cuDNN convolutions or matmuls, for either side.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return dev
 
 
 @pytest.fixture(scope="session")

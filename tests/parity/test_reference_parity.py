@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from cadence.engine.rng import RequestRNG
 from cadence.engine.t3_runner import clean_speech_tokens
 from cadence.sampling_params import SamplingParams
 from tests.conftest import rel_err, snr_db
@@ -111,7 +112,7 @@ def test_s3gen_mel_and_waveform(reference, ours, our_voice, speech_tokens):
     dev = ours.device
     torch.manual_seed(11)
     ref_mel = reference.s3gen.flow_inference(speech_tokens.to(dev), ref_dict=reference.conds.gen, finalize=True)
-    our_mel = ours.audio_runner.mel(speech_tokens, our_voice, torch.Generator(device=dev).manual_seed(11))
+    our_mel = ours.audio_runner.mel(speech_tokens, our_voice, RequestRNG(11, dev))
     mel_err = rel_err(our_mel.cpu(), ref_mel.cpu())
     _report("s3gen_mel_rel_err", mel_err)
     assert our_mel.shape == ref_mel.shape
@@ -120,7 +121,7 @@ def test_s3gen_mel_and_waveform(reference, ours, our_voice, speech_tokens):
     # Waveform from the same mel and the same source noise (the reference draws it from the global RNG).
     torch.manual_seed(12)
     ref_wav, _ = reference.s3gen.hift_inference(ref_mel)
-    our_wav = ours.audio_runner.vocode(ref_mel.float(), torch.Generator(device=dev).manual_seed(12), fade=False)
+    our_wav = ours.audio_runner.vocode(ref_mel.float(), RequestRNG(12, dev), fade=False)
     wav_err = rel_err(our_wav.cpu(), ref_wav.cpu())
     _report("hift_wave_rel_err", wav_err)
     _report("hift_wave_snr_db", snr_db(our_wav.cpu().numpy(), ref_wav.cpu().numpy()))
@@ -133,7 +134,7 @@ def test_end_to_end_s3gen_inference(reference, ours, our_voice, speech_tokens):
     dev = ours.device
     torch.manual_seed(21)
     ref_wav, _ = reference.s3gen.inference(speech_tokens.to(dev), ref_dict=reference.conds.gen)
-    our_wav = ours.audio_runner.synthesize(speech_tokens, our_voice, torch.Generator(device=dev).manual_seed(21))
+    our_wav = ours.audio_runner.synthesize(speech_tokens, our_voice, RequestRNG(21, dev))
     err = rel_err(our_wav.cpu(), ref_wav.cpu())
     _report("s3gen_e2e_wave_rel_err", err)
     assert err <= 1e-3, err
