@@ -41,6 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
     say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
     _add_knobs(say)
+    b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")
+    b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
+    b.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
+    b.add_argument("--voice-audio", help="reference recording (default: a built-in synthetic 10 s clip)")
+    b.add_argument("--reference", action="store_true", help="also run chatterbox-tts side by side")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--short-tokens", type=int, default=75, help="short clip: T3 tokens (75 = 3 s)")
+    b.add_argument("--long-tokens", type=int, default=750, help="long clip: T3 tokens (750 = 30 s)")
+    b.add_argument("--dtype", default="auto", help="T3 and flow weights: auto, bfloat16, float32, float16")
+    b.add_argument("--eager", action="store_true", help="no CUDA graphs")
+    b.add_argument("--fidelity", action="store_true", help="also measure reduced precision against fp32")
+    b.add_argument("--json", dest="out_json", default="bench.json", help="JSON output path")
+    b.add_argument("--md", dest="out_md", default="bench.md", help="Markdown table output path")
     ck = sub.add_parser("checkpoint", help="checkpoint utilities")
     cks = ck.add_subparsers(dest="action", required=True)
     rnd = cks.add_parser("random", help="write a random-weight checkpoint in the official layout")
@@ -78,6 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "say":
             _say(args)
+        elif args.command == "bench":
+            from .bench.offline import BenchOptions, run_bench
+            if args.repeats < 1 or args.short_tokens < 1 or args.long_tokens < 1:
+                raise CliError("--repeats, --short-tokens and --long-tokens must be positive")
+            opt = BenchOptions(model=args.model, device=args.device, voice_audio=args.voice_audio,
+                               reference=args.reference, repeats=args.repeats, short_tokens=args.short_tokens,
+                               long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager)
+            result = run_bench(opt, args.out_json, args.out_md)
+            if args.fidelity:
+                import json
+
+                from .bench.fidelity import fidelity
+                result["fidelity"] = fidelity(args.model, args.device, "bfloat16" if args.dtype == "auto" else args.dtype)
+                print(json.dumps(result["fidelity"], indent=1))
+                with open(args.out_json, "w") as f:
+                    json.dump(result, f, indent=1)
         elif args.command == "checkpoint" and args.action == "random":
             from .random_checkpoint import make_random_checkpoint
             path = make_random_checkpoint(args.dir, seed=args.seed, tiny=args.tiny)

@@ -12,9 +12,11 @@ import torch
 from . import watermark as wm
 from .audio.io import read_audio
 from .checkpoint import HUB_REPO, load_models, resolve
+from .config import EngineConfig, parse_dtype
 from .engine.audio_runner import AudioRunner
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
+from .memory.placement import apply_placement
 from .models.s3gen import S3GEN_SR
 from .outputs import Audio
 from .sampling_params import SamplingParams
@@ -47,35 +49,44 @@ class TTS:
     """
 
     def __init__(self, t3, s3gen, ve, tokenizer: TextTokenizer, device: torch.device, default_voice: Voice | None,
-                 watermark: bool = True, model_dir: Path | None = None):
+                 watermark: bool = True, model_dir: Path | None = None, config: EngineConfig | None = None):
         self.t3, self.s3gen, self.ve = t3, s3gen, ve
         self.tokenizer = tokenizer
         self.device = device
         self.default_voice = default_voice
         self.watermark = watermark
         self.model_dir = model_dir
-        self.t3_runner = T3Runner(t3)
-        self.audio_runner = AudioRunner(s3gen)
+        self.config = config or EngineConfig()
+        graphs = device.type == "cuda" and not self.config.enforce_eager
+        self.t3_runner = T3Runner(t3, self.config.eos_check_every, use_graphs=graphs)
+        self.audio_runner = AudioRunner(s3gen, use_graphs=graphs)
         self.sample_rate = S3GEN_SR
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
-    def from_dir(cls, path: str | os.PathLike, device: str | None = "auto", watermark: bool = True) -> "TTS":
+    def from_dir(cls, path: str | os.PathLike, device: str | None = "auto", watermark: bool = True,
+                 config: EngineConfig | None = None, **engine_options) -> "TTS":
         """Load a local directory in the official layout (ve/t3_cfg/s3gen safetensors, tokenizer.json,
-        optional conds.pt default voice)."""
+        optional conds.pt default voice). Engine options (`EngineConfig` fields: dtype, vocoder_dtype,
+        prepare_device, enforce_eager, eos_check_every) come as `config` or keywords."""
+        config = config or EngineConfig.from_kwargs(device=device or "auto", **engine_options)
         path = resolve(path)
-        dev = pick_device(device)
+        dev = pick_device(config.device)
+        prep = dev if config.prepare_device in ("auto", str(dev)) else pick_device(config.prepare_device)
         t3, s3gen, ve, _ = load_models(path)
-        t3, s3gen, ve = (m.to(dev).eval() for m in (t3, s3gen, ve))
-        _fold_weight_norm(s3gen)
+        apply_placement(t3, s3gen, ve, dev, config.model_dtype(dev), parse_dtype(config.vocoder_dtype), prep)
         tokenizer = TextTokenizer(path / "tokenizer.json")
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
-        return cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path)
+        tts = cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path, config=config)
+        if tts.t3_runner.use_graphs:
+            tts.t3_runner.graph_decoder(2, 1280)  # capture the common case at load, not on the first request
+        return tts
 
     @classmethod
-    def from_pretrained(cls, repo_id: str = HUB_REPO, device: str | None = "auto", watermark: bool = True) -> "TTS":
+    def from_pretrained(cls, repo_id: str = HUB_REPO, device: str | None = "auto", watermark: bool = True,
+                        **engine_options) -> "TTS":
         """Download (or reuse the cached) official checkpoint from the Hugging Face hub."""
-        return cls.from_dir(resolve(repo_id), device=device, watermark=watermark)
+        return cls.from_dir(resolve(repo_id), device=device, watermark=watermark, **engine_options)
 
     # --- voices -------------------------------------------------------------------------------
     def prepare_voice(self, audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None,
@@ -98,9 +109,11 @@ class TTS:
         return torch.tensor([c.start_text, *ids, c.stop_text], device=self.device)
 
     def generate(self, text: str, voice: Voice | None = None, *, params: SamplingParams | None = None,
-                 watermark: bool | None = None, **knobs) -> Audio:
+                 watermark: bool | None = None, speech_tokens_only: bool = False, **knobs) -> Audio:
         """Synthesize `text`. Knobs are `SamplingParams` fields (exaggeration, cfg_weight, temperature,
-        repetition_penalty, min_p, top_p, top_k, max_new_tokens, seed), given directly or as `params`."""
+        repetition_penalty, min_p, top_p, top_k, max_new_tokens, seed), given directly or as `params`.
+        `speech_tokens_only` masks T3 ids that are neither speech tokens nor EOS (benchmarks on random
+        weights use it to keep every generated token)."""
         if not isinstance(text, str):
             raise ValueError(f"text must be a string, got {type(text).__name__}")
         unknown = set(knobs) - set(SamplingParams.names())
@@ -114,7 +127,7 @@ class TTS:
         rng = RequestRNG(seed, self.device)
         timings = {}
         t0 = time.perf_counter()
-        tokens = self._t3(text, voice, params, rng.device)
+        tokens = self._t3(text, voice, params, rng.device, speech_tokens_only)
         timings["t3"] = time.perf_counter() - t0
         speech = clean_speech_tokens(tokens)
         t1 = time.perf_counter()
@@ -133,9 +146,10 @@ class TTS:
         return Audio(samples=wav.astype(np.float32), sample_rate=self.sample_rate, tokens=speech,
                      watermarked=marked, timings=timings)
 
-    def _t3(self, text: str, voice: Voice, params: SamplingParams, gen: torch.Generator) -> list[int]:
+    def _t3(self, text: str, voice: Voice, params: SamplingParams, gen: torch.Generator,
+            speech_only: bool = False) -> list[int]:
         prefill = self.prefill(text, voice, params)
-        return self.t3_runner.generate(prefill, params, gen).tokens
+        return self.t3_runner.generate(prefill, params, gen, speech_only=speech_only).tokens
 
     @torch.inference_mode()
     def prefill(self, text: str, voice: Voice, params: SamplingParams) -> torch.Tensor:
@@ -148,10 +162,3 @@ class TTS:
         ex = torch.tensor([float(exaggeration)], device=self.device)
         return self.t3.prefill_embeds(voice._cache[key], ex, self.text_tokens(text), params.cfg_weight > 0)
 
-
-def _fold_weight_norm(module: torch.nn.Module) -> None:
-    """Replace weight-norm parametrisations by their product once, at load: same numbers, no per-call cost."""
-    from torch.nn.utils import parametrize
-    for m in module.modules():
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)

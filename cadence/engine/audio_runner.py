@@ -13,8 +13,12 @@ from ..voices.voice import Voice
 
 
 class AudioRunner:
-    def __init__(self, s3gen: S3Gen):
+    def __init__(self, s3gen: S3Gen, use_graphs: bool = False):
         self.s3gen = s3gen
+        self.cfm_graphs = None
+        if use_graphs:
+            from .cfm_graph import CFMGraphs
+            self.cfm_graphs = CFMGraphs(s3gen.flow.decoder)
 
     @property
     def device(self):
@@ -42,7 +46,7 @@ class AudioRunner:
         noise = self._randn((1, self.s3gen.cfg.flow.mel_dim, full.shape[1] * self.s3gen.cfg.flow.token_mel_ratio),
                             rng)
         return self.s3gen.flow(full, lengths, v.prompt_feat.to(dt), v.xvector.to(dt), noise.to(dt), finalize,
-                               n_steps).float()
+                               n_steps, solver=self.cfm_graphs.solve if self.cfm_graphs else None).float()
 
     @torch.inference_mode()
     def vocode(self, mel: torch.Tensor, rng: RequestRNG, fade: bool = True) -> torch.Tensor:

@@ -33,10 +33,25 @@ class KVCache:
 
 
 class T3Runner:
-    def __init__(self, t3: T3, eos_check_every: int = 8):
+    def __init__(self, t3: T3, eos_check_every: int = 8, use_graphs: bool = False):
         self.t3 = t3
         self.eos_check_every = eos_check_every
+        self.use_graphs = use_graphs
         self.cache: KVCache | None = None
+        self.decoders: list = []  # CUDA-graph decoders, smallest cache first
+
+    def graph_decoder(self, rows: int, length: int):
+        """A captured decoder whose KV cache holds `length` positions (rounded up to 256); kept for reuse."""
+        from .t3_graph import T3GraphDecoder
+        for d in self.decoders:
+            if d.rows == rows and d.max_len >= length:
+                return d
+        if len(self.decoders) >= 2:
+            self.decoders.pop(0)
+        max_len = -(-length // 256) * 256
+        d = T3GraphDecoder(self.t3, rows, max_len, max_steps=max_len)
+        self.decoders = sorted(self.decoders + [d], key=lambda x: x.max_len)
+        return d
 
     @property
     def device(self):
@@ -54,9 +69,16 @@ class T3Runner:
 
     @torch.inference_mode()
     def generate(self, prefill: torch.Tensor, params: SamplingParams, generator: torch.Generator,
-                 forced_tokens: list[int] | None = None, keep_logits: bool = False) -> T3Result:
+                 forced_tokens: list[int] | None = None, keep_logits: bool = False,
+                 speech_only: bool = False) -> T3Result:
         """prefill (rows, L, C): rows = 2 for a CFG pair. With `forced_tokens` the given tokens are fed
-        instead of sampled ones (teacher forcing) and generation runs exactly that many steps."""
+        instead of sampled ones (teacher forcing) and generation runs exactly that many steps. `speech_only`
+        masks ids that are neither speech tokens nor EOS."""
+        if self.use_graphs and forced_tokens is None and not keep_logits:
+            rows, L, _ = prefill.shape
+            dec = self.graph_decoder(rows, L + params.max_new_tokens)
+            tokens = dec.generate(prefill, params, generator, params.max_new_tokens, self.eos_check_every, speech_only)
+            return T3Result(tokens=tokens, prefill_len=L)
         t3, dev = self.t3, self.device
         cfg = t3.cfg
         rows, L, _ = prefill.shape
@@ -75,6 +97,9 @@ class T3Runner:
         out = torch.full((steps,), -1, device=dev, dtype=torch.long)
         forced = torch.tensor(forced_tokens, device=dev, dtype=torch.long) if forced_tokens is not None else None
         logits_log = [] if keep_logits else None
+        allowed = torch.ones(V, device=dev, dtype=torch.bool)
+        allowed[cfg.start_speech:] = False
+        allowed[cfg.stop_speech] = True
 
         positions = torch.arange(L, device=dev)
         hidden = t3.forward_backbone(prefill.to(self.dtype), cache.k, cache.v, positions, None)
@@ -84,6 +109,8 @@ class T3Runner:
         n = 0
         for i in range(steps):
             logits = t3.speech_logits(hidden)
+            if speech_only:
+                logits = logits.float().masked_fill(~allowed, float("-inf"))
             if keep_logits:
                 logits_log.append(logits.float().cpu())
             probs = process_logits(logits[:1], logits[1:2] if rows == 2 else None, counts,

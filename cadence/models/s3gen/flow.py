@@ -82,14 +82,15 @@ class CausalFlow(nn.Module):
         return self.spk_embed_affine_layer(F.normalize(xvector, dim=1))
 
     def forward(self, tokens, lengths, prompt_feat, xvector, noise, finalize: bool = True,
-                n_steps: int | None = None):
+                n_steps: int | None = None, solver=None):
         """tokens (B, T) with the voice's prompt tokens first; prompt_feat (B, Tp, 80); xvector (B, 192);
-        noise (B, 80, 2T) -> mel of the new frames (B, 80, 2T - Tp)."""
+        noise (B, 80, 2T) -> mel of the new frames (B, 80, 2T - Tp). `solver` replaces `decoder.solve`
+        with a function of the same signature (the engine passes its CUDA-graph solver)."""
         mu, mask = self.encode(tokens, lengths, finalize)
         n_prompt = prompt_feat.shape[1]
         cond = torch.zeros_like(mu)
         cond[:, :, :n_prompt] = prompt_feat.transpose(1, 2).to(mu.dtype)
-        mel = self.decoder.solve(noise[..., :mu.shape[-1]].to(mu.dtype), mu, mask, self.speaker(xvector).to(mu.dtype),
+        mel = (solver or self.decoder.solve)(noise[..., :mu.shape[-1]].to(mu.dtype), mu, mask, self.speaker(xvector).to(mu.dtype),
                                  cond, n_steps or self.cfg.n_timesteps)
         return mel[:, :, n_prompt:]
 

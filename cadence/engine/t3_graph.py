@@ -1,0 +1,115 @@
+"""T3 decoding with CUDA graphs: one captured step per attention-length bucket over one static KV cache.
+
+A step reads only static device buffers (last hidden state, positions, knobs, token counts, noise) and
+writes the next hidden state, the sampled token and the done flag; the host replays graphs, refills the
+exponential noise from the request's generator, and looks at the done flag every few steps."""
+
+from __future__ import annotations
+
+import torch
+
+from ..layers.sampling import process_logits, sample
+from ..models.t3 import T3
+from ..sampling_params import SamplingParams
+
+BUCKETS = (256, 512, 1024, 2048, 4096, 8192)
+
+
+class T3GraphDecoder:
+    def __init__(self, t3: T3, rows: int, max_len: int, max_steps: int):
+        c = t3.cfg
+        dev, dt = t3.speech_head.weight.device, t3.speech_head.weight.dtype
+        self.t3, self.rows, self.max_steps = t3, rows, max_steps
+        self.buckets = [b for b in BUCKETS if b < max_len] + [max_len]
+        self.max_len = max_len
+        shape = (c.n_layers, rows, c.n_heads, max_len, c.head_dim)
+        self.k = torch.zeros(shape, device=dev, dtype=dt)
+        self.v = torch.zeros(shape, device=dev, dtype=dt)
+        self.hidden = torch.zeros(rows, c.dim, device=dev, dtype=dt)
+        self.pos = torch.zeros(1, device=dev, dtype=torch.long)
+        self.speech_pos = torch.zeros(1, device=dev, dtype=torch.long)
+        self.step = torch.zeros(1, device=dev, dtype=torch.long)
+        self.counts = torch.zeros(1, c.speech_vocab, device=dev, dtype=torch.int32)
+        self.noise = torch.ones(1, c.speech_vocab, device=dev, dtype=torch.float32)
+        self.allowed = torch.ones(c.speech_vocab, device=dev, dtype=torch.bool)
+        self.out = torch.zeros(max_steps + 1, device=dev, dtype=torch.long)
+        self.done = torch.zeros(1, device=dev, dtype=torch.bool)
+        self.knobs = {k: torch.zeros(1, device=dev) for k in ("cfg", "rep", "temp", "min_p", "top_p")}
+        self.top_k = torch.zeros(1, device=dev, dtype=torch.long)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._capture()
+
+    def _step(self, attend: int):
+        t3, c = self.t3, self.t3.cfg
+        logits = t3.speech_logits(self.hidden).float().masked_fill(~self.allowed, float("-inf"))
+        kn = self.knobs
+        probs = process_logits(logits[:1], logits[1:2] if self.rows == 2 else None, self.counts, kn["cfg"],
+                               kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k)
+        token = sample(probs, self.noise)
+        self.out.index_copy_(0, self.step.clamp(max=self.max_steps), token)
+        self.counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
+        self.done |= token == c.stop_speech
+        x = t3.speech_step_embed(token, self.speech_pos).to(self.hidden.dtype)[:, None].expand(self.rows, 1, -1)
+        mask = (torch.arange(attend, device=x.device) <= self.pos)[None]
+        h = t3.forward_backbone(x, self.k[..., :attend, :], self.v[..., :attend, :], self.pos, mask)
+        self.hidden.copy_(h)
+        self.pos += 1
+        self.speech_pos += 1
+        self.step += 1
+
+    def _capture(self):
+        pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for attend in self.buckets:  # warm-up: lazy inits, cuBLAS handles, autotuning
+                self._step(attend)
+        torch.cuda.current_stream().wait_stream(stream)
+        with torch.inference_mode():
+            for attend in self.buckets:
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=pool):
+                    self._step(attend)
+                self.graphs[attend] = g
+
+    def bucket_for(self, length: int) -> int:
+        for b in self.buckets:
+            if length <= b:
+                return b
+        raise ValueError(f"sequence of {length} positions exceeds the KV cache ({self.max_len})")
+
+    @torch.inference_mode()
+    def generate(self, prefill: torch.Tensor, params: SamplingParams, generator: torch.Generator,
+                 steps: int, eos_check_every: int, speech_only: bool = False) -> list[int]:
+        t3, c = self.t3, self.t3.cfg
+        rows, L, _ = prefill.shape
+        if rows != self.rows or L + steps > self.max_len or steps > self.max_steps:
+            raise ValueError("request does not fit this decoder")
+        h = t3.forward_backbone(prefill.to(self.hidden.dtype), self.k, self.v, torch.arange(L, device=prefill.device),
+                                None)
+        self.hidden.copy_(h)
+        self.pos.fill_(L)
+        self.speech_pos.fill_(1)
+        self.step.zero_()
+        self.counts.zero_()
+        self.counts[0, c.start_speech] = 1
+        self.done.zero_()
+        self.allowed.fill_(True)
+        if speech_only:  # only real speech tokens and EOS (benchmarks on random weights)
+            self.allowed[c.start_speech:] = False
+            self.allowed[c.stop_speech] = True
+        for name, value in (("cfg", params.cfg_weight), ("rep", params.repetition_penalty),
+                            ("temp", params.temperature), ("min_p", params.min_p), ("top_p", params.top_p)):
+            self.knobs[name].fill_(value)
+        self.top_k.fill_(params.top_k)
+        n = 0
+        for i in range(steps):
+            self.noise.exponential_(generator=generator)
+            self.graphs[self.bucket_for(L + i + 1)].replay()
+            n = i + 1
+            if n % eos_check_every == 0 and bool(self.done):
+                break
+        tokens = self.out[:n].tolist()
+        if c.stop_speech in tokens:
+            tokens = tokens[: tokens.index(c.stop_speech) + 1]
+        return tokens

@@ -1,0 +1,49 @@
+"""Where each network lives and in what precision: module transforms applied once, at load. Model code never
+branches on precision or device."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+
+def fold_weight_norm(module: nn.Module) -> None:
+    """Replace weight-norm parametrisations by their product: same numbers, no per-call cost."""
+    for m in module.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+
+
+def place(module: nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> nn.Module:
+    """Move (and cast floating tensors of) `module` tensor by tensor, so a device copy never holds two full
+    precisions of the module at once."""
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None:
+                t = p.detach().to(device, non_blocking=True)
+                if dtype is not None and t.is_floating_point():
+                    t = t.to(dtype)
+                sub._parameters[name] = nn.Parameter(t, requires_grad=False)
+        for name, b in list(sub._buffers.items()):
+            if b is not None:
+                t = b.to(device, non_blocking=True)
+                keep_fp32 = name in ("_mel_filters", "window", "stft_window", "trim_fade", "inv_freq")
+                if dtype is not None and t.is_floating_point() and not keep_fp32:
+                    t = t.to(dtype)
+                sub._buffers[name] = t
+    return module.eval()
+
+
+def apply_placement(t3, s3gen, ve, device: torch.device, model_dtype: torch.dtype, vocoder_dtype: torch.dtype,
+                    prepare_device: torch.device) -> None:
+    """The one place precision and placement meet: T3 and the flow model in `model_dtype`, the vocoder in
+    `vocoder_dtype`, the preparation encoders in fp32 on `prepare_device`."""
+    fold_weight_norm(s3gen)
+    place(t3, device, model_dtype)
+    place(s3gen.flow, device, model_dtype)
+    place(s3gen.mel2wav, device, vocoder_dtype)
+    s3gen.register_buffer("trim_fade", s3gen.trim_fade.to(device), persistent=False)
+    place(s3gen.tokenizer, prepare_device, torch.float32)
+    place(s3gen.speaker_encoder, prepare_device, torch.float32)
+    place(ve, prepare_device, torch.float32)
