@@ -24,7 +24,7 @@ def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torc
     penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
     logits = torch.where(seen, penalised, logits)
     logits = logits / temperature.float()[:, None]
-    neg_inf = torch.tensor(float("-inf"), device=logits.device)
+    neg_inf = logits.new_full((), float("-inf"))  # a fill, not a host copy: capturable in a CUDA graph
     # min-p: drop tokens below min_p times the top token's probability.
     probs = logits.softmax(-1)
     logits = torch.where(probs < min_p.float()[:, None] * probs.amax(-1, keepdim=True), neg_inf, logits)
