@@ -21,6 +21,38 @@ FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer
 OPTIONAL_FILES = ("conds.pt",)
 
 
+# Tensors the checkpoint stores apart that Cadence multiplies as one: packed name -> official parts, in order.
+PACKED = {"self_attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+          "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight")}
+
+
+def official_shapes(module: nn.Module) -> dict[str, tuple]:
+    """The checkpoint's key -> shape for a module: packed tensors listed as their official parts."""
+    out = {}
+    for name, t in module.state_dict(keep_vars=True).items():
+        packed = next((p for p in PACKED if name.endswith(p)), None)
+        if packed is None:
+            out[name] = tuple(t.shape)
+            continue
+        parts = PACKED[packed]
+        prefix = name[: -len(packed)]
+        rows = t.shape[0] // len(parts)
+        for part in parts:
+            out[prefix + part] = (rows, *t.shape[1:])
+    return out
+
+
+def pack_state(module: nn.Module, state: dict) -> dict:
+    """Official tensors -> the module's packed parameters (concatenated along the output dimension)."""
+    out = dict(state)
+    for name in module.state_dict(keep_vars=True):
+        packed = next((p for p in PACKED if name.endswith(p)), None)
+        if packed is not None:
+            prefix = name[: -len(packed)]
+            out[name] = torch.cat([out.pop(prefix + part) for part in PACKED[packed]], dim=0)
+    return out
+
+
 class CheckpointError(ValueError):
     """A checkpoint cannot be found or does not match the architecture."""
 
@@ -68,7 +100,7 @@ def resolve(model: str | os.PathLike) -> Path:
 
 
 def _check_keys(module: nn.Module, state: dict, file: str) -> None:
-    expected = {k: v for k, v in module.state_dict(keep_vars=True).items()}
+    expected = official_shapes(module)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
@@ -78,8 +110,7 @@ def _check_keys(module: nn.Module, state: dict, file: str) -> None:
         if extra:
             parts.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
         raise CheckpointError(f"{file}: keys do not match the architecture: {'; '.join(parts)}")
-    bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-           if tuple(state[k].shape) != tuple(v.shape)]
+    bad = [f"{k} {tuple(state[k].shape)} != {v}" for k, v in expected.items() if tuple(state[k].shape) != v]
     if bad:
         raise CheckpointError(f"{file}: {len(bad)} tensors have the wrong shape, e.g. {bad[0]}")
 
@@ -94,7 +125,7 @@ def load_weights(module: nn.Module, path: Path) -> None:
     if "model" in state and len(state) == 1:  # some exports nest the T3 state
         state = state["model"][0]
     _check_keys(module, state, path.name)
-    module.load_state_dict(state, strict=True, assign=True)
+    module.load_state_dict(pack_state(module, state), strict=True, assign=True)
 
 
 def build(cfg: ModelConfig) -> tuple[T3, S3Gen, VoiceEncoder]:
@@ -174,8 +205,9 @@ def _random_tensor(name: str, shape, gen: torch.Generator) -> torch.Tensor:
 
 
 def random_state(module: nn.Module, seed: int, overrides: dict | None = None) -> dict:
+    """Random tensors under the checkpoint's own keys and shapes (packed tensors written as their parts)."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
-    for name, t in module.state_dict().items():
-        out[name] = overrides[name] if overrides and name in overrides else _random_tensor(name, tuple(t.shape), gen).contiguous()
+    for name, shape in official_shapes(module).items():
+        out[name] = overrides[name] if overrides and name in overrides else _random_tensor(name, shape, gen).contiguous()
     return out

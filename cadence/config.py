@@ -27,8 +27,9 @@ class EngineConfig:
     vocoder_dtype: str = "float32"
     """Weight precision of the HiFT vocoder; float32 by default (its F0/source path is phase-sensitive)."""
     prepare_device: str = "auto"
-    """Where the voice-preparation encoders (S3 tokenizer, CAMPPlus, VoiceEncoder) live: auto (the main
-    device), cpu, or the main device's name. Generation never needs them."""
+    """Where the voice-preparation encoders (S3 tokenizer, CAMPPlus, VoiceEncoder) run: auto (on a GPU, kept
+    in pinned CPU memory and lent to the GPU only while a voice is prepared; on CPU, the CPU), cpu, or a
+    device name to keep them resident there. Generation never needs them."""
     enforce_eager: bool = False
     """Disable CUDA graphs (T3 decode, CFM solve): the plain path, for debugging and parity."""
     eos_check_every: int = 16

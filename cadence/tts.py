@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from .config import EngineConfig, parse_dtype
 from .engine.audio_runner import AudioRunner
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
-from .memory.placement import apply_placement
+from .memory.placement import OnDemand, apply_placement
 from .models.s3gen import S3GEN_SR
 from .outputs import Audio
 from .sampling_params import SamplingParams
@@ -61,6 +62,7 @@ class TTS:
         self.t3_runner = T3Runner(t3, self.config.eos_check_every, use_graphs=graphs)
         self.audio_runner = AudioRunner(s3gen, use_graphs=graphs)
         self.sample_rate = S3GEN_SR
+        self._prep_lease = None
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
@@ -72,12 +74,16 @@ class TTS:
         config = config or EngineConfig.from_kwargs(device=device or "auto", **engine_options)
         path = resolve(path)
         dev = pick_device(config.device)
-        prep = dev if config.prepare_device in ("auto", str(dev)) else pick_device(config.prepare_device)
+        on_demand = config.prepare_device == "auto" and dev.type != "cpu"
+        prep = torch.device("cpu") if on_demand or config.prepare_device == "cpu" else (
+            dev if config.prepare_device == "auto" else pick_device(config.prepare_device))
         t3, s3gen, ve, _ = load_models(path)
         apply_placement(t3, s3gen, ve, dev, config.model_dtype(dev), parse_dtype(config.vocoder_dtype), prep)
         tokenizer = TextTokenizer(path / "tokenizer.json")
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
         tts = cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path, config=config)
+        if on_demand:  # the preparation encoders visit the GPU only while a voice is being prepared
+            tts._prep_lease = OnDemand([s3gen.tokenizer, s3gen.speaker_encoder, ve], dev)
         if tts.t3_runner.use_graphs:
             tts.t3_runner.graph_decoder(2, 1280)  # capture the common case at load, not on the first request
         return tts
@@ -98,7 +104,8 @@ class TTS:
             if sample_rate is None:
                 raise ValueError("sample_rate is required when audio is an array")
             wav, sr = np.asarray(audio, dtype=np.float32), int(sample_rate)
-        return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration)
+        with self._prep_lease or contextlib.nullcontext():
+            return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration)
 
     # --- generation ---------------------------------------------------------------------------
     def text_tokens(self, text: str) -> torch.Tensor:

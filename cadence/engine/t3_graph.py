@@ -36,15 +36,17 @@ class T3GraphDecoder:
         self.done = torch.zeros(1, device=dev, dtype=torch.bool)
         self.knobs = {k: torch.zeros(1, device=dev) for k in ("cfg", "rep", "temp", "min_p", "top_p")}
         self.top_k = torch.zeros(1, device=dev, dtype=torch.long)
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self._capture()
+        self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+        for attend in self.buckets:  # the common case (no top-k, no top-p) is captured up front
+            self._graph(attend, False, False)
 
-    def _step(self, attend: int):
+    def _step(self, attend: int, use_top_k: bool, use_top_p: bool):
         t3, c = self.t3, self.t3.cfg
         logits = t3.speech_logits(self.hidden).float().masked_fill(~self.allowed, float("-inf"))
         kn = self.knobs
         probs = process_logits(logits[:1], logits[1:2] if self.rows == 2 else None, self.counts, kn["cfg"],
-                               kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k)
+                               kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k, use_top_k, use_top_p)
         token = sample(probs, self.noise)
         self.out.index_copy_(0, self.step.clamp(max=self.max_steps), token)
         self.counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
@@ -57,20 +59,21 @@ class T3GraphDecoder:
         self.speech_pos += 1
         self.step += 1
 
-    def _capture(self):
-        pool = torch.cuda.graph_pool_handle()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for attend in self.buckets:  # warm-up: lazy inits, cuBLAS handles, autotuning
-                self._step(attend)
-        torch.cuda.current_stream().wait_stream(stream)
-        with torch.inference_mode():
-            for attend in self.buckets:
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g, pool=pool):
-                    self._step(attend)
-                self.graphs[attend] = g
+    def _graph(self, attend: int, use_top_k: bool, use_top_p: bool) -> torch.cuda.CUDAGraph:
+        key = (attend, use_top_k, use_top_p)
+        if key not in self.graphs:
+            self.pos.zero_()  # warm-up and capture write at `pos`: keep it inside the smallest bucket
+            self.step.zero_()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream), torch.inference_mode():  # warm-up: lazy inits, cuBLAS handles
+                self._step(*key)
+            torch.cuda.current_stream().wait_stream(stream)
+            g = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(g, pool=self.pool):
+                self._step(*key)
+            self.graphs[key] = g
+        return self.graphs[key]
 
     def bucket_for(self, length: int) -> int:
         for b in self.buckets:
@@ -85,6 +88,9 @@ class T3GraphDecoder:
         rows, L, _ = prefill.shape
         if rows != self.rows or L + steps > self.max_len or steps > self.max_steps:
             raise ValueError("request does not fit this decoder")
+        flags = (params.top_k > 0, params.top_p < 1.0)
+        for b in self.buckets:  # capture missing variants first: a warm-up step writes the state buffers
+            self._graph(b, *flags)
         h = t3.forward_backbone(prefill.to(self.hidden.dtype), self.k, self.v, torch.arange(L, device=prefill.device),
                                 None)
         self.hidden.copy_(h)
@@ -105,7 +111,7 @@ class T3GraphDecoder:
         n = 0
         for i in range(steps):
             self.noise.exponential_(generator=generator)
-            self.graphs[self.bucket_for(L + i + 1)].replay()
+            self.graphs[(self.bucket_for(L + i + 1), *flags)].replay()
             n = i + 1
             if n % eos_check_every == 0 and bool(self.done):
                 break

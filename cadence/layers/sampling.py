@@ -10,11 +10,13 @@ import torch
 
 def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torch.Tensor,
                    cfg_weight: torch.Tensor, repetition_penalty: torch.Tensor, temperature: torch.Tensor,
-                   min_p: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+                   min_p: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
+                   use_top_k: bool = True, use_top_p: bool = True) -> torch.Tensor:
     """Turn raw speech logits into sampling probabilities, in the reference's order.
 
     cond/uncond (B, V) logits of the conditional and unconditional CFG rows; counts (B, V) how often each
-    token is in the request's history (the start token included); knobs (B,). Returns probs (B, V) fp32."""
+    token is in the request's history (the start token included); knobs (B,). `use_top_k`/`use_top_p` let a
+    caller that knows no row uses the filter skip its sort. Returns probs (B, V) fp32."""
     logits = cond.float()
     if uncond is not None:
         w = cfg_weight.float()[:, None]
@@ -28,17 +30,17 @@ def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torc
     # min-p: drop tokens below min_p times the top token's probability.
     probs = logits.softmax(-1)
     logits = torch.where(probs < min_p.float()[:, None] * probs.amax(-1, keepdim=True), neg_inf, logits)
-    # top-k (0 = off): keep the k largest.
-    k = top_k.clamp(min=0)
-    kth = torch.sort(logits, dim=-1, descending=True).values.gather(
-        -1, (k - 1).clamp(min=0, max=logits.shape[-1] - 1)[:, None])
-    logits = torch.where((k[:, None] > 0) & (logits < kth), neg_inf, logits)
-    # top-p: drop the low tail whose cumulative probability is at most 1 - top_p; keep the top token.
-    sorted_logits, order = torch.sort(logits, dim=-1)
-    tail = sorted_logits.softmax(-1).cumsum(-1) <= (1 - top_p.float()[:, None])
-    tail[:, -1] = False
-    drop = torch.zeros_like(tail).scatter(-1, order, tail)
-    logits = logits.masked_fill(drop, float("-inf"))
+    if use_top_k:  # keep the k largest (k = 0: off)
+        k = top_k.clamp(min=0)
+        kth = torch.sort(logits, dim=-1, descending=True).values.gather(
+            -1, (k - 1).clamp(min=0, max=logits.shape[-1] - 1)[:, None])
+        logits = torch.where((k[:, None] > 0) & (logits < kth), neg_inf, logits)
+    if use_top_p:  # drop the low tail whose cumulative probability is at most 1 - top_p; keep the top token
+        sorted_logits, order = torch.sort(logits, dim=-1)
+        tail = sorted_logits.softmax(-1).cumsum(-1) <= (1 - top_p.float()[:, None])
+        tail[:, -1] = False
+        drop = torch.zeros_like(tail).scatter(-1, order, tail)
+        logits = logits.masked_fill(drop, float("-inf"))
     return logits.softmax(-1)
 
 

@@ -13,7 +13,7 @@ def test_cuda_matches_cpu_teacher_forced(tiny_ckpt):
     from cadence.sampling_params import SamplingParams
     from cadence.tts import TTS
     cpu = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False)
-    gpu = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False)
+    gpu = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, dtype="float32")
     p = SamplingParams(max_new_tokens=16, seed=1)
     voice = cpu.default_voice
     run = cpu.t3_runner.generate(cpu.prefill("Hello there.", voice, p), p, torch.Generator().manual_seed(1),
