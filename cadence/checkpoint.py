@@ -43,13 +43,16 @@ def official_shapes(module: nn.Module) -> dict[str, tuple]:
 
 
 def pack_state(module: nn.Module, state: dict) -> dict:
-    """Official tensors -> the module's packed parameters (concatenated along the output dimension)."""
+    """Official tensors -> the module's packed parameters: the owning module's `pack(name, parts)` if it has
+    one, else the parts concatenated along the output dimension."""
     out = dict(state)
     for name in module.state_dict(keep_vars=True):
         packed = next((p for p in PACKED if name.endswith(p)), None)
         if packed is not None:
             prefix = name[: -len(packed)]
-            out[name] = torch.cat([out.pop(prefix + part) for part in PACKED[packed]], dim=0)
+            parts = [out.pop(prefix + part) for part in PACKED[packed]]
+            owner = module.get_submodule((prefix + packed).rsplit(".", 2)[0])
+            out[name] = owner.pack(packed, parts) if hasattr(owner, "pack") else torch.cat(parts, dim=0)
     return out
 
 

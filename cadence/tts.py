@@ -85,7 +85,7 @@ class TTS:
         if on_demand:  # the preparation encoders visit the GPU only while a voice is being prepared
             tts._prep_lease = OnDemand([s3gen.tokenizer, s3gen.speaker_encoder, ve], dev)
         if tts.t3_runner.use_graphs:
-            tts.t3_runner.graph_decoder(2, 1280)  # capture the common case at load, not on the first request
+            tts.t3_runner.graph_decoder(2, 1024)  # capture the common case at load, not on the first request
         return tts
 
     @classmethod

@@ -41,14 +41,14 @@ class T3Runner:
         self.decoders: list = []  # CUDA-graph decoders, smallest cache first
 
     def graph_decoder(self, rows: int, length: int):
-        """A captured decoder whose KV cache holds `length` positions (rounded up to 256); kept for reuse."""
+        """A captured decoder whose KV cache holds `length` positions (rounded up to 128); kept for reuse."""
         from .t3_graph import T3GraphDecoder
         for d in self.decoders:
             if d.rows == rows and d.max_len >= length:
                 return d
         if len(self.decoders) >= 2:
             self.decoders.pop(0)
-        max_len = -(-length // 256) * 256
+        max_len = -(-length // 128) * 128
         d = T3GraphDecoder(self.t3, rows, max_len, max_steps=max_len)
         self.decoders = sorted(self.decoders + [d], key=lambda x: x.max_len)
         return d

@@ -75,18 +75,26 @@ def llama3_inv_freq(cfg: T3Config) -> torch.Tensor:
     return torch.where(medium, smoothed, scaled)
 
 
-def rotary_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype):
-    """positions (T,) -> cos, sin (T, head_dim), computed in fp32."""
-    freqs = positions.float()[:, None] * inv_freq.float()[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+def rotary_freqs(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """positions (T,) -> unit complex rotations (T, head_dim/2), fp32."""
+    angles = positions.float()[:, None] * inv_freq.float()[None, :]
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, H, T, D); cos/sin (T, D)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """x (B, H, T, D) whose head dims are stored as (even, odd) rotation pairs (the checkpoint's
+    half-split q/k rows are interleaved at load, see LlamaAttention.pack): one complex multiply."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)
+
+
+def interleave_rotary_rows(w: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Reorder each head's output rows from Llama's half-split layout (i, i + D/2) to adjacent pairs (2i, 2i+1).
+    Scores q·k are unchanged because q and k are reordered alike."""
+    out_dim = w.shape[0]
+    perm = torch.arange(head_dim).view(2, head_dim // 2).t().reshape(-1)
+    idx = (torch.arange(out_dim // head_dim)[:, None] * head_dim + perm[None]).reshape(-1)
+    return w[idx]
 
 
 class RMSNorm(nn.Module):
@@ -107,13 +115,18 @@ class LlamaAttention(nn.Module):
         self.qkv_proj = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.o_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x, cos, sin, k_cache, v_cache, positions, attn_mask):
+    def pack(self, name: str, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Checkpoint q/k/v weights -> qkv_proj: q and k rows interleaved for the complex rotary."""
+        q, k, v = parts
+        return torch.cat((interleave_rotary_rows(q, self.head_dim), interleave_rotary_rows(k, self.head_dim), v))
+
+    def forward(self, x, freqs, k_cache, v_cache, positions, attn_mask):
         """x (B, T, C). Writes this step's keys/values into k_cache/v_cache (B, H, S, D) at `positions`
-        (T,), then attends over the cache: `attn_mask` (T, S) bool, True where attending is allowed, or
+        (T,), then attends over the cache: `attn_mask` (T, S) additive (0 or -inf), or
         None for a prefill that starts at position 0 (plain causal attention over the new keys only)."""
         B, T, _ = x.shape
         qkv = self.qkv_proj(x).view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
-        qk = apply_rotary(qkv[:, : 2 * self.n_heads], cos, sin)  # q and k rotated in one pass
+        qk = apply_rotary(qkv[:, : 2 * self.n_heads], freqs)  # q and k rotated in one pass
         q, k, v = qk[:, : self.n_heads], qk[:, self.n_heads:], qkv[:, 2 * self.n_heads:]
         k_cache.index_copy_(2, positions, k)
         v_cache.index_copy_(2, positions, v)
@@ -143,8 +156,8 @@ class LlamaLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.rms_eps)
         self.mlp = LlamaMLP(cfg)
 
-    def forward(self, x, cos, sin, k_cache, v_cache, positions, attn_mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, positions, attn_mask)
+    def forward(self, x, freqs, k_cache, v_cache, positions, attn_mask):
+        x = x + self.self_attn(self.input_layernorm(x), freqs, k_cache, v_cache, positions, attn_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -261,11 +274,13 @@ class T3(nn.Module):
 
     # --- backbone -----------------------------------------------------------------------------
     def forward_backbone(self, x, k_cache, v_cache, positions, attn_mask):
-        """x (B, T, C); k_cache/v_cache (layers, B, H, S, D); positions (T,) absolute. Returns the
-        final-norm hidden state of the last position, (B, C)."""
-        cos, sin = rotary_cos_sin(self.inv_freq, positions, x.dtype)
+        """x (B, T, C); k_cache/v_cache (layers, B, H, S, D); positions (T,) absolute; attn_mask (T, S) bool
+        or None (causal prefill from 0). Returns the final-norm hidden state of the last position, (B, C)."""
+        freqs = rotary_freqs(self.inv_freq, positions)
+        if attn_mask is not None:  # one additive mask per step, shared by all layers
+            attn_mask = torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
         for i, layer in enumerate(self.tfmr.layers):
-            x = layer(x, cos, sin, k_cache[i], v_cache[i], positions, attn_mask)
+            x = layer(x, freqs, k_cache[i], v_cache[i], positions, attn_mask)
         return self.tfmr.norm(x[:, -1])
 
     def speech_logits(self, hidden: torch.Tensor) -> torch.Tensor:

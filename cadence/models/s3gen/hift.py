@@ -45,7 +45,8 @@ class Snake(nn.Module):
 
     def forward(self, x):
         a = self.alpha[None, :, None]
-        return x + (1.0 / (a + 1e-9)) * torch.sin(x * a).pow(2)
+        # x + sin(a x)^2 / a, with one temporary (these tensors are the vocoder's largest)
+        return (x * a).sin_().pow_(2).mul_(1.0 / (a + 1e-9)).add_(x)
 
 
 def _pad(k: int, d: int = 1) -> int:
@@ -147,7 +148,10 @@ class HiFTGenerator(nn.Module):
             if i == len(self.ups) - 1:
                 x = F.pad(x, (1, 0), mode="reflect")
             x = x + self.source_resblocks[i](self.source_downs[i](s))
-            x = sum(self.resblocks[i * n_k + j](x) for j in range(n_k)) / n_k
+            acc = self.resblocks[i * n_k](x)
+            for j in range(1, n_k):
+                acc += self.resblocks[i * n_k + j](x)
+            x = acc.div_(n_k)
         x = self.conv_post(F.leaky_relu(x))
         half = c.n_fft // 2 + 1
         magnitude = torch.exp(x[:, :half]).clamp(max=1e2)
