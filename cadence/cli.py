@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--long-tokens", type=int, default=750, help="long clip: T3 tokens (750 = 30 s)")
     b.add_argument("--dtype", default="auto", help="T3 and flow weights: auto, bfloat16, float32, float16")
     b.add_argument("--eager", action="store_true", help="no CUDA graphs")
+    b.add_argument("--compile", action="store_true", help="torch.compile the T3 layers (slower start)")
     b.add_argument("--fidelity", action="store_true", help="also measure reduced precision against fp32")
     b.add_argument("--json", dest="out_json", default="bench.json", help="JSON output path")
     b.add_argument("--md", dest="out_md", default="bench.md", help="Markdown table output path")
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError("--repeats, --short-tokens and --long-tokens must be positive")
             opt = BenchOptions(model=args.model, device=args.device, voice_audio=args.voice_audio,
                                reference=args.reference, repeats=args.repeats, short_tokens=args.short_tokens,
-                               long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager)
+                               long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager,
+                               compile=args.compile)
             result = run_bench(opt, args.out_json, args.out_md)
             if args.fidelity:
                 import json

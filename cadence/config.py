@@ -32,6 +32,9 @@ class EngineConfig:
     device name to keep them resident there. Generation never needs them."""
     enforce_eager: bool = False
     """Disable CUDA graphs (T3 decode, CFM solve): the plain path, for debugging and parity."""
+    compile: bool = False
+    """torch.compile the T3 decoder layers (dynamic attention length) before the decode graphs are captured:
+    about 20% faster decoding for a one-time compile of ~20 s on a cold cache."""
     eos_check_every: int = 16
     """How many decode steps run between host checks for end-of-speech."""
 

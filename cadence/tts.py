@@ -17,7 +17,7 @@ from .config import EngineConfig, parse_dtype
 from .engine.audio_runner import AudioRunner
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
-from .memory.placement import OnDemand, apply_placement
+from .memory.placement import OnDemand, apply_placement, compile_decoder_layers
 from .models.s3gen import S3GEN_SR
 from .outputs import Audio
 from .sampling_params import SamplingParams
@@ -70,7 +70,7 @@ class TTS:
                  config: EngineConfig | None = None, **engine_options) -> "TTS":
         """Load a local directory in the official layout (ve/t3_cfg/s3gen safetensors, tokenizer.json,
         optional conds.pt default voice). Engine options (`EngineConfig` fields: dtype, vocoder_dtype,
-        prepare_device, enforce_eager, eos_check_every) come as `config` or keywords."""
+        prepare_device, enforce_eager, compile, eos_check_every) come as `config` or keywords."""
         config = config or EngineConfig.from_kwargs(device=device or "auto", **engine_options)
         path = resolve(path)
         dev = pick_device(config.device)
@@ -81,6 +81,8 @@ class TTS:
         apply_placement(t3, s3gen, ve, dev, config.model_dtype(dev), parse_dtype(config.vocoder_dtype), prep)
         tokenizer = TextTokenizer(path / "tokenizer.json")
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
+        if config.compile and dev.type == "cuda":
+            compile_decoder_layers(t3)
         tts = cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path, config=config)
         if on_demand:  # the preparation encoders visit the GPU only while a voice is being prepared
             tts._prep_lease = OnDemand([s3gen.tokenizer, s3gen.speaker_encoder, ve], dev)

@@ -79,3 +79,10 @@ class OnDemand:
         for sub, kind, name, host in self.entries:
             getattr(sub, kind)[name] = nn.Parameter(host, requires_grad=False) if kind == "_parameters" else host
         return False
+
+
+def compile_decoder_layers(t3) -> None:
+    """Fuse each Llama layer's elementwise work with torch.compile; one dynamic-length compile serves
+    every layer and every attention-length bucket."""
+    for layer in t3.tfmr.layers:
+        layer.forward = torch.compile(layer.forward, dynamic=True, fullgraph=True)

@@ -57,23 +57,32 @@ class RelPosSelfAttention(nn.Module):
         self.pos_bias_u = nn.Parameter(torch.zeros(heads, self.d_k))
         self.pos_bias_v = nn.Parameter(torch.zeros(heads, self.d_k))
 
-    def forward(self, x, pos_emb, key_mask):
-        """x (B, T, C); pos_emb (1, 2T-1, C); key_mask (B, 1, T) bool, True on real frames."""
+    def forward(self, x, pos_emb, key_mask, chunk: int = 512):
+        """x (B, T, C); pos_emb (1, 2T-1, C); key_mask (B, 1, T) bool, True on real frames. Queries go in
+        chunks of `chunk` rows so the relative-position scores never take T x (2T-1) memory at once."""
         B, T, C = x.shape
         q = self.linear_q(x).view(B, T, self.h, self.d_k)
         k = self.linear_k(x).view(B, T, self.h, self.d_k).transpose(1, 2)
         v = self.linear_v(x).view(B, T, self.h, self.d_k).transpose(1, 2)
         p = self.linear_pos(pos_emb).view(1, -1, self.h, self.d_k).transpose(1, 2)  # (1, H, 2T-1, D)
-        content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))
-        position = torch.matmul((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1))  # (B, H, T, 2T-1)
-        # Shift so that position[i, j] scores the distance j - i: index (T-1) - i + j of the 2T-1 axis.
-        position = F.pad(position, (1, 0)).view(B, self.h, 2 * T, T)[:, :, 1:].reshape(B, self.h, T, 2 * T - 1)
-        position = position[..., :T]
-        scores = (content + position) / math.sqrt(self.d_k)
+        q_u = (q + self.pos_bias_u).transpose(1, 2)
+        q_v = (q + self.pos_bias_v).transpose(1, 2)
         masked = ~key_mask[:, None]  # (B, 1, 1, T)
-        attn = scores.masked_fill(masked, float("-inf")).softmax(-1).masked_fill(masked, 0.0)
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(B, T, C)
-        return self.linear_out(out)
+        out = []
+        for r0 in range(0, T, chunk):
+            c = min(chunk, T - r0)
+            content = torch.matmul(q_u[:, :, r0:r0 + c], k.transpose(-2, -1))  # (B, H, c, T)
+            # Row i scores distance j - i, found at index (T-1) - i + j of the 2T-1 encodings; the rows of
+            # this chunk need the window starting at (T-1) - (r0+c-1), of width T + c - 1.
+            window = p[:, :, T - r0 - c: 2 * T - 1 - r0]
+            pos = torch.matmul(q_v[:, :, r0:r0 + c], window.transpose(-2, -1)).contiguous()  # (B, H, c, T+c-1)
+            W = pos.shape[-1]
+            pos = pos.as_strided((B, self.h, c, T), (self.h * c * W, c * W, W - 1, 1), pos.storage_offset() + c - 1)
+            scores = (content + pos) / math.sqrt(self.d_k)
+            attn = scores.masked_fill(masked, float("-inf")).softmax(-1).masked_fill(masked, 0.0)
+            out.append(torch.matmul(attn, v))
+        out = torch.cat(out, dim=2) if len(out) > 1 else out[0]
+        return self.linear_out(out.transpose(1, 2).reshape(B, T, C))
 
 
 class FeedForward(nn.Module):
