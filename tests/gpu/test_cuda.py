@@ -30,3 +30,39 @@ def test_cuda_generate_is_reproducible(tiny_ckpt):
     a = gpu.generate("Hello there.", seed=4, max_new_tokens=20)
     b = gpu.generate("Hello there.", seed=4, max_new_tokens=20)
     assert a.tokens == b.tokens and a.samples.size > 0
+
+
+def test_graph_decode_matches_eager_bf16(tiny_ckpt):
+    from cadence.tts import TTS
+    graph = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False)
+    eager = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, enforce_eager=True)
+    a = graph.generate("Hello there.", seed=3, max_new_tokens=48, speech_tokens_only=True)
+    b = eager.generate("Hello there.", seed=3, max_new_tokens=48, speech_tokens_only=True)
+    agree = sum(x == y for x, y in zip(a.tokens, b.tokens)) / len(b.tokens)
+    assert len(a.tokens) == len(b.tokens) == 48 and agree >= 0.9, agree
+
+
+def test_cfm_graph_matches_eager_solve(tiny_ckpt):
+    from cadence.engine.rng import RequestRNG
+    from cadence.tts import TTS
+    graph = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, dtype="float32")
+    eager = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, dtype="float32", enforce_eager=True)
+    voice = graph.default_voice
+    tokens = torch.randint(0, 6561, (37,), generator=torch.Generator().manual_seed(0))
+    m1 = graph.audio_runner.mel(tokens, voice, RequestRNG(5, "cuda"))
+    m2 = eager.audio_runner.mel(tokens, voice, RequestRNG(5, "cuda"))
+    assert rel_err(m1.cpu(), m2.cpu()) < 1e-4
+
+
+def test_on_demand_preparation_equals_resident(tiny_ckpt, ref_wav_path):
+    from cadence.tts import TTS
+    lent = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False)
+    resident = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, prepare_device="cuda")
+    assert lent.s3gen.tokenizer.window.device.type == "cpu"
+    before = torch.cuda.memory_allocated()
+    a = lent.prepare_voice(str(ref_wav_path))
+    b = resident.prepare_voice(str(ref_wav_path))
+    assert torch.equal(a.prompt_tokens, b.prompt_tokens) and torch.equal(a.t3_prompt_tokens, b.t3_prompt_tokens)
+    assert rel_err(a.xvector, b.xvector) < 1e-5
+    assert lent.s3gen.tokenizer.window.device.type == "cpu"
+    assert torch.cuda.memory_allocated() <= before + 1e6  # the encoders left the GPU again
