@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--short-tokens", type=int, default=75, help="short clip: T3 tokens (75 = 3 s)")
     b.add_argument("--long-tokens", type=int, default=750, help="long clip: T3 tokens (750 = 30 s)")
     b.add_argument("--dtype", default="auto", help="T3 and flow weights: auto, bfloat16, float32, float16")
+    b.add_argument("--vocoder-dtype", default="float32", help="HiFT weights: float32 or bfloat16")
     b.add_argument("--eager", action="store_true", help="no CUDA graphs")
     b.add_argument("--compile", action="store_true", help="torch.compile the T3 layers (slower start)")
     b.add_argument("--fidelity", action="store_true", help="also measure reduced precision against fp32")
@@ -99,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             opt = BenchOptions(model=args.model, device=args.device, voice_audio=args.voice_audio,
                                reference=args.reference, repeats=args.repeats, short_tokens=args.short_tokens,
                                long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager,
-                               compile=args.compile)
+                               compile=args.compile, vocoder_dtype=args.vocoder_dtype)
             result = run_bench(opt, args.out_json, args.out_md)
             if args.fidelity:
                 import json
 
                 from .bench.fidelity import fidelity
-                result["fidelity"] = fidelity(args.model, args.device, "bfloat16" if args.dtype == "auto" else args.dtype)
+                result["fidelity"] = fidelity(args.model, args.device, "bfloat16" if args.dtype == "auto" else args.dtype,
+                                              args.vocoder_dtype)
                 print(json.dumps(result["fidelity"], indent=1))
                 with open(args.out_json, "w") as f:
                     json.dump(result, f, indent=1)

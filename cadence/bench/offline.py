@@ -37,6 +37,7 @@ class BenchOptions:
     dtype: str = "auto"
     enforce_eager: bool = False
     compile: bool = False
+    vocoder_dtype: str = "float32"
     seed: int = 1
     cases: list = field(default_factory=list)
 
@@ -87,7 +88,8 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
     _reset_peak(opt.device)
     tts, res["load_s"] = _timed(opt.device, lambda: TTS.from_dir(opt.model, device=opt.device, watermark=False,
                                                                   dtype=opt.dtype, enforce_eager=opt.enforce_eager,
-                                                                  compile=opt.compile))
+                                                                  compile=opt.compile,
+                                                                  vocoder_dtype=opt.vocoder_dtype))
     res["after_load"] = _mem(opt.device)
     voice, cold = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))
     _, warm = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))
@@ -172,6 +174,7 @@ def markdown(result: dict) -> str:
     ours, ref = result["cadence"], result.get("reference")
     dev = result["device"]
     lines = [f"Device: {dev}; torch {result['torch']}; dtype {result['dtype']}; compile {result.get('compile')}; "
+             f"vocoder {result.get('vocoder_dtype')}; "
              f"{result['repeats']} repeats after a warm-up (median, [min–max]).", "",
              "| metric | Cadence | " + ("reference | ratio |" if ref else ""),
              "|---|---|" + ("---|---|" if ref else "")]
@@ -220,7 +223,7 @@ def run_bench(opt: BenchOptions, out_json: str | None, out_md: str | None) -> di
         sf.write(wav_path, wav, sr, subtype="PCM_16")
     opt.cases = [Case("short", SHORT_TEXT, opt.short_tokens), Case("long", LONG_TEXT, opt.long_tokens)]
     result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else "cpu",
-              "torch": torch.__version__, "dtype": opt.dtype, "compile": opt.compile, "repeats": opt.repeats,
+              "torch": torch.__version__, "dtype": opt.dtype, "compile": opt.compile, "vocoder_dtype": opt.vocoder_dtype, "repeats": opt.repeats,
               "cases": [{"name": c.name, "tokens": c.tokens, "text": c.text} for c in opt.cases]}
     result["cadence"] = bench_cadence(opt, wav, sr)
     if opt.reference:
