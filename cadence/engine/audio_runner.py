@@ -58,8 +58,7 @@ class AudioRunner:
         lo, hi = torch.tensor(-math.pi), torch.tensor(math.pi)
         phase = lo + torch.rand((mel.shape[0], n, 1), generator=rng.host) * (hi - lo)
         noise = self._randn((mel.shape[0], n, mel.shape[-1] * c.samples_per_frame), rng)
-        wav = hift(mel.to(self.device, self.hift_dtype), phase.to(self.device, self.hift_dtype),
-                   noise.to(self.hift_dtype)).float()
+        wav = hift(mel.to(self.device), phase.to(self.device), noise).float()
         if fade:
             f = self.s3gen.trim_fade.to(wav.device)
             k = min(f.numel(), wav.shape[-1])

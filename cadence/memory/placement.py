@@ -43,6 +43,9 @@ def apply_placement(t3, s3gen, ve, device: torch.device, model_dtype: torch.dtyp
     place(t3, device, model_dtype)
     place(s3gen.flow, device, model_dtype)
     place(s3gen.mel2wav, device, vocoder_dtype)
+    # The F0 predictor and harmonic source integrate phase over ~10^6 samples: always fp32.
+    place(s3gen.mel2wav.f0_predictor, device, torch.float32)
+    place(s3gen.mel2wav.m_source, device, torch.float32)
     s3gen.register_buffer("trim_fade", s3gen.trim_fade.to(device), persistent=False)
     place(s3gen.tokenizer, prepare_device, torch.float32)
     place(s3gen.speaker_encoder, prepare_device, torch.float32)

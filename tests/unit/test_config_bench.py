@@ -46,3 +46,13 @@ def test_bench_cli_writes_json_and_markdown(tiny_ckpt, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cadence.cli", "bench", "--model", str(tiny_ckpt), "--device", "cpu",
                           "--repeats", "0"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_bf16_vocoder_keeps_f0_path_fp32(tiny_ckpt):
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, vocoder_dtype="bfloat16")
+    hift = tts.s3gen.mel2wav
+    assert hift.conv_pre.weight.dtype == torch.bfloat16
+    assert hift.f0_predictor.classifier.weight.dtype == torch.float32 == hift.m_source.l_linear.weight.dtype
+    a = tts.generate("Hi.", seed=1, max_new_tokens=8)
+    assert a.samples.size > 0

@@ -131,17 +131,19 @@ class HiFTGenerator(nn.Module):
         self.register_buffer("stft_window", torch.hann_window(cfg.n_fft, periodic=True), persistent=False)
 
     def source(self, mel, phase, noise):
-        """mel (B, 80, T) -> source excitation (B, 1, T * samples_per_frame)."""
-        f0 = self.f0_predictor(mel)
+        """mel (B, 80, T) -> source excitation (B, 1, T * samples_per_frame), in the F0 path's precision."""
+        f0 = self.f0_predictor(mel.to(self.f0_predictor.classifier.weight.dtype))
         f0 = F.interpolate(f0[:, None], scale_factor=float(self.cfg.samples_per_frame), mode="nearest")
-        return self.m_source(f0, phase, noise)
+        dt = self.m_source.l_linear.weight.dtype
+        return self.m_source(f0.to(dt), phase.to(dt), noise.to(dt))
 
     def decode(self, mel, source):
         c = self.cfg
-        spec = torch.view_as_real(torch.stft(source[:, 0], c.n_fft, c.hop, c.n_fft, window=self.stft_window,
+        dt = self.conv_pre.weight.dtype
+        spec = torch.view_as_real(torch.stft(source[:, 0].float(), c.n_fft, c.hop, c.n_fft, window=self.stft_window,
                                              return_complex=True))
-        s = torch.cat((spec[..., 0], spec[..., 1]), dim=1)  # (B, n_fft + 2, frames)
-        x = self.conv_pre(mel)
+        s = torch.cat((spec[..., 0], spec[..., 1]), dim=1).to(dt)  # (B, n_fft + 2, frames)
+        x = self.conv_pre(mel.to(dt))
         n_k = len(c.resblock_kernels)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, c.lrelu_slope))
@@ -152,7 +154,7 @@ class HiFTGenerator(nn.Module):
             for j in range(1, n_k):
                 acc += self.resblocks[i * n_k + j](x)
             x = acc.div_(n_k)
-        x = self.conv_post(F.leaky_relu(x))
+        x = self.conv_post(F.leaky_relu(x)).float()  # the iSTFT runs in fp32
         half = c.n_fft // 2 + 1
         magnitude = torch.exp(x[:, :half]).clamp(max=1e2)
         phase = torch.sin(x[:, half:])
