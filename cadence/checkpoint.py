@@ -3,6 +3,7 @@ mmap + assign, and make random-weight checkpoints in the exact layout for tests 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -214,3 +215,18 @@ def random_state(module: nn.Module, seed: int, overrides: dict | None = None) ->
     for name, shape in official_shapes(module).items():
         out[name] = overrides[name] if overrides and name in overrides else _random_tensor(name, shape, gen).contiguous()
     return out
+
+
+def fingerprint(path: Path) -> str:
+    """A cheap identity of a checkpoint's weights: each file's size, safetensors header and first and last MiB.
+    Voices remember it, so a voice prepared by other weights is never silently used."""
+    h = hashlib.sha256()
+    for name in ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors"):
+        p = Path(path) / name
+        size = p.stat().st_size
+        h.update(f"{name}:{size}".encode())
+        with open(p, "rb") as f:
+            h.update(f.read(1 << 20))
+            f.seek(max(0, size - (1 << 20)))
+            h.update(f.read(1 << 20))
+    return h.hexdigest()

@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("text", help="the text to speak")
     say.add_argument("-o", "--output", required=True, help="output .wav path")
     say.add_argument("--voice-audio", help="reference recording to clone (wav/flac/mp3/ogg, any rate)")
+    say.add_argument("--voice", help="a library voice by name ('default': the checkpoint's built-in voice)")
+    say.add_argument("--library", help="voice library directory (default: $CADENCE_VOICES or the user data dir)")
     say.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
     say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
     say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
@@ -56,6 +58,29 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--fidelity", action="store_true", help="also measure reduced precision against fp32")
     b.add_argument("--json", dest="out_json", default="bench.json", help="JSON output path")
     b.add_argument("--md", dest="out_md", default="bench.md", help="Markdown table output path")
+    vo = sub.add_parser("voices", help="manage the voice library")
+    vo.add_argument("--library", help="voice library directory (default: $CADENCE_VOICES or the user data dir)")
+    vs = vo.add_subparsers(dest="action", required=True)
+    add = vs.add_parser("add", help="prepare a recording and store it under NAME")
+    add.add_argument("name")
+    add.add_argument("audio")
+    add.add_argument("--exaggeration", type=float, default=0.5)
+    add.add_argument("--model", default=DEFAULT_MODEL)
+    add.add_argument("--device", default="auto")
+    add.add_argument("--overwrite", action="store_true")
+    vs.add_parser("list", help="a table of stored voices")
+    for verb, helptext in (("show", "one voice's details"), ("rm", "delete a voice")):
+        vs.add_parser(verb, help=helptext).add_argument("name")
+    ren = vs.add_parser("rename", help="rename a voice")
+    ren.add_argument("old")
+    ren.add_argument("new")
+    exp = vs.add_parser("export", help="write a voice to one portable file")
+    exp.add_argument("name")
+    exp.add_argument("file")
+    imp = vs.add_parser("import", help="add a voice from an exported file or a reference conds.pt")
+    imp.add_argument("file")
+    imp.add_argument("--name")
+    imp.add_argument("--overwrite", action="store_true")
     ck = sub.add_parser("checkpoint", help="checkpoint utilities")
     cks = ck.add_subparsers(dest="action", required=True)
     rnd = cks.add_parser("random", help="write a random-weight checkpoint in the official layout")
@@ -78,13 +103,62 @@ def _say(args) -> None:
     params = SamplingParams(exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
                             repetition_penalty=args.repetition_penalty, min_p=args.min_p, top_p=args.top_p,
                             top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    if args.voice and args.voice_audio:
+        raise CliError("give either --voice or --voice-audio, not both")
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark)
-    voice = tts.prepare_voice(args.voice_audio) if args.voice_audio else None
+    if args.voice_audio:
+        voice = tts.prepare_voice(args.voice_audio)
+    elif args.voice:
+        voice = tts.voice(args.voice, tts.library(args.library) if args.library else None)
+    else:
+        voice = None
     audio = tts.generate(args.text, voice=voice, params=params)
     write_wav(out, audio.samples, audio.sample_rate)
     t = audio.timings
     print(f"wrote {out} ({audio.duration:.2f} s, {len(audio.tokens)} tokens, {t['total']:.2f} s, "
           f"RTF {audio.rtf:.3f}{', watermarked' if audio.watermarked else ''})")
+
+
+def _voices(args) -> None:
+    from .voices.library import VoiceLibrary
+    if args.action == "add":
+        from .tts import TTS
+        tts = TTS.from_dir(args.model, device=args.device, watermark=False)
+        lib = tts.library(args.library) if args.library else tts.library()
+        v = lib.add(args.name, args.audio, exaggeration=args.exaggeration, overwrite=args.overwrite)
+        print(f"added {v.meta['name']!r} ({v.meta.get('duration_s', 0):.2f} s) to {lib.root}")
+        return
+    lib = VoiceLibrary(args.library)
+    if args.action == "list":
+        infos, errors = lib.list()
+        rows = [("NAME", "DURATION", "EXAGGERATION", "CREATED", "SIZE")]
+        rows += [(i.name, f"{i.duration_s:.2f} s", f"{i.exaggeration:.2f}", i.created, f"{i.bytes / 1024:.0f} KB")
+                 for i in infos]
+        widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        for r in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        for e in errors:
+            print(f"cadence: warning: {e}", file=sys.stderr)
+    elif args.action == "show":
+        import dataclasses
+        import json
+        print(json.dumps(dataclasses.asdict(lib.info(args.name)), indent=1))
+    elif args.action == "rm":
+        lib.remove(args.name)
+        print(f"removed {args.name!r}")
+    elif args.action == "rename":
+        lib.rename(args.old, args.new)
+        print(f"renamed {args.old!r} to {args.new!r}")
+    elif args.action == "export":
+        print(f"wrote {lib.export(args.name, args.file)}")
+    elif args.action == "import":
+        if args.file.endswith(".pt"):
+            if not args.name:
+                raise CliError("importing a conds.pt needs --name")
+            v = lib.import_conds(args.file, args.name, overwrite=args.overwrite)
+        else:
+            v = lib.import_file(args.file, name=args.name, overwrite=args.overwrite)
+        print(f"imported {v.meta['name']!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "say":
             _say(args)
+        elif args.command == "voices":
+            _voices(args)
         elif args.command == "bench":
             from .bench.offline import BenchOptions, run_bench
             if args.repeats < 1 or args.short_tokens < 1 or args.long_tokens < 1:

@@ -12,7 +12,7 @@ import torch
 
 from . import watermark as wm
 from .audio.io import read_audio
-from .checkpoint import HUB_REPO, load_models, resolve
+from .checkpoint import HUB_REPO, fingerprint, load_models, resolve
 from .config import EngineConfig, parse_dtype
 from .engine.audio_runner import AudioRunner
 from .engine.rng import RequestRNG
@@ -23,6 +23,8 @@ from .outputs import Audio
 from .sampling_params import SamplingParams
 from .text.normalize import normalize_text
 from .text.tokenizer import TextTokenizer
+from .voices.cache import VoiceCache
+from .voices.library import VoiceLibrary
 from .voices.prepare import prepare_voice
 from .voices.voice import Voice
 
@@ -63,6 +65,8 @@ class TTS:
         self.audio_runner = AudioRunner(s3gen, use_graphs=graphs)
         self.sample_rate = S3GEN_SR
         self._prep_lease = None
+        self.voice_cache = VoiceCache(device)
+        self._library: VoiceLibrary | None = None
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
@@ -109,6 +113,33 @@ class TTS:
         with self._prep_lease or contextlib.nullcontext():
             return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration)
 
+    @property
+    def fingerprint(self) -> str:
+        if "_fingerprint" not in self.__dict__:
+            self._fingerprint = fingerprint(self.model_dir) if self.model_dir else ""
+        return self._fingerprint
+
+    def library(self, root: str | os.PathLike | None = None) -> VoiceLibrary:
+        """The voice library at `root` (default: $CADENCE_VOICES or the per-user data dir), bound to this
+        checkpoint: voices prepared by other weights are re-prepared from their stored audio."""
+        if root is not None or self._library is None:
+            lib = VoiceLibrary(root, fingerprint=self.fingerprint,
+                               preparer=lambda wav, sr, ex: self.prepare_voice(wav, sample_rate=sr, exaggeration=ex))
+            if root is not None:
+                return lib
+            self._library = lib
+        return self._library
+
+    def voice(self, name: str | None = None, library: VoiceLibrary | None = None) -> Voice:
+        """A library voice by name; None or "default" (when no voice has that name) is the checkpoint's
+        built-in conds.pt voice."""
+        lib = library or self.library()
+        if name in (None, "default") and (name is None or name not in lib):
+            if self.default_voice is None:
+                raise ValueError("this checkpoint has no default voice (conds.pt); name a library voice")
+            return self.default_voice
+        return lib.get(name)
+
     # --- generation ---------------------------------------------------------------------------
     def text_tokens(self, text: str) -> torch.Tensor:
         c = self.t3.cfg
@@ -141,7 +172,8 @@ class TTS:
         speech = clean_speech_tokens(tokens)
         t1 = time.perf_counter()
         if speech:
-            wav = self.audio_runner.synthesize(torch.tensor(speech), voice, rng)[0].cpu().numpy()
+            wav = self.audio_runner.synthesize(torch.tensor(speech), self.voice_cache.get(voice).voice, rng)[0]
+            wav = wav.cpu().numpy()
         else:
             wav = np.zeros(0, dtype=np.float32)
         timings["s3gen"] = time.perf_counter() - t1
@@ -163,11 +195,11 @@ class TTS:
     @torch.inference_mode()
     def prefill(self, text: str, voice: Voice, params: SamplingParams) -> torch.Tensor:
         exaggeration = voice.exaggeration if params.exaggeration is None else params.exaggeration
-        key = ("t3_voice", str(self.device), self.t3.speech_head.weight.dtype)
-        if key not in voice._cache:  # the perceiver runs once per voice, not per request
-            v = voice.to(self.device)
-            voice._cache[key] = self.t3.voice_embeds(v.speaker_emb.to(self.t3.speech_head.weight.dtype),
-                                                     v.t3_prompt_tokens)
+        resident = self.voice_cache.get(voice)
+        dtype = self.t3.speech_head.weight.dtype
+        if dtype not in resident.t3_embeds:  # the perceiver runs once per resident voice, not per request
+            v = resident.voice
+            resident.t3_embeds[dtype] = self.t3.voice_embeds(v.speaker_emb.to(dtype), v.t3_prompt_tokens)
         ex = torch.tensor([float(exaggeration)], device=self.device)
-        return self.t3.prefill_embeds(voice._cache[key], ex, self.text_tokens(text), params.cfg_weight > 0)
+        return self.t3.prefill_embeds(resident.t3_embeds[dtype], ex, self.text_tokens(text), params.cfg_weight > 0)
 

@@ -40,7 +40,7 @@ class AudioRunner:
             finalize: bool = True) -> torch.Tensor:
         """tokens (N,) new speech tokens -> mel (1, 80, 2N) for the new frames."""
         dev, dt = self.device, self.flow_dtype
-        v = voice.to(dev)
+        v = voice if voice.prompt_feat.device == dev else voice.to(dev)
         full = torch.cat((v.prompt_tokens, tokens.to(dev).view(1, -1)), dim=1)
         lengths = torch.tensor([full.shape[1]], device=dev)
         noise = self._randn((1, self.s3gen.cfg.flow.mel_dim, full.shape[1] * self.s3gen.cfg.flow.token_mel_ratio),

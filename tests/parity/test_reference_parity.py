@@ -159,3 +159,19 @@ def test_text_normalisation_and_tokens_match_reference(reference, ours):
         assert normalize_text(text) == punc_norm(text), text
         norm = punc_norm(text)
         assert ours.tokenizer.encode(norm) == reference.tokenizer.text_to_tokens(norm)[0].tolist(), text
+
+
+def test_imported_reference_conds_give_the_reference_audio(reference, ours, speech_tokens, tmp_path):
+    """A conds.pt written by the reference, imported into a library and used, renders what the reference renders."""
+    reference.conds.save(tmp_path / "conds.pt")
+    voice = ours.library(tmp_path / "voices").import_conds(tmp_path / "conds.pt", "ref")
+    c = reference.conds
+    assert torch.equal(voice.prompt_tokens, c.gen["prompt_token"].cpu())
+    assert torch.equal(voice.prompt_feat, c.gen["prompt_feat"].cpu())
+    dev = ours.device
+    torch.manual_seed(31)
+    ref_wav, _ = reference.s3gen.inference(speech_tokens.to(dev), ref_dict=reference.conds.gen)
+    our_wav = ours.audio_runner.synthesize(speech_tokens, voice, RequestRNG(31, dev))
+    err = rel_err(our_wav.cpu(), ref_wav.cpu())
+    _report("imported_conds_wave_rel_err", err)
+    assert err <= 1e-3, err

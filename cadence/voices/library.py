@@ -1,0 +1,238 @@
+"""`VoiceLibrary`: named, persistent voices in one directory, one `<name>.voice` file each (tensors, metadata and
+the source audio as 16-bit PCM at 24 kHz). Writes are atomic and serialised across processes by a file lock;
+a damaged file affects only its own voice."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import hashlib
+import os
+import unicodedata
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .store import VoiceFileError, atomic_write, load_voice, save_voice
+from .voice import Voice
+
+SUFFIX = ".voice"
+MAX_NAME = 64
+_FORBIDDEN = set('/\\\x00:*?"<>|')
+
+
+class VoiceError(ValueError):
+    """A refused name, a missing voice, or a voice that cannot be used with this checkpoint."""
+
+
+def default_root() -> Path:
+    env = os.environ.get("CADENCE_VOICES")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "cadence" / "voices"
+
+
+def validate_name(name: str) -> str:
+    """NFC-normalised, stripped; no path separators or control characters, not '.'-led, at most 64 chars."""
+    if not isinstance(name, str):
+        raise VoiceError(f"voice name must be a string, got {type(name).__name__}")
+    n = unicodedata.normalize("NFC", name).strip()
+    if not n:
+        raise VoiceError("voice name is empty")
+    if len(n) > MAX_NAME:
+        raise VoiceError(f"voice name is longer than {MAX_NAME} characters")
+    if n.startswith(".") or ".." in n:
+        raise VoiceError(f"voice name {name!r} may not start with '.' or contain '..'")
+    bad = sorted({c for c in n if c in _FORBIDDEN or unicodedata.category(c).startswith("C")})
+    if bad:
+        raise VoiceError(f"voice name {name!r} contains forbidden characters: {' '.join(repr(c) for c in bad)}")
+    return n
+
+
+@dataclass
+class VoiceInfo:
+    name: str
+    duration_s: float
+    exaggeration: float
+    created: str
+    bytes: int
+    checkpoint: str
+    source_sha256: str
+
+
+class VoiceLibrary:
+    """Voices stored under `root` (default `$CADENCE_VOICES`, else `$XDG_DATA_HOME/cadence/voices`).
+
+    `fingerprint` identifies the checkpoint in use: voices prepared by another checkpoint are re-prepared from
+    their stored audio when `preparer` (wav, sample_rate, exaggeration) -> Voice is given, else refused."""
+
+    def __init__(self, root: str | os.PathLike | None = None, fingerprint: str | None = None, preparer=None):
+        self.root = Path(root).expanduser() if root else default_root()
+        self.fingerprint = fingerprint
+        self.preparer = preparer
+
+    # --- locking and paths --------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def path(self, name: str) -> Path:
+        return self.root / (validate_name(name) + SUFFIX)
+
+    def __contains__(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    # --- writing ------------------------------------------------------------------------------------
+    def add(self, name: str, audio, sample_rate: int | None = None, exaggeration: float = 0.5,
+            overwrite: bool = False) -> Voice:
+        """Prepare `audio` (a path or an array with `sample_rate`) and store it as `name`. The same audio
+        already prepared for this checkpoint is reused, not prepared again."""
+        from ..audio.io import read_audio, resample, to_mono
+        path = self.path(name)
+        if not overwrite and path.exists():
+            raise VoiceError(f"voice {validate_name(name)!r} already exists (use overwrite)")
+        if isinstance(audio, (str, os.PathLike)):
+            wav, sr = read_audio(audio)
+        else:
+            if sample_rate is None:
+                raise ValueError("sample_rate is required when audio is an array")
+            wav, sr = to_mono(audio), int(sample_rate)
+        pcm = _to_pcm16(resample(wav, sr, 24000))
+        sha = hashlib.sha256(pcm.tobytes()).hexdigest()
+        twin = self._find_prepared(sha)
+        if twin is not None:
+            voice = Voice(**twin.tensors(), exaggeration=float(exaggeration), meta=dict(twin.meta))
+        else:
+            if self.preparer is None:
+                raise VoiceError("adding a voice needs a model to prepare it (open the library through a TTS)")
+            voice = self.preparer(pcm.astype(np.float32) / 32768.0, 24000, exaggeration)
+        return self._store(name, voice, pcm, sha, overwrite)
+
+    def add_voice(self, name: str, voice: Voice, overwrite: bool = False) -> Voice:
+        """Store an already prepared voice (no source audio: it cannot be re-prepared later)."""
+        return self._store(name, voice, None, voice.meta.get("source_sha256", ""), overwrite)
+
+    def _store(self, name, voice: Voice, pcm, sha, overwrite) -> Voice:
+        name = validate_name(name)
+        meta = {k: v for k, v in voice.meta.items() if k in ("prepare_s", "duration_s", "sample_rate", "source")}
+        meta.update(name=name, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    checkpoint=self.fingerprint or voice.meta.get("checkpoint", ""), source_sha256=sha,
+                    cadence_version=_version(), has_source=pcm is not None)
+        if pcm is not None:
+            meta["duration_s"] = round(len(pcm) / 24000, 3)
+        stored = Voice(**voice.tensors(), exaggeration=float(voice.exaggeration), meta=meta)
+        extra = {"source_pcm16": torch.from_numpy(pcm)} if pcm is not None else {}
+        with self._locked():
+            if not overwrite and self.path(name).exists():
+                raise VoiceError(f"voice {name!r} already exists (use overwrite)")
+            save_voice(self.path(name), stored, extra)
+        return stored
+
+    def _find_prepared(self, sha: str) -> Voice | None:
+        for p in sorted(self.root.glob("*" + SUFFIX)) if self.root.is_dir() else []:
+            try:
+                v = load_voice(p)
+            except VoiceFileError:
+                continue
+            if v.meta.get("source_sha256") == sha and v.meta.get("checkpoint") == (self.fingerprint or ""):
+                return v
+        return None
+
+    def remove(self, name: str) -> None:
+        with self._locked():
+            path = self.path(name)
+            if not path.exists():
+                raise VoiceError(f"no voice named {validate_name(name)!r}")
+            path.unlink()
+
+    def rename(self, old: str, new: str) -> None:
+        with self._locked():
+            src, dst = self.path(old), self.path(new)
+            if not src.exists():
+                raise VoiceError(f"no voice named {validate_name(old)!r}")
+            if dst.exists():
+                raise VoiceError(f"voice {validate_name(new)!r} already exists")
+            voice, extra = load_voice(src, with_extra=True)
+            voice.meta["name"] = validate_name(new)
+            save_voice(dst, voice, extra)  # rewritten so the file's own name field stays true
+            src.unlink()
+
+    def export(self, name: str, dest: str | os.PathLike) -> Path:
+        """One portable file (tensors, metadata and source audio) that `import_file` reads anywhere."""
+        voice, extra = load_voice(self.path(name), with_extra=True)
+        dest = Path(dest)
+        save_voice(dest, voice, extra)
+        return dest
+
+    def import_file(self, src: str | os.PathLike, name: str | None = None, overwrite: bool = False) -> Voice:
+        voice, extra = load_voice(Path(src), with_extra=True)
+        name = validate_name(name or voice.meta.get("name") or Path(src).stem)
+        voice.meta["name"] = name
+        with self._locked():
+            if not overwrite and self.path(name).exists():
+                raise VoiceError(f"voice {name!r} already exists (use overwrite)")
+            save_voice(self.path(name), voice, extra)
+        return voice
+
+    def import_conds(self, src: str | os.PathLike, name: str, overwrite: bool = False) -> Voice:
+        """A `conds.pt` written by the reference package, taken as prepared for this checkpoint."""
+        voice = Voice.from_conds_pt(src)
+        voice.meta = {"source": f"conds.pt ({Path(src).name})"}
+        return self._store(name, voice, None, "", overwrite)
+
+    # --- reading ------------------------------------------------------------------------------------
+    def get(self, name: str) -> Voice:
+        path = self.path(name)
+        if not path.exists():
+            raise VoiceError(f"no voice named {validate_name(name)!r} in {self.root}")
+        voice, extra = load_voice(path, with_extra=True)
+        stored_for = voice.meta.get("checkpoint", "")
+        if self.fingerprint and stored_for != self.fingerprint:
+            if self.preparer is None or "source_pcm16" not in extra:
+                raise VoiceError(
+                    f"voice {voice.meta.get('name', name)!r} was prepared with another checkpoint "
+                    f"({stored_for[:12] or 'unknown'} vs {self.fingerprint[:12]}) and has no stored audio to "
+                    "re-prepare it from; add it again from its recording")
+            pcm = extra["source_pcm16"].numpy()
+            fresh = self.preparer(pcm.astype(np.float32) / 32768.0, 24000, voice.exaggeration)
+            return self._store(voice.meta.get("name", name), fresh, pcm, voice.meta.get("source_sha256", ""), True)
+        return voice
+
+    def info(self, name: str) -> VoiceInfo:
+        path = self.path(name)
+        if not path.exists():
+            raise VoiceError(f"no voice named {validate_name(name)!r}")
+        v = load_voice(path)
+        m = v.meta
+        return VoiceInfo(name=m.get("name", name), duration_s=float(m.get("duration_s", 0.0)),
+                         exaggeration=v.exaggeration, created=m.get("created", ""), bytes=path.stat().st_size,
+                         checkpoint=m.get("checkpoint", ""), source_sha256=m.get("source_sha256", ""))
+
+    def list(self) -> tuple[list[VoiceInfo], list[str]]:
+        """(readable voices sorted by name, one error line per damaged file)."""
+        infos, errors = [], []
+        for p in sorted(self.root.glob("*" + SUFFIX)) if self.root.is_dir() else []:
+            try:
+                infos.append(self.info(p.name[: -len(SUFFIX)]))
+            except (VoiceFileError, VoiceError) as exc:
+                errors.append(str(exc))
+        return infos, errors
+
+
+def _to_pcm16(wav: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(wav * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__
