@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--eager", action="store_true", help="no CUDA graphs")
     b.add_argument("--compile", action="store_true", help="torch.compile the T3 layers (slower start)")
     b.add_argument("--fidelity", action="store_true", help="also measure reduced precision against fp32")
+    b.add_argument("--voices", action="store_true", help="measure voice storage, residency, switching, preparation")
+    b.add_argument("--prepare-device", default="auto", help="with --voices: auto (lent on demand), cuda or cpu")
     b.add_argument("--json", dest="out_json", default="bench.json", help="JSON output path")
     b.add_argument("--md", dest="out_md", default="bench.md", help="Markdown table output path")
     vo = sub.add_parser("voices", help="manage the voice library")
@@ -169,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
             _say(args)
         elif args.command == "voices":
             _voices(args)
+        elif args.command == "bench" and args.voices:
+            import json
+
+            from .bench.voices import bench_voices, markdown
+            res = bench_voices(args.model, args.device, prepare_device=args.prepare_device)
+            with open(args.out_json, "w") as f:
+                json.dump(res, f, indent=1)
+            with open(args.out_md, "w") as f:
+                f.write(markdown(res))
+            print(markdown(res))
         elif args.command == "bench":
             from .bench.offline import BenchOptions, run_bench
             if args.repeats < 1 or args.short_tokens < 1 or args.long_tokens < 1:
