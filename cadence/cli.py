@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--fidelity", action="store_true", help="also measure reduced precision against fp32")
     b.add_argument("--voices", action="store_true", help="measure voice storage, residency, switching, preparation")
     b.add_argument("--prepare-device", default="auto", help="with --voices: auto (lent on demand), cuda or cpu")
+    b.add_argument("--voice-cache-mb", type=int, default=256, help="with --voices: device voice cache bound")
     b.add_argument("--json", dest="out_json", default="bench.json", help="JSON output path")
     b.add_argument("--md", dest="out_md", default="bench.md", help="Markdown table output path")
     vo = sub.add_parser("voices", help="manage the voice library")
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             import json
 
             from .bench.voices import bench_voices, markdown
-            res = bench_voices(args.model, args.device, prepare_device=args.prepare_device)
+            res = bench_voices(args.model, args.device, prepare_device=args.prepare_device,
+                               voice_cache_mb=args.voice_cache_mb)
             with open(args.out_json, "w") as f:
                 json.dump(res, f, indent=1)
             with open(args.out_md, "w") as f:

@@ -32,6 +32,8 @@ class EngineConfig:
     device name to keep them resident there. Generation never needs them."""
     enforce_eager: bool = False
     """Disable CUDA graphs (T3 decode, CFM solve): the plain path, for debugging and parity."""
+    voice_cache_mb: int = 256
+    """Device memory for resident prepared voices (LRU by bytes); ~230 KB each at full size."""
     compile: bool = False
     """torch.compile the T3 decoder layers (dynamic attention length) before the decode graphs are captured:
     about 20% faster decoding for a one-time compile of ~20 s on a cold cache."""
@@ -42,6 +44,8 @@ class EngineConfig:
         if self.dtype != "auto":
             parse_dtype(self.dtype)
         parse_dtype(self.vocoder_dtype)
+        if not isinstance(self.voice_cache_mb, int) or self.voice_cache_mb < 1:
+            raise ValueError(f"voice_cache_mb must be a positive integer, got {self.voice_cache_mb!r}")
         if not isinstance(self.eos_check_every, int) or not 1 <= self.eos_check_every <= 256:
             raise ValueError(f"eos_check_every must be an integer in [1, 256], got {self.eos_check_every!r}")
 

@@ -65,7 +65,7 @@ class TTS:
         self.audio_runner = AudioRunner(s3gen, use_graphs=graphs)
         self.sample_rate = S3GEN_SR
         self._prep_lease = None
-        self.voice_cache = VoiceCache(device)
+        self.voice_cache = VoiceCache(device, self.config.voice_cache_mb << 20)
         self._library: VoiceLibrary | None = None
 
     # --- loading ------------------------------------------------------------------------------

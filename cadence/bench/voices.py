@@ -18,14 +18,15 @@ def _sync(dev):
 
 
 def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: int = 100, tokens: int = 25,
-                 prepare_device: str = "auto") -> dict:
+                 prepare_device: str = "auto", voice_cache_mb: int = 256) -> dict:
     from ..random_checkpoint import synthetic_voice
     from ..tts import TTS
-    tts = TTS.from_dir(model, device=device, watermark=False, prepare_device=prepare_device)
+    tts = TTS.from_dir(model, device=device, watermark=False, prepare_device=prepare_device,
+                       voice_cache_mb=voice_cache_mb)
     dev = tts.device
     wav = synthetic_voice(seconds=9.98)
     res: dict = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
-                 "prepare_device": prepare_device, "n_store": n_store, "n_use": n_use, "tokens_per_request": tokens}
+                 "prepare_device": prepare_device, "voice_cache_mb": voice_cache_mb, "n_store": n_store, "n_use": n_use, "tokens_per_request": tokens}
     times = []
     for _ in range(6):
         _sync(dev)
@@ -88,5 +89,6 @@ def markdown(res: dict) -> str:
             (f"allocated growth over {res['n_use']} voices of {res['n_store']} (first / last / max)",
              "{after_first:.1f} / {after_last:.1f} / {max:.1f} MB".format(**res["allocated_growth_mb"])),
             ("voice cache entries / size", f"{res['voice_cache_entries']} / {res['voice_cache_mb']:.1f} MB")]
-    return (f"Device: {res['device']}; preparation encoders: {res['prepare_device']}\n\n| metric | Cadence |\n|---|---|\n"
+    return (f"Device: {res['device']}; preparation encoders: {res['prepare_device']}; "
+            f"voice cache bound {res['voice_cache_mb']} MB\n\n| metric | Cadence |\n|---|---|\n"
             + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n")
