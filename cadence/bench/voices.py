@@ -61,7 +61,7 @@ def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: i
         res["allocated_growth_mb"] = {"after_first": mem[0] / 2**20, "after_last": mem[-1] / 2**20,
                                       "max": max(mem) / 2**20}
         res["voice_cache_entries"] = len(tts.voice_cache)
-        res["voice_cache_mb"] = tts.voice_cache.nbytes / 2**20
+        res["voice_cache_used_mb"] = tts.voice_cache.nbytes / 2**20
         v = lib.get("v0001")
         resident = tts.voice_cache.get(v)
         tts.prefill(TEXT, v, __import__("cadence").SamplingParams())
@@ -88,7 +88,7 @@ def markdown(res: dict) -> str:
             ("library get (read + verify from disk)", f"{res['library_get_s'] * 1e3:.2f} ms"),
             (f"allocated growth over {res['n_use']} voices of {res['n_store']} (first / last / max)",
              "{after_first:.1f} / {after_last:.1f} / {max:.1f} MB".format(**res["allocated_growth_mb"])),
-            ("voice cache entries / size", f"{res['voice_cache_entries']} / {res['voice_cache_mb']:.1f} MB")]
+            ("voice cache entries / size", f"{res['voice_cache_entries']} / {res["voice_cache_used_mb"]:.1f} MB")]
     return (f"Device: {res['device']}; preparation encoders: {res['prepare_device']}; "
             f"voice cache bound {res['voice_cache_mb']} MB\n\n| metric | Cadence |\n|---|---|\n"
             + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n")
