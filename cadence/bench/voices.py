@@ -88,7 +88,7 @@ def markdown(res: dict) -> str:
             ("library get (read + verify from disk)", f"{res['library_get_s'] * 1e3:.2f} ms"),
             (f"allocated growth over {res['n_use']} voices of {res['n_store']} (first / last / max)",
              "{after_first:.1f} / {after_last:.1f} / {max:.1f} MB".format(**res["allocated_growth_mb"])),
-            ("voice cache entries / size", f"{res['voice_cache_entries']} / {res["voice_cache_used_mb"]:.1f} MB")]
+            ("voice cache entries / size", f"{res['voice_cache_entries']} / {res['voice_cache_used_mb']:.1f} MB")]
     return (f"Device: {res['device']}; preparation encoders: {res['prepare_device']}; "
             f"voice cache bound {res['voice_cache_mb']} MB\n\n| metric | Cadence |\n|---|---|\n"
             + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n")
