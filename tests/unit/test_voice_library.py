@@ -195,3 +195,11 @@ def test_cli_voices(tiny_ckpt, tmp_path, ref_wav_path):
     assert run("import", str(tmp_path / "b.voice"), "--name", "carol").returncode == 0
     assert run("rm", "bob").returncode == 0
     assert run("show", "carol").returncode == 0
+
+
+def test_voice_bench_runs_and_stays_bounded(tiny_ckpt):
+    from cadence.bench.voices import bench_voices, markdown
+    res = bench_voices(str(tiny_ckpt), "cpu", n_store=12, n_use=6, tokens=4, voice_cache_mb=1)
+    assert res["disk_bytes_tensors_only"] < res["disk_bytes_with_source_audio"]
+    assert res["voice_cache_used_mb"] <= 1.0
+    assert "| switch between cached voices |" in markdown(res)
