@@ -146,9 +146,21 @@ class S3Tokenizer(nn.Module):
     @torch.inference_mode()
     def forward(self, wav: torch.Tensor, max_tokens: int | None = None) -> torch.Tensor:
         """wav (1, N) 16 kHz -> speech tokens (1, T) int64 at 25 Hz."""
-        mel = self.log_mel(wav.to(self.window.device))
-        if max_tokens is not None:
-            mel = mel[..., : max_tokens * 4]
-        lengths = torch.tensor([mel.shape[-1]], device=mel.device)
-        hidden, _ = self.encoder(mel.to(self.window.dtype), lengths)
-        return self.quantizer(hidden).long()
+        return self.tokenize([wav], [max_tokens])[0]
+
+    @torch.inference_mode()
+    def tokenize(self, wavs: list[torch.Tensor], max_tokens: list[int | None]) -> list[torch.Tensor]:
+        """Several 16 kHz clips (1, N_i) in one padded batch -> tokens (1, T_i) each. Each clip's log-mel is
+        normalised on its own and padding is masked throughout, so a clip's tokens do not depend on its
+        batch-mates."""
+        mels = []
+        for wav, limit in zip(wavs, max_tokens):
+            mel = self.log_mel(wav.to(self.window.device))[0]
+            mels.append(mel[..., : limit * 4] if limit is not None else mel)
+        lengths = torch.tensor([m.shape[-1] for m in mels], device=self.window.device)
+        batch = torch.zeros(len(mels), self.cfg.n_mels, int(lengths.max()), device=self.window.device)
+        for i, m in enumerate(mels):
+            batch[i, :, : m.shape[-1]] = m
+        hidden, token_lengths = self.encoder(batch.to(self.window.dtype), lengths)
+        codes = self.quantizer(hidden).long()
+        return [codes[i: i + 1, : int(n)] for i, n in enumerate(token_lengths.tolist())]

@@ -39,13 +39,13 @@ def prepare_voice(s3gen: S3Gen, ve: VoiceEncoder, t3_prompt_len: int, wav: np.nd
     feats = kaldi_fbank(ref16[0])
     feats = feats - feats.mean(dim=0, keepdim=True)
     xvector = s3gen.speaker_encoder(feats[None].to(device, dtype)).float().cpu()
-    prompt_tokens = s3gen.tokenizer(ref16.to(device)).cpu()
+    # Both token prompts (S3Gen's from the 10 s reference, T3's from the first 6 s) in one batched pass.
+    t3_ref = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR].copy())[None]
+    prompt_tokens, t3_tokens = (t.cpu() for t in s3gen.tokenizer.tokenize([ref16, t3_ref], [None, t3_prompt_len]))
     # Mel frames and tokens should line up 2:1. Like the reference, cut surplus tokens but keep every
     # mel frame (a 9.98 s prompt gives 499 frames and 249 tokens; the new audio then has 2N-1 frames).
     prompt_tokens = prompt_tokens[:, : prompt_feat.shape[1] // 2]
 
-    t3_ref = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR].copy())[None]
-    t3_tokens = s3gen.tokenizer(t3_ref.to(device), max_tokens=t3_prompt_len).cpu()
     speaker = speaker_embedding(ve, wav16)
     meta = {"source_sha256": hashlib.sha256(np.ascontiguousarray(wav).tobytes()).hexdigest(),
             "duration_s": round(wav.size / sample_rate, 3), "sample_rate": int(sample_rate),
