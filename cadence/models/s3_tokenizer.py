@@ -157,10 +157,11 @@ class S3Tokenizer(nn.Module):
         for wav, limit in zip(wavs, max_tokens):
             mel = self.log_mel(wav.to(self.window.device))[0]
             mels.append(mel[..., : limit * 4] if limit is not None else mel)
-        lengths = torch.tensor([m.shape[-1] for m in mels], device=self.window.device)
-        batch = torch.zeros(len(mels), self.cfg.n_mels, int(lengths.max()), device=self.window.device)
+        frames = [m.shape[-1] for m in mels]  # host-side lengths: no device sync
+        batch = torch.zeros(len(mels), self.cfg.n_mels, max(frames), device=self.window.device)
         for i, m in enumerate(mels):
             batch[i, :, : m.shape[-1]] = m
-        hidden, token_lengths = self.encoder(batch.to(self.window.dtype), lengths)
+        hidden, _ = self.encoder(batch.to(self.window.dtype), torch.tensor(frames).to(self.window.device))
         codes = self.quantizer(hidden).long()
-        return [codes[i: i + 1, : int(n)] for i, n in enumerate(token_lengths.tolist())]
+        n_tokens = [((f - 1) // 2) // 2 + 1 for f in frames]  # two stride-2 convs
+        return [codes[i: i + 1, :n] for i, n in enumerate(n_tokens)]

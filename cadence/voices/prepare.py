@@ -34,19 +34,20 @@ def prepare_voice(s3gen: S3Gen, ve: VoiceEncoder, t3_prompt_len: int, wav: np.nd
 
     # On the model's device, as the reference computes these: same kernels, same rounding.
     ref24 = torch.from_numpy(wav24[: S3GEN_PROMPT_SECONDS * S3GEN_SR].copy())[None].to(device)
-    prompt_feat = s3gen_mel(ref24).transpose(1, 2).cpu()  # (1, T, 80)
+    prompt_feat = s3gen_mel(ref24).transpose(1, 2)  # (1, T, 80); stays on the device until the end
     ref16 = resample_sinc(ref24, S3GEN_SR, S3_SR)
     feats = kaldi_fbank(ref16[0])
     feats = feats - feats.mean(dim=0, keepdim=True)
-    xvector = s3gen.speaker_encoder(feats[None].to(device, dtype)).float().cpu()
+    xvector = s3gen.speaker_encoder(feats[None].to(device, dtype)).float()
     # Both token prompts (S3Gen's from the 10 s reference, T3's from the first 6 s) in one batched pass.
     t3_ref = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR].copy())[None]
-    prompt_tokens, t3_tokens = (t.cpu() for t in s3gen.tokenizer.tokenize([ref16, t3_ref], [None, t3_prompt_len]))
+    prompt_tokens, t3_tokens = s3gen.tokenizer.tokenize([ref16, t3_ref], [None, t3_prompt_len])
     # Mel frames and tokens should line up 2:1. Like the reference, cut surplus tokens but keep every
     # mel frame (a 9.98 s prompt gives 499 frames and 249 tokens; the new audio then has 2N-1 frames).
     prompt_tokens = prompt_tokens[:, : prompt_feat.shape[1] // 2]
 
-    speaker = speaker_embedding(ve, wav16)
+    speaker = speaker_embedding(ve, wav16)  # its numpy mel overlaps the device work queued above
+    prompt_feat, xvector, prompt_tokens, t3_tokens = (t.cpu() for t in (prompt_feat, xvector, prompt_tokens, t3_tokens))
     meta = {"source_sha256": hashlib.sha256(np.ascontiguousarray(wav).tobytes()).hexdigest(),
             "duration_s": round(wav.size / sample_rate, 3), "sample_rate": int(sample_rate),
             "prepare_s": round(time.perf_counter() - started, 4)}
