@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
     say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
     say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
+    say.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
+    say.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
     _add_knobs(say)
     b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")
     b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
@@ -52,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--short-tokens", type=int, default=75, help="short clip: T3 tokens (75 = 3 s)")
     b.add_argument("--long-tokens", type=int, default=750, help="long clip: T3 tokens (750 = 30 s)")
     b.add_argument("--dtype", default="auto", help="T3 and flow weights: auto, bfloat16, float32, float16")
-    b.add_argument("--vocoder-dtype", default="float32", help="HiFT weights: float32 or bfloat16")
+    b.add_argument("--vocoder-dtype", default="auto", help="HiFT weights: auto (the plan's), float32 or bfloat16")
+    b.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
+    b.add_argument("--plans", help="compare memory plans: 'all' or a comma list, e.g. bf16,int8,offload")
     b.add_argument("--eager", action="store_true", help="no CUDA graphs")
     b.add_argument("--compile", action="store_true", help="torch.compile the T3 layers (slower start)")
     b.add_argument("--fidelity", action="store_true", help="also measure reduced precision against fp32")
@@ -84,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--name")
     imp.add_argument("--overwrite", action="store_true")
+    doc = sub.add_parser("doctor", help="device, free VRAM and the memory plan auto would choose")
+    doc.add_argument("--vram-budget", help="a budget such as 1.5GB, or auto for 90%% of free VRAM")
     ck = sub.add_parser("checkpoint", help="checkpoint utilities")
     cks = ck.add_subparsers(dest="action", required=True)
     rnd = cks.add_parser("random", help="write a random-weight checkpoint in the official layout")
@@ -108,7 +114,8 @@ def _say(args) -> None:
                             top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
     if args.voice and args.voice_audio:
         raise CliError("give either --voice or --voice-audio, not both")
-    tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark)
+    tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
+                       vram_budget=args.vram_budget)
     if args.voice_audio:
         voice = tts.prepare_voice(args.voice_audio)
     elif args.voice:
@@ -170,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "say":
             _say(args)
+        elif args.command == "doctor":
+            from .doctor import report
+            if args.vram_budget not in (None, "auto"):
+                from .memory.plan import parse_size_mb
+                parse_size_mb(args.vram_budget)
+            print("\n".join(report(args.vram_budget)))
         elif args.command == "voices":
             _voices(args)
         elif args.command == "bench" and args.voices:
@@ -183,6 +196,16 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.out_md, "w") as f:
                 f.write(markdown(res))
             print(markdown(res))
+        elif args.command == "bench" and args.plans:
+            from .bench.offline import BenchOptions, run_plans
+            from .memory.plan import PLANS
+            names = list(PLANS) if args.plans == "all" else [p.strip() for p in args.plans.split(",")]
+            unknown = [n for n in names if n not in PLANS]
+            if unknown:
+                raise CliError(f"unknown memory plan(s): {', '.join(unknown)}; choose from {', '.join(PLANS)}")
+            opt = BenchOptions(model=args.model, device=args.device, reference=args.reference, repeats=args.repeats,
+                               short_tokens=args.short_tokens, long_tokens=args.long_tokens)
+            run_plans(opt, names, args.out_json, args.out_md)
         elif args.command == "bench":
             from .bench.offline import BenchOptions, run_bench
             if args.repeats < 1 or args.short_tokens < 1 or args.long_tokens < 1:
@@ -190,14 +213,15 @@ def main(argv: list[str] | None = None) -> int:
             opt = BenchOptions(model=args.model, device=args.device, voice_audio=args.voice_audio,
                                reference=args.reference, repeats=args.repeats, short_tokens=args.short_tokens,
                                long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager,
-                               compile=args.compile, vocoder_dtype=args.vocoder_dtype)
+                               compile=args.compile or None, vocoder_dtype=args.vocoder_dtype,
+                               memory_plan=args.memory_plan)
             result = run_bench(opt, args.out_json, args.out_md)
             if args.fidelity:
                 import json
 
                 from .bench.fidelity import fidelity
                 result["fidelity"] = fidelity(args.model, args.device, "bfloat16" if args.dtype == "auto" else args.dtype,
-                                              args.vocoder_dtype)
+                                              "float32" if args.vocoder_dtype == "auto" else args.vocoder_dtype)
                 print(json.dumps(result["fidelity"], indent=1))
                 with open(args.out_json, "w") as f:
                     json.dump(result, f, indent=1)

@@ -21,11 +21,17 @@ def parse_dtype(name: str) -> torch.dtype:
 class EngineConfig:
     device: str = "auto"
     """cpu, cuda, cuda:N, mps or auto (CUDA if present, else MPS, else CPU)."""
+    memory_plan: str = "auto"
+    """How weights are stored and placed (see `cadence.memory.plan.PLANS`): fp32, bf16, bf16-lowmem, int8,
+    offload, or auto (bf16 on CUDA, or the fastest plan that fits `vram_budget`; fp32 on CPU)."""
+    vram_budget: str | None = None
+    """With memory_plan auto: a VRAM budget such as '1.5GB' or '800MB', or 'auto' for 90% of free VRAM."""
     dtype: str = "auto"
-    """Weight precision of T3 and the flow model (encoder + CFM estimator): float32, bfloat16, float16, or
-    auto (bfloat16 on CUDA, float32 elsewhere). Weights are really cast; nothing runs under autocast."""
-    vocoder_dtype: str = "float32"
-    """Weight precision of the HiFT vocoder; float32 by default (its F0/source path is phase-sensitive)."""
+    """Override: weight precision of T3 and the flow model (float32, bfloat16, float16); auto = the plan's.
+    Weights are really cast; nothing runs under autocast."""
+    vocoder_dtype: str = "auto"
+    """Override: weight precision of the HiFT vocoder's convolutions; auto = the plan's (fp32 by default;
+    the F0 predictor and harmonic source always stay fp32)."""
     prepare_device: str = "auto"
     """Where the voice-preparation encoders (S3 tokenizer, CAMPPlus, VoiceEncoder) run: auto (on a GPU, kept
     in pinned CPU memory and lent to the GPU only while a voice is prepared; on CPU, the CPU), cpu, or a
@@ -34,25 +40,43 @@ class EngineConfig:
     """Disable CUDA graphs (T3 decode, CFM solve): the plain path, for debugging and parity."""
     voice_cache_mb: int = 256
     """Device memory for resident prepared voices (LRU by bytes); ~230 KB each at full size."""
-    compile: bool = False
+    compile: bool | None = None
     """torch.compile the T3 decoder layers (dynamic attention length) before the decode graphs are captured:
-    about 20% faster decoding for a one-time compile of ~20 s on a cold cache."""
+    about 20% faster decoding for a one-time compile of ~20 s on a cold cache. None = the plan's choice."""
     eos_check_every: int = 16
     """How many decode steps run between host checks for end-of-speech."""
 
     def __post_init__(self):
-        if self.dtype != "auto":
-            parse_dtype(self.dtype)
-        parse_dtype(self.vocoder_dtype)
+        for value in (self.dtype, self.vocoder_dtype):
+            if value != "auto":
+                parse_dtype(value)
+        from .memory.plan import PLANS, parse_size_mb
+        if self.memory_plan != "auto" and self.memory_plan not in PLANS:
+            raise ValueError(f"unknown memory plan {self.memory_plan!r}; choose from auto, {', '.join(PLANS)}")
+        if self.vram_budget not in (None, "auto"):
+            parse_size_mb(self.vram_budget)
         if not isinstance(self.voice_cache_mb, int) or self.voice_cache_mb < 1:
             raise ValueError(f"voice_cache_mb must be a positive integer, got {self.voice_cache_mb!r}")
         if not isinstance(self.eos_check_every, int) or not 1 <= self.eos_check_every <= 256:
             raise ValueError(f"eos_check_every must be an integer in [1, 256], got {self.eos_check_every!r}")
 
+    def resolve_plan(self, device: torch.device):
+        """-> (MemoryPlan with this config's explicit overrides applied, why it was chosen)."""
+        from dataclasses import replace
+
+        from .memory.plan import choose_plan
+        plan, why = choose_plan(self.memory_plan, self.vram_budget, device)
+        changes = {}
+        if self.dtype != "auto":
+            changes.update(t3_dtype=parse_dtype(self.dtype), flow_dtype=parse_dtype(self.dtype))
+        if self.vocoder_dtype != "auto":
+            changes["vocoder_dtype"] = parse_dtype(self.vocoder_dtype)
+        if self.compile is not None:
+            changes["compile"] = self.compile
+        return (replace(plan, **changes) if changes else plan), why
+
     def model_dtype(self, device: torch.device) -> torch.dtype:
-        if self.dtype == "auto":
-            return torch.bfloat16 if device.type == "cuda" else torch.float32
-        return parse_dtype(self.dtype)
+        return self.resolve_plan(device)[0].t3_dtype
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "EngineConfig":

@@ -17,6 +17,7 @@ from .config import EngineConfig, parse_dtype
 from .engine.audio_runner import AudioRunner
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
+from .memory.int8 import quantize_int8_, t3_int8_targets
 from .memory.placement import OnDemand, apply_placement, compile_decoder_layers
 from .models.s3gen import S3GEN_SR
 from .outputs import Audio
@@ -60,12 +61,14 @@ class TTS:
         self.watermark = watermark
         self.model_dir = model_dir
         self.config = config or EngineConfig()
-        graphs = device.type == "cuda" and not self.config.enforce_eager
+        self.plan, self.plan_reason = self.config.resolve_plan(device)
+        graphs = device.type == "cuda" and not self.config.enforce_eager and not self.plan.offload
         self.t3_runner = T3Runner(t3, self.config.eos_check_every, use_graphs=graphs)
         self.audio_runner = AudioRunner(s3gen, use_graphs=graphs)
         self.sample_rate = S3GEN_SR
         self._prep_lease = None
         self.voice_cache = VoiceCache(device, self.config.voice_cache_mb << 20)
+        self._stage_leases = (contextlib.nullcontext(), contextlib.nullcontext())
         self._library: VoiceLibrary | None = None
 
     # --- loading ------------------------------------------------------------------------------
@@ -81,13 +84,20 @@ class TTS:
         on_demand = config.prepare_device == "auto" and dev.type != "cpu"
         prep = torch.device("cpu") if on_demand or config.prepare_device == "cpu" else (
             dev if config.prepare_device == "auto" else pick_device(config.prepare_device))
+        plan, _ = config.resolve_plan(dev)
         t3, s3gen, ve, _ = load_models(path)
-        apply_placement(t3, s3gen, ve, dev, config.model_dtype(dev), parse_dtype(config.vocoder_dtype), prep)
+        # Offloaded stages are placed on the CPU and lent to the GPU per request: never all on the GPU at once.
+        stage_dev = torch.device("cpu") if plan.offload else dev
+        apply_placement(t3, s3gen, ve, stage_dev, plan.t3_dtype, plan.vocoder_dtype, prep, flow_dtype=plan.flow_dtype)
+        if plan.t3_int8:
+            quantize_int8_(t3, plan.t3_dtype, t3_int8_targets)
         tokenizer = TextTokenizer(path / "tokenizer.json")
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
-        if config.compile and dev.type == "cuda":
+        if plan.compile and dev.type == "cuda":
             compile_decoder_layers(t3)
         tts = cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path, config=config)
+        if plan.offload:  # the two stages take turns on the GPU; weights wait in pinned CPU memory
+            tts._stage_leases = (OnDemand([t3], dev), OnDemand([s3gen.flow, s3gen.mel2wav], dev))
         if on_demand:  # the preparation encoders visit the GPU only while a voice is being prepared
             tts._prep_lease = OnDemand([s3gen.tokenizer, s3gen.speaker_encoder, ve], dev)
         if tts.t3_runner.use_graphs:
@@ -167,13 +177,18 @@ class TTS:
         rng = RequestRNG(seed, self.device)
         timings = {}
         t0 = time.perf_counter()
-        tokens = self._t3(text, voice, params, rng.device, speech_tokens_only)
+        t3_lease, s3_lease = self._stage_leases
+        with t3_lease:
+            tokens = self._t3(text, voice, params, rng.device, speech_tokens_only)
+            if self.plan.offload:
+                self.t3_runner.release()
         timings["t3"] = time.perf_counter() - t0
         speech = clean_speech_tokens(tokens)
         t1 = time.perf_counter()
         if speech:
-            wav = self.audio_runner.synthesize(torch.tensor(speech), self.voice_cache.get(voice).voice, rng)[0]
-            wav = wav.cpu().numpy()
+            with s3_lease:
+                wav = self.audio_runner.synthesize(torch.tensor(speech), self.voice_cache.get(voice).voice, rng)[0]
+                wav = wav.cpu().numpy()
         else:
             wav = np.zeros(0, dtype=np.float32)
         timings["s3gen"] = time.perf_counter() - t1

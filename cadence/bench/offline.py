@@ -36,8 +36,9 @@ class BenchOptions:
     long_tokens: int = 750
     dtype: str = "auto"
     enforce_eager: bool = False
-    compile: bool = False
-    vocoder_dtype: str = "float32"
+    compile: bool | None = None
+    vocoder_dtype: str = "auto"
+    memory_plan: str = "auto"
     seed: int = 1
     cases: list = field(default_factory=list)
 
@@ -89,7 +90,8 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
     tts, res["load_s"] = _timed(opt.device, lambda: TTS.from_dir(opt.model, device=opt.device, watermark=False,
                                                                   dtype=opt.dtype, enforce_eager=opt.enforce_eager,
                                                                   compile=opt.compile,
-                                                                  vocoder_dtype=opt.vocoder_dtype))
+                                                                  vocoder_dtype=opt.vocoder_dtype,
+                                                                  memory_plan=opt.memory_plan))
     res["after_load"] = _mem(opt.device)
     voice, cold = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))
     _, warm = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))
@@ -237,3 +239,50 @@ def run_bench(opt: BenchOptions, out_json: str | None, out_md: str | None) -> di
             f.write(md)
     print(md)
     return result
+
+
+def run_plans(opt: BenchOptions, plans: list[str], out_json: str | None, out_md: str | None) -> dict:
+    """The seed's "VRAM usage comparison" for Cadence's memory plans, next to the reference, one process."""
+    from dataclasses import replace
+
+    from .fidelity import fidelity_of_plans
+    from ..random_checkpoint import synthetic_voice
+    import soundfile as sf
+    import tempfile
+    wav, sr = synthetic_voice(seconds=9.98), 24000
+    opt.cases = [Case("short", SHORT_TEXT, opt.short_tokens), Case("long", LONG_TEXT, opt.long_tokens)]
+    result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else "cpu",
+              "torch": torch.__version__, "repeats": opt.repeats, "plans": {}}
+    for name in plans:
+        result["plans"][name] = bench_cadence(replace(opt, memory_plan=name, dtype="auto", vocoder_dtype="auto",
+                                                      compile=None), wav, sr)
+    if opt.reference:
+        path = tempfile.mkdtemp() + "/voice.wav"
+        sf.write(path, wav, sr, subtype="PCM_16")
+        result["reference"] = bench_reference(opt, path)
+    result["fidelity"] = fidelity_of_plans(opt.model, opt.device, [p for p in plans if p != "fp32"])
+    md = plans_markdown(result)
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump(result, f, indent=1)
+    if out_md:
+        with open(out_md, "w") as f:
+            f.write(md)
+    print(md)
+    return result
+
+
+def plans_markdown(result: dict) -> str:
+    head = ("| plan | peak allocated (MB) | peak reserved (MB) | process, NVML (MB) | 30 s RTF | 3 s RTF | "
+            "T3 tok/s | load (s) | T3 logit rel. err vs fp32 | mel SNR vs fp32 (dB) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    entries = list(result["plans"].items()) + ([("reference", result["reference"])] if "reference" in result else [])
+    for name, r in entries:
+        fid = result.get("fidelity", {}).get(name, {})
+        long, short = r["long"], r["short"]
+        err = f"{fid['t3_logits_rel_err_max']:.1e}" if fid else ("0 (is fp32)" if name == "fp32" else "–")
+        snr = f"{fid['mel_snr_db']:.1f}" if fid else ("∞" if name == "fp32" else "–")
+        rows.append(f"| {name} | {long['peak_allocated_mb']:.0f} | {long['peak_reserved_mb']:.0f} | "
+                    f"{long['process_mb']:.0f} | {long['rtf']['median']:.4f} | {short['rtf']['median']:.4f} | "
+                    f"{long['t3_tok_per_s']['median']:.0f} | {r['load_s']:.2f} | {err} | {snr} |")
+    return f"Device: {result['device']}; torch {result['torch']}; {result['repeats']} repeats, medians.\n\n" + head + "\n".join(rows) + "\n"

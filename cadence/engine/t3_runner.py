@@ -40,6 +40,11 @@ class T3Runner:
         self.cache: KVCache | None = None
         self.decoders: list = []  # CUDA-graph decoders, smallest cache first
 
+    def release(self) -> None:
+        """Drop the KV caches (sequential offload frees the GPU between stages)."""
+        self.cache = None
+        self.decoders = []
+
     def graph_decoder(self, rows: int, length: int):
         """A captured decoder whose KV cache holds `length` positions (rounded up to 128); kept for reuse."""
         from .t3_graph import T3GraphDecoder

@@ -36,12 +36,12 @@ def place(module: nn.Module, device: torch.device, dtype: torch.dtype | None = N
 
 
 def apply_placement(t3, s3gen, ve, device: torch.device, model_dtype: torch.dtype, vocoder_dtype: torch.dtype,
-                    prepare_device: torch.device) -> None:
+                    prepare_device: torch.device, flow_dtype: torch.dtype | None = None) -> None:
     """The one place precision and placement meet: T3 and the flow model in `model_dtype`, the vocoder in
     `vocoder_dtype`, the preparation encoders in fp32 on `prepare_device`."""
     fold_weight_norm(s3gen)
     place(t3, device, model_dtype)
-    place(s3gen.flow, device, model_dtype)
+    place(s3gen.flow, device, flow_dtype or model_dtype)
     place(s3gen.mel2wav, device, vocoder_dtype)
     # The F0 predictor and harmonic source integrate phase over ~10^6 samples: always fp32.
     place(s3gen.mel2wav.f0_predictor, device, torch.float32)

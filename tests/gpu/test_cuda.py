@@ -67,3 +67,15 @@ def test_on_demand_preparation_equals_resident(tiny_ckpt, ref_wav_path):
     assert lent.s3gen.tokenizer.window.device.type == "cpu"
     # the encoders (~530 MB at full size, ~30 MB tiny) left the GPU; a few MB of cached FFT plans may stay
     assert torch.cuda.memory_allocated() <= before + 16 * 2**20
+
+
+@pytest.mark.parametrize("plan", ["bf16-lowmem", "int8", "offload"])
+def test_memory_plans_generate(tiny_ckpt, plan):
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, memory_plan=plan)
+    a = tts.generate("Hello there.", seed=2, max_new_tokens=16, speech_tokens_only=True)
+    b = tts.generate("Hello there.", seed=2, max_new_tokens=16, speech_tokens_only=True)
+    assert len(a.tokens) == 16 and a.tokens == b.tokens
+    if plan == "offload":  # between requests nothing of T3 or S3Gen stays on the GPU
+        assert tts.t3.speech_head.weight.device.type == "cpu"
+        assert tts.s3gen.flow.encoder_proj.weight.device.type == "cpu"

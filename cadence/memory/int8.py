@@ -1,0 +1,62 @@
+"""Weight-only int8: linear layers swapped for `Int8Linear` (int8 weight, one scale per output channel),
+quantised at load from the official fp32 tensors. The matmul dequantises on the fly; under
+`EngineConfig.compile` the dequantise-multiply is fused into one kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+class Int8Linear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, dtype=torch.bfloat16, device=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.ones(out_features, dtype=dtype, device=device))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype) -> "Int8Linear":
+        if linear.bias is not None:
+            raise ValueError("Int8Linear supports bias-free layers only")
+        w = linear.weight.detach().float()
+        scales = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        m = cls(linear.in_features, linear.out_features, dtype, device=w.device)
+        m.weight.copy_(q)
+        m.scales.copy_(scales.to(dtype))
+        return m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+
+
+def quantize_int8_(module: nn.Module, dtype: torch.dtype, include=lambda name: True) -> int:
+    """Replace every bias-free nn.Linear whose qualified name passes `include`; returns how many."""
+    count = 0
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            full = f"{name}.{attr}" if name else attr
+            if isinstance(sub, nn.Linear) and sub.bias is None and include(full):
+                setattr(child, attr, Int8Linear.from_linear(sub, dtype))
+                count += 1
+    return count
+
+
+def t3_int8_targets(name: str) -> bool:
+    """The Llama layers' projections (98% of T3's weights); heads and embeddings stay in bf16."""
+    return name.startswith("tfmr.layers.")
+
+
+def save_int8(module: nn.Module, path: str | Path) -> None:
+    """Write the quantised T3 (int8 weights + scales + the rest) so the next load skips quantisation."""
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt", "cadence_quant": "int8-weight-only"})
+
+
+def load_int8_state(path: str | Path) -> dict:
+    return load_file(str(path))
