@@ -25,15 +25,17 @@ class MemoryPlan:
     note: str = ""
 
 
-# Peaks: `cadence bench --plans` on an NVIDIA H200, 30 s clip (docs/benchmarks.md, plans section).
+# Peaks: `cadence bench --memory-plan NAME`, one process per plan, NVIDIA H200, 30 s clip, peak allocated
+# (docs/plans/plan_*.json; docs/benchmarks.md, memory plans section).
 PLANS: dict[str, MemoryPlan] = {
-    "fp32": MemoryPlan("fp32", torch.float32, torch.float32, torch.float32, note="parity path, reference numerics"),
-    "bf16": MemoryPlan("bf16", note="bf16 T3 and flow, fp32 vocoder (the default on CUDA)"),
-    "bf16-lowmem": MemoryPlan("bf16-lowmem", vocoder_dtype=torch.bfloat16,
+    "fp32": MemoryPlan("fp32", torch.float32, torch.float32, torch.float32, expected_peak_mb=3650,
+                       note="parity path, reference numerics"),
+    "bf16": MemoryPlan("bf16", expected_peak_mb=2180, note="bf16 T3 and flow, fp32 vocoder (the default on CUDA)"),
+    "bf16-lowmem": MemoryPlan("bf16-lowmem", vocoder_dtype=torch.bfloat16, expected_peak_mb=1969,
                               note="bf16 vocoder convolutions too (F0 and source stay fp32)"),
-    "int8": MemoryPlan("int8", vocoder_dtype=torch.bfloat16, t3_int8=True, compile=True,
-                       note="int8 weight-only T3 layers, fused by torch.compile"),
-    "offload": MemoryPlan("offload", vocoder_dtype=torch.bfloat16, t3_int8=True, offload=True,
+    "int8": MemoryPlan("int8", vocoder_dtype=torch.bfloat16, t3_int8=True, compile=True, expected_peak_mb=1490,
+                       note="int8 weight-only T3 layers (slower than bf16 for now)"),
+    "offload": MemoryPlan("offload", vocoder_dtype=torch.bfloat16, t3_int8=True, offload=True, expected_peak_mb=825,
                           note="only the running stage on the GPU; eager"),
 }
 BUDGET_ORDER = ("bf16", "bf16-lowmem", "int8", "offload")

@@ -1,0 +1,62 @@
+import pytest
+import torch
+from torch import nn
+
+from cadence.memory.int8 import Int8Linear, quantize_int8_
+from cadence.memory.plan import PLANS, choose_plan, parse_size_mb
+
+
+def test_parse_size():
+    assert parse_size_mb("1.5GB") == 1536 and parse_size_mb("800MB") == 800 and parse_size_mb("1200") == 1200
+    with pytest.raises(ValueError, match="memory size"):
+        parse_size_mb("lots")
+
+
+def test_cpu_plans_only_set_precision():
+    plan, why = choose_plan("auto", None, torch.device("cpu"))
+    assert plan.name == "fp32" and "no CUDA" in why
+    plan, _ = choose_plan("offload", None, torch.device("cpu"))
+    assert not plan.offload and not plan.compile
+    with pytest.raises(ValueError, match="unknown memory plan"):
+        choose_plan("tiny", None, torch.device("cpu"))
+
+
+def test_budget_choice_follows_measured_peaks(monkeypatch):
+    dev = torch.device("cuda")
+    peaks = {k: p.expected_peak_mb for k, p in PLANS.items()}
+    assert all(peaks[k] for k in ("bf16", "bf16-lowmem", "int8", "offload")), peaks
+    assert choose_plan("auto", f"{peaks['bf16'] + 1}MB", dev)[0].name == "bf16"
+    assert choose_plan("auto", f"{peaks['bf16'] - 1}MB", dev)[0].name in ("bf16-lowmem", "int8", "offload")
+    assert choose_plan("auto", f"{peaks['offload'] + 1}MB", dev)[0].name in ("int8", "offload")
+    with pytest.raises(ValueError, match="no memory plan fits"):
+        choose_plan("auto", f"{peaks['offload'] - 1}MB", dev)
+    monkeypatch.setattr("cadence.memory.plan.free_vram_mb", lambda d: 100000.0)
+    assert choose_plan("auto", "auto", dev)[0].name == "bf16"
+
+
+def test_int8_linear_is_close_and_small():
+    torch.manual_seed(0)
+    lin = nn.Linear(256, 512, bias=False)
+    q = Int8Linear.from_linear(lin, torch.float32)
+    x = torch.randn(3, 256)
+    err = (q(x) - lin(x)).norm() / lin(x).norm()
+    assert err < 1e-2 and q.weight.dtype == torch.int8 and q.weight.element_size() == 1
+
+
+def test_int8_plan_generates_on_cpu(tiny_ckpt):
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, memory_plan="int8", dtype="float32")
+    layer = tts.t3.tfmr.layers[0]
+    assert isinstance(layer.self_attn.qkv_proj, Int8Linear) and isinstance(layer.mlp.down_proj, Int8Linear)
+    assert tts.generate("Hello.", seed=1, max_new_tokens=8).samples.size > 0
+
+
+def test_quantize_skips_biased_layers():
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4, bias=False))
+    assert quantize_int8_(m, torch.float32) == 1 and isinstance(m[1], Int8Linear) and isinstance(m[0], nn.Linear)
+
+
+def test_doctor_runs_without_cuda():
+    from cadence.doctor import report
+    text = "\n".join(report())
+    assert "plans:" in text and ("no CUDA device" in text or "VRAM" in text)
