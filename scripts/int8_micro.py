@@ -29,6 +29,12 @@ for N, K in ((3072, 1024), (8192, 1024), (1024, 4096)):
     ref = F.linear(x, w)
     print(f"N={N} K={K}: bf16 F.linear {bench(lambda: F.linear(x, w)):.2f} us")
     print(f"  dequant+linear {bench(lambda: F.linear(x, q.to(torch.bfloat16)) * s.to(torch.bfloat16)):.2f} us")
+    from cadence.memory.int8_triton import int8_mm
+    sb = s.to(torch.bfloat16)
+    for bn, bk in ((16, 256), (32, 256), (32, 512), (64, 256), (16, 512), (64, 128)):
+        out = int8_mm(x, q, sb, bn, bk)
+        err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+        print(f"  triton int8 bn={bn} bk={bk}: {bench(lambda: int8_mm(x, q, sb, bn, bk)):.2f} us, rel err {err:.1e}")
     try:
         out = torch._weight_int8pack_mm(x, q, s.to(torch.bfloat16))
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()

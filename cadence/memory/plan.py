@@ -33,8 +33,8 @@ PLANS: dict[str, MemoryPlan] = {
     "bf16": MemoryPlan("bf16", expected_peak_mb=2180, note="bf16 T3 and flow, fp32 vocoder (the default on CUDA)"),
     "bf16-lowmem": MemoryPlan("bf16-lowmem", vocoder_dtype=torch.bfloat16, expected_peak_mb=1969,
                               note="bf16 vocoder convolutions too (F0 and source stay fp32)"),
-    "int8": MemoryPlan("int8", vocoder_dtype=torch.bfloat16, t3_int8=True, compile=True, expected_peak_mb=1490,
-                       note="int8 weight-only T3 layers (slower than bf16 for now)"),
+    "int8": MemoryPlan("int8", vocoder_dtype=torch.bfloat16, t3_int8=True, expected_peak_mb=1490,
+                       note="int8 weight-only T3 layers, fused Triton dequant-matmul for decode"),
     "offload": MemoryPlan("offload", vocoder_dtype=torch.bfloat16, t3_int8=True, offload=True, expected_peak_mb=825,
                           note="only the running stage on the GPU; eager"),
 }
