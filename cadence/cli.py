@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     rnd.add_argument("dir", help="output directory")
     rnd.add_argument("--tiny", action="store_true", help="a tiny configuration of the same architecture")
     rnd.add_argument("--seed", type=int, default=0)
+    qz = cks.add_parser("quantize", help="save the int8 T3 next to the checkpoint for faster int8 loads")
+    qz.add_argument("dir", help="checkpoint directory")
+    qz.add_argument("--device", default="auto")
     return ap
 
 
@@ -225,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(result["fidelity"], indent=1))
                 with open(args.out_json, "w") as f:
                     json.dump(result, f, indent=1)
+        elif args.command == "checkpoint" and args.action == "quantize":
+            from .tts import TTS
+            tts = TTS.from_dir(args.dir, device=args.device, watermark=False, memory_plan="int8", dtype="bfloat16")
+            print(f"wrote {tts.save_quantized()}")
         elif args.command == "checkpoint" and args.action == "random":
             from .random_checkpoint import make_random_checkpoint
             path = make_random_checkpoint(args.dir, seed=args.seed, tiny=args.tiny)

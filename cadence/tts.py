@@ -17,7 +17,7 @@ from .config import EngineConfig, parse_dtype
 from .engine.audio_runner import AudioRunner
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
-from .memory.int8 import quantize_int8_, t3_int8_targets
+from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, t3_int8_targets
 from .memory.placement import OnDemand, apply_placement, compile_decoder_layers
 from .models.s3gen import S3GEN_SR
 from .outputs import Audio
@@ -89,7 +89,7 @@ class TTS:
         # Offloaded stages are placed on the CPU and lent to the GPU per request: never all on the GPU at once.
         stage_dev = torch.device("cpu") if plan.offload else dev
         apply_placement(t3, s3gen, ve, stage_dev, plan.t3_dtype, plan.vocoder_dtype, prep, flow_dtype=plan.flow_dtype)
-        if plan.t3_int8:
+        if plan.t3_int8 and not load_int8_into(t3, path / QUANT_FILE, fingerprint(path), plan.t3_dtype):
             quantize_int8_(t3, plan.t3_dtype, t3_int8_targets)
         tokenizer = TextTokenizer(path / "tokenizer.json")
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
@@ -128,6 +128,16 @@ class TTS:
         if "_fingerprint" not in self.__dict__:
             self._fingerprint = fingerprint(self.model_dir) if self.model_dir else ""
         return self._fingerprint
+
+    def save_quantized(self, path: str | os.PathLike | None = None) -> Path:
+        """Write this model's int8 T3 (memory plan int8 or offload) next to the checkpoint, or to `path`, so the
+        next load with an int8 plan reads it instead of quantising again."""
+        if not self.plan.t3_int8:
+            raise ValueError(f"memory plan {self.plan.name!r} has no int8 weights to save; load with memory_plan='int8'")
+        dest = Path(path) if path else self.model_dir / QUANT_FILE
+        with self._stage_leases[0]:
+            save_int8(self.t3, dest, self.fingerprint)
+        return dest
 
     def library(self, root: str | os.PathLike | None = None) -> VoiceLibrary:
         """The voice library at `root` (default: $CADENCE_VOICES or the per-user data dir), bound to this

@@ -56,11 +56,32 @@ def t3_int8_targets(name: str) -> bool:
     return name.startswith("tfmr.layers.")
 
 
-def save_int8(module: nn.Module, path: str | Path) -> None:
-    """Write the quantised T3 (int8 weights + scales + the rest) so the next load skips quantisation."""
+QUANT_FILE = "t3_int8.cadence.safetensors"
+
+
+def save_int8(module: nn.Module, path: str | Path, fingerprint: str) -> None:
+    """Write the quantised T3 (int8 weights, scales, the rest) so the next load skips quantisation. The
+    checkpoint's fingerprint goes with it: a file made from other weights is never used."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt", "cadence_quant": "int8-weight-only"})
+    save_file(state, str(path), metadata={"format": "pt", "cadence_quant": "int8-weight-only",
+                                          "checkpoint": fingerprint})
 
 
-def load_int8_state(path: str | Path) -> dict:
-    return load_file(str(path))
+def load_int8_into(module: nn.Module, path: str | Path, fingerprint: str, dtype: torch.dtype) -> bool:
+    """Swap `module`'s targets for Int8Linear and load a saved quantised state; False (nothing changed) if the
+    file is absent or was made from another checkpoint."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with safe_open(str(path), "pt") as f:
+        if (f.metadata() or {}).get("checkpoint") != fingerprint:
+            return False
+    state = load_file(str(path))
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            full = f"{name}.{attr}" if name else attr
+            if isinstance(sub, nn.Linear) and sub.bias is None and f"{full}.scales" in state:
+                setattr(child, attr, Int8Linear(sub.in_features, sub.out_features, dtype, device=sub.weight.device))
+    module.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return True

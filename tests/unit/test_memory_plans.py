@@ -60,3 +60,22 @@ def test_doctor_runs_without_cuda():
     from cadence.doctor import report
     text = "\n".join(report())
     assert "plans:" in text and ("no CUDA device" in text or "VRAM" in text)
+
+
+def test_saved_int8_checkpoint_loads_identically(tiny_ckpt, tmp_path):
+    import shutil
+
+    from cadence.memory.int8 import QUANT_FILE
+    from cadence.tts import TTS
+    ck = tmp_path / "ck"
+    shutil.copytree(tiny_ckpt, ck)
+    a = TTS.from_dir(ck, device="cpu", watermark=False, memory_plan="int8", dtype="float32")
+    assert a.save_quantized() == ck / QUANT_FILE
+    b = TTS.from_dir(ck, device="cpu", watermark=False, memory_plan="int8", dtype="float32")
+    for (k, x), (_, y) in zip(a.t3.state_dict().items(), b.t3.state_dict().items()):
+        assert torch.equal(x, y), k
+    ra = a.generate("Hello.", seed=3, max_new_tokens=8)
+    rb = b.generate("Hello.", seed=3, max_new_tokens=8)
+    assert ra.tokens == rb.tokens
+    with pytest.raises(ValueError, match="no int8 weights"):
+        TTS.from_dir(ck, device="cpu", watermark=False).save_quantized()
