@@ -83,6 +83,12 @@ def _summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+def _case_summary(runs: list[dict]) -> dict:
+    """Medians and spreads of one case's repeats, and the worst memory figures."""
+    return {"runs": runs, **{k: _summary([r[k] for r in runs]) for k in ("t3_tok_per_s", "s3gen_s", "total_s", "rtf", "audio_s")},
+            **{k: max(r.get(k, 0) for r in runs) for k in ("peak_allocated_mb", "peak_reserved_mb", "process_mb")}}
+
+
 def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
     from ..tts import TTS
     res: dict = {"engine": "cadence"}
@@ -109,11 +115,7 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
             runs.append({"t3_s": t["t3"], "t3_tokens": len(audio.tokens), "t3_tok_per_s": len(audio.tokens) / t["t3"],
                          "s3gen_s": t["s3gen"], "total_s": total, "audio_s": audio.duration,
                          "rtf": total / audio.duration, **_mem(opt.device)})
-        res[case.name] = {"runs": runs, **{k: _summary([r[k] for r in runs])
-                                           for k in ("t3_tok_per_s", "s3gen_s", "total_s", "rtf", "audio_s")},
-                          "peak_allocated_mb": max(r.get("peak_allocated_mb", 0) for r in runs),
-                          "peak_reserved_mb": max(r.get("peak_reserved_mb", 0) for r in runs),
-                          "process_mb": max(r.get("process_mb", 0) for r in runs)}
+        res[case.name] = _case_summary(runs)
     del tts, voice
     gc.collect()
     if torch.device(opt.device).type == "cuda":
@@ -162,11 +164,7 @@ def bench_reference(opt: BenchOptions, wav_path: str) -> dict:
         for _ in range(opt.repeats):
             _reset_peak(opt.device)
             runs.append({**run(case), **_mem(opt.device)})
-        res[case.name] = {"runs": runs, **{k: _summary([r[k] for r in runs])
-                                           for k in ("t3_tok_per_s", "s3gen_s", "total_s", "rtf", "audio_s")},
-                          "peak_allocated_mb": max(r.get("peak_allocated_mb", 0) for r in runs),
-                          "peak_reserved_mb": max(r.get("peak_reserved_mb", 0) for r in runs),
-                          "process_mb": max(r.get("process_mb", 0) for r in runs)}
+        res[case.name] = _case_summary(runs)
     del ref
     gc.collect()
     return res

@@ -129,15 +129,20 @@ def test_s3gen_mel_and_waveform(reference, ours, our_voice, speech_tokens):
     assert wav_err <= 1e-4, wav_err
 
 
-def test_end_to_end_s3gen_inference(reference, ours, our_voice, speech_tokens):
+def _s3gen_end_to_end(reference, ours, voice, speech_tokens, seed: int, key: str):
     """The reference's full S3Gen inference (flow + HiFT + trim fade) vs ours, one seed for both."""
     dev = ours.device
-    torch.manual_seed(21)
+    torch.manual_seed(seed)
     ref_wav, _ = reference.s3gen.inference(speech_tokens.to(dev), ref_dict=reference.conds.gen)
-    our_wav = ours.audio_runner.synthesize(speech_tokens, our_voice, RequestRNG(21, dev))
+    our_wav = ours.audio_runner.synthesize(speech_tokens, voice, RequestRNG(seed, dev))
     err = rel_err(our_wav.cpu(), ref_wav.cpu())
-    _report("s3gen_e2e_wave_rel_err", err)
+    _report(key, err)
     assert err <= 1e-3, err
+    return our_wav
+
+
+def test_end_to_end_s3gen_inference(reference, ours, our_voice, speech_tokens):
+    our_wav = _s3gen_end_to_end(reference, ours, our_voice, speech_tokens, 21, "s3gen_e2e_wave_rel_err")
     assert our_wav.shape[-1] == (2 * (our_voice.prompt_tokens.shape[1] + len(speech_tokens))
                                  - our_voice.prompt_feat.shape[1]) * 480
 
@@ -168,10 +173,4 @@ def test_imported_reference_conds_give_the_reference_audio(reference, ours, spee
     c = reference.conds
     assert torch.equal(voice.prompt_tokens, c.gen["prompt_token"].cpu())
     assert torch.equal(voice.prompt_feat, c.gen["prompt_feat"].cpu())
-    dev = ours.device
-    torch.manual_seed(31)
-    ref_wav, _ = reference.s3gen.inference(speech_tokens.to(dev), ref_dict=reference.conds.gen)
-    our_wav = ours.audio_runner.synthesize(speech_tokens, voice, RequestRNG(31, dev))
-    err = rel_err(our_wav.cpu(), ref_wav.cpu())
-    _report("imported_conds_wave_rel_err", err)
-    assert err <= 1e-3, err
+    _s3gen_end_to_end(reference, ours, voice, speech_tokens, 31, "imported_conds_wave_rel_err")
