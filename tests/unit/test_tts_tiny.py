@@ -93,3 +93,15 @@ def test_checkpoint_key_errors_name_the_problem(tiny_ckpt, tmp_path):
 def test_clean_speech_tokens():
     assert clean_speech_tokens([1, 6561, 2, 7000, 3, 6562, 4]) == [2, 3]
     assert clean_speech_tokens([6562]) == []
+
+
+@pytest.mark.parametrize("ext,kw", [("flac", {}), ("ogg", {"subtype": "VORBIS"}), ("mp3", {"format": "MP3"}),
+                                    ("wav", {"subtype": "PCM_24"})])
+def test_reference_audio_formats_rates_and_channels(tiny_tts, tmp_path, ext, kw):
+    import soundfile as sf
+    from cadence.random_checkpoint import synthetic_voice
+    wav = synthetic_voice(seconds=3.0, sr=44100, seed=1)
+    path = tmp_path / f"ref.{ext}"
+    sf.write(str(path), np.stack([wav, wav], axis=1), 44100, **kw)  # stereo, 44.1 kHz
+    v = tiny_tts.prepare_voice(str(path))
+    assert v.prompt_tokens.shape[1] == 75 and torch.isfinite(v.xvector).all()
