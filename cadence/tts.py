@@ -13,7 +13,7 @@ import torch
 from . import watermark as wm
 from .audio.io import read_audio
 from .checkpoint import HUB_REPO, fingerprint, load_models, resolve
-from .config import EngineConfig, parse_dtype
+from .config import EngineConfig
 from .engine.audio_runner import AudioRunner
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens

@@ -16,10 +16,6 @@ _lock = threading.Lock()
 _state: dict = {}
 
 
-class WatermarkUnavailable(RuntimeError):
-    pass
-
-
 def _load():
     with _lock:
         if "marker" in _state or "error" in _state:
@@ -35,15 +31,6 @@ def _load():
         except Exception as exc:  # noqa: BLE001
             _state["error"] = f"{type(exc).__name__}: {exc}"
         return _state.get("marker")
-
-
-def available() -> bool:
-    return _load() is not None
-
-
-def unavailable_reason() -> str | None:
-    _load()
-    return _state.get("error")
 
 
 def apply(wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, bool]:

@@ -20,6 +20,7 @@ def _sync(dev):
 def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: int = 100, tokens: int = 25,
                  prepare_device: str = "auto", voice_cache_mb: int = 256) -> dict:
     from ..random_checkpoint import synthetic_voice
+    from ..sampling_params import SamplingParams
     from ..tts import TTS
     tts = TTS.from_dir(model, device=device, watermark=False, prepare_device=prepare_device,
                        voice_cache_mb=voice_cache_mb)
@@ -64,11 +65,11 @@ def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: i
         res["voice_cache_used_mb"] = tts.voice_cache.nbytes / 2**20
         v = lib.get("v0001")
         resident = tts.voice_cache.get(v)
-        tts.prefill(TEXT, v, __import__("cadence").SamplingParams())
+        tts.prefill(TEXT, v, SamplingParams())
         res["resident_bytes_per_voice"] = resident.nbytes
         a, b = lib.get("v0002"), lib.get("v0003")
         for x in (a, b):
-            tts.prefill(TEXT, x, __import__("cadence").SamplingParams())
+            tts.prefill(TEXT, x, SamplingParams())
         n = 1000
         _sync(dev)
         t = time.perf_counter()

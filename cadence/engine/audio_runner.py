@@ -28,10 +28,6 @@ class AudioRunner:
     def flow_dtype(self):
         return self.s3gen.flow.encoder_proj.weight.dtype
 
-    @property
-    def hift_dtype(self):
-        return self.s3gen.mel2wav.conv_pre.weight.dtype
-
     def _randn(self, shape, rng: RequestRNG):
         return torch.randn(shape, generator=rng.device, device=rng.device.device).to(self.device)
 

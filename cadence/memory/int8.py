@@ -39,16 +39,21 @@ class Int8Linear(nn.Module):
         return F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
 
 
-def quantize_int8_(module: nn.Module, dtype: torch.dtype, include=lambda name: True) -> int:
-    """Replace every bias-free nn.Linear whose qualified name passes `include`; returns how many."""
+def _swap_linears(module: nn.Module, include, make) -> int:
+    """Replace every bias-free nn.Linear whose qualified name passes `include` by `make(linear)`."""
     count = 0
     for name, child in list(module.named_modules()):
         for attr, sub in list(child.named_children()):
             full = f"{name}.{attr}" if name else attr
             if isinstance(sub, nn.Linear) and sub.bias is None and include(full):
-                setattr(child, attr, Int8Linear.from_linear(sub, dtype))
+                setattr(child, attr, make(sub))
                 count += 1
     return count
+
+
+def quantize_int8_(module: nn.Module, dtype: torch.dtype, include=lambda name: True) -> int:
+    """Quantise every bias-free nn.Linear whose qualified name passes `include`; returns how many."""
+    return _swap_linears(module, include, lambda lin: Int8Linear.from_linear(lin, dtype))
 
 
 def t3_int8_targets(name: str) -> bool:
@@ -78,10 +83,7 @@ def load_int8_into(module: nn.Module, path: str | Path, fingerprint: str, dtype:
         if (f.metadata() or {}).get("checkpoint") != fingerprint:
             return False
     state = load_file(str(path))
-    for name, child in list(module.named_modules()):
-        for attr, sub in list(child.named_children()):
-            full = f"{name}.{attr}" if name else attr
-            if isinstance(sub, nn.Linear) and sub.bias is None and f"{full}.scales" in state:
-                setattr(child, attr, Int8Linear(sub.in_features, sub.out_features, dtype, device=sub.weight.device))
+    _swap_linears(module, lambda name: f"{name}.scales" in state,
+                  lambda lin: Int8Linear(lin.in_features, lin.out_features, dtype, device=lin.weight.device))
     module.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     return True

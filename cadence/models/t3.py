@@ -45,11 +45,6 @@ class T3Config:
     def head_dim(self) -> int:
         return self.dim // self.n_heads
 
-    @property
-    def cond_len(self) -> int:
-        """Conditioning positions before the text: speaker, perceiver queries, emotion."""
-        return 1 + self.perceiver_queries + 1
-
     @classmethod
     def english(cls) -> "T3Config":
         return cls()

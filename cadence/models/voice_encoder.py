@@ -3,8 +3,6 @@ conditioned on."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,9 +60,5 @@ def speaker_embedding(encoder: VoiceEncoder, wav16k: np.ndarray) -> torch.Tensor
         mels = F.pad(mels, (0, 0, 0, target - len(mel)))
     partials = torch.stack([mels[i * step: i * step + PARTIAL_FRAMES] for i in range(n)])
     emb = encoder(partials.to(next(encoder.parameters()).dtype)).float().mean(0, keepdim=True)
-    emb = emb / torch.linalg.norm(emb, dim=1, keepdim=True)
-    return emb.mean(0, keepdim=True).cpu()
+    return (emb / torch.linalg.norm(emb, dim=1, keepdim=True)).cpu()
 
-
-def min_voice_samples() -> int:
-    return math.ceil(VE_SAMPLE_RATE * 0.5)

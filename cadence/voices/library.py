@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .store import VoiceFileError, atomic_write, load_voice, save_voice
+from .store import VoiceFileError, load_voice, read_meta, save_voice
 from .voice import Voice
 
 SUFFIX = ".voice"
@@ -140,12 +140,12 @@ class VoiceLibrary:
 
     def _find_prepared(self, sha: str) -> Voice | None:
         for p in sorted(self.root.glob("*" + SUFFIX)) if self.root.is_dir() else []:
-            try:
-                v = load_voice(p)
+            try:  # headers only: a library of thousands of voices is not read whole on every add
+                meta = read_meta(p)
+                if meta.get("source_sha256") == sha and meta.get("checkpoint") == (self.fingerprint or ""):
+                    return load_voice(p)
             except VoiceFileError:
                 continue
-            if v.meta.get("source_sha256") == sha and v.meta.get("checkpoint") == (self.fingerprint or ""):
-                return v
         return None
 
     def remove(self, name: str) -> None:

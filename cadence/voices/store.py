@@ -8,7 +8,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -61,6 +60,20 @@ def save_voice(path: Path, voice: Voice, extra_tensors: dict | None = None) -> N
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
+def read_meta(path: Path) -> dict:
+    """A voice file's metadata from its header alone (no tensor data read); VoiceFileError if unreadable."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata() or {}
+        if header.get("format") != FORMAT:
+            raise VoiceFileError(f"{path}: not a Cadence voice file (format {header.get('format')!r})")
+        return json.loads(header["meta"])
+    except VoiceFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise VoiceFileError(f"{path}: corrupt or truncated voice file ({type(exc).__name__}: {exc})") from exc
+
+
 def load_voice(path: Path, with_extra: bool = False):
     """-> Voice (and the extra tensors if asked). Raises VoiceFileError naming the file on any damage."""
     try:
@@ -94,6 +107,3 @@ def _check_shapes(path, t) -> None:
     if not ok or not all(torch.isfinite(t[k].float()).all() for k in ("speaker_emb", "prompt_feat", "xvector")):
         raise VoiceFileError(f"{path}: voice tensors have unexpected shapes or non-finite values")
 
-
-def audio_tensor(wav24: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(wav24, dtype=np.float32))

@@ -43,7 +43,7 @@ def _reference_teacher_forced(reference, forced, params):
     """Run the reference's own T3.inference with torch.multinomial replaced by the forced tokens; record the
     raw speech logits of every step and the probabilities it sampled from."""
     t3 = reference.t3
-    logits, probs, history = [], [], []
+    logits, probs = [], []
     hook = t3.speech_head.register_forward_hook(lambda m, i, o: logits.append(o[:, -1].detach().cpu().clone()))
     real_multinomial = torch.multinomial
     step = iter(forced)
