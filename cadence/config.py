@@ -45,6 +45,11 @@ class EngineConfig:
     about 20% faster decoding for a one-time compile of ~20 s on a cold cache. None = the plan's choice."""
     eos_check_every: int = 16
     """How many decode steps run between host checks for end-of-speech."""
+    max_batch: int | None = None
+    """Concurrent requests the batched engine decodes together (KV slots). None = auto: as many as fit in half
+    the free VRAM at engine start, at most 64 (8 on the CPU). Further requests wait; they never OOM."""
+    kv_slot_len: int = 1536
+    """KV positions per request slot in the batched engine: prompt (~40 + text tokens) + max_new_tokens must fit."""
 
     def __post_init__(self):
         for value in (self.dtype, self.vocoder_dtype):
@@ -59,6 +64,10 @@ class EngineConfig:
             raise ValueError(f"voice_cache_mb must be a positive integer, got {self.voice_cache_mb!r}")
         if not isinstance(self.eos_check_every, int) or not 1 <= self.eos_check_every <= 256:
             raise ValueError(f"eos_check_every must be an integer in [1, 256], got {self.eos_check_every!r}")
+        if self.max_batch is not None and (not isinstance(self.max_batch, int) or not 1 <= self.max_batch <= 1024):
+            raise ValueError(f"max_batch must be an integer in [1, 1024] or None (auto), got {self.max_batch!r}")
+        if not isinstance(self.kv_slot_len, int) or not 64 <= self.kv_slot_len <= 8192:
+            raise ValueError(f"kv_slot_len must be an integer in [64, 8192], got {self.kv_slot_len!r}")
 
     def resolve_plan(self, device: torch.device):
         """-> (MemoryPlan with this config's explicit overrides applied, why it was chosen)."""

@@ -15,6 +15,8 @@ from .audio.io import read_audio
 from .checkpoint import HUB_REPO, fingerprint, load_models, resolve
 from .config import EngineConfig
 from .engine.audio_runner import AudioRunner
+from .engine.engine import Engine
+from .engine.request import Request, RequestHandle
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
 from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, t3_int8_targets
@@ -70,6 +72,7 @@ class TTS:
         self.voice_cache = VoiceCache(device, self.config.voice_cache_mb << 20)
         self._stage_leases = (contextlib.nullcontext(), contextlib.nullcontext())
         self._library: VoiceLibrary | None = None
+        self._engine: Engine | None = None
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
@@ -161,12 +164,19 @@ class TTS:
         return lib.get(name)
 
     # --- generation ---------------------------------------------------------------------------
-    def text_tokens(self, text: str) -> torch.Tensor:
+    def text_ids(self, text: str) -> list[int]:
+        """Normalised, tokenised text (without the start/stop framing); ValueError if it is too long."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a string, got {type(text).__name__}")
         c = self.t3.cfg
         ids = self.tokenizer.encode(normalize_text(text))
         if len(ids) + 2 > c.max_text_tokens:
             raise ValueError(f"text is too long: {len(ids)} tokens (at most {c.max_text_tokens - 2} per request)")
-        return torch.tensor([c.start_text, *ids, c.stop_text], device=self.device)
+        return ids
+
+    def text_tokens(self, text: str) -> torch.Tensor:
+        c = self.t3.cfg
+        return torch.tensor([c.start_text, *self.text_ids(text), c.stop_text], device=self.device)
 
     def generate(self, text: str, voice: Voice | None = None, *, params: SamplingParams | None = None,
                  watermark: bool | None = None, speech_tokens_only: bool = False, **knobs) -> Audio:
@@ -174,8 +184,6 @@ class TTS:
         repetition_penalty, min_p, top_p, top_k, max_new_tokens, seed), given directly or as `params`.
         `speech_tokens_only` masks T3 ids that are neither speech tokens nor EOS (benchmarks on random
         weights use it to keep every generated token)."""
-        if not isinstance(text, str):
-            raise ValueError(f"text must be a string, got {type(text).__name__}")
         unknown = set(knobs) - set(SamplingParams.names())
         if unknown:
             raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
@@ -218,7 +226,8 @@ class TTS:
         return self.t3_runner.generate(prefill, params, gen, speech_only=speech_only).tokens
 
     @torch.inference_mode()
-    def prefill(self, text: str, voice: Voice, params: SamplingParams) -> torch.Tensor:
+    def prefill(self, text: str, voice: Voice, params: SamplingParams, cfg_pair: bool | None = None) -> torch.Tensor:
+        """T3's prompt embeddings for one request, (2, L, C) with the CFG pair (default: when cfg_weight > 0)."""
         exaggeration = voice.exaggeration if params.exaggeration is None else params.exaggeration
         resident = self.voice_cache.get(voice)
         dtype = self.t3.speech_head.weight.dtype
@@ -226,5 +235,56 @@ class TTS:
             v = resident.voice
             resident.t3_embeds[dtype] = self.t3.voice_embeds(v.speaker_emb.to(dtype), v.t3_prompt_tokens)
         ex = torch.tensor([float(exaggeration)], device=self.device)
-        return self.t3.prefill_embeds(resident.t3_embeds[dtype], ex, self.text_tokens(text), params.cfg_weight > 0)
+        pair = params.cfg_weight > 0 if cfg_pair is None else cfg_pair
+        return self.t3.prefill_embeds(resident.t3_embeds[dtype], ex, self.text_tokens(text), pair)
+
+    # --- many requests at once ----------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The batched engine (continuous batching, one GPU thread), started on first use."""
+        if self._engine is None:
+            self._engine = Engine(self)
+        return self._engine
+
+    def submit(self, request: Request) -> RequestHandle:
+        """Queue one `Request` on the batched engine; iterate the handle (sync or `async for`) for AudioChunks."""
+        return self.engine.submit(request)
+
+    def generate_many(self, texts: list[str], voice: Voice | list[Voice] | None = None, *,
+                      watermark: bool | list[bool] | None = None, speech_tokens_only: bool = False,
+                      **knobs) -> list[Audio]:
+        """Synthesize several texts together on the batched engine. `voice`, `watermark` and every knob of
+        `generate` (exaggeration, cfg_weight, ..., seed) take one value for all texts or a list with one value
+        per text. A request's audio depends only on its own text, voice, knobs and seed, not on its batch-mates."""
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise ValueError("texts must be a list of strings")
+        unknown = set(knobs) - set(SamplingParams.names())
+        if unknown:
+            raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
+
+        def per_text(name, value):
+            if isinstance(value, (list, tuple)):
+                if len(value) != len(texts):
+                    raise ValueError(f"{name} has {len(value)} values for {len(texts)} texts")
+                return list(value)
+            return [value] * len(texts)
+
+        voices = per_text("voice", voice)
+        marks = per_text("watermark", watermark)
+        columns = {k: per_text(k, v) for k, v in knobs.items()}
+        requests = []
+        for i, text in enumerate(texts):
+            v = voices[i] or self.default_voice
+            if v is None:
+                raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
+            requests.append(Request(text, v, SamplingParams(**{k: c[i] for k, c in columns.items()}), marks[i],
+                                    speech_tokens_only))
+        handles = [self.submit(r) for r in requests]
+        return [h.result() for h in handles]
+
+    def close(self) -> None:
+        """Stop the batched engine (if started), finishing the requests it holds."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 

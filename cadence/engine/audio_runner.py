@@ -64,3 +64,86 @@ class AudioRunner:
     def synthesize(self, tokens: torch.Tensor, voice: Voice, rng: RequestRNG,
                    n_steps: int | None = None) -> torch.Tensor:
         return self.vocode(self.mel(tokens, voice, rng, n_steps), rng)
+
+    # --- batches of requests ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def mel_batch(self, items: list[tuple[torch.Tensor, Voice, RequestRNG]], n_steps: int | None = None):
+        """Several requests' (tokens, voice, rng) through the flow encoder and the CFM solve as one padded
+        batch, each with its own voice prompt and noise -> a list of mels (1, 80, 2N_i)."""
+        if len(items) == 1:
+            return [self.mel(*items[0], n_steps)]
+        dev, dt, flow = self.device, self.flow_dtype, self.s3gen.flow
+        ratio, mel_dim = flow.cfg.token_mel_ratio, flow.cfg.mel_dim
+        voices = [v if v.prompt_feat.device == dev else v.to(dev) for _, v, _ in items]
+        fulls = [torch.cat((v.prompt_tokens[0], t.to(dev))) for (t, _, _), v in zip(items, voices)]
+        lengths = torch.tensor([f.numel() for f in fulls], device=dev)
+        T = int(lengths.max())
+        tokens = torch.zeros(len(items), T, device=dev, dtype=torch.long)
+        noise = torch.zeros(len(items), mel_dim, ratio * T, device=dev, dtype=dt)
+        for i, (f, (_, _, rng)) in enumerate(zip(fulls, items)):
+            tokens[i, : f.numel()] = f
+            noise[i, :, : ratio * f.numel()] = self._randn((1, mel_dim, ratio * f.numel()), rng)[0].to(dt)
+        mu, mask = flow.encode(tokens, lengths)
+        cond = torch.zeros_like(mu)
+        for i, v in enumerate(voices):
+            cond[i, :, : v.prompt_feat.shape[1]] = v.prompt_feat[0].t().to(dt)
+        spks = flow.speaker(torch.cat([v.xvector for v in voices]).to(dt)).to(dt)
+        mel = flow.decoder.solve(noise[..., : mu.shape[-1]], mu, mask, spks, cond, n_steps or flow.cfg.n_timesteps)
+        return [mel[i:i + 1, :, v.prompt_feat.shape[1]: ratio * f.numel()].float()
+                for i, (v, f) in enumerate(zip(voices, fulls))]
+
+    @torch.inference_mode()
+    def vocode_batch(self, mels: list[torch.Tensor], rngs: list[RequestRNG]) -> list[torch.Tensor]:
+        """Several mels (1, 80, T_i) through HiFT as one padded batch -> waveforms (1, T_i * 480), each equal to
+        what `vocode` gives it alone (same draws from its own generator, padding masked inside HiFT)."""
+        if len(mels) == 1:
+            return [self.vocode(mels[0], rngs[0])]
+        hift = self.s3gen.mel2wav
+        c = hift.cfg
+        n, spf = c.n_harmonics + 1, c.samples_per_frame
+        frames = [m.shape[-1] for m in mels]
+        T = max(frames)
+        mel = torch.zeros(len(mels), c.mel_dim, T, device=self.device)
+        phase = torch.zeros(len(mels), n, 1)
+        noise = torch.zeros(len(mels), n, T * spf, device=self.device)
+        lo, hi = torch.tensor(-math.pi), torch.tensor(math.pi)
+        for i, (m, rng) in enumerate(zip(mels, rngs)):
+            mel[i, :, : frames[i]] = m[0]
+            phase[i] = lo + torch.rand((1, n, 1), generator=rng.host)[0] * (hi - lo)
+            noise[i, :, : frames[i] * spf] = self._randn((1, n, frames[i] * spf), rng)[0]
+        wav = hift(mel, phase.to(self.device), noise, frames=frames).float()
+        f = self.s3gen.trim_fade.to(wav.device)
+        out = []
+        for i, t in enumerate(frames):
+            w = wav[i:i + 1, : t * spf]
+            k = min(f.numel(), w.shape[-1])
+            w[:, :k] = w[:, :k] * f[:k]
+            out.append(w)
+        return out
+
+    def synthesize_batch(self, items: list[tuple[torch.Tensor, Voice, RequestRNG]], flow_frames: int = 24000,
+                         vocoder_frames: int = 6000) -> list[torch.Tensor]:
+        """Requests grouped by length into padded batches of at most `flow_frames` (flow) and `vocoder_frames`
+        (HiFT) padded mel frames -> waveforms (1, samples), in the order given."""
+        ratio = self.s3gen.flow.cfg.token_mel_ratio
+        order = sorted(range(len(items)), key=lambda i: int(items[i][0].numel()))
+        mels: dict[int, torch.Tensor] = {}
+        for group in _groups(order, lambda i: ratio * (int(items[i][0].numel()) + 160), flow_frames):
+            for i, m in zip(group, self.mel_batch([items[i] for i in group])):
+                mels[i] = m
+        waves: dict[int, torch.Tensor] = {}
+        for group in _groups(order, lambda i: mels[i].shape[-1], vocoder_frames):
+            for i, w in zip(group, self.vocode_batch([mels[i] for i in group], [items[i][2] for i in group])):
+                waves[i] = w
+        return [waves[i] for i in range(len(items))]
+
+
+def _groups(order: list[int], size, budget: int) -> list[list[int]]:
+    """Consecutive runs of `order` (sorted by length) whose padded size (count x largest) stays in budget."""
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * size(i) <= budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups

@@ -71,9 +71,11 @@ def llama3_inv_freq(cfg: T3Config) -> torch.Tensor:
 
 
 def rotary_freqs(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """positions (T,) -> unit complex rotations (T, head_dim/2), fp32."""
-    angles = positions.float()[:, None] * inv_freq.float()[None, :]
-    return torch.polar(torch.ones_like(angles), angles)
+    """positions (T,) shared by all rows -> unit complex rotations (T, head_dim/2), fp32; per-row positions
+    (B, T) -> (B, 1, T, head_dim/2), broadcasting over heads."""
+    angles = positions.float()[..., None] * inv_freq.float()
+    freqs = torch.polar(torch.ones_like(angles), angles)
+    return freqs if positions.dim() == 1 else freqs[:, None]
 
 
 def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
@@ -116,19 +118,27 @@ class LlamaAttention(nn.Module):
         return torch.cat((interleave_rotary_rows(q, self.head_dim), interleave_rotary_rows(k, self.head_dim), v))
 
     def forward(self, x, freqs, k_cache, v_cache, positions, attn_mask):
-        """x (B, T, C). Writes this step's keys/values into k_cache/v_cache (B, H, S, D) at `positions`
-        (T,), then attends over the cache: `attn_mask` (T, S) additive (0 or -inf), or
-        None for a prefill that starts at position 0 (plain causal attention over the new keys only)."""
+        """x (B, T, C). Writes this step's keys/values into k_cache/v_cache (B, H, S, D) at `positions`:
+        (T,) shared by all rows, or (B, 1) one position per row (a batch of requests at different lengths).
+        Then attends over the first A cached positions, A = attn_mask.shape[-1]: `attn_mask` additive
+        (0 or -inf), (T, A) or (B, 1, 1, A); or None for a prefill that starts at position 0 (plain causal
+        attention over the new keys only)."""
         B, T, _ = x.shape
         qkv = self.qkv_proj(x).view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
         qk = apply_rotary(qkv[:, : 2 * self.n_heads], freqs)  # q and k rotated in one pass
         q, k, v = qk[:, : self.n_heads], qk[:, self.n_heads:], qkv[:, 2 * self.n_heads:]
-        k_cache.index_copy_(2, positions, k)
-        v_cache.index_copy_(2, positions, v)
+        if positions.dim() == 1:
+            k_cache.index_copy_(2, positions, k)
+            v_cache.index_copy_(2, positions, v)
+        else:  # row b's single new key goes to its own position (B, H, D) <- (B, H, 1, D)
+            rows = torch.arange(B, device=x.device)
+            k_cache[rows, :, positions[:, 0]] = k[:, :, 0]
+            v_cache[rows, :, positions[:, 0]] = v[:, :, 0]
         if attn_mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=attn_mask)
+            A = attn_mask.shape[-1]
+            out = F.scaled_dot_product_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask=attn_mask)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -269,8 +279,9 @@ class T3(nn.Module):
 
     # --- backbone -----------------------------------------------------------------------------
     def forward_backbone(self, x, k_cache, v_cache, positions, attn_mask):
-        """x (B, T, C); k_cache/v_cache (layers, B, H, S, D); positions (T,) absolute; attn_mask (T, S) bool
-        or None (causal prefill from 0). Returns the final-norm hidden state of the last position, (B, C)."""
+        """x (B, T, C); k_cache/v_cache (layers, B, H, S, D); positions (T,) absolute, or (B, 1) per row;
+        attn_mask bool over the first A cache positions, (T, A) or per row (B, 1, 1, A), or None (causal
+        prefill from 0). Returns the final-norm hidden state of the last position, (B, C)."""
         freqs = rotary_freqs(self.inv_freq, positions)
         if attn_mask is not None:  # one additive mask per step, shared by all layers
             attn_mask = torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))

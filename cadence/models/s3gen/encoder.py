@@ -150,7 +150,8 @@ class UpsampleConformerEncoder(nn.Module):
         """x (B, T, C) token embeddings, lengths (B,) -> (B, 2T, C), mask (B, 1, 2T)."""
         mask = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
         x, pos = self.embed(x)
-        x = self.pre_lookahead_layer(x)
+        # Padded frames of a batch are zeroed so the lookahead conv sees zeros past each row's end, as alone.
+        x = self.pre_lookahead_layer(x * mask[..., None].to(x.dtype))
         for layer in self.encoders:
             x = layer(x, pos, mask[:, None])
         x = self.up_layer(x.transpose(1, 2)).transpose(1, 2)

@@ -61,9 +61,15 @@ class ResBlock(nn.Module):
         self.activations1 = nn.ModuleList(Snake(ch) for _ in dilations)
         self.activations2 = nn.ModuleList(Snake(ch) for _ in dilations)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        """mask (B, 1, T) zeroes padded frames of a batch between convolutions, so each row's real frames
+        see zeros past their end exactly as a lone row does (Snake keeps 0 at 0)."""
+        if mask is not None:
+            x = x * mask
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
-            x = x + c2(a2(c1(a1(x))))
+            h = c1(a1(x))
+            h = c2(a2(h if mask is None else h * mask))
+            x = x + (h if mask is None else h * mask)
         return x
 
 
@@ -77,8 +83,13 @@ class F0Predictor(nn.Module):
         self.condnet = nn.Sequential(*layers)
         self.classifier = nn.Linear(cfg.f0_channels, 1)
 
-    def forward(self, mel):  # (B, 80, T) -> (B, T) Hz
-        return self.classifier(self.condnet(mel).transpose(1, 2)).squeeze(-1).abs()
+    def forward(self, mel, mask=None):  # (B, 80, T), mask (B, 1, T) or None -> (B, T) Hz
+        x = mel
+        for layer in self.condnet:
+            x = layer(x)
+            if mask is not None and isinstance(layer, nn.ELU):
+                x = x * mask
+        return self.classifier(x.transpose(1, 2)).squeeze(-1).abs()
 
 
 class SourceModule(nn.Module):
@@ -130,37 +141,82 @@ class HiFTGenerator(nn.Module):
         self.conv_post = weight_norm(nn.Conv1d(ch // 2 ** len(self.ups), cfg.n_fft + 2, 7, padding=3))
         self.register_buffer("stft_window", torch.hann_window(cfg.n_fft, periodic=True), persistent=False)
 
-    def source(self, mel, phase, noise):
+    def source(self, mel, phase, noise, mask=None):
         """mel (B, 80, T) -> source excitation (B, 1, T * samples_per_frame), in the F0 path's precision."""
-        f0 = self.f0_predictor(mel.to(self.f0_predictor.classifier.weight.dtype))
+        f0 = self.f0_predictor(mel.to(self.f0_predictor.classifier.weight.dtype), mask)
         f0 = F.interpolate(f0[:, None], scale_factor=float(self.cfg.samples_per_frame), mode="nearest")
         dt = self.m_source.l_linear.weight.dtype
         return self.m_source(f0.to(dt), phase.to(dt), noise.to(dt))
 
-    def decode(self, mel, source):
+    def decode(self, mel, source, frames=None):
+        """mel (B, 80, T), source (B, 1, T * samples_per_frame) -> waveform (B, T * samples_per_frame).
+        `frames` (B ints) marks a padded batch: row b is real for its first frames[b] mel frames; padding is
+        zeroed between layers and the STFTs run per row, so each row's waveform equals the one it gets
+        alone. Samples past a row's end are zero."""
         c = self.cfg
         dt = self.conv_pre.weight.dtype
-        spec = torch.view_as_real(torch.stft(source[:, 0].float(), c.n_fft, c.hop, c.n_fft, window=self.stft_window,
-                                             return_complex=True))
-        s = torch.cat((spec[..., 0], spec[..., 1]), dim=1).to(dt)  # (B, n_fft + 2, frames)
-        x = self.conv_pre(mel.to(dt))
+        n = None if frames is None else torch.tensor(frames, device=mel.device)
+        s = self._source_spec(source, frames).to(dt)  # (B, n_fft + 2, 120 T + 1)
+        x = _masked(self.conv_pre(_masked(mel.to(dt), n)), n)
         n_k = len(c.resblock_kernels)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, c.lrelu_slope))
-            if i == len(self.ups) - 1:
+            last = i == len(self.ups) - 1
+            if last:
                 x = F.pad(x, (1, 0), mode="reflect")
-            x = x + self.source_resblocks[i](self.source_downs[i](s))
-            acc = self.resblocks[i * n_k](x)
+            if n is not None:  # real frames at this resolution: T * (upsampling so far), +1 for the pad
+                n_i = n * int(np.prod(c.upsample_rates[: i + 1])) + int(last)
+                m = (torch.arange(x.shape[-1], device=x.device)[None] < n_i[:, None])[:, None].to(x.dtype)
+                x = x * m
+            else:
+                m = None
+            x = x + self.source_resblocks[i](self.source_downs[i](s), m)
+            acc = self.resblocks[i * n_k](x, m)
             for j in range(1, n_k):
-                acc += self.resblocks[i * n_k + j](x)
+                acc += self.resblocks[i * n_k + j](x, m)
             x = acc.div_(n_k)
         x = self.conv_post(F.leaky_relu(x)).float()  # the iSTFT runs in fp32
         half = c.n_fft // 2 + 1
         magnitude = torch.exp(x[:, :half]).clamp(max=1e2)
         phase = torch.sin(x[:, half:])
         spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
-        wav = torch.istft(spec, c.n_fft, c.hop, c.n_fft, window=self.stft_window)
+        if frames is None:
+            wav = torch.istft(spec, c.n_fft, c.hop, c.n_fft, window=self.stft_window)
+        else:  # per row over its own spectrogram frames: the overlap-add edge is the row's own end
+            spf = c.samples_per_frame
+            wav = spec.real.new_zeros(spec.shape[0], mel.shape[-1] * spf)
+            for b, f in enumerate(frames):
+                wav[b, : f * spf] = torch.istft(spec[b, :, : f * spf // c.hop + 1], c.n_fft, c.hop, c.n_fft,
+                                                window=self.stft_window)
         return wav.clamp(-c.audio_limit, c.audio_limit)
 
-    def forward(self, mel, phase, noise):
-        return self.decode(mel, self.source(mel, phase, noise))
+    def _source_spec(self, source, frames):
+        c = self.cfg
+
+        def stft(x):
+            spec = torch.view_as_real(torch.stft(x.float(), c.n_fft, c.hop, c.n_fft, window=self.stft_window,
+                                                 return_complex=True))
+            return torch.cat((spec[..., 0], spec[..., 1]), dim=-2)
+
+        if frames is None:
+            return stft(source[:, 0])
+        spf = c.samples_per_frame
+        out = source.new_zeros(source.shape[0], c.n_fft + 2, source.shape[-1] // c.hop + 1, dtype=torch.float32)
+        for b, n in enumerate(frames):  # each row's reflect padding at its own end, as alone
+            out[b, :, : n * spf // c.hop + 1] = stft(source[b, 0, : n * spf])
+        return out
+
+    def forward(self, mel, phase, noise, frames=None):
+        """mel (B, 80, T) -> waveform (B, T * 480); `frames` as in `decode` for a padded batch."""
+        n = None if frames is None else torch.tensor(frames, device=mel.device)
+        f0_mask = None if n is None else (torch.arange(mel.shape[-1], device=mel.device)[None] < n[:, None])[:, None]
+        if f0_mask is not None:
+            f0_mask = f0_mask.to(self.f0_predictor.classifier.weight.dtype)
+        return self.decode(mel, self.source(mel, phase, noise, f0_mask), frames)
+
+
+def _masked(x: torch.Tensor, n: torch.Tensor | None) -> torch.Tensor:
+    """Zero frames of row b at or past n[b] (x (B, C, T)); identity for an unpadded batch (n None)."""
+    if n is None:
+        return x
+    return x * (torch.arange(x.shape[-1], device=x.device)[None] < n[:, None])[:, None].to(x.dtype)

@@ -1,0 +1,170 @@
+"""Batched T3 decoding over request slots: continuous batching with a static KV cache.
+
+Slot s holds one request: rows 2s (conditional) and 2s + 1 (unconditional CFG row) of the KV cache. Every
+row carries its own position, so requests at different lengths share one decode step. A step covers the
+first `b` slots (b from a ladder of batch sizes) and attends over the first A cache positions (A from a
+ladder of lengths); each (b, A, filters) variant is one CUDA graph on the GPU. All step inputs are static
+device buffers; the host only refills each request's sampling noise from the request's own generator, so
+a request's tokens depend on its seed and step alone, never on its batch-mates."""
+
+from __future__ import annotations
+
+import torch
+
+from ..layers.sampling import process_logits, sample
+from ..models.t3 import T3
+from ..sampling_params import SamplingParams
+
+LENGTH_LADDER = (128, 256, 512, 1024, 2048, 4096)
+
+
+def batch_ladder(max_slots: int) -> list[int]:
+    sizes, b = [], 1
+    while b < max_slots:
+        sizes.append(b)
+        b *= 2
+    return sizes + [max_slots]
+
+
+class BatchDecoder:
+    """Static state for `slots` concurrent requests of at most `slot_len` positions each."""
+
+    def __init__(self, t3: T3, slots: int, slot_len: int, use_graphs: bool):
+        c = t3.cfg
+        dev, dt = t3.speech_head.weight.device, t3.speech_head.weight.dtype
+        self.t3, self.slots, self.slot_len, self.use_graphs = t3, slots, slot_len, use_graphs
+        self.sizes = batch_ladder(slots)
+        self.lengths = [a for a in LENGTH_LADDER if a < slot_len] + [slot_len]
+        rows = 2 * slots
+        z = lambda *shape, dtype=torch.long: torch.zeros(*shape, device=dev, dtype=dtype)  # noqa: E731
+        self.k = z(c.n_layers, rows, c.n_heads, slot_len, c.head_dim, dtype=dt)
+        self.v = z(c.n_layers, rows, c.n_heads, slot_len, c.head_dim, dtype=dt)
+        self.hidden = z(rows, c.dim, dtype=dt)
+        self.pos = z(rows)  # next cache position of each row
+        self.speech_pos = z(slots)
+        self.step = z(slots)
+        self.active = z(slots)  # 1 while a request owns the slot: positions of free slots stay put
+        self.counts = z(slots, c.speech_vocab, dtype=torch.int32)
+        self.noise = torch.ones(slots, c.speech_vocab, device=dev)
+        self.out = z(slots, slot_len)
+        self.done = z(slots, dtype=torch.bool)
+        self.speech_only = z(slots, dtype=torch.bool)
+        self.ignore_eos = z(slots, dtype=torch.bool)
+        self.knobs = {k: z(slots, dtype=torch.float32) for k in ("cfg", "rep", "temp", "min_p", "top_p")}
+        self.top_k = z(slots)
+        self.not_speech = torch.ones(c.speech_vocab, device=dev, dtype=torch.bool)
+        self.not_speech[: c.start_speech] = False
+        self.not_speech[c.stop_speech] = False
+        self.eos_only = torch.zeros(c.speech_vocab, device=dev, dtype=torch.bool)
+        self.eos_only[c.stop_speech] = True
+        self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
+        self.pool = torch.cuda.graph_pool_handle() if use_graphs else None
+
+    @property
+    def device(self):
+        return self.hidden.device
+
+    # --- slot management (between steps) ---------------------------------------------------------------
+    @torch.inference_mode()
+    def admit(self, slot: int, prefill: torch.Tensor, params: SamplingParams, speech_only: bool = False,
+              ignore_eos: bool = False) -> None:
+        """Prefill one request's CFG pair (2, L, C) into `slot` and load its sampling knobs."""
+        t3, c = self.t3, self.t3.cfg
+        L = prefill.shape[1]
+        r = slice(2 * slot, 2 * slot + 2)
+        h = t3.forward_backbone(prefill.to(self.hidden.dtype), self.k[:, r], self.v[:, r],
+                                torch.arange(L, device=self.device), None)
+        self.hidden[r] = h
+        self.pos[r] = L
+        self.speech_pos[slot] = 1
+        self.step[slot] = 0
+        self.counts[slot].zero_()
+        self.counts[slot, c.start_speech] = 1  # the reference's history starts with the start token
+        self.done[slot] = False
+        self.speech_only[slot] = speech_only
+        self.ignore_eos[slot] = ignore_eos
+        for name, value in (("cfg", params.cfg_weight), ("rep", params.repetition_penalty),
+                            ("temp", params.temperature), ("min_p", params.min_p), ("top_p", params.top_p)):
+            self.knobs[name][slot] = value
+        self.top_k[slot] = params.top_k
+        self.active[slot] = 1
+
+    def free(self, slot: int) -> None:
+        self.active[slot] = 0
+        self.pos[2 * slot: 2 * slot + 2] = 0
+
+    def tokens(self, slot: int, n: int) -> torch.Tensor:
+        return self.out[slot, :n]
+
+    # --- the step ----------------------------------------------------------------------------------------
+    def _step(self, b: int, attend: int, use_top_k: bool, use_top_p: bool) -> None:
+        """One decode step for slots [0, b): sample every slot's next token, then run its CFG pair through
+        the backbone attending over positions [0, attend)."""
+        t3, c = self.t3, self.t3.cfg
+        rows = 2 * b
+        logits = t3.speech_logits(self.hidden[:rows]).float().view(b, 2, -1)  # (b, cond|uncond, V)
+        banned = (self.speech_only[:b, None] & self.not_speech) | (self.ignore_eos[:b, None] & self.eos_only)
+        logits = logits.masked_fill(banned[:, None], float("-inf"))
+        kn = {k: t[:b] for k, t in self.knobs.items()}
+        probs = process_logits(logits[:, 0], logits[:, 1], self.counts[:b], kn["cfg"], kn["rep"], kn["temp"],
+                               kn["min_p"], kn["top_p"], self.top_k[:b], use_top_k, use_top_p)
+        token = sample(probs, self.noise[:b])  # (b,)
+        slots = torch.arange(b, device=token.device)
+        self.out[slots, self.step[:b].clamp(max=self.slot_len - 1)] = token
+        self.counts[:b].scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
+        self.done[:b] |= token == c.stop_speech
+        x = t3.speech_step_embed(token, self.speech_pos[:b]).to(self.hidden.dtype)
+        x = x.repeat_interleave(2, dim=0)[:, None]  # (2b, 1, C): both CFG rows take the sampled token
+        pos = self.pos[:rows]
+        mask = (torch.arange(attend, device=x.device)[None] <= pos[:, None])[:, None, None]  # (2b, 1, 1, A)
+        self.hidden[:rows] = t3.forward_backbone(x, self.k[:, :rows], self.v[:, :rows], pos[:, None], mask)
+        act = self.active[:b]
+        self.pos[:rows] = (pos + act.repeat_interleave(2)).clamp(max=self.slot_len - 1)
+        self.speech_pos[:b] += act
+        self.step[:b] += act
+
+    def _graph(self, key: tuple) -> torch.cuda.CUDAGraph:
+        g = self.graphs.get(key)
+        if g is None:
+            # The warm-up step really runs: keep the live requests' state and put it back afterwards. Its
+            # KV writes land at each row's next position, which the next real step overwrites.
+            state = [t.clone() for t in (self.hidden, self.pos, self.speech_pos, self.step, self.counts, self.out,
+                                         self.done)]
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream), torch.inference_mode():
+                self._step(*key)
+            torch.cuda.current_stream().wait_stream(stream)
+            for dst, src in zip((self.hidden, self.pos, self.speech_pos, self.step, self.counts, self.out,
+                                 self.done), state):
+                dst.copy_(src)
+            g = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(g, pool=self.pool):
+                self._step(*key)
+            self.graphs[key] = g
+        return g
+
+    def size_for(self, n_slots: int) -> int:
+        return next(b for b in self.sizes if b >= n_slots)
+
+    def length_for(self, n_positions: int) -> int:
+        for a in self.lengths:
+            if n_positions <= a:
+                return a
+        raise ValueError(f"{n_positions} positions exceed the KV slot ({self.slot_len})")
+
+    @torch.inference_mode()
+    def run_step(self, b: int, attend: int, use_top_k: bool, use_top_p: bool) -> None:
+        key = (b, attend, use_top_k, use_top_p)
+        if self.use_graphs:
+            self._graph(key).replay()
+        else:
+            self._step(*key)
+
+    def warmup(self, flags=((False, False),)) -> None:
+        """Capture every (batch size, length) graph now rather than on first use."""
+        if self.use_graphs:
+            for b in self.sizes:
+                for a in self.lengths:
+                    for f in flags:
+                        self._graph((b, a, *f))

@@ -1,0 +1,275 @@
+"""The serving engine: one thread owns the GPU and loops schedule -> run -> postprocess.
+
+schedule: admit waiting requests into free KV slots (prefill between decode steps), drop cancelled ones.
+run: `eos_check_every` batched T3 decode steps over all running requests, then one host read of the done
+     flags; finished requests leave their slots and go through S3Gen together (padded, length-grouped).
+postprocess: watermarking and delivery on a worker thread, off the GPU thread.
+When every slot is taken, new requests wait in the queue: the KV cache is allocated once, never grown."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .. import watermark as wm
+from ..sampling_params import SamplingParams
+from .batch_t3 import BatchDecoder
+from .request import AudioChunk, Request, RequestCancelled, RequestHandle
+from .rng import RequestRNG
+from .t3_runner import clean_speech_tokens
+
+
+@dataclass
+class EngineStats:
+    """Counters since start (read by `cadence bench --concurrency`)."""
+    decode_steps: int = 0
+    slot_steps: int = 0
+    """Sum over decode steps of the requests running in that step."""
+    capacity_steps: int = 0
+    """Sum over decode steps of the batch size the step ran at (ladder size)."""
+    t3_s: float = 0.0
+    s3gen_s: float = 0.0
+    prefill_s: float = 0.0
+    finished: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Running:
+    handle: RequestHandle
+    text_ids: list[int]
+    rng: RequestRNG | None = None
+    slot: int = -1
+    prefill_len: int = 0
+    steps: int = 0
+    tokens: list[int] = field(default_factory=list)
+    t_admit: float = 0.0
+    t_t3_done: float = 0.0
+
+
+class Engine:
+    """Continuous batching over `max_batch` KV slots of `slot_len` positions. Use `TTS.engine` rather than
+    building one: it is started on first use and shares the TTS's weights and voice cache."""
+
+    def __init__(self, tts, max_batch: int | None = None, slot_len: int | None = None):
+        if tts.plan.offload:
+            raise ValueError("the offload memory plan runs one request at a time; use generate() or another plan")
+        self.tts = tts
+        cfg = tts.config
+        self.slot_len = slot_len or cfg.kv_slot_len
+        self.max_batch = max_batch or cfg.max_batch or self._auto_batch()
+        self.stats = EngineStats()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting: deque[_Running] = deque()
+        self._running: dict[int, _Running] = {}
+        self._finished: list[_Running] = []
+        self._stop = threading.Event()
+        self._drain = True
+        self._wake = threading.Event()
+        self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cadence-post")
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.decoder: BatchDecoder | None = None
+        self._thread = threading.Thread(target=self._main, name="cadence-engine", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _auto_batch(self) -> int:
+        """As many slots as fit in half the free VRAM (the rest: S3Gen batches, graphs), at most 64."""
+        t3, dev = self.tts.t3, self.tts.device
+        c = t3.cfg
+        per_slot = 2 * 2 * c.n_layers * self.slot_len * c.dim * t3.speech_head.weight.element_size()
+        if dev.type != "cuda":
+            return 8
+        free, _ = torch.cuda.mem_get_info(dev)
+        return max(1, min(64, int(0.5 * free // per_slot)))
+
+    # --- caller side ---------------------------------------------------------------------------------------
+    def submit(self, request: Request) -> RequestHandle:
+        """Queue a request; returns its handle (iterate it, sync or async, for `AudioChunk`s)."""
+        if self._stop.is_set():
+            raise RuntimeError("the engine is shut down")
+        if not isinstance(request.params, SamplingParams):
+            raise ValueError("request.params must be a SamplingParams")
+        if request.params.seed is None:
+            request.params.seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
+        ids = self.tts.text_ids(request.text)
+        need = self.prefill_len(len(ids)) + request.params.max_new_tokens + self.tts.config.eos_check_every
+        if need > self.slot_len:
+            raise ValueError(f"text of {len(ids)} tokens plus max_new_tokens={request.params.max_new_tokens} needs "
+                             f"{need} KV positions; this engine's slots hold {self.slot_len} (kv_slot_len)")
+        handle = RequestHandle(request)
+        self._inbox.put(_Running(handle, ids))
+        self._wake.set()
+        return handle
+
+    def prefill_len(self, n_text_ids: int) -> int:
+        """Prompt positions: speaker, perceiver queries, emotion, framed text, two start tokens."""
+        return 1 + self.tts.t3.cfg.perceiver_queries + 1 + (n_text_ids + 2) + 2
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop the engine; with `drain`, requests already submitted finish first, else they are cancelled."""
+        self._drain = drain
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self._post.shutdown(wait=True)
+
+    @property
+    def load(self) -> dict:
+        return {"running": len(self._running), "waiting": len(self._waiting) + self._inbox.qsize(),
+                "max_batch": self.max_batch}
+
+    # --- the GPU thread ------------------------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            if self.tts.device.type == "cuda":
+                torch.cuda.set_device(self.tts.device)
+            self.decoder = BatchDecoder(self.tts.t3, self.max_batch, self.slot_len, self.tts.t3_runner.use_graphs)
+        except BaseException as exc:  # noqa: BLE001 - reported to the constructor's caller
+            self._error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            self._collect()
+            if self._stop.is_set() and (not self._drain or not (self._waiting or self._running or self._finished)):
+                break
+            self._schedule()
+            if self._running:
+                self._decode()
+            if self._finished:
+                self._render()
+        for r in [*self._waiting, *self._running.values(), *self._finished]:
+            r.handle._fail(RequestCancelled("the engine shut down"))
+
+    def _collect(self) -> None:
+        idle = not (self._waiting or self._running or self._finished)
+        if idle and not self._stop.is_set():
+            self._wake.wait(0.1)
+        self._wake.clear()
+        while True:
+            try:
+                self._waiting.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return
+
+    def _schedule(self) -> None:
+        for slot, r in list(self._running.items()):
+            if r.handle.cancelled:
+                self.decoder.free(slot)
+                del self._running[slot]
+                r.handle._fail(RequestCancelled(f"request {r.handle.request_id} was cancelled"))
+        free = [s for s in range(self.max_batch) if s not in self._running]
+        # Newcomers are admitted a few at a time so running requests keep decoding.
+        budget = 8 if self._running else len(free)
+        while self._waiting and free and budget > 0:
+            r = self._waiting.popleft()
+            if r.handle.cancelled:
+                r.handle._fail(RequestCancelled(f"request {r.handle.request_id} was cancelled"))
+                continue
+            slot = free.pop(0)
+            t0 = time.perf_counter()
+            try:
+                req = r.handle.request
+                r.rng = RequestRNG(req.params.seed, self.tts.device)
+                prefill = self.tts.prefill(req.text, req.voice, req.params, cfg_pair=True)
+                self.decoder.admit(slot, prefill, req.params, req.speech_tokens_only, req.ignore_eos)
+            except Exception as exc:  # noqa: BLE001 - one bad request fails alone
+                self._fail(r, exc)
+                free.insert(0, slot)
+                continue
+            r.slot, r.prefill_len, r.t_admit = slot, prefill.shape[1], time.perf_counter()
+            self._running[slot] = r
+            self.stats.prefill_s += r.t_admit - t0
+            budget -= 1
+
+    def _decode(self) -> None:
+        d, t0 = self.decoder, time.perf_counter()
+        running = self._running
+        b = d.size_for(max(running) + 1)
+        params = [r.handle.request.params for r in running.values()]
+        flags = (any(p.top_k > 0 for p in params), any(p.top_p < 1.0 for p in params))
+        for _ in range(self.tts.config.eos_check_every):
+            attend = d.length_for(max(r.prefill_len + r.steps for r in running.values()) + 1)
+            for slot, r in running.items():  # past its limit a slot idles until the host looks: draw nothing
+                if r.steps < r.handle.request.params.max_new_tokens:
+                    d.noise[slot].exponential_(generator=r.rng.device)
+            d.run_step(b, attend, *flags)
+            for r in running.values():
+                r.steps += 1
+            self.stats.decode_steps += 1
+            self.stats.slot_steps += len(running)
+            self.stats.capacity_steps += b
+        done = d.done[:b].tolist()  # the one host sync of these steps
+        now = time.perf_counter()
+        for slot, r in list(running.items()):
+            limit = r.handle.request.params.max_new_tokens
+            if done[slot] or r.steps >= limit:
+                tokens = d.tokens(slot, min(r.steps, limit)).tolist()
+                stop = self.tts.t3.cfg.stop_speech
+                r.tokens = tokens[: tokens.index(stop) + 1] if stop in tokens else tokens
+                r.t_t3_done = now
+                d.free(slot)
+                del running[slot]
+                self._finished.append(r)
+        self.stats.t3_s += now - t0
+
+    def _render(self) -> None:
+        batch, self._finished = self._finished, []
+        live = []
+        for r in batch:
+            if r.handle.cancelled:
+                r.handle._fail(RequestCancelled(f"request {r.handle.request_id} was cancelled"))
+            else:
+                live.append(r)
+        t0 = time.perf_counter()
+        speech = [clean_speech_tokens(r.tokens) for r in live]
+        todo = [i for i, s in enumerate(speech) if s]
+        waves: dict[int, np.ndarray] = {}
+        try:
+            items = [(torch.tensor(speech[i]), self.tts.voice_cache.get(live[i].handle.request.voice).voice,
+                      live[i].rng) for i in todo]
+            for i, w in zip(todo, self.tts.audio_runner.synthesize_batch(items) if items else []):
+                waves[i] = w[0].cpu().numpy()
+        except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM: these requests fail, the engine goes on
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            for r in live:
+                self._fail(r, exc)
+            return
+        s3_s = time.perf_counter() - t0
+        self.stats.s3gen_s += s3_s
+        for i, r in enumerate(live):
+            wav = waves.get(i, np.zeros(0, dtype=np.float32))
+            self._post.submit(self._finish, r, wav, speech[i], s3_s)
+
+    def _finish(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float) -> None:
+        """Postprocess on the worker thread: watermark, timings, delivery."""
+        try:
+            req = r.handle.request
+            t0 = time.perf_counter()
+            marked = False
+            if (self.tts.watermark if req.watermark is None else req.watermark) and wav.size:
+                wav, marked = wm.apply(wav, self.tts.sample_rate)
+            now = time.perf_counter()
+            timings = {"queue": r.t_admit - r.handle.submitted, "t3": r.t_t3_done - r.t_admit, "s3gen": s3_s,
+                       "postprocess": now - t0, "total": now - r.handle.submitted, "t3_tokens": len(r.tokens)}
+            self.stats.finished += 1
+            r.handle._deliver(AudioChunk(req.request_id, wav.astype(np.float32), self.tts.sample_rate, 0, True,
+                                         speech, marked, timings))
+        except Exception as exc:  # noqa: BLE001
+            self._fail(r, exc)
+
+    def _fail(self, r: _Running, exc: BaseException) -> None:
+        self.stats.failed += 1
+        r.handle._fail(exc)

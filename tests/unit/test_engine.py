@@ -1,0 +1,131 @@
+"""The batched engine on the tiny model (CPU, fp32): a request's audio does not depend on its batch-mates."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cadence.engine.request import Request, RequestCancelled
+from cadence.engine.rng import RequestRNG
+from cadence.random_checkpoint import synthetic_voice
+from cadence.sampling_params import SamplingParams
+
+TEXTS = ["Hello there, friend.", "A somewhat longer sentence that should produce more tokens overall.", "Short one."]
+
+
+@pytest.fixture(scope="module")
+def voice2(tiny_tts):
+    return tiny_tts.prepare_voice(synthetic_voice(seconds=4.0, seed=3), sample_rate=24000, exaggeration=0.7)
+
+
+def _alone(tts, texts, voices, knobs):
+    return [tts.generate(t, voice=voices[i], **{k: v[i] for k, v in knobs.items()}) for i, t in enumerate(texts)]
+
+
+def test_batched_requests_equal_alone_with_their_own_knobs_and_voices(tiny_tts, voice2):
+    # Different lengths: the requests leave the batch at different steps.
+    knobs = dict(seed=[1, 2, 3], max_new_tokens=[30, 60, 45], temperature=[0.8, 1.0, 0.7], top_k=[0, 50, 0],
+                 exaggeration=[None, 0.9, 0.3], cfg_weight=[0.5, 0.0, 0.8])
+    voices = [None, voice2, None]
+    alone = _alone(tiny_tts, TEXTS, voices, knobs)
+    many = tiny_tts.generate_many(TEXTS, voice=voices, **knobs)
+    for a, b in zip(alone, many):
+        assert a.tokens == b.tokens and len(a.tokens) > 0
+        np.testing.assert_array_equal(a.samples, b.samples)
+
+
+def test_requests_finishing_together_go_through_s3gen_as_one_padded_batch(tiny_tts, voice2):
+    knobs = dict(seed=[5, 6, 7], max_new_tokens=[40, 40, 40], top_p=[1.0, 0.9, 1.0])
+    voices = [voice2, None, voice2]
+    alone = _alone(tiny_tts, TEXTS, voices, knobs)
+    before = tiny_tts.engine.stats.s3gen_s
+    many = tiny_tts.generate_many(TEXTS, voice=voices, **knobs)
+    assert tiny_tts.engine.stats.s3gen_s > before
+    for a, b in zip(alone, many):
+        assert a.tokens == b.tokens
+        assert a.samples.shape == b.samples.shape
+        # fp32 batched convolutions reorder sums: not bit-equal, equal to float precision
+        assert np.abs(a.samples - b.samples).max() <= 1e-4 * max(1.0, np.abs(a.samples).max())
+
+
+def test_a_request_does_not_depend_on_its_batch_mates(tiny_tts):
+    solo = tiny_tts.generate_many([TEXTS[1]], seed=11, max_new_tokens=50)[0]
+    crowd = tiny_tts.generate_many(TEXTS + [TEXTS[1]], seed=[1, 2, 3, 11], max_new_tokens=[20, 70, 50, 50])[3]
+    assert solo.tokens == crowd.tokens
+    np.testing.assert_allclose(solo.samples, crowd.samples, atol=1e-4)
+
+
+def test_more_requests_than_slots_wait_and_all_finish(tiny_ckpt):
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=2)
+    try:
+        texts = [f"Request number {i} is here." for i in range(5)]
+        many = tts.generate_many(texts, seed=list(range(5)), max_new_tokens=25)
+        alone = [tts.generate(t, seed=i, max_new_tokens=25) for i, t in enumerate(texts)]
+        assert tts.engine.max_batch == 2
+        assert all(a.tokens == b.tokens for a, b in zip(alone, many))
+        assert tts.engine.stats.slot_steps <= 2 * tts.engine.stats.decode_steps
+    finally:
+        tts.close()
+
+
+def test_cancel_frees_the_slot_and_the_engine_keeps_serving(tiny_tts):
+    long = tiny_tts.submit(Request(TEXTS[1], tiny_tts.default_voice,
+                                   SamplingParams(seed=1, max_new_tokens=400), ignore_eos=True))
+    time.sleep(0.3)
+    long.cancel()
+    with pytest.raises(RequestCancelled):
+        long.result(timeout=30)
+    deadline = time.time() + 10
+    while tiny_tts.engine.load["running"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert tiny_tts.engine.load["running"] == 0
+    audio = tiny_tts.submit(Request(TEXTS[0], tiny_tts.default_voice, SamplingParams(seed=2, max_new_tokens=20))).result(30)
+    assert audio.samples.size > 0
+
+
+def test_ignore_eos_runs_exactly_max_new_tokens(tiny_tts):
+    audio = tiny_tts.submit(Request(TEXTS[2], tiny_tts.default_voice, SamplingParams(seed=3, max_new_tokens=37),
+                                    speech_tokens_only=True, ignore_eos=True)).result(30)
+    assert len(audio.tokens) == 37
+    assert audio.samples.size == 37 * 2 * 480
+    assert audio.timings["t3_tokens"] == 37 and audio.timings["total"] >= audio.timings["t3"]
+
+
+def test_async_submit_yields_audio_chunks(tiny_tts):
+    async def collect():
+        handle = tiny_tts.submit(Request(TEXTS[0], tiny_tts.default_voice, SamplingParams(seed=4, max_new_tokens=20)))
+        return [chunk async for chunk in handle]
+
+    chunks = asyncio.run(collect())
+    assert chunks and chunks[-1].final and chunks[-1].sample_rate == 24000
+    assert sum(c.samples.size for c in chunks) == tiny_tts.generate(TEXTS[0], seed=4, max_new_tokens=20).samples.size
+
+
+def test_generate_many_rejects_bad_input_clearly(tiny_tts):
+    with pytest.raises(ValueError, match="seed has 2 values for 3 texts"):
+        tiny_tts.generate_many(TEXTS, seed=[1, 2])
+    with pytest.raises(ValueError, match="unknown generation option"):
+        tiny_tts.generate_many(TEXTS, temprature=0.5)
+    with pytest.raises(ValueError, match="list of strings"):
+        tiny_tts.generate_many("just one string")
+    with pytest.raises(ValueError, match="temperature"):
+        tiny_tts.generate_many(TEXTS, temperature=[0.5, -1.0, 0.5])
+    with pytest.raises(ValueError, match="KV positions"):
+        tiny_tts.generate_many(["a few words"], max_new_tokens=4000)
+
+
+def test_flow_batch_equals_each_request_alone(tiny_tts, voice2):
+    ar = tiny_tts.audio_runner
+    toks = [torch.randint(0, 6561, (n,), generator=torch.Generator().manual_seed(n)) for n in (20, 50, 35)]
+    voices = [tiny_tts.default_voice, voice2, tiny_tts.default_voice]
+    alone = [ar.mel(t, v, RequestRNG(i, "cpu")) for i, (t, v) in enumerate(zip(toks, voices))]
+    batch = ar.mel_batch([(t, v, RequestRNG(i, "cpu")) for i, (t, v) in enumerate(zip(toks, voices))])
+    for a, b in zip(alone, batch):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    waves = ar.vocode_batch(alone, [RequestRNG(i, "cpu") for i in range(3)])
+    for i, (m, w) in enumerate(zip(alone, waves)):
+        torch.testing.assert_close(w, ar.vocode(m, RequestRNG(i, "cpu")), rtol=1e-4, atol=1e-4)
