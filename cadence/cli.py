@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--voices", action="store_true", help="measure voice storage, residency, switching, preparation")
     b.add_argument("--prepare-device", default="auto", help="with --voices: auto (lent on demand), cuda or cpu")
     b.add_argument("--voice-cache-mb", type=int, default=256, help="with --voices: device voice cache bound")
+    b.add_argument("--concurrency", help="batched engine under N simultaneous requests, e.g. 1,4,16,32,64")
+    b.add_argument("--plot", help="with --concurrency: write the throughput curve as an SVG here")
     b.add_argument("--json", dest="out_json", default="bench.json", help="JSON output path")
     b.add_argument("--md", dest="out_md", default="bench.md", help="Markdown table output path")
     vo = sub.add_parser("voices", help="manage the voice library")
@@ -199,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.out_md, "w") as f:
                 f.write(markdown(res))
             print(markdown(res))
+        elif args.command == "bench" and args.concurrency:
+            from .bench.concurrency import run_concurrency
+            try:
+                levels = [int(n) for n in args.concurrency.split(",")]
+            except ValueError:
+                raise CliError(f"--concurrency takes a comma list of integers, got {args.concurrency!r}") from None
+            if not levels or min(levels) < 1 or max(levels) > 1024:
+                raise CliError("--concurrency levels must be between 1 and 1024")
+            run_concurrency(args.model, args.device, levels, seed=1, memory_plan=args.memory_plan,
+                            out_json=args.out_json, out_md=args.out_md, plot=args.plot)
         elif args.command == "bench" and args.plans:
             from .bench.offline import BenchOptions, run_plans
             from .memory.plan import PLANS

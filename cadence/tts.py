@@ -188,6 +188,9 @@ class TTS:
         if unknown:
             raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
         params = params or SamplingParams(**knobs)
+        if params.max_new_tokens > self.t3.cfg.max_speech_tokens:
+            raise ValueError(f"max_new_tokens={params.max_new_tokens} exceeds this model's "
+                             f"{self.t3.cfg.max_speech_tokens} speech positions")
         voice = voice or self.default_voice
         if voice is None:
             raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")

@@ -103,6 +103,9 @@ class Engine:
         if request.params.seed is None:
             request.params.seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
         ids = self.tts.text_ids(request.text)
+        if request.params.max_new_tokens > self.tts.t3.cfg.max_speech_tokens:
+            raise ValueError(f"max_new_tokens={request.params.max_new_tokens} exceeds this model's "
+                             f"{self.tts.t3.cfg.max_speech_tokens} speech positions")
         need = self.prefill_len(len(ids)) + request.params.max_new_tokens + self.tts.config.eos_check_every
         if need > self.slot_len:
             raise ValueError(f"text of {len(ids)} tokens plus max_new_tokens={request.params.max_new_tokens} needs "
@@ -144,11 +147,22 @@ class Engine:
             self._collect()
             if self._stop.is_set() and (not self._drain or not (self._waiting or self._running or self._finished)):
                 break
-            self._schedule()
-            if self._running:
-                self._decode()
-            if self._finished:
-                self._render()
+            try:
+                self._schedule()
+                if self._running:
+                    self._decode()
+                if self._finished:
+                    self._render()
+            except Exception as exc:  # noqa: BLE001 - a failed step fails the requests in it, not the engine
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                    torch.cuda.empty_cache()
+                for slot, r in list(self._running.items()):
+                    self.decoder.free(slot)
+                    self._fail(r, exc)
+                for r in self._finished:
+                    self._fail(r, exc)
+                self._running.clear()
+                self._finished.clear()
         for r in [*self._waiting, *self._running.values(), *self._finished]:
             r.handle._fail(RequestCancelled("the engine shut down"))
 

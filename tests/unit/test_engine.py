@@ -59,8 +59,10 @@ def test_a_request_does_not_depend_on_its_batch_mates(tiny_tts):
 
 def test_more_requests_than_slots_wait_and_all_finish(tiny_ckpt):
     from cadence.tts import TTS
-    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=2)
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=2, kv_slot_len=256)
     try:
+        with pytest.raises(ValueError, match="KV positions"):
+            tts.generate_many(["a few words"], max_new_tokens=300)
         texts = [f"Request number {i} is here." for i in range(5)]
         many = tts.generate_many(texts, seed=list(range(5)), max_new_tokens=25)
         alone = [tts.generate(t, seed=i, max_new_tokens=25) for i, t in enumerate(texts)]
@@ -113,8 +115,6 @@ def test_generate_many_rejects_bad_input_clearly(tiny_tts):
         tiny_tts.generate_many("just one string")
     with pytest.raises(ValueError, match="temperature"):
         tiny_tts.generate_many(TEXTS, temperature=[0.5, -1.0, 0.5])
-    with pytest.raises(ValueError, match="KV positions"):
-        tiny_tts.generate_many(["a few words"], max_new_tokens=4000)
 
 
 def test_flow_batch_equals_each_request_alone(tiny_tts, voice2):
@@ -129,3 +129,25 @@ def test_flow_batch_equals_each_request_alone(tiny_tts, voice2):
     waves = ar.vocode_batch(alone, [RequestRNG(i, "cpu") for i in range(3)])
     for i, (m, w) in enumerate(zip(alone, waves)):
         torch.testing.assert_close(w, ar.vocode(m, RequestRNG(i, "cpu")), rtol=1e-4, atol=1e-4)
+
+
+def test_too_many_new_tokens_for_the_model_is_refused_not_crashed(tiny_tts):
+    with pytest.raises(ValueError, match="speech positions"):
+        tiny_tts.generate_many(["Hi."], max_new_tokens=600)
+    with pytest.raises(ValueError, match="speech positions"):
+        tiny_tts.generate("Hi.", max_new_tokens=600)
+    assert tiny_tts.generate_many(["Still serving."], seed=1, max_new_tokens=10)[0].samples.size > 0
+
+
+def test_concurrency_bench_level_reports_throughput_and_occupancy(tiny_tts):
+    from cadence.bench.concurrency import _run_level, markdown, svg_plot
+    level = _run_level(tiny_tts, [tiny_tts.default_voice], [20, 35, 50], seed=3)
+    assert level["n"] == 3 and level["audio_s"] == pytest.approx((20 + 35 + 50) / 25, rel=1e-6)
+    assert 0 < level["t3_occupancy"] <= 1 and level["x_realtime"] > 0 and level["latency_p99_s"] >= level["latency_p50_s"]
+    svg = svg_plot([1, 4, 16], [10.0, 30.0, 80.0], "t")
+    assert svg.startswith("<svg") and svg.count("<circle") == 3
+    res = {"device": "cpu", "plan": "fp32", "max_batch": 8, "kv_slot_len": 1536, "graph_capture_s": 0.0,
+           "levels": [level], "uniform_32x30s": level,
+           "busy_latency": {"alone_s": 1.0, "in_batch_of_16_s": 1.5, "ratio": 1.5},
+           "token_agreement": {"requests": 8, "identical": 8, "mean_common_prefix_tokens": 200.0, "mean_tokens": 200.0}}
+    assert "| 3 |" in markdown(res)
