@@ -16,6 +16,7 @@ from .checkpoint import HUB_REPO, fingerprint, load_models, resolve
 from .config import EngineConfig
 from .engine.audio_runner import AudioRunner
 from .engine.engine import Engine
+from .engine.graphed import GraphedForward
 from .engine.request import Request, RequestHandle
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
@@ -73,6 +74,9 @@ class TTS:
         self._stage_leases = (contextlib.nullcontext(), contextlib.nullcontext())
         self._library: VoiceLibrary | None = None
         self._engine: Engine | None = None
+        # Encoders resident on the GPU: CAMPPlus (launch-bound) replays as a CUDA graph per input length.
+        resident_prep = s3gen.speaker_encoder.head.conv1.weight.device.type == "cuda"
+        self._speaker_encoder = GraphedForward(s3gen.speaker_encoder) if resident_prep and graphs else None
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
@@ -124,7 +128,8 @@ class TTS:
                 raise ValueError("sample_rate is required when audio is an array")
             wav, sr = np.asarray(audio, dtype=np.float32), int(sample_rate)
         with self._prep_lease or contextlib.nullcontext():
-            return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration)
+            return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration,
+                                 self._speaker_encoder)
 
     @property
     def fingerprint(self) -> str:

@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if [ "${RUN_TESTS:-1}" = 1 ]; then
   CADENCE_PARITY_CKPT=/tmp/ck CADENCE_PARITY_DEVICE=cuda CADENCE_PARITY_REPORT=$OUT/parity_cuda.json \
     CADENCE_PARITY_T3_STEPS=40 CADENCE_PARITY_S3_TOKENS=100 \
-    python3 -m pytest tests/parity tests/gpu -q -p no:cacheprovider > "$OUT/pytest_cuda.log" 2>&1; tail -1 "$OUT/pytest_cuda.log"
+    python3 -m pytest ${TESTS:-tests/parity tests/gpu} -q -p no:cacheprovider > "$OUT/pytest_cuda.log" 2>&1; tail -1 "$OUT/pytest_cuda.log"
 fi
 python3 -m cadence.cli bench --model /tmp/ck --device cuda ${BENCH_ARGS:---reference --fidelity} \
   --json "$OUT/bench.json" --md "$OUT/bench.md" 2>&1 | grep -v -i "warn\|deprecat\|pkg_resources\|^  "

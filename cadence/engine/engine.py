@@ -135,7 +135,7 @@ class Engine:
     # --- the GPU thread ------------------------------------------------------------------------------------
     def _main(self) -> None:
         try:
-            if self.tts.device.type == "cuda":
+            if self.tts.device.type == "cuda" and self.tts.device.index is not None:
                 torch.cuda.set_device(self.tts.device)
             self.decoder = BatchDecoder(self.tts.t3, self.max_batch, self.slot_len, self.tts.t3_runner.use_graphs)
         except BaseException as exc:  # noqa: BLE001 - reported to the constructor's caller

@@ -20,7 +20,8 @@ T3_PROMPT_SECONDS = 6
 
 @torch.inference_mode()
 def prepare_voice(s3gen: S3Gen, ve: VoiceEncoder, t3_prompt_len: int, wav: np.ndarray, sample_rate: int,
-                  exaggeration: float = 0.5) -> "Voice":
+                  exaggeration: float = 0.5, speaker_encoder=None) -> "Voice":
+    """`speaker_encoder` replaces `s3gen.speaker_encoder`'s call (the engine passes a CUDA-graphed one)."""
     from .voice import Voice
     if not 0.0 <= float(exaggeration) <= 2.0:
         raise ValueError(f"exaggeration must be in [0, 2], got {exaggeration}")
@@ -38,7 +39,7 @@ def prepare_voice(s3gen: S3Gen, ve: VoiceEncoder, t3_prompt_len: int, wav: np.nd
     ref16 = resample_sinc(ref24, S3GEN_SR, S3_SR)
     feats = kaldi_fbank(ref16[0])
     feats = feats - feats.mean(dim=0, keepdim=True)
-    xvector = s3gen.speaker_encoder(feats[None].to(device, dtype)).float()
+    xvector = (speaker_encoder or s3gen.speaker_encoder)(feats[None].to(device, dtype)).float()
     # Both token prompts (S3Gen's from the 10 s reference, T3's from the first 6 s) in one batched pass.
     t3_ref = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR].copy())[None]
     prompt_tokens, t3_tokens = s3gen.tokenizer.tokenize([ref16, t3_ref], [None, t3_prompt_len])

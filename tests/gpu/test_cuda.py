@@ -64,6 +64,9 @@ def test_on_demand_preparation_equals_resident(tiny_ckpt, ref_wav_path):
     b = resident.prepare_voice(str(ref_wav_path))
     assert torch.equal(a.prompt_tokens, b.prompt_tokens) and torch.equal(a.t3_prompt_tokens, b.t3_prompt_tokens)
     assert rel_err(a.xvector, b.xvector) < 1e-5
+    assert resident._speaker_encoder is not None and lent._speaker_encoder is None  # CAMPPlus graphed when resident
+    again = resident.prepare_voice(str(ref_wav_path))  # a replay of the captured graph
+    assert torch.equal(again.xvector, b.xvector)
     assert lent.s3gen.tokenizer.window.device.type == "cpu"
     # the encoders (~530 MB at full size, ~30 MB tiny) left the GPU; a few MB of cached FFT plans may stay
     assert torch.cuda.memory_allocated() <= before + 16 * 2**20
