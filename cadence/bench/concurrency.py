@@ -91,8 +91,7 @@ def run_concurrency(model: str, device: str, levels: list[int], seed: int = 1, n
     voices = [tts.prepare_voice(synthetic_voice(seconds=10.0, seed=100 + i), sample_rate=24000) for i in range(n_voices)]
     eng = tts.engine
     t_graphs = time.perf_counter()
-    if eng.decoder.use_graphs:
-        eng.decoder.warmup()
+    eng.warmup(30 * TOKENS_PER_S)
     res: dict = {"device": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "cpu",
                  "plan": tts.plan.name, "max_batch": eng.max_batch, "kv_slot_len": eng.slot_len,
                  "load_s": t_graphs - t, "graph_capture_s": time.perf_counter() - t_graphs, "levels": []}

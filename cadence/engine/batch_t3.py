@@ -15,7 +15,9 @@ from ..layers.sampling import process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
 
-LENGTH_LADDER = (128, 256, 512, 1024, 2048, 4096)
+# Attention lengths a step can be captured for: a step reads every row's KV up to the bucket, so buckets are fine
+# (128 positions) where requests live and coarse beyond.
+LENGTH_LADDER = (128, 256, 384, 512, 640, 768, 896, 1024, 1280, 1536, 2048, 3072, 4096, 6144, 8192)
 
 
 def batch_ladder(max_slots: int) -> list[int]:

@@ -39,16 +39,21 @@ class CFMGraphs:
             c.out = self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps)
         return c
 
-    @torch.inference_mode()
-    def solve(self, noise, mu, mask, spks, cond, n_steps: int):
-        T = mu.shape[-1]
-        frames = math.ceil(T / self.bucket) * self.bucket
+    def prepare(self, frames: int, n_steps: int, device, dtype) -> _Captured:
+        """The graph for outputs of up to `frames` mel frames (rounded up to the bucket), captured if new."""
+        frames = math.ceil(frames / self.bucket) * self.bucket
         key = (frames, n_steps)
         c = self.captured.get(key)
         if c is None:
             if len(self.captured) >= self.max_graphs:
                 self.captured.pop(next(iter(self.captured)))
-            c = self.captured[key] = self._capture(frames, n_steps, mu.device, mu.dtype)
+            c = self.captured[key] = self._capture(frames, n_steps, device, dtype)
+        return c
+
+    @torch.inference_mode()
+    def solve(self, noise, mu, mask, spks, cond, n_steps: int):
+        T = mu.shape[-1]
+        c = self.prepare(T, n_steps, mu.device, mu.dtype)
         for dst, src in ((c.noise, noise), (c.mu, mu), (c.cond, cond), (c.mask, mask)):
             dst.zero_()
             dst[..., :T].copy_(src)

@@ -115,6 +115,28 @@ class Engine:
         self._wake.set()
         return handle
 
+    def warmup(self, max_new_tokens: int = 1000) -> None:
+        """Capture now what the first requests would otherwise capture: every T3 decode graph (batch size x
+        attention length) and the single-request CFM graphs for outputs of up to `max_new_tokens` tokens."""
+        done = threading.Event()
+        self._inbox.put(("warmup", max_new_tokens, done))
+        self._wake.set()
+        done.wait()
+
+    def _warmup(self, max_new_tokens: int, done: threading.Event) -> None:
+        try:
+            self.decoder.warmup()
+            runner = self.tts.audio_runner
+            if runner.cfm_graphs is not None:
+                ratio = self.tts.s3gen.flow.cfg.token_mel_ratio
+                prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
+                for frames in range(runner.cfm_graphs.bucket, ratio * (prompt + max_new_tokens) + 1,
+                                    runner.cfm_graphs.bucket):
+                    runner.cfm_graphs.prepare(frames, self.tts.s3gen.flow.cfg.n_timesteps,
+                                              runner.device, runner.flow_dtype)
+        finally:
+            done.set()
+
     def prefill_len(self, n_text_ids: int) -> int:
         """Prompt positions: speaker, perceiver queries, emotion, framed text, two start tokens."""
         return 1 + self.tts.t3.cfg.perceiver_queries + 1 + (n_text_ids + 2) + 2
@@ -173,9 +195,13 @@ class Engine:
         self._wake.clear()
         while True:
             try:
-                self._waiting.append(self._inbox.get_nowait())
+                item = self._inbox.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(item, tuple):  # a warm-up order, run here: graphs belong to the GPU thread
+                self._warmup(*item[1:])
+            else:
+                self._waiting.append(item)
 
     def _schedule(self) -> None:
         for slot, r in list(self._running.items()):
