@@ -49,7 +49,7 @@ def test_cancel_and_join_while_decoding_on_cuda(fp32_gpu):
     assert len(late.result(60).tokens) == 30
     with pytest.raises(RequestCancelled):
         long.result(60)
-    assert eng.stats.failed >= 1
+    assert eng.load["running"] == 0
 
 
 def test_engine_memory_is_flat_across_batches(fp32_gpu):
