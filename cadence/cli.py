@@ -90,6 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--name")
     imp.add_argument("--overwrite", action="store_true")
+    sv = sub.add_parser("serve", help="OpenAI-compatible speech server (FastAPI + uvicorn)")
+    sv.add_argument("--model", default=None, help="checkpoint directory or hub repo id (env CADENCE_MODEL)")
+    sv.add_argument("--host", default=None, help="interface (default 127.0.0.1; env CADENCE_HOST)")
+    sv.add_argument("--port", type=int, default=None, help="port (default 8000; env CADENCE_PORT)")
+    sv.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
+    sv.add_argument("--memory-plan", default=None, help="fp32, bf16, bf16-lowmem, int8, offload or auto")
+    sv.add_argument("--library", default=None, help="voice library directory")
+    sv.add_argument("--api-key", default=None, help="require this bearer token on /v1/* (env CADENCE_API_KEY)")
+    sv.add_argument("--cors-origins", default=None, help="comma list of allowed CORS origins")
+    sv.add_argument("--max-queue", type=int, default=None, help="waiting requests before 429 (default 256)")
+    sv.add_argument("--request-timeout-s", type=float, default=None, help="cancel requests after this (default 300)")
+    sv.add_argument("--no-watermark", dest="watermark", action="store_const", const=False, default=None)
     doc = sub.add_parser("doctor", help="device, free VRAM and the memory plan auto would choose")
     doc.add_argument("--vram-budget", help="a budget such as 1.5GB, or auto for 90%% of free VRAM")
     ck = sub.add_parser("checkpoint", help="checkpoint utilities")
@@ -188,6 +200,15 @@ def main(argv: list[str] | None = None) -> int:
                 from .memory.plan import parse_size_mb
                 parse_size_mb(args.vram_budget)
             print("\n".join(report(args.vram_budget)))
+        elif args.command == "serve":
+            from .server import ServerSettings, create_app
+            cors = [o.strip() for o in args.cors_origins.split(",")] if args.cors_origins else None
+            settings = ServerSettings.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
+                                               memory_plan=args.memory_plan, library=args.library,
+                                               api_key=args.api_key, cors_origins=cors, max_queue=args.max_queue,
+                                               request_timeout_s=args.request_timeout_s, watermark=args.watermark)
+            import uvicorn
+            uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
         elif args.command == "voices":
             _voices(args)
         elif args.command == "bench" and args.voices:

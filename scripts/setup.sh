@@ -8,7 +8,7 @@ PY=.venv/bin/python
 "$PY" -m pip install -q --upgrade pip >/dev/null
 # A CPU build of torch 2.13 where one is at hand; any torch >= 2.4 works (the GPU machine has 2.11).
 "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q "torch==2.13.0"
-"$PY" -m pip install -q -e ".[watermark,test]"
+"$PY" -m pip install -q -e ".[watermark,server,test]"
 # resemble-perth (the watermark network and weights) pins torch==2.6 and numpy<2: install it without deps.
 "$PY" -m pip install -q --no-deps "resemble-perth==1.0.1"
 if [ "${1:-}" = "--test" ]; then

@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,27 +115,29 @@ class Engine:
         self._wake.set()
         return handle
 
+    def call(self, fn):
+        """Run `fn()` on the GPU thread between decode steps (voice preparation, graph capture: work that must
+        not race the engine's CUDA graphs); returns a concurrent.futures.Future of its result."""
+        future: Future = Future()
+        self._inbox.put(("call", fn, future))
+        self._wake.set()
+        return future
+
     def warmup(self, max_new_tokens: int = 1000) -> None:
         """Capture now what the first requests would otherwise capture: every T3 decode graph (batch size x
         attention length) and the single-request CFM graphs for outputs of up to `max_new_tokens` tokens."""
-        done = threading.Event()
-        self._inbox.put(("warmup", max_new_tokens, done))
-        self._wake.set()
-        done.wait()
+        self.call(lambda: self._warmup(max_new_tokens)).result()
 
-    def _warmup(self, max_new_tokens: int, done: threading.Event) -> None:
-        try:
-            self.decoder.warmup()
-            runner = self.tts.audio_runner
-            if runner.cfm_graphs is not None:
-                ratio = self.tts.s3gen.flow.cfg.token_mel_ratio
-                prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
-                for frames in range(runner.cfm_graphs.bucket, ratio * (prompt + max_new_tokens) + 1,
-                                    runner.cfm_graphs.bucket):
-                    runner.cfm_graphs.prepare(frames, self.tts.s3gen.flow.cfg.n_timesteps,
-                                              runner.device, runner.flow_dtype)
-        finally:
-            done.set()
+    def _warmup(self, max_new_tokens: int) -> None:
+        self.decoder.warmup()
+        runner = self.tts.audio_runner
+        if runner.cfm_graphs is not None:
+            ratio = self.tts.s3gen.flow.cfg.token_mel_ratio
+            prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
+            for frames in range(runner.cfm_graphs.bucket, ratio * (prompt + max_new_tokens) + 1,
+                                runner.cfm_graphs.bucket):
+                runner.cfm_graphs.prepare(frames, self.tts.s3gen.flow.cfg.n_timesteps, runner.device,
+                                          runner.flow_dtype)
 
     def prefill_len(self, n_text_ids: int) -> int:
         """Prompt positions: speaker, perceiver queries, emotion, framed text, two start tokens."""
@@ -198,8 +200,13 @@ class Engine:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, tuple):  # a warm-up order, run here: graphs belong to the GPU thread
-                self._warmup(*item[1:])
+            if isinstance(item, tuple):  # ("call", fn, future): run here, between steps
+                _, fn, future = item
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        future.set_exception(exc)
             else:
                 self._waiting.append(item)
 

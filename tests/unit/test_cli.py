@@ -31,3 +31,10 @@ def test_bad_inputs_exit_2_with_one_line(tiny_ckpt, tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("cadence: error:"), r.stderr
+
+
+def test_serve_rejects_bad_settings_with_one_line(capsys):
+    from cadence.cli import main
+    assert main(["serve", "--port", "70000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "port must be in 1..65535" in err[0]

@@ -1,0 +1,214 @@
+"""The FastAPI app, built by `create_app(settings)`: a thin layer over `TTS`, its batched engine and its voice
+library. The model loads in the background; /health says starting / ready / error meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import base64
+import json
+import threading
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..audio.encode import CONTENT_TYPES, StreamEncoder
+from ..engine.request import Request as EngineRequest
+from ..engine.request import RequestCancelled
+from .errors import ApiError, error_body
+from .metrics import Metrics
+from .schemas import OPENAI_VOICES, SpeechRequest
+from .settings import ServerSettings
+
+MODEL_IDS = ("chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+
+
+class _State:
+    def __init__(self):
+        self.status, self.error, self.tts = "starting", None, None
+
+
+def create_app(settings: ServerSettings, tts=None) -> FastAPI:
+    """`tts`: an already loaded `TTS` (tests, embedding); otherwise `settings.model` loads in the background."""
+    state, metrics = _State(), Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_):
+        if tts is not None:
+            load()
+        else:
+            threading.Thread(target=load, name="cadence-load", daemon=True).start()
+        yield
+        if state.tts is not None:
+            await asyncio.to_thread(state.tts.close)  # graceful: requests already running finish
+
+    app = FastAPI(title="Cadence", version="0.1.0", description="OpenAI-compatible speech API for Chatterbox",
+                  lifespan=lifespan)
+    app.state.cadence = state
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+
+    def load():
+        try:
+            from ..tts import TTS
+            state.tts = tts or TTS.from_dir(settings.model, device=settings.device, watermark=settings.watermark,
+                                            memory_plan=settings.memory_plan)
+            state.tts.engine  # start the GPU thread now, not on the first request
+            state.status = "ready"
+        except Exception as exc:  # noqa: BLE001 - reported by /health
+            state.status, state.error = "error", f"{type(exc).__name__}: {exc}"
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_mb * 2 ** 20:
+            return JSONResponse(error_body(f"request body of {int(length)} bytes exceeds the {settings.max_body_mb} MB "
+                                           "limit", "invalid_request_error", code="body_too_large"), 413)
+        if settings.api_key and request.url.path.startswith("/v1/"):
+            if request.headers.get("authorization", "") != f"Bearer {settings.api_key}":
+                return JSONResponse(error_body("missing or wrong API key (Authorization: Bearer …)",
+                                               "authentication_error", code="invalid_api_key"), 401)
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_, exc: ApiError):
+        return JSONResponse(exc.body(), exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return JSONResponse(error_body(f"{param or 'body'}: {first.get('msg', 'invalid request')}",
+                                       "invalid_request_error", param), 400)
+
+    @app.exception_handler(ValueError)
+    async def _value(_, exc: ValueError):  # the library's and SamplingParams' validation
+        return JSONResponse(error_body(str(exc), "invalid_request_error"), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_, exc: StarletteHTTPException):
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), exc.status_code)
+
+    def ready():
+        if state.status != "ready":
+            raise ApiError(503, f"model is {state.status}" + (f": {state.error}" if state.error else ""),
+                           "server_error", headers={"Retry-After": "5"})
+        return state.tts
+
+    # --- health, metrics, models ------------------------------------------------------------------------
+    @app.get("/health")
+    async def health():
+        body = {"status": state.status, "model": settings.model}
+        if state.error:
+            body["error"] = state.error
+        if state.tts is not None and state.status == "ready":
+            body.update(device=str(state.tts.device), plan=state.tts.plan.name, **state.tts.engine.load)
+        return JSONResponse(body, 200 if state.status != "error" else 503)
+
+    @app.get("/metrics")
+    async def prometheus():
+        eng = state.tts.engine if state.status == "ready" else None
+        return Response(metrics.render(eng), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "cadence"}
+                                           for m in MODEL_IDS]}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def playground():
+        return (Path(__file__).parent / "static" / "index.html").read_text()
+
+    # --- voices -----------------------------------------------------------------------------------------
+    from .voices_api import add_voice_routes
+    add_voice_routes(app, settings, ready)
+
+    def resolve_voice(t, name: str):
+        lib = t.library(settings.library) if settings.library else t.library()
+        if name in lib:
+            return lib.get(name)
+        if name in ("default", *OPENAI_VOICES) and t.default_voice is not None:
+            return t.default_voice
+        raise ApiError(404, f"voice {name!r} not found; GET /v1/voices lists them", param="voice",
+                       code="voice_not_found")
+
+    # --- speech -----------------------------------------------------------------------------------------
+    @app.post("/v1/audio/speech")
+    async def speech(body: SpeechRequest, request: Request):
+        t = ready()
+        text = body.input
+        if not text.strip():
+            raise ApiError(400, "input is empty", param="input")
+        if len(text) > settings.max_input_chars:
+            raise ApiError(400, f"input has {len(text)} characters; at most {settings.max_input_chars} per request",
+                           param="input", code="input_too_long")
+        if body.speed != 1.0:
+            raise ApiError(400, f"speed {body.speed} is not supported (only 1.0)", param="speed")
+        if body.model not in MODEL_IDS:
+            raise ApiError(404, f"model {body.model!r} not found; GET /v1/models lists them", param="model",
+                           code="model_not_found")
+        if t.engine.load["waiting"] >= settings.max_queue:
+            metrics.requests.labels("rejected").inc()
+            raise ApiError(429, "server busy: the request queue is full", "rate_limit_error",
+                           code="queue_full", headers={"Retry-After": "2"})
+        voice = await asyncio.to_thread(resolve_voice, t, body.voice)
+        try:
+            handle = t.submit(EngineRequest(text, voice, body.sampling_params()))
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        started = time.perf_counter()
+        deadline = started + settings.request_timeout_s
+        chunks = handle.__aiter__()
+        try:  # wait for the first audio before answering, so failures still get a status code
+            first = await asyncio.wait_for(chunks.__anext__(), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            handle.cancel()
+            metrics.requests.labels("timeout").inc()
+            raise ApiError(504, f"no audio within {settings.request_timeout_s} s", "server_error") from None
+        except RequestCancelled as exc:
+            raise ApiError(499, str(exc), "server_error") from None
+        except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM inside the engine: this request fails alone
+            metrics.requests.labels("error").inc()
+            raise ApiError(503, f"generation failed: {type(exc).__name__}: {exc}", "server_error") from None
+        metrics.ttfa.observe(time.perf_counter() - started)
+        encoder = StreamEncoder(body.response_format, t.sample_rate)
+
+        async def audio_chunks():
+            chunk, total = first, 0.0
+            try:
+                while True:
+                    total += chunk.samples.size / chunk.sample_rate
+                    yield chunk, encoder.write(chunk.samples)
+                    if chunk.final:
+                        break
+                    remaining = max(0.01, deadline - time.perf_counter())
+                    chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
+                yield None, encoder.close()
+                metrics.requests.labels("ok").inc()
+                metrics.latency.observe(time.perf_counter() - started)
+                metrics.audio_seconds.inc(total)
+            finally:  # a client that hangs up (or a timeout) cancels the request inside the engine
+                handle.cancel()
+
+        async def raw():
+            async for _, data in audio_chunks():
+                if data:
+                    yield data
+
+        async def sse():
+            async for chunk, data in audio_chunks():
+                if data:
+                    yield f"data: {json.dumps({'type': 'speech.audio.delta', 'audio': base64.b64encode(data).decode()})}\n\n"
+            yield f"data: {json.dumps({'type': 'speech.audio.done', 'usage': {'input_tokens': len(text)}})}\n\n"
+
+        if body.stream_format == "sse":
+            return StreamingResponse(sse(), media_type="text/event-stream")
+        return StreamingResponse(raw(), media_type=CONTENT_TYPES[body.response_format])
+
+    return app

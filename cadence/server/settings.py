@@ -1,0 +1,65 @@
+"""Server settings: one typed object, filled from flags or `CADENCE_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class ServerSettings:
+    model: str = "ResembleAI/chatterbox"
+    """Checkpoint directory or hub repo id."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (loopback by default: expose it on purpose)."""
+    port: int = 8000
+    device: str = "auto"
+    memory_plan: str = "auto"
+    library: str | None = None
+    """Voice library directory (default: $CADENCE_VOICES or the per-user data dir)."""
+    api_key: str | None = None
+    """When set, /v1/* requires `Authorization: Bearer <api_key>`."""
+    cors_origins: list[str] = field(default_factory=list)
+    """Origins allowed by CORS (empty: no CORS headers)."""
+    max_input_chars: int = 4096
+    """Longest `input` accepted by /v1/audio/speech."""
+    max_body_mb: float = 25.0
+    """Largest request body (voice uploads included)."""
+    max_queue: int = 256
+    """Requests waiting for a KV slot beyond which new ones get 429 with Retry-After."""
+    request_timeout_s: float = 300.0
+    """A request still unfinished after this long is cancelled (504)."""
+    watermark: bool = True
+
+    def __post_init__(self):
+        if not 0 < int(self.port) < 65536:
+            raise ValueError(f"port must be in 1..65535, got {self.port}")
+        for name in ("max_input_chars", "max_queue"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be positive")
+        if float(self.max_body_mb) <= 0 or float(self.request_timeout_s) <= 0:
+            raise ValueError("max_body_mb and request_timeout_s must be positive")
+
+    @classmethod
+    def from_env(cls, **overrides) -> "ServerSettings":
+        """CADENCE_MODEL, CADENCE_HOST, CADENCE_PORT, CADENCE_API_KEY, CADENCE_CORS_ORIGINS (comma list), ...;
+        explicit keyword overrides (flags) win; None overrides are ignored."""
+        values = {}
+        for f in fields(cls):
+            env = os.environ.get("CADENCE_" + f.name.upper())
+            if env is not None:
+                values[f.name] = _parse(f.name, env)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(name: str, raw: str):
+    if name == "cors_origins":
+        return [o.strip() for o in raw.split(",") if o.strip()]
+    if name in ("port", "max_input_chars", "max_queue"):
+        return int(raw)
+    if name in ("max_body_mb", "request_timeout_s"):
+        return float(raw)
+    if name == "watermark":
+        return raw.lower() not in ("0", "false", "no", "off")
+    return raw

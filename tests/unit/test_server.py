@@ -1,0 +1,144 @@
+"""The speech server, run for real (uvicorn on a loopback port) on the tiny model, called with the `openai`
+client and httpx."""
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+
+import av
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from cadence.random_checkpoint import synthetic_voice
+
+KEY = "test-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ckpt, tmp_path_factory):
+    import uvicorn
+
+    from cadence.server import ServerSettings, create_app
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False)
+    settings = ServerSettings(model=str(tiny_ckpt), port=_free_port(), api_key=KEY, max_body_mb=2,
+                              library=str(tmp_path_factory.mktemp("voices")), max_input_chars=500)
+    config = uvicorn.Config(create_app(settings, tts=tts), host="127.0.0.1", port=settings.port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{settings.port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(base + "/health").json()["status"] == "ready":
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield base
+    srv.should_exit = True
+    thread.join(30)
+
+
+def _client(base):
+    from openai import OpenAI
+    return OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
+
+
+def _decode(data: bytes, fmt: str) -> tuple[np.ndarray, int]:
+    if fmt == "pcm":
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768, 24000
+    with av.open(io.BytesIO(data)) as c:
+        s = c.streams.audio[0]
+        frames = [f.to_ndarray().reshape(-1) for f in c.decode(s)]
+        return np.concatenate(frames), s.rate
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_every_response_format_decodes_to_audio_of_the_right_length(server, fmt):
+    resp = _client(server).audio.speech.create(model="tts-1", voice="alloy", input="Hello there.",
+                                               response_format=fmt, extra_body={"seed": 1, "max_new_tokens": 30})
+    audio, rate = _decode(resp.content, fmt)
+    expected = {"opus": 48000}.get(fmt, 24000)
+    assert rate == expected
+    tokens = httpx.post(server + "/v1/audio/speech", headers={"Authorization": f"Bearer {KEY}"},
+                        json={"input": "Hello there.", "response_format": "pcm", "seed": 1, "max_new_tokens": 30})
+    seconds = len(tokens.content) / 2 / 24000
+    assert abs(audio.size / rate - seconds) < 0.1  # codec padding at most a frame or two
+
+
+def test_sse_stream_events_parse(server):
+    with httpx.stream("POST", server + "/v1/audio/speech", headers={"Authorization": f"Bearer {KEY}"},
+                      json={"input": "Streaming test.", "stream_format": "sse", "response_format": "pcm",
+                            "seed": 2, "max_new_tokens": 25}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "speech.audio.done"
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    assert len(pcm) > 0 and len(pcm) % 2 == 0
+
+
+def test_voice_crud_over_http_and_speech_with_it(server):
+    h = {"Authorization": f"Bearer {KEY}"}
+    buf = io.BytesIO()
+    sf.write(buf, synthetic_voice(seconds=4.0, seed=5), 24000, format="WAV")
+    r = httpx.post(server + "/v1/voices", headers=h, data={"name": "anna", "exaggeration": "0.7"},
+                   files={"file": ("anna.wav", buf.getvalue(), "audio/wav")}, timeout=60)
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "anna" and r.json()["exaggeration"] == 0.7
+    again = httpx.post(server + "/v1/voices", headers=h, data={"name": "anna"},
+                       files={"file": ("anna.wav", buf.getvalue(), "audio/wav")}, timeout=60)
+    assert again.status_code == 409
+    assert [v["name"] for v in httpx.get(server + "/v1/voices", headers=h).json()["data"]] == ["anna"]
+    assert {"id": "anna", "name": "anna"} in httpx.get(server + "/v1/audio/voices", headers=h).json()["voices"]
+    assert httpx.get(server + "/v1/voices/anna", headers=h).json()["duration_s"] == pytest.approx(4.0, abs=0.01)
+    speech = httpx.post(server + "/v1/audio/speech", headers=h, timeout=60,
+                        json={"input": "Hi.", "voice": "anna", "response_format": "wav", "seed": 3, "max_new_tokens": 20})
+    assert speech.status_code == 200 and speech.content[:4] == b"RIFF"
+    assert httpx.delete(server + "/v1/voices/anna", headers=h).json() == {"id": "anna", "deleted": True}
+    assert httpx.get(server + "/v1/voices/anna", headers=h).status_code == 404
+
+
+@pytest.mark.parametrize("body,status,fragment", [
+    ({"input": ""}, 400, "input is empty"),
+    ({"input": "x" * 501}, 400, "at most 500"),
+    ({"input": "Hi.", "voice": "nobody"}, 404, "voice 'nobody' not found"),
+    ({"input": "Hi.", "voice": "../etc/passwd"}, 400, "voice name"),
+    ({"input": "Hi.", "temperature": -1}, 400, "temperature"),
+    ({"input": "Hi.", "response_format": "ogg"}, 400, "response_format"),
+    ({"input": "Hi.", "speed": 2.0}, 400, "speed"),
+    ({"input": "Hi.", "model": "whisper-1"}, 404, "model 'whisper-1' not found"),
+    ({"voice": "default"}, 400, "input"),
+])
+def test_bad_requests_get_openai_shaped_4xx(server, body, status, fragment):
+    r = httpx.post(server + "/v1/audio/speech", headers={"Authorization": f"Bearer {KEY}"}, json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert fragment in err["message"] and set(err) == {"message", "type", "param", "code"}
+
+
+def test_auth_size_limit_bad_upload_health_metrics_models_playground(server):
+    assert httpx.post(server + "/v1/audio/speech", json={"input": "Hi."}).status_code == 401
+    big = httpx.post(server + "/v1/voices", headers={"Authorization": f"Bearer {KEY}"}, data={"name": "big"},
+                     files={"file": ("big.wav", b"0" * (3 << 20), "audio/wav")})
+    assert big.status_code == 413 and "exceeds" in big.json()["error"]["message"]
+    bad = httpx.post(server + "/v1/voices", headers={"Authorization": f"Bearer {KEY}"}, data={"name": "bad"},
+                     files={"file": ("bad.wav", b"not audio at all", "audio/wav")})
+    assert bad.status_code == 400 and "could not decode" in bad.json()["error"]["message"]
+    assert httpx.get(server + "/health").json()["status"] == "ready"
+    metrics = httpx.get(server + "/metrics").text
+    assert "cadence_requests_total" in metrics and "cadence_time_to_first_audio_seconds_bucket" in metrics
+    assert "tts-1" in [m.id for m in _client(server).models.list().data]
+    page = httpx.get(server + "/")
+    assert page.status_code == 200 and "/v1/audio/speech" in page.text
