@@ -39,6 +39,7 @@ class EngineStats:
     prefill_s: float = 0.0
     finished: int = 0
     failed: int = 0
+    cancelled: int = 0
 
 
 @dataclass
@@ -154,7 +155,7 @@ class Engine:
     @property
     def load(self) -> dict:
         return {"running": len(self._running), "waiting": len(self._waiting) + self._inbox.qsize(),
-                "max_batch": self.max_batch}
+                "max_batch": self.max_batch, "cancelled": self.stats.cancelled}
 
     # --- the GPU thread ------------------------------------------------------------------------------------
     def _main(self) -> None:
@@ -215,14 +216,14 @@ class Engine:
             if r.handle.cancelled:
                 self.decoder.free(slot)
                 del self._running[slot]
-                r.handle._fail(RequestCancelled(f"request {r.handle.request_id} was cancelled"))
+                self._cancel(r)
         free = [s for s in range(self.max_batch) if s not in self._running]
         # Newcomers are admitted a few at a time so running requests keep decoding.
         budget = 8 if self._running else len(free)
         while self._waiting and free and budget > 0:
             r = self._waiting.popleft()
             if r.handle.cancelled:
-                r.handle._fail(RequestCancelled(f"request {r.handle.request_id} was cancelled"))
+                self._cancel(r)
                 continue
             slot = free.pop(0)
             t0 = time.perf_counter()
@@ -276,7 +277,7 @@ class Engine:
         live = []
         for r in batch:
             if r.handle.cancelled:
-                r.handle._fail(RequestCancelled(f"request {r.handle.request_id} was cancelled"))
+                self._cancel(r)
             else:
                 live.append(r)
         t0 = time.perf_counter()
@@ -316,6 +317,10 @@ class Engine:
                                          speech, marked, timings))
         except Exception as exc:  # noqa: BLE001
             self._fail(r, exc)
+
+    def _cancel(self, r: _Running) -> None:
+        self.stats.cancelled += 1
+        r.handle._fail(RequestCancelled(f"request {r.handle.request_id} was cancelled"))
 
     def _fail(self, r: _Running, exc: BaseException) -> None:
         self.stats.failed += 1

@@ -28,6 +28,50 @@ from .settings import ServerSettings
 MODEL_IDS = ("chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
+async def _first_chunk(chunks, request: Request, handle, timeout: float):
+    """The first AudioChunk; a client that disconnects meanwhile cancels the request in the engine."""
+    task = asyncio.ensure_future(chunks.__anext__())
+    deadline = time.perf_counter() + timeout
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.1)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                handle.cancel()
+                raise RequestCancelled("the client disconnected")
+            if time.perf_counter() > deadline:
+                raise asyncio.TimeoutError
+    finally:
+        if not task.done():
+            handle.cancel()
+            task.cancel()
+
+
+class _Guard:
+    """Body-size limit and bearer auth as a plain ASGI middleware (Starlette's BaseHTTPMiddleware would hide
+    client disconnects from the handlers, and a disconnect must cancel the request)."""
+
+    def __init__(self, app, settings: ServerSettings):
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            length = headers.get("content-length", "")
+            limit = self.settings.max_body_mb * 2 ** 20
+            if length.isdigit() and int(length) > limit:
+                return await JSONResponse(error_body(f"request body of {int(length)} bytes exceeds the "
+                                                     f"{self.settings.max_body_mb} MB limit", "invalid_request_error",
+                                                     code="body_too_large"), 413)(scope, receive, send)
+            key = self.settings.api_key
+            if key and scope["path"].startswith("/v1/") and headers.get("authorization", "") != f"Bearer {key}":
+                return await JSONResponse(error_body("missing or wrong API key (Authorization: Bearer …)",
+                                                     "authentication_error", code="invalid_api_key"),
+                                          401)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class _State:
     def __init__(self):
         self.status, self.error, self.tts = "starting", None, None
@@ -64,17 +108,7 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - reported by /health
             state.status, state.error = "error", f"{type(exc).__name__}: {exc}"
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_mb * 2 ** 20:
-            return JSONResponse(error_body(f"request body of {int(length)} bytes exceeds the {settings.max_body_mb} MB "
-                                           "limit", "invalid_request_error", code="body_too_large"), 413)
-        if settings.api_key and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization", "") != f"Bearer {settings.api_key}":
-                return JSONResponse(error_body("missing or wrong API key (Authorization: Bearer …)",
-                                               "authentication_error", code="invalid_api_key"), 401)
-        return await call_next(request)
+    app.add_middleware(_Guard, settings=settings)
 
     @app.exception_handler(ApiError)
     async def _api_error(_, exc: ApiError):
@@ -166,7 +200,7 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
         deadline = started + settings.request_timeout_s
         chunks = handle.__aiter__()
         try:  # wait for the first audio before answering, so failures still get a status code
-            first = await asyncio.wait_for(chunks.__anext__(), settings.request_timeout_s)
+            first = await _first_chunk(chunks, request, handle, settings.request_timeout_s)
         except asyncio.TimeoutError:
             handle.cancel()
             metrics.requests.labels("timeout").inc()

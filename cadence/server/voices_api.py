@@ -40,6 +40,9 @@ def add_voice_routes(app: FastAPI, settings, ready) -> None:
         if not 0.0 <= exaggeration <= 2.0:
             raise ApiError(400, f"exaggeration must be in [0, 2], got {exaggeration}", param="exaggeration")
         data = await file.read()
+        if len(data) > settings.max_body_mb * 2 ** 20:  # a chunked upload carries no Content-Length to check early
+            raise ApiError(413, f"upload of {len(data)} bytes exceeds the {settings.max_body_mb} MB limit",
+                           param="file", code="body_too_large")
         if not data:
             raise ApiError(400, "the uploaded file is empty", param="file", code="bad_audio")
         wav, sr = await asyncio.to_thread(decode, data, file.filename or "upload")

@@ -142,3 +142,25 @@ def test_auth_size_limit_bad_upload_health_metrics_models_playground(server):
     assert "tts-1" in [m.id for m in _client(server).models.list().data]
     page = httpx.get(server + "/")
     assert page.status_code == 200 and "/v1/audio/speech" in page.text
+
+
+def test_client_disconnect_cancels_the_request_in_the_engine(server):
+    import asyncio
+
+    async def hang_up():
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.TimeoutException):
+                await client.post(server + "/v1/audio/speech", headers={"Authorization": f"Bearer {KEY}"},
+                                  json={"input": "A long request that will be abandoned.", "max_new_tokens": 500,
+                                        "seed": 9}, timeout=0.15)
+
+    before = httpx.get(server + "/health").json()["cancelled"]
+    asyncio.run(hang_up())
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        load = httpx.get(server + "/health").json()
+        if load["running"] == 0 and load["waiting"] == 0:
+            break
+        time.sleep(0.1)
+    assert load["running"] == 0 and load["waiting"] == 0
+    assert load["cancelled"] == before + 1  # freed by the cancellation, not by finishing
