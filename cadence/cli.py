@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
     _add_knobs(say)
     b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")
+    b.add_argument("target", nargs="?", choices=["serve"], help="'serve': HTTP load on a cadence serve process")
     b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
     b.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     b.add_argument("--voice-audio", help="reference recording (default: a built-in synthetic 10 s clip)")
@@ -188,6 +189,16 @@ def _voices(args) -> None:
         print(f"imported {v.meta['name']!r}")
 
 
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(n) for n in text.split(",")]
+    except ValueError:
+        raise CliError(f"--concurrency takes a comma list of integers, got {text!r}") from None
+    if not levels or min(levels) < 1 or max(levels) > 1024:
+        raise CliError("--concurrency levels must be between 1 and 1024")
+    return levels
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
     args = _parser().parse_args(argv)
@@ -222,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.out_md, "w") as f:
                 f.write(markdown(res))
             print(markdown(res))
+        elif args.command == "bench" and args.target == "serve":
+            from .bench.serve import run_serve_bench
+            levels = _levels(args.concurrency or "1,8,32")
+            run_serve_bench(args.model, args.device, levels, max_tokens=args.long_tokens, out_json=args.out_json,
+                            out_md=args.out_md)
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency
-            try:
-                levels = [int(n) for n in args.concurrency.split(",")]
-            except ValueError:
-                raise CliError(f"--concurrency takes a comma list of integers, got {args.concurrency!r}") from None
-            if not levels or min(levels) < 1 or max(levels) > 1024:
-                raise CliError("--concurrency levels must be between 1 and 1024")
+            levels = _levels(args.concurrency)
             run_concurrency(args.model, args.device, levels, seed=1, memory_plan=args.memory_plan,
                             out_json=args.out_json, out_md=args.out_md, plot=args.plot)
         elif args.command == "bench" and args.plans:

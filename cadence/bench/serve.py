@@ -1,0 +1,128 @@
+"""`cadence bench serve`: HTTP load on a `cadence serve` started in a separate process.
+
+For each concurrency level, C clients each send requests back to back (streamed, 16-bit PCM) until the level's
+request count is reached; reported: time to first audio and total latency p50/p99, aggregate audio seconds per
+wall second, and errors by status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+
+from .offline import LONG_TEXT
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _one(client: httpx.AsyncClient, url: str, body: dict) -> dict:
+    t0 = time.perf_counter()
+    ttfa, n = None, 0
+    try:
+        async with client.stream("POST", url, json=body) as r:
+            if r.status_code != 200:
+                await r.aread()
+                return {"status": r.status_code}
+            async for data in r.aiter_bytes():
+                if data and ttfa is None:
+                    ttfa = time.perf_counter() - t0
+                n += len(data)
+    except httpx.HTTPError as exc:
+        return {"status": type(exc).__name__}
+    return {"status": 200, "ttfa_s": ttfa or 0.0, "latency_s": time.perf_counter() - t0, "audio_s": n / 2 / 24000}
+
+
+async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_tokens: int) -> dict:
+    rnd = random.Random(seed)
+    bodies = [{"model": "chatterbox", "input": LONG_TEXT[: rnd.randint(60, len(LONG_TEXT))], "voice": "default",
+               "response_format": "pcm", "seed": seed + i, "max_new_tokens": rnd.randint(75, max_tokens)}
+              for i in range(n_requests)]
+    results: list[dict] = []
+    queue = list(reversed(bodies))
+
+    async def worker(client):
+        while queue:
+            results.append(await _one(client, base + "/v1/audio/speech", queue.pop()))
+
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(timeout=600) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    ok = [r for r in results if r["status"] == 200]
+    errors: dict = {}
+    for r in results:
+        if r["status"] != 200:
+            errors[str(r["status"])] = errors.get(str(r["status"]), 0) + 1
+
+    def pct(key, q):
+        return float(np.percentile([r[key] for r in ok], q)) if ok else 0.0
+
+    audio = sum(r["audio_s"] for r in ok)
+    return {"concurrency": concurrency, "requests": n_requests, "ok": len(ok), "errors": errors, "wall_s": wall,
+            "audio_s": audio, "x_realtime": audio / wall, "ttfa_p50_s": pct("ttfa_s", 50),
+            "ttfa_p99_s": pct("ttfa_s", 99), "latency_p50_s": pct("latency_s", 50),
+            "latency_p99_s": pct("latency_s", 99)}
+
+
+def run_serve_bench(model: str, device: str, levels: list[int], requests_per_client: int = 2, max_tokens: int = 750,
+                    out_json: str | None = None, out_md: str | None = None) -> dict:
+    port = _port()
+    server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
+                               "--port", str(port), "--no-watermark"], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while True:
+            try:
+                health = httpx.get(base + "/health", timeout=2).json()
+                if health["status"] == "ready":
+                    break
+                if health["status"] == "error":
+                    raise RuntimeError(f"server failed to load: {health.get('error')}")
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                raise RuntimeError("server did not become ready")
+            time.sleep(0.5)
+        asyncio.run(_level(base, 2, 2, 0, 100))  # warm-up
+        res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "levels": []}
+        for c in levels:
+            res["levels"].append(asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens)))
+            print(json.dumps(res["levels"][-1]))
+    finally:
+        server.terminate()
+        server.wait(60)
+    md = markdown(res)
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump(res, f, indent=1)
+    if out_md:
+        with open(out_md, "w") as f:
+            f.write(md)
+    print(md)
+    return res
+
+
+def markdown(res: dict) -> str:
+    lines = [f"`cadence serve` on {res['device']} (plan {res['plan']}), driven over HTTP from another process; "
+             "streamed 16-bit PCM.", "",
+             "| clients | requests ok / sent | errors | × real time | TTFA p50 | TTFA p99 | latency p50 | latency p99 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for lv in res["levels"]:
+        lines.append(f"| {lv['concurrency']} | {lv['ok']} / {lv['requests']} | {lv['errors'] or 0} | "
+                     f"**{lv['x_realtime']:.1f}** | {lv['ttfa_p50_s']:.2f} s | {lv['ttfa_p99_s']:.2f} s | "
+                     f"{lv['latency_p50_s']:.2f} s | {lv['latency_p99_s']:.2f} s |")
+    return "\n".join(lines) + "\n"
