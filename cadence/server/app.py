@@ -103,7 +103,8 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
             from ..tts import TTS
             state.tts = tts or TTS.from_dir(settings.model, device=settings.device, watermark=settings.watermark,
                                             memory_plan=settings.memory_plan)
-            state.tts.engine  # start the GPU thread now, not on the first request
+            if settings.warmup:  # start the GPU thread and capture its graphs now, not on the first requests
+                state.tts.engine.warmup()
             state.status = "ready"
         except Exception as exc:  # noqa: BLE001 - reported by /health
             state.status, state.error = "error", f"{type(exc).__name__}: {exc}"

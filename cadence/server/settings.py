@@ -30,6 +30,8 @@ class ServerSettings:
     request_timeout_s: float = 300.0
     """A request still unfinished after this long is cancelled (504)."""
     watermark: bool = True
+    warmup: bool = True
+    """Capture the engine's CUDA graphs at start (/health says "starting" meanwhile) instead of on first requests."""
 
     def __post_init__(self):
         if not 0 < int(self.port) < 65536:
@@ -60,6 +62,6 @@ def _parse(name: str, raw: str):
         return int(raw)
     if name in ("max_body_mb", "request_timeout_s"):
         return float(raw)
-    if name == "watermark":
+    if name in ("watermark", "warmup"):
         return raw.lower() not in ("0", "false", "no", "off")
     return raw
