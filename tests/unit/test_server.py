@@ -173,3 +173,16 @@ def test_bench_serve_drives_a_separate_server_process(tiny_ckpt, tmp_path):
     level = res["levels"][0]
     assert level["ok"] == 2 and not level["errors"] and level["x_realtime"] > 0
     assert level["ttfa_p50_s"] <= level["latency_p50_s"] and "| 2 | 2 / 2 |" in (tmp_path / "s.md").read_text()
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    exe = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
+    run = subprocess.run([exe, "run", server + "/openapi.json", "--checks", "not_a_server_error", "--max-examples",
+                          "20", "--request-timeout", "60", "-H", f"Authorization: Bearer {KEY}", "--seed", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert " passed" in run.stdout
