@@ -290,9 +290,28 @@ class TTS:
         handles = [self.submit(r) for r in requests]
         return [h.result() for h in handles]
 
+    def stream(self, text: str, voice: Voice | None = None, *, watermark: bool | None = None, **knobs):
+        """Yield `AudioChunk`s of `text` while T3 is still decoding (same knobs as `generate`): a small first
+        chunk, then larger ones; joins are sample-continuous. Closing the iterator early cancels the request."""
+        voice = voice or self.default_voice
+        if voice is None:
+            raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
+        unknown = set(knobs) - set(SamplingParams.names())
+        if unknown:
+            raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
+        handle = self.submit(Request(text, voice, SamplingParams(**knobs), watermark, stream=True))
+        return _cancel_on_close(handle)
+
     def close(self) -> None:
         """Stop the batched engine (if started), finishing the requests it holds."""
         if self._engine is not None:
             self._engine.close()
             self._engine = None
 
+
+
+def _cancel_on_close(handle: RequestHandle):
+    try:
+        yield from handle
+    finally:
+        handle.cancel()

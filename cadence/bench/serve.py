@@ -44,10 +44,11 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict) -> dict:
     return {"status": 200, "ttfa_s": ttfa or 0.0, "latency_s": time.perf_counter() - t0, "audio_s": n / 2 / 24000}
 
 
-async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_tokens: int) -> dict:
+async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_tokens: int, stream: bool = True) -> dict:
     rnd = random.Random(seed)
     bodies = [{"model": "chatterbox", "input": LONG_TEXT[: rnd.randint(60, len(LONG_TEXT))], "voice": "default",
-               "response_format": "pcm", "seed": seed + i, "max_new_tokens": rnd.randint(75, max_tokens)}
+               "response_format": "pcm", "seed": seed + i, "max_new_tokens": rnd.randint(75, max_tokens),
+               "stream": stream}
               for i in range(n_requests)]
     results: list[dict] = []
     queue = list(reversed(bodies))
@@ -70,14 +71,15 @@ async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_to
         return float(np.percentile([r[key] for r in ok], q)) if ok else 0.0
 
     audio = sum(r["audio_s"] for r in ok)
-    return {"concurrency": concurrency, "requests": n_requests, "ok": len(ok), "errors": errors, "wall_s": wall,
+    return {"concurrency": concurrency, "stream": stream, "requests": n_requests, "ok": len(ok), "errors": errors, "wall_s": wall,
             "audio_s": audio, "x_realtime": audio / wall, "ttfa_p50_s": pct("ttfa_s", 50),
             "ttfa_p99_s": pct("ttfa_s", 99), "latency_p50_s": pct("latency_s", 50),
             "latency_p99_s": pct("latency_s", 99)}
 
 
 def run_serve_bench(model: str, device: str, levels: list[int], requests_per_client: int = 2, max_tokens: int = 750,
-                    out_json: str | None = None, out_md: str | None = None) -> dict:
+                    out_json: str | None = None, out_md: str | None = None, modes=(True, False)) -> dict:
+    """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen)."""
     port = _port()
     server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
                                "--port", str(port), "--no-watermark"], env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -99,9 +101,11 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
             time.sleep(0.5)
         asyncio.run(_level(base, 2, 2, 0, 100))  # warm-up
         res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "levels": []}
-        for c in levels:
-            res["levels"].append(asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens)))
-            print(json.dumps(res["levels"][-1]))
+        for stream in modes:
+            for c in levels:
+                res["levels"].append(asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens,
+                                                        stream)))
+                print(json.dumps(res["levels"][-1]))
     finally:
         server.terminate()
         server.wait(60)
@@ -119,10 +123,11 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
 def markdown(res: dict) -> str:
     lines = [f"`cadence serve` on {res['device']} (plan {res['plan']}), driven over HTTP from another process; "
              "streamed 16-bit PCM.", "",
-             "| clients | requests ok / sent | errors | × real time | TTFA p50 | TTFA p99 | latency p50 | latency p99 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| clients | mode | requests ok / sent | errors | × real time | TTFA p50 | TTFA p99 | latency p50 "
+             "| latency p99 |", "|---|---|---|---|---|---|---|---|---|"]
     for lv in res["levels"]:
-        lines.append(f"| {lv['concurrency']} | {lv['ok']} / {lv['requests']} | {lv['errors'] or 0} | "
+        mode = "streamed" if lv.get("stream", True) else "one piece"
+        lines.append(f"| {lv['concurrency']} | {mode} | {lv['ok']} / {lv['requests']} | {lv['errors'] or 0} | "
                      f"**{lv['x_realtime']:.1f}** | {lv['ttfa_p50_s']:.2f} s | {lv['ttfa_p99_s']:.2f} s | "
                      f"{lv['latency_p50_s']:.2f} s | {lv['latency_p99_s']:.2f} s |")
     return "\n".join(lines) + "\n"

@@ -13,8 +13,6 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
@@ -23,36 +21,9 @@ from ..sampling_params import SamplingParams
 from .batch_t3 import BatchDecoder
 from .request import AudioChunk, Request, RequestCancelled, RequestHandle
 from .rng import RequestRNG
+from .state import EngineStats, _Running
+from .streaming import StreamState, render_window
 from .t3_runner import clean_speech_tokens
-
-
-@dataclass
-class EngineStats:
-    """Counters since start (read by `cadence bench --concurrency`)."""
-    decode_steps: int = 0
-    slot_steps: int = 0
-    """Sum over decode steps of the requests running in that step."""
-    capacity_steps: int = 0
-    """Sum over decode steps of the batch size the step ran at (ladder size)."""
-    t3_s: float = 0.0
-    s3gen_s: float = 0.0
-    prefill_s: float = 0.0
-    finished: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-
-@dataclass
-class _Running:
-    handle: RequestHandle
-    text_ids: list[int]
-    rng: RequestRNG | None = None
-    slot: int = -1
-    prefill_len: int = 0
-    steps: int = 0
-    tokens: list[int] = field(default_factory=list)
-    t_admit: float = 0.0
-    t_t3_done: float = 0.0
 
 
 class Engine:
@@ -237,6 +208,10 @@ class Engine:
                 free.insert(0, slot)
                 continue
             r.slot, r.prefill_len, r.t_admit = slot, prefill.shape[1], time.perf_counter()
+            if req.stream:
+                # S3Gen draws from its own stream here: interleaved with T3's draws it would change the tokens
+                audio_rng = RequestRNG((req.params.seed + 0x5EED) % 2 ** 63, self.tts.device)
+                r.stream = StreamState(self.tts.voice_cache.get(req.voice).voice, audio_rng)
             self._running[slot] = r
             self.stats.prefill_s += r.t_admit - t0
             budget -= 1
@@ -271,6 +246,18 @@ class Engine:
                 del running[slot]
                 self._finished.append(r)
         self.stats.t3_s += now - t0
+        for slot, r in running.items():  # streaming requests: S3Gen on the tokens so far, while T3 goes on
+            if r.stream is not None and r.steps - r.stream.tokens_rendered >= r.stream.next_window():
+                tokens = clean_speech_tokens(d.tokens(slot, r.steps).tolist())
+                self._window(r, tokens, final=False)
+
+    def _window(self, r: _Running, tokens: list[int], final: bool) -> None:
+        t0 = time.perf_counter()
+        wav = render_window(self.tts.audio_runner, r.stream, tokens, final)
+        r.stream.tokens_rendered = max(r.stream.tokens_rendered, r.steps)
+        self.stats.s3gen_s += time.perf_counter() - t0
+        if wav.size or final:
+            self._post.submit(self._emit, r, wav, tokens, time.perf_counter() - t0, final)
 
     def _render(self) -> None:
         batch, self._finished = self._finished, []
@@ -278,6 +265,11 @@ class Engine:
         for r in batch:
             if r.handle.cancelled:
                 self._cancel(r)
+            elif r.stream is not None:
+                try:
+                    self._window(r, clean_speech_tokens(r.tokens), final=True)
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(r, exc)
             else:
                 live.append(r)
         t0 = time.perf_counter()
@@ -299,10 +291,10 @@ class Engine:
         self.stats.s3gen_s += s3_s
         for i, r in enumerate(live):
             wav = waves.get(i, np.zeros(0, dtype=np.float32))
-            self._post.submit(self._finish, r, wav, speech[i], s3_s)
+            self._post.submit(self._emit, r, wav, speech[i], s3_s, True)
 
-    def _finish(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float) -> None:
-        """Postprocess on the worker thread: watermark, timings, delivery."""
+    def _emit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
+        """Postprocess on the worker thread: watermark, timings, delivery of one chunk."""
         try:
             req = r.handle.request
             t0 = time.perf_counter()
@@ -310,11 +302,15 @@ class Engine:
             if (self.tts.watermark if req.watermark is None else req.watermark) and wav.size:
                 wav, marked = wm.apply(wav, self.tts.sample_rate)
             now = time.perf_counter()
+            if not r.t_first_audio:
+                r.t_first_audio = now
             timings = {"queue": r.t_admit - r.handle.submitted, "t3": r.t_t3_done - r.t_admit, "s3gen": s3_s,
-                       "postprocess": now - t0, "total": now - r.handle.submitted, "t3_tokens": len(r.tokens)}
-            self.stats.finished += 1
-            r.handle._deliver(AudioChunk(req.request_id, wav.astype(np.float32), self.tts.sample_rate, 0, True,
-                                         speech, marked, timings))
+                       "postprocess": now - t0, "total": now - r.handle.submitted, "t3_tokens": len(r.tokens),
+                       "first_audio": r.t_first_audio - r.handle.submitted} if final else {}
+            self.stats.finished += int(final)
+            r.handle._deliver(AudioChunk(req.request_id, wav.astype(np.float32), self.tts.sample_rate, r.chunks,
+                                         final, speech if final else [], marked, timings))
+            r.chunks += 1
         except Exception as exc:  # noqa: BLE001
             self._fail(r, exc)
 

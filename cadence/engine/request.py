@@ -29,6 +29,8 @@ class Request:
     """Mask T3 ids that are neither speech tokens nor EOS (benchmarks on random weights)."""
     ignore_eos: bool = False
     """Benchmarks: never sample EOS, so exactly `max_new_tokens` tokens are generated."""
+    stream: bool = False
+    """Deliver audio in chunks while T3 is still decoding (S3Gen on token windows), not one chunk at the end."""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
 

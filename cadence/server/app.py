@@ -194,7 +194,7 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
                            code="queue_full", headers={"Retry-After": "2"})
         voice = await asyncio.to_thread(resolve_voice, t, body.voice)
         try:
-            handle = t.submit(EngineRequest(text, voice, body.sampling_params()))
+            handle = t.submit(EngineRequest(text, voice, body.sampling_params(), stream=body.stream))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         started = time.perf_counter()

@@ -17,6 +17,9 @@ class SpeechRequest(BaseModel):
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
     speed: float = Field(1.0, description="only 1.0 is supported")
     stream_format: Literal["audio", "sse"] = "audio"
+    stream: bool = Field(True, description="send audio while the model is still generating (first audio in a "
+                                           "fraction of a second); false renders it in one piece, batched with "
+                                           "other requests (higher throughput under load)")
     exaggeration: float | None = Field(None, ge=0.0, le=2.0)
     cfg_weight: float = Field(0.5, ge=0.0, le=5.0)
     temperature: float = Field(0.8, gt=0.0, le=5.0)

@@ -101,12 +101,19 @@ class SourceModule(nn.Module):
         self.cfg = cfg
         self.l_linear = nn.Linear(cfg.n_harmonics + 1, 1)
 
-    def forward(self, f0, phase, noise):
-        """f0 (B, 1, L) Hz at sample rate; phase (B, H, 1) uniform in [-pi, pi) (harmonic 0's is
-        forced to 0); noise (B, H, L) standard normal. Returns (B, 1, L)."""
+    def cycles(self, f0):
+        """f0 (B, 1, L) Hz -> cumulative cycles of each harmonic (B, H, L)."""
         c = self.cfg
         harmonics = torch.arange(1, c.n_harmonics + 2, device=f0.device, dtype=f0.dtype)[None, :, None]
-        theta = 2 * np.pi * (torch.cumsum(f0 * harmonics / c.sample_rate, dim=-1) % 1)
+        return torch.cumsum(f0 * harmonics / c.sample_rate, dim=-1)
+
+    def forward(self, f0, phase, noise, offset=None):
+        """f0 (B, 1, L) Hz at sample rate; phase (B, H, 1) uniform in [-pi, pi) (harmonic 0's is
+        forced to 0); noise (B, H, L) standard normal; offset (B, H, 1) cycles already run before sample 0
+        (streaming continues a previous window's phase). Returns (B, 1, L)."""
+        c = self.cfg
+        cycles = self.cycles(f0) if offset is None else self.cycles(f0) + offset
+        theta = 2 * np.pi * (cycles % 1)
         phase = torch.cat((torch.zeros_like(phase[:, :1]), phase[:, 1:]), dim=1)
         sines = c.sine_amp * torch.sin(theta + phase)
         voiced = (f0 > c.voiced_threshold).to(f0.dtype)
