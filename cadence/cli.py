@@ -34,8 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cadence", description="Fast Chatterbox text-to-speech.")
     sub = ap.add_subparsers(dest="command", required=True)
     say = sub.add_parser("say", help="synthesize text to a WAV file")
-    say.add_argument("text", help="the text to speak")
-    say.add_argument("-o", "--output", required=True, help="output .wav path")
+    say.add_argument("text", nargs="?", help="the text to speak (or --file)")
+    say.add_argument("--file", help="a text file of any length: split into chunks, rendered together, resumable")
+    say.add_argument("-o", "--output", required=True, help="output path; format from the extension "
+                                                            "(.wav .flac .mp3 .opus .ogg .aac .pcm)")
     say.add_argument("--voice-audio", help="reference recording to clone (wav/flac/mp3/ogg, any rate)")
     say.add_argument("--voice", help="a library voice by name ('default': the checkpoint's built-in voice)")
     say.add_argument("--library", help="voice library directory (default: $CADENCE_VOICES or the user data dir)")
@@ -118,18 +120,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _say(args) -> None:
-    from .audio.io import write_wav
+    from .longform import EXTENSIONS, render_file
     from .tts import TTS
     out = Path(args.output)
-    if out.suffix.lower() != ".wav":
-        raise CliError(f"output must be a .wav file, got {out.name}")
+    fmt = EXTENSIONS.get(out.suffix.lower())
+    if fmt is None:
+        raise CliError(f"output extension must be one of {' '.join(EXTENSIONS)}, got {out.name}")
     if not out.parent.exists():
         raise CliError(f"output directory does not exist: {out.parent}")
-    if not args.text.strip():
+    if (args.text is None) == (args.file is None):
+        raise CliError("give the text or --file, one of them")
+    text = args.text
+    if args.file:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read {args.file}: {exc}") from None
+    if not text.strip():
         raise CliError("text is empty")
-    params = SamplingParams(exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
-                            repetition_penalty=args.repetition_penalty, min_p=args.min_p, top_p=args.top_p,
-                            top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    knobs = dict(exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
+                 repetition_penalty=args.repetition_penalty, min_p=args.min_p, top_p=args.top_p, top_k=args.top_k,
+                 max_new_tokens=args.max_new_tokens)
+    params = SamplingParams(**knobs, seed=args.seed)
     if args.voice and args.voice_audio:
         raise CliError("give either --voice or --voice-audio, not both")
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
@@ -140,8 +152,17 @@ def _say(args) -> None:
         voice = tts.voice(args.voice, tts.library(args.library) if args.library else None)
     else:
         voice = None
-    audio = tts.generate(args.text, voice=voice, params=params)
-    write_wav(out, audio.samples, audio.sample_rate)
+    if args.file:
+        info = render_file(tts, text, out, voice=voice, seed=args.seed, **knobs)
+        tts.close()
+        print(f"wrote {out} ({info['seconds']:.2f} s from {info['chunks']} chunks, {info['resumed']} resumed, "
+              f"{info['wall_s']:.1f} s, seed {info['seed']})")
+        return
+    from .audio.encode import encode_all
+    audio = tts.generate(text, voice=voice, params=params)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(encode_all(audio.samples, fmt, audio.sample_rate))
+    os.replace(tmp, out)
     t = audio.timings
     print(f"wrote {out} ({audio.duration:.2f} s, {len(audio.tokens)} tokens, {t['total']:.2f} s, "
           f"RTF {audio.rtf:.3f}{', watermarked' if audio.watermarked else ''})")

@@ -93,5 +93,13 @@ class StreamEncoder:
 
 
 def encode_all(samples: np.ndarray, fmt: str, sample_rate: int) -> bytes:
+    """A whole file; a wav gets its real sizes in the header (a streamed one cannot know them)."""
+    if fmt == "wav":
+        import io
+
+        import soundfile as sf
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(np.asarray(samples, np.float32), -1, 1), sample_rate, format="WAV", subtype="PCM_16")
+        return buf.getvalue()
     enc = StreamEncoder(fmt, sample_rate)
     return enc.write(samples) + enc.close()
