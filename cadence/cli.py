@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--voice-cache-mb", type=int, default=256, help="with --voices: device voice cache bound")
     b.add_argument("--concurrency", help="batched engine under N simultaneous requests, e.g. 1,4,16,32,64")
     b.add_argument("--plot", help="with --concurrency: write the throughput curve as an SVG here")
+    b.add_argument("--stream", action="store_true", help="streaming TTFA/underruns (1 and 16 streams) and "
+                                                         "10,000-word long-text throughput")
+    b.add_argument("--words", type=int, default=10000, help="with --stream: words of long text")
     b.add_argument("--json", dest="out_json", default="bench.json", help="JSON output path")
     b.add_argument("--md", dest="out_md", default="bench.md", help="Markdown table output path")
     vo = sub.add_parser("voices", help="manage the voice library")
@@ -254,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.out_md, "w") as f:
                 f.write(markdown(res))
             print(markdown(res))
+        elif args.command == "bench" and args.stream:
+            from .bench.stream import run_stream_bench
+            if args.words < 1:
+                raise CliError("--words must be positive")
+            run_stream_bench(args.model, args.device, _levels(args.concurrency or "1,16"), words=args.words,
+                             out_json=args.out_json, out_md=args.out_md)
         elif args.command == "bench" and args.target == "serve":
             from .bench.serve import run_serve_bench
             levels = _levels(args.concurrency or "1,8,32")

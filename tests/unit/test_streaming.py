@@ -73,3 +73,15 @@ def test_closing_a_stream_early_cancels_the_request(tiny_tts):
     while tiny_tts.engine.load["running"] and time.time() < deadline:
         time.sleep(0.05)
     assert tiny_tts.engine.stats.cancelled == before + 1 and tiny_tts.engine.load["running"] == 0
+
+
+def test_stream_bench_measures_ttfa_underruns_and_long_text(tiny_tts):
+    from cadence.bench.stream import long_text, markdown, stream_level
+    level = stream_level(tiny_tts, tiny_tts.default_voice, 2, 120, seed=1)
+    assert level["streams"] == 2 and 0 < level["ttfa_p50_s"] <= level["ttfa_max_s"]
+    assert level["chunks_per_stream"] >= 3 and level["underruns"] >= 0
+    lt = long_text(tiny_tts, tiny_tts.default_voice, 120, seed=2)
+    assert lt["every_word_once_in_order"] and lt["max_chunk_tokens"] <= lt["budget_tokens"]
+    assert lt["audio_s"] > 0
+    md = markdown({"device": "cpu", "plan": "fp32", "stream_tokens": 120, "streams": [level], "long_text": lt})
+    assert "Long text: 120 words" in md
