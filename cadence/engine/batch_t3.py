@@ -71,11 +71,39 @@ class BatchDecoder:
     def admit(self, slot: int, prefill: torch.Tensor, params: SamplingParams, speech_only: bool = False,
               ignore_eos: bool = False) -> None:
         """Prefill one request's CFG pair (2, L, C) into `slot` and load its sampling knobs."""
-        t3, c = self.t3, self.t3.cfg
         L = prefill.shape[1]
         r = slice(2 * slot, 2 * slot + 2)
-        h = t3.forward_backbone(prefill.to(self.hidden.dtype), self.k[:, r], self.v[:, r],
-                                torch.arange(L, device=self.device), None)
+        h = self.t3.forward_backbone(prefill.to(self.hidden.dtype), self.k[:, r], self.v[:, r],
+                                     torch.arange(L, device=self.device), None)
+        self._load(slot, L, h, params, speech_only, ignore_eos)
+
+    @torch.inference_mode()
+    def admit_many(self, entries: list[tuple]) -> None:
+        """Several (slot, prefill (2, L_i, C), params, speech_only, ignore_eos) in one right-padded forward:
+        causal attention keeps each prompt from seeing its padding, whose keys land past the prompt where
+        decoding overwrites them before any step attends there."""
+        if len(entries) == 1:
+            return self.admit(*entries[0])
+        c, dt = self.t3.cfg, self.hidden.dtype
+        lengths = [e[1].shape[1] for e in entries]
+        T = max(lengths)
+        x = torch.zeros(2 * len(entries), T, c.dim, device=self.device, dtype=dt)
+        for i, e in enumerate(entries):
+            x[2 * i: 2 * i + 2, : lengths[i]] = e[1].to(dt)
+        shape = (c.n_layers, x.shape[0], c.n_heads, T, c.head_dim)
+        k, v = torch.empty(shape, device=self.device, dtype=dt), torch.empty(shape, device=self.device, dtype=dt)
+        last = torch.tensor(lengths, device=self.device).repeat_interleave(2) - 1
+        h = self.t3.forward_backbone(x, k, v, torch.arange(T, device=self.device), None, last=last)
+        rows = torch.tensor([r for e in entries for r in (2 * e[0], 2 * e[0] + 1)], device=self.device)
+        self.k[:, rows, :, :T] = k
+        self.v[:, rows, :, :T] = v
+        for i, e in enumerate(entries):
+            self._load(e[0], lengths[i], h[2 * i: 2 * i + 2], *e[2:])
+
+    def _load(self, slot: int, L: int, h: torch.Tensor, params: SamplingParams, speech_only: bool = False,
+              ignore_eos: bool = False) -> None:
+        c = self.t3.cfg
+        r = slice(2 * slot, 2 * slot + 2)
         self.hidden[r] = h
         self.pos[r] = L
         self.speech_pos[slot] = 1

@@ -22,7 +22,7 @@ from .batch_t3 import BatchDecoder
 from .request import AudioChunk, Request, RequestCancelled, RequestHandle
 from .rng import RequestRNG
 from .state import EngineStats, _Running
-from .streaming import StreamState, render_window
+from .streaming import StreamState, render_windows
 from .t3_runner import clean_speech_tokens
 
 
@@ -189,32 +189,42 @@ class Engine:
                 del self._running[slot]
                 self._cancel(r)
         free = [s for s in range(self.max_batch) if s not in self._running]
-        # Newcomers are admitted a few at a time so running requests keep decoding.
-        budget = 8 if self._running else len(free)
-        while self._waiting and free and budget > 0:
+        # Newcomers are admitted up to 16 at a time (one padded prefill) so running requests keep decoding.
+        t0 = time.perf_counter()
+        admitted: list[tuple[_Running, tuple]] = []
+        while self._waiting and free and len(admitted) < 16:
             r = self._waiting.popleft()
             if r.handle.cancelled:
                 self._cancel(r)
                 continue
-            slot = free.pop(0)
-            t0 = time.perf_counter()
             try:
                 req = r.handle.request
                 r.rng = RequestRNG(req.params.seed, self.tts.device)
                 prefill = self.tts.prefill(req.text, req.voice, req.params, cfg_pair=True)
-                self.decoder.admit(slot, prefill, req.params, req.speech_tokens_only, req.ignore_eos)
             except Exception as exc:  # noqa: BLE001 - one bad request fails alone
                 self._fail(r, exc)
-                free.insert(0, slot)
                 continue
-            r.slot, r.prefill_len, r.t_admit = slot, prefill.shape[1], time.perf_counter()
+            r.slot, r.prefill_len = free.pop(0), prefill.shape[1]
+            admitted.append((r, (r.slot, prefill, req.params, req.speech_tokens_only, req.ignore_eos)))
+        if not admitted:
+            return
+        try:
+            self.decoder.admit_many([entry for _, entry in admitted])
+        except Exception as exc:  # noqa: BLE001 - e.g. OOM on a large padded prefill
+            for r, _ in admitted:
+                self.decoder.free(r.slot)
+                self._fail(r, exc)
+            return
+        now = time.perf_counter()
+        for r, _ in admitted:
+            req = r.handle.request
+            r.t_admit = now
             if req.stream:
                 # S3Gen draws from its own stream here: interleaved with T3's draws it would change the tokens
                 audio_rng = RequestRNG((req.params.seed + 0x5EED) % 2 ** 63, self.tts.device)
                 r.stream = StreamState(self.tts.voice_cache.get(req.voice).voice, audio_rng)
-            self._running[slot] = r
-            self.stats.prefill_s += r.t_admit - t0
-            budget -= 1
+            self._running[r.slot] = r
+        self.stats.prefill_s += now - t0
 
     def _decode(self) -> None:
         d, t0 = self.decoder, time.perf_counter()
@@ -246,32 +256,36 @@ class Engine:
                 del running[slot]
                 self._finished.append(r)
         self.stats.t3_s += now - t0
-        for slot, r in running.items():  # streaming requests: S3Gen on the tokens so far, while T3 goes on
-            if r.stream is not None and r.steps - r.stream.tokens_rendered >= r.stream.next_window():
-                tokens = clean_speech_tokens(d.tokens(slot, r.steps).tolist())
-                self._window(r, tokens, final=False)
+        due = [r for r in running.values()  # streaming requests: S3Gen on the tokens so far, while T3 goes on
+               if r.stream is not None and r.steps - r.stream.tokens_rendered >= r.stream.next_window()]
+        if due:
+            self._windows([(r, clean_speech_tokens(d.tokens(r.slot, r.steps).tolist())) for r in due], final=False)
 
-    def _window(self, r: _Running, tokens: list[int], final: bool) -> None:
+    def _windows(self, todo: list[tuple[_Running, list[int]]], final: bool) -> None:
+        """The next audio of several streaming requests, their S3Gen windows batched together."""
         t0 = time.perf_counter()
-        wav = render_window(self.tts.audio_runner, r.stream, tokens, final)
-        r.stream.tokens_rendered = max(r.stream.tokens_rendered, r.steps)
-        self.stats.s3gen_s += time.perf_counter() - t0
-        if wav.size or final:
-            self._post.submit(self._emit, r, wav, tokens, time.perf_counter() - t0, final)
+        waves = render_windows(self.tts.audio_runner, [(r.stream, tokens, final) for r, tokens in todo])
+        s3_s = time.perf_counter() - t0
+        self.stats.s3gen_s += s3_s
+        for (r, tokens), wav in zip(todo, waves):
+            r.stream.tokens_rendered = max(r.stream.tokens_rendered, r.steps)
+            if wav.size or final:
+                self._post.submit(self._emit, r, wav, tokens, s3_s, final)
 
     def _render(self) -> None:
         batch, self._finished = self._finished, []
-        live = []
+        live, streams = [], []
         for r in batch:
             if r.handle.cancelled:
                 self._cancel(r)
-            elif r.stream is not None:
-                try:
-                    self._window(r, clean_speech_tokens(r.tokens), final=True)
-                except Exception as exc:  # noqa: BLE001
-                    self._fail(r, exc)
             else:
-                live.append(r)
+                (live if r.stream is None else streams).append(r)
+        if streams:
+            try:
+                self._windows([(r, clean_speech_tokens(r.tokens)) for r in streams], final=True)
+            except Exception as exc:  # noqa: BLE001
+                for r in streams:
+                    self._fail(r, exc)
         t0 = time.perf_counter()
         speech = [clean_speech_tokens(r.tokens) for r in live]
         todo = [i for i, s in enumerate(speech) if s]

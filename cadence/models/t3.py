@@ -278,16 +278,17 @@ class T3(nn.Module):
         return self.speech_emb(tokens) + self.speech_pos_emb(speech_pos)
 
     # --- backbone -----------------------------------------------------------------------------
-    def forward_backbone(self, x, k_cache, v_cache, positions, attn_mask):
+    def forward_backbone(self, x, k_cache, v_cache, positions, attn_mask, last: torch.Tensor | None = None):
         """x (B, T, C); k_cache/v_cache (layers, B, H, S, D); positions (T,) absolute, or (B, 1) per row;
         attn_mask bool over the first A cache positions, (T, A) or per row (B, 1, 1, A), or None (causal
-        prefill from 0). Returns the final-norm hidden state of the last position, (B, C)."""
+        prefill from 0). Returns the final-norm hidden state of the last position, (B, C), or of position
+        last[b] in row b (right-padded prompts of different lengths)."""
         freqs = rotary_freqs(self.inv_freq, positions)
         if attn_mask is not None:  # one additive mask per step, shared by all layers
             attn_mask = torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
         for i, layer in enumerate(self.tfmr.layers):
             x = layer(x, freqs, k_cache[i], v_cache[i], positions, attn_mask)
-        return self.tfmr.norm(x[:, -1])
+        return self.tfmr.norm(x[:, -1] if last is None else x[torch.arange(x.shape[0], device=x.device), last])
 
     def speech_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.speech_head(hidden)

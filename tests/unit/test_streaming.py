@@ -85,3 +85,24 @@ def test_stream_bench_measures_ttfa_underruns_and_long_text(tiny_tts):
     assert lt["audio_s"] > 0
     md = markdown({"device": "cpu", "plan": "fp32", "stream_tokens": 120, "streams": [level], "long_text": lt})
     assert "Long text: 120 words" in md
+
+
+def test_streams_rendered_together_equal_each_stream_alone(tiny_tts):
+    import threading
+    texts = [TEXT, "A second voice joins the same batch of windows."]
+    alone = [list(tiny_tts.stream(t, seed=20 + i, max_new_tokens=120)) for i, t in enumerate(texts)]
+    together: list = [None, None]
+    handles = [tiny_tts.stream(t, seed=20 + i, max_new_tokens=120) for i, t in enumerate(texts)]
+
+    def consume(i):
+        together[i] = list(handles[i])
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for a, b in zip(alone, together):
+        assert a[-1].tokens == b[-1].tokens
+        wa, wb = np.concatenate([c.samples for c in a]), np.concatenate([c.samples for c in b])
+        assert wa.shape == wb.shape and np.abs(wa - wb).max() < 1e-3
