@@ -48,7 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
     _add_knobs(say)
     b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")
-    b.add_argument("target", nargs="?", choices=["serve"], help="'serve': HTTP load on a cadence serve process")
+    b.add_argument("target", nargs="?", choices=["serve", "soak"],
+                   help="'serve': HTTP load on a cadence serve process; 'soak': a bounded soak + cancellation storm")
+    b.add_argument("--seconds", type=float, default=600, help="with soak: how long the clients run")
+    b.add_argument("--clients", type=int, default=16, help="with soak: concurrent clients")
     b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
     b.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     b.add_argument("--voice-audio", help="reference recording (default: a built-in synthetic 10 s clip)")
@@ -263,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError("--words must be positive")
             run_stream_bench(args.model, args.device, _levels(args.concurrency or "1,16"), words=args.words,
                              out_json=args.out_json, out_md=args.out_md)
+        elif args.command == "bench" and args.target == "soak":
+            from .bench.soak import run_soak
+            if args.seconds <= 0 or args.clients < 1:
+                raise CliError("--seconds and --clients must be positive")
+            run_soak(args.model, args.device, clients=args.clients, seconds=args.seconds, out_json=args.out_json)
         elif args.command == "bench" and args.target == "serve":
             from .bench.serve import run_serve_bench
             levels = _levels(args.concurrency or "1,8,32")

@@ -13,4 +13,9 @@ PY=.venv/bin/python
 "$PY" -m pip install -q --no-deps "resemble-perth==1.0.1"
 if [ "${1:-}" = "--test" ]; then
   PYTHON="$PY" bash scripts/install_reference.sh
+  # Debian's chromium drives the playground test (playwright uses it; no browser download).
+  if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+      || echo "chromium not installed: the playground browser test will be skipped"
+  fi
 fi

@@ -77,29 +77,37 @@ async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_to
             "latency_p99_s": pct("latency_s", 99)}
 
 
-def run_serve_bench(model: str, device: str, levels: list[int], requests_per_client: int = 2, max_tokens: int = 750,
-                    out_json: str | None = None, out_md: str | None = None, modes=(True, False)) -> dict:
-    """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen)."""
+def start_server(model: str, device: str) -> tuple[subprocess.Popen, str]:
+    """`cadence serve` in its own process on a free loopback port, once /health says ready."""
     port = _port()
     server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
                                "--port", str(port), "--no-watermark"], env={**os.environ, "PYTHONUNBUFFERED": "1"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    while True:
+        try:
+            health = httpx.get(base + "/health", timeout=2).json()
+            if health["status"] == "ready":
+                return server, base
+            if health["status"] == "error":
+                server.terminate()
+                raise RuntimeError(f"server failed to load: {health.get('error')}")
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            server.terminate()
+            raise RuntimeError("server did not become ready")
+        time.sleep(0.5)
+
+
+def run_serve_bench(model: str, device: str, levels: list[int], requests_per_client: int = 2, max_tokens: int = 750,
+                    out_json: str | None = None, out_md: str | None = None, modes=(True, False)) -> dict:
+    """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen)."""
+    server, base = start_server(model, device)
     try:
-        deadline = time.time() + 600
-        while True:
-            try:
-                health = httpx.get(base + "/health", timeout=2).json()
-                if health["status"] == "ready":
-                    break
-                if health["status"] == "error":
-                    raise RuntimeError(f"server failed to load: {health.get('error')}")
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise RuntimeError("server did not become ready")
-            time.sleep(0.5)
         asyncio.run(_level(base, 2, 2, 0, 100))  # warm-up
+        health = httpx.get(base + "/health").json()
         res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "levels": []}
         for stream in modes:
             for c in levels:

@@ -188,3 +188,38 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:]
     assert " passed" in run.stdout
+
+
+def test_playground_in_headless_chromium(server, tmp_path):
+    import shutil
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh --test installs it where apt is usable)")
+    wav = tmp_path / "mine.wav"
+    sf.write(str(wav), synthetic_voice(seconds=3.0, seed=8), 24000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.fill("#apikey", KEY)
+        page.dispatch_event("#apikey", "change")
+        page.wait_for_function("document.querySelectorAll('#voice option').length >= 1")
+        page.fill("#voiceName", "browser-voice")
+        page.set_input_files("#voiceFile", str(wav))
+        page.click("#upload")
+        page.wait_for_function("document.getElementById('status').textContent.includes('voice added')", timeout=60000)
+        assert page.input_value("#voice") == "browser-voice"
+        page.fill("#text", "Hello from the browser.")
+        page.fill("#seed", "5")
+        page.fill("#max_new_tokens", "40")
+        page.select_option("#format", "wav")
+        page.click("#speak")
+        page.wait_for_function("/^(done|error)/.test(document.getElementById('status').textContent)", timeout=120000)
+        assert page.inner_text("#status").startswith("done"), page.inner_text("#status")
+        page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=30000)
+        duration = page.evaluate("document.getElementById('player').duration")
+        href = page.get_attribute("#download", "href")
+        browser.close()
+    assert duration > 0.1 and href.startswith("blob:")
+    httpx.delete(server + "/v1/voices/browser-voice", headers={"Authorization": f"Bearer {KEY}"})
