@@ -169,7 +169,7 @@ class BatchDecoder:
                                  self.done), state):
                 dst.copy_(src)
             g = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(g, pool=self.pool):
+            with torch.inference_mode(), torch.cuda.graph(g, pool=self.pool, capture_error_mode="thread_local"):
                 self._step(*key)
             self.graphs[key] = g
         return g

@@ -35,7 +35,7 @@ class CFMGraphs:
         with torch.cuda.stream(stream), torch.inference_mode():
             self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps)
         torch.cuda.current_stream().wait_stream(stream)
-        with torch.inference_mode(), torch.cuda.graph(c.graph, pool=self.pool):
+        with torch.inference_mode(), torch.cuda.graph(c.graph, pool=self.pool, capture_error_mode="thread_local"):
             c.out = self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps)
         return c
 

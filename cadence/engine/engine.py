@@ -22,7 +22,8 @@ from .batch_t3 import BatchDecoder
 from .request import AudioChunk, Request, RequestCancelled, RequestHandle
 from .rng import RequestRNG
 from .state import EngineStats, _Running
-from .streaming import StreamState, render_windows
+from .audio_worker import AudioWorker, window_due
+from .streaming import StreamState
 from .t3_runner import clean_speech_tokens
 
 
@@ -49,6 +50,7 @@ class Engine:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.decoder: BatchDecoder | None = None
+        self.audio: AudioWorker | None = None
         self._thread = threading.Thread(target=self._main, name="cadence-engine", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -134,6 +136,7 @@ class Engine:
             if self.tts.device.type == "cuda" and self.tts.device.index is not None:
                 torch.cuda.set_device(self.tts.device)
             self.decoder = BatchDecoder(self.tts.t3, self.max_batch, self.slot_len, self.tts.t3_runner.use_graphs)
+            self.audio = AudioWorker(self)
         except BaseException as exc:  # noqa: BLE001 - reported to the constructor's caller
             self._error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
             self._ready.set()
@@ -141,14 +144,16 @@ class Engine:
         self._ready.set()
         while True:
             self._collect()
-            if self._stop.is_set() and (not self._drain or not (self._waiting or self._running or self._finished)):
+            if self._stop.is_set() and (not self._drain or not (self._waiting or self._running or self._finished
+                                                                 or self.audio.busy)):
                 break
             try:
                 self._schedule()
                 if self._running:
                     self._decode()
-                if self._finished:
-                    self._render()
+                if self._finished:  # S3Gen runs on the audio worker, alongside the next decode steps
+                    self.audio.finished(self._finished)
+                    self._finished = []
             except Exception as exc:  # noqa: BLE001 - a failed step fails the requests in it, not the engine
                 if isinstance(exc, torch.cuda.OutOfMemoryError):
                     torch.cuda.empty_cache()
@@ -159,6 +164,7 @@ class Engine:
                     self._fail(r, exc)
                 self._running.clear()
                 self._finished.clear()
+        self.audio.close()
         for r in [*self._waiting, *self._running.values(), *self._finished]:
             r.handle._fail(RequestCancelled("the engine shut down"))
 
@@ -256,56 +262,12 @@ class Engine:
                 del running[slot]
                 self._finished.append(r)
         self.stats.t3_s += now - t0
-        due = [r for r in running.values()  # streaming requests: S3Gen on the tokens so far, while T3 goes on
-               if r.stream is not None and r.steps - r.stream.tokens_rendered >= r.stream.next_window()]
-        if due:
-            self._windows([(r, clean_speech_tokens(d.tokens(r.slot, r.steps).tolist())) for r in due], final=False)
-
-    def _windows(self, todo: list[tuple[_Running, list[int]]], final: bool) -> None:
-        """The next audio of several streaming requests, their S3Gen windows batched together."""
-        t0 = time.perf_counter()
-        waves = render_windows(self.tts.audio_runner, [(r.stream, tokens, final) for r, tokens in todo])
-        s3_s = time.perf_counter() - t0
-        self.stats.s3gen_s += s3_s
-        for (r, tokens), wav in zip(todo, waves):
-            r.stream.tokens_rendered = max(r.stream.tokens_rendered, r.steps)
-            if wav.size or final:
-                self._post.submit(self._emit, r, wav, tokens, s3_s, final)
-
-    def _render(self) -> None:
-        batch, self._finished = self._finished, []
-        live, streams = [], []
-        for r in batch:
-            if r.handle.cancelled:
-                self._cancel(r)
-            else:
-                (live if r.stream is None else streams).append(r)
-        if streams:
-            try:
-                self._windows([(r, clean_speech_tokens(r.tokens)) for r in streams], final=True)
-            except Exception as exc:  # noqa: BLE001
-                for r in streams:
-                    self._fail(r, exc)
-        t0 = time.perf_counter()
-        speech = [clean_speech_tokens(r.tokens) for r in live]
-        todo = [i for i, s in enumerate(speech) if s]
-        waves: dict[int, np.ndarray] = {}
-        try:
-            items = [(torch.tensor(speech[i]), self.tts.voice_cache.get(live[i].handle.request.voice).voice,
-                      live[i].rng) for i in todo]
-            for i, w in zip(todo, self.tts.audio_runner.synthesize_batch(items) if items else []):
-                waves[i] = w[0].cpu().numpy()
-        except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM: these requests fail, the engine goes on
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
-                torch.cuda.empty_cache()
-            for r in live:
-                self._fail(r, exc)
-            return
-        s3_s = time.perf_counter() - t0
-        self.stats.s3gen_s += s3_s
-        for i, r in enumerate(live):
-            wav = waves.get(i, np.zeros(0, dtype=np.float32))
-            self._post.submit(self._emit, r, wav, speech[i], s3_s, True)
+        due = [r for r in running.values() if r.stream is not None and window_due(r)]
+        if due:  # streaming requests: S3Gen on the tokens so far, on the audio worker, while T3 goes on
+            tokens = [clean_speech_tokens(d.tokens(r.slot, r.steps).tolist()) for r in due]
+            for r in due:
+                r.window_steps, r.windows = r.steps, r.windows + 1
+            self.audio.windows(due, tokens)
 
     def _emit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
         """Postprocess on the worker thread: watermark, timings, delivery of one chunk."""

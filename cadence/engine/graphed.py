@@ -32,7 +32,7 @@ class GraphedForward:
                 self.module(static_in)  # warm-up: cuDNN algorithm choice, lazy init
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 static_out = self.module(static_in)
             if len(self._graphs) >= self.max_shapes:
                 self._graphs.popitem(last=False)

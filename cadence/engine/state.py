@@ -40,3 +40,7 @@ class _Running:
     """Set for a streaming request: its S3Gen/vocoder state across windows."""
     chunks: int = 0
     t_first_audio: float = 0.0
+    windows: int = 0
+    """Streaming: windows handed to the audio worker so far."""
+    window_steps: int = 0
+    """Streaming: decode steps done when the last window was handed over."""

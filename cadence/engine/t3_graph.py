@@ -70,7 +70,7 @@ class T3GraphDecoder:
                 self._step(*key)
             torch.cuda.current_stream().wait_stream(stream)
             g = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(g, pool=self.pool):
+            with torch.inference_mode(), torch.cuda.graph(g, pool=self.pool, capture_error_mode="thread_local"):
                 self._step(*key)
             self.graphs[key] = g
         return self.graphs[key]

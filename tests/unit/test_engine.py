@@ -33,7 +33,9 @@ def test_batched_requests_equal_alone_with_their_own_knobs_and_voices(tiny_tts, 
     many = tiny_tts.generate_many(TEXTS, voice=voices, **knobs)
     for a, b in zip(alone, many):
         assert a.tokens == b.tokens and len(a.tokens) > 0
-        np.testing.assert_array_equal(a.samples, b.samples)
+        # S3Gen groups whatever finished while it was busy: a padded batch reorders fp32 sums, nothing more
+        assert a.samples.shape == b.samples.shape
+        assert np.abs(a.samples - b.samples).max() <= 1e-4 * max(1.0, np.abs(a.samples).max())
 
 
 def test_requests_finishing_together_go_through_s3gen_as_one_padded_batch(tiny_tts, voice2):

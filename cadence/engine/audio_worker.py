@@ -1,0 +1,147 @@
+"""S3Gen for the engine: its own thread and CUDA stream, so the flow, CFM and vocoder of finished requests
+(and the windows of streaming ones) run on the GPU alongside T3's decode steps instead of between them.
+
+The engine thread hands over plain host data (token lists) and never waits for this worker; whatever piles
+up while it is busy is taken in one go: finished requests as padded length-grouped batches, stream windows
+as padded batches, one round per window of each stream."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+
+import numpy as np
+import torch
+
+from .state import _Running
+from .streaming import WINDOW_TOKENS, render_windows
+from .t3_runner import clean_speech_tokens
+
+
+def window_due(r: _Running) -> bool:
+    """A small first window, then larger ones (WINDOW_TOKENS), counted in decode steps since the last one."""
+    return r.steps - r.window_steps >= WINDOW_TOKENS[min(r.windows, len(WINDOW_TOKENS) - 1)]
+
+
+class AudioWorker:
+    def __init__(self, engine):
+        self.engine = engine
+        dev = engine.tts.device
+        self.stream = torch.cuda.Stream(device=dev) if dev.type == "cuda" else None
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._main, name="cadence-audio", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    def _put(self, kind: str, items: list) -> None:
+        with self._lock:
+            self._pending += 1
+        self._jobs.put((kind, items))
+
+    def finished(self, requests: list[_Running]) -> None:
+        """Requests whose T3 is done: render them (streams: their final window)."""
+        self._put("finished", requests)
+
+    def windows(self, requests: list[_Running], tokens: list[list[int]]) -> None:
+        """Streaming requests' next windows over these tokens so far."""
+        self._put("windows", list(zip(requests, tokens)))
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    # --- the worker thread -------------------------------------------------------------------------------
+    def _main(self) -> None:
+        dev = self.engine.tts.device
+        if dev.type == "cuda" and dev.index is not None:
+            torch.cuda.set_device(dev)
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            jobs = [job]
+            while True:  # take everything that piled up meanwhile: bigger batches
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._jobs.put(None)
+                    break
+                jobs.append(more)
+            try:
+                with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+                    self._run(jobs)
+            finally:
+                with self._lock:
+                    self._pending -= len(jobs)
+
+    def _run(self, jobs: list) -> None:
+        eng = self.engine
+        finished = [r for kind, items in jobs if kind == "finished" for r in items]
+        # Each stream's windows in order (a window continues the state its predecessor left), several streams'
+        # windows of the same round as one batch. Window boundaries are fixed by decode steps, not by timing,
+        # so a seed gives one result however busy this worker is.
+        per_stream: dict[int, list[tuple[_Running, list[int], bool]]] = {}
+        for kind, items in jobs:
+            for entry in items:
+                if kind == "finished":
+                    if entry.stream is not None and not entry.handle.cancelled:
+                        per_stream.setdefault(id(entry), []).append((entry, clean_speech_tokens(entry.tokens), True))
+                else:
+                    per_stream.setdefault(id(entry[0]), []).append((entry[0], entry[1], False))
+        live = []
+        for r in finished:
+            if r.handle.cancelled:
+                eng._cancel(r)
+            elif r.stream is None:
+                live.append(r)
+        while per_stream:
+            self._windows([todo.pop(0) for todo in per_stream.values()])
+            per_stream = {k: v for k, v in per_stream.items() if v}
+        if live:
+            self._batch(live)
+
+    def _windows(self, todo: list[tuple[_Running, list[int], bool]]) -> None:
+        eng, t0 = self.engine, time.perf_counter()
+        try:
+            waves = render_windows(eng.tts.audio_runner, [(r.stream, t, f) for r, t, f in todo])
+        except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM: these requests fail, the engine goes on
+            self._failed(exc, [r for r, _, _ in todo])
+            return
+        s3_s = time.perf_counter() - t0
+        eng.stats.s3gen_s += s3_s
+        for (r, tokens, final), wav in zip(todo, waves):
+            if wav.size or final:
+                eng._post.submit(eng._emit, r, wav, tokens, s3_s, final)
+
+    def _batch(self, live: list[_Running]) -> None:
+        eng, t0 = self.engine, time.perf_counter()
+        speech = [clean_speech_tokens(r.tokens) for r in live]
+        todo = [i for i, s in enumerate(speech) if s]
+        waves: dict[int, np.ndarray] = {}
+        try:
+            items = [(torch.tensor(speech[i]), eng.tts.voice_cache.get(live[i].handle.request.voice).voice,
+                      live[i].rng) for i in todo]
+            for i, w in zip(todo, eng.tts.audio_runner.synthesize_batch(items) if items else []):
+                waves[i] = w[0].cpu().numpy()
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc, live)
+            return
+        s3_s = time.perf_counter() - t0
+        eng.stats.s3gen_s += s3_s
+        for i, r in enumerate(live):
+            eng._post.submit(eng._emit, r, waves.get(i, np.zeros(0, np.float32)), speech[i], s3_s, True)
+
+    def _failed(self, exc: Exception, requests: list[_Running]) -> None:
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        for r in requests:
+            self.engine._fail(r, exc)
