@@ -76,8 +76,8 @@ class AudioRunner:
         ratio, mel_dim = flow.cfg.token_mel_ratio, flow.cfg.mel_dim
         voices = [v if v.prompt_feat.device == dev else v.to(dev) for _, v, _ in items]
         fulls = [torch.cat((v.prompt_tokens[0], t.to(dev))) for (t, _, _), v in zip(items, voices)]
+        T = max(f.numel() for f in fulls)
         lengths = torch.tensor([f.numel() for f in fulls], device=dev)
-        T = int(lengths.max())
         tokens = torch.zeros(len(items), T, device=dev, dtype=torch.long)
         noise = torch.zeros(len(items), mel_dim, ratio * T, device=dev, dtype=dt)
         for i, (f, (_, _, rng)) in enumerate(zip(fulls, items)):

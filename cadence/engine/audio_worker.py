@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from .rng import wait_for_device
 from .state import _Running
 from .streaming import WINDOW_TOKENS, render_windows
 from .t3_runner import clean_speech_tokens
@@ -130,7 +131,9 @@ class AudioWorker:
         try:
             items = [(torch.tensor(speech[i]), eng.tts.voice_cache.get(live[i].handle.request.voice).voice,
                       live[i].rng) for i in todo]
-            for i, w in zip(todo, eng.tts.audio_runner.synthesize_batch(items) if items else []):
+            out = eng.tts.audio_runner.synthesize_batch(items) if items else []
+            wait_for_device(eng.tts.device)
+            for i, w in zip(todo, out):
                 waves[i] = w[0].cpu().numpy()
         except Exception as exc:  # noqa: BLE001
             self._failed(exc, live)

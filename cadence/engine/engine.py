@@ -20,7 +20,7 @@ from .. import watermark as wm
 from ..sampling_params import SamplingParams
 from .batch_t3 import BatchDecoder
 from .request import AudioChunk, Request, RequestCancelled, RequestHandle
-from .rng import RequestRNG
+from .rng import RequestRNG, wait_for_device
 from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
 from .streaming import StreamState
@@ -249,7 +249,8 @@ class Engine:
             self.stats.decode_steps += 1
             self.stats.slot_steps += len(running)
             self.stats.capacity_steps += b
-        done = d.done[:b].tolist()  # the one host sync of these steps
+        wait_for_device(self.tts.device)  # the one host sync of these steps, the GIL left to the other threads
+        done = d.done[:b].tolist()
         now = time.perf_counter()
         for slot, r in list(running.items()):
             limit = r.handle.request.params.max_new_tokens

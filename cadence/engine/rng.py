@@ -16,3 +16,13 @@ class RequestRNG:
         self.seed = seed
         self.device = torch.Generator(device=device).manual_seed(seed)
         self.host = self.device if device.type == "cpu" else torch.Generator().manual_seed(seed)
+
+
+def wait_for_device(device: torch.device) -> None:
+    """Wait until the current stream's queued work is done, without holding the GIL. A plain `.tolist()` or
+    `.cpu()` on a CUDA tensor waits inside a call that keeps the GIL, which would stall the engine's other
+    threads (the audio worker, the HTTP server) for as long as the GPU is busy."""
+    if torch.device(device).type == "cuda":
+        event = torch.cuda.Event()
+        event.record()
+        event.synchronize()  # releases the GIL while waiting

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..voices.voice import Voice
-from .rng import RequestRNG
+from .rng import RequestRNG, wait_for_device
 
 HOLD_FRAMES = 8  # mel frames (160 ms) held back each window and cross-faded into the next
 WINDOW_TOKENS = (16, 24, 48, 96)  # new tokens per window: a small first chunk, then larger ones
@@ -127,7 +127,9 @@ def _vocode_windows(runner, items: list[tuple[StreamState, bool]]) -> list[np.nd
     phase = torch.cat([st.phase for _, st, _, _ in rows]).to(sdt)
     offset = torch.cat([st.offset for _, st, _, _ in rows]).to(sdt)
     source = hift.m_source(f0, phase, noise.to(sdt), offset)
-    wav = hift.decode(mel, source, padded).float().cpu().numpy()
+    wav = hift.decode(mel, source, padded).float()
+    wait_for_device(dev)
+    wav = wav.cpu().numpy()
     cycles = hift.m_source.cycles(f0)
     for i, (j, st, final, E) in enumerate(rows):
         out[j] = _emit(runner, st, wav[i, : frames[i] * spf].copy(), final, E, cycles[i:i + 1], noise[i:i + 1])
