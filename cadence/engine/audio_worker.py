@@ -30,7 +30,8 @@ class AudioWorker:
     def __init__(self, engine):
         self.engine = engine
         dev = engine.tts.device
-        self.stream = torch.cuda.Stream(device=dev) if dev.type == "cuda" else None
+        # High priority: a stream's next audio (someone is listening) goes ahead of the next decode steps.
+        self.stream = torch.cuda.Stream(device=dev, priority=-1) if dev.type == "cuda" else None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
