@@ -67,7 +67,9 @@ class TTS:
         self.plan, self.plan_reason = self.config.resolve_plan(device)
         graphs = device.type == "cuda" and not self.config.enforce_eager and not self.plan.offload
         self.t3_runner = T3Runner(t3, self.config.eos_check_every, use_graphs=graphs)
-        self.audio_runner = AudioRunner(s3gen, use_graphs=graphs)
+        window = self.plan.vocoder_window_s
+        self.audio_runner = AudioRunner(s3gen, use_graphs=graphs,
+                                        vocoder_window_frames=int(window * 50) if window else None)
         self.sample_rate = S3GEN_SR
         self._prep_lease = None
         self.voice_cache = VoiceCache(device, self.config.voice_cache_mb << 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..models.s3gen import S3Gen
@@ -13,8 +14,9 @@ from ..voices.voice import Voice
 
 
 class AudioRunner:
-    def __init__(self, s3gen: S3Gen, use_graphs: bool = False):
+    def __init__(self, s3gen: S3Gen, use_graphs: bool = False, vocoder_window_frames: int | None = None):
         self.s3gen = s3gen
+        self.vocoder_window_frames = vocoder_window_frames
         self.cfm_graphs = None
         if use_graphs:
             from .cfm_graph import CFMGraphs
@@ -47,6 +49,9 @@ class AudioRunner:
     @torch.inference_mode()
     def vocode(self, mel: torch.Tensor, rng: RequestRNG, fade: bool = True) -> torch.Tensor:
         """mel (1, 80, T) -> waveform (1, T * 480), float32."""
+        W = self.vocoder_window_frames
+        if W and mel.shape[-1] > W and fade:
+            return self._vocode_windowed(mel, rng, W)
         hift = self.s3gen.mel2wav
         c = hift.cfg
         n = c.n_harmonics + 1
@@ -60,6 +65,18 @@ class AudioRunner:
             k = min(f.numel(), wav.shape[-1])
             wav[:, :k] = wav[:, :k] * f[:k]
         return wav
+
+    def _vocode_windowed(self, mel: torch.Tensor, rng: RequestRNG, window: int) -> torch.Tensor:
+        """The streaming vocoder over a finished mel, `window` frames at a time: activations of one window only."""
+        from .streaming import StreamState, _vocode_windows
+        st = StreamState(voice=None, rng=rng)
+        pieces = []
+        for end in range(window, mel.shape[-1], window):
+            st.mel = mel[..., :end].float()
+            pieces.append(_vocode_windows(self, [(st, False)])[0])
+        st.mel = mel.float()
+        pieces.append(_vocode_windows(self, [(st, True)])[0])
+        return torch.from_numpy(np.concatenate(pieces))[None].to(self.device)
 
     def synthesize(self, tokens: torch.Tensor, voice: Voice, rng: RequestRNG,
                    n_steps: int | None = None) -> torch.Tensor:

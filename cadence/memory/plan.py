@@ -20,6 +20,9 @@ class MemoryPlan:
     offload: bool = False
     """Sequential offload: T3 and S3Gen live in pinned CPU memory; only the running stage is on the GPU."""
     compile: bool = False
+    vocoder_window_s: float | None = None
+    """Vocode long clips in windows of this many seconds (phase-continuous, cross-faded, as streaming does), so
+    the vocoder's activations stop growing with the clip's length. None: one piece."""
     expected_peak_mb: float | None = None
     """Peak allocated VRAM for a 30 s clip, measured on an H200 (docs/benchmarks.md); None if not measured."""
     note: str = ""
@@ -33,10 +36,11 @@ PLANS: dict[str, MemoryPlan] = {
     "bf16": MemoryPlan("bf16", expected_peak_mb=2180, note="bf16 T3 and flow, fp32 vocoder (the default on CUDA)"),
     "bf16-lowmem": MemoryPlan("bf16-lowmem", vocoder_dtype=torch.bfloat16, expected_peak_mb=1969,
                               note="bf16 vocoder convolutions too (F0 and source stay fp32)"),
-    "int8": MemoryPlan("int8", vocoder_dtype=torch.bfloat16, t3_int8=True, expected_peak_mb=1490,
-                       note="int8 weight-only T3 layers, fused Triton dequant-matmul for decode"),
-    "offload": MemoryPlan("offload", vocoder_dtype=torch.bfloat16, t3_int8=True, offload=True, expected_peak_mb=825,
-                          note="only the running stage on the GPU; eager"),
+    "int8": MemoryPlan("int8", vocoder_dtype=torch.bfloat16, t3_int8=True, vocoder_window_s=8.0,
+                       expected_peak_mb=1490,
+                       note="int8 weight-only T3 layers, fused Triton dequant-matmul for decode; windowed vocoder"),
+    "offload": MemoryPlan("offload", vocoder_dtype=torch.bfloat16, t3_int8=True, offload=True, vocoder_window_s=8.0,
+                          expected_peak_mb=825, note="only the running stage on the GPU; eager; windowed vocoder"),
 }
 BUDGET_ORDER = ("bf16", "bf16-lowmem", "int8", "offload")
 
