@@ -37,7 +37,7 @@ PLANS: dict[str, MemoryPlan] = {
     "bf16-lowmem": MemoryPlan("bf16-lowmem", vocoder_dtype=torch.bfloat16, expected_peak_mb=1969,
                               note="bf16 vocoder convolutions too (F0 and source stay fp32)"),
     "int8": MemoryPlan("int8", vocoder_dtype=torch.bfloat16, t3_int8=True, vocoder_window_s=8.0,
-                       expected_peak_mb=1490,
+                       expected_peak_mb=1400,
                        note="int8 weight-only T3 layers, fused Triton dequant-matmul for decode; windowed vocoder"),
     "offload": MemoryPlan("offload", vocoder_dtype=torch.bfloat16, t3_int8=True, offload=True, vocoder_window_s=8.0,
                           expected_peak_mb=825, note="only the running stage on the GPU; eager; windowed vocoder"),
