@@ -66,10 +66,7 @@ class TTS:
         self.config = config or EngineConfig()
         self.plan, self.plan_reason = self.config.resolve_plan(device)
         graphs = device.type == "cuda" and not self.config.enforce_eager and not self.plan.offload
-        # Offload moves T3 onto the GPU for each request, so its decode graphs are captured anew each time (a few
-        # hundred ms, repaid within a second of decoding) and dropped when T3 leaves.
-        t3_graphs = device.type == "cuda" and not self.config.enforce_eager
-        self.t3_runner = T3Runner(t3, self.config.eos_check_every, use_graphs=t3_graphs)
+        self.t3_runner = T3Runner(t3, self.config.eos_check_every, use_graphs=graphs)
         window = self.plan.vocoder_window_s
         self.audio_runner = AudioRunner(s3gen, use_graphs=graphs,
                                         vocoder_window_frames=int(window * 50) if window else None)
@@ -112,7 +109,7 @@ class TTS:
             tts._stage_leases = (OnDemand([t3], dev), OnDemand([s3gen.flow, s3gen.mel2wav], dev))
         if on_demand:  # the preparation encoders visit the GPU only while a voice is being prepared
             tts._prep_lease = OnDemand([s3gen.tokenizer, s3gen.speaker_encoder, ve], dev)
-        if tts.t3_runner.use_graphs and not plan.offload:
+        if tts.t3_runner.use_graphs:
             tts.t3_runner.graph_decoder(2, 1024)  # capture the common case at load, not on the first request
         return tts
 
