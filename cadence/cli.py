@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="'serve': HTTP load on a cadence serve process; 'soak': a bounded soak + cancellation storm")
     b.add_argument("--seconds", type=float, default=600, help="with soak: how long the clients run")
     b.add_argument("--clients", type=int, default=16, help="with soak: concurrent clients")
+    b.add_argument("--requests-per-client", type=int, default=2, help="with serve: requests each client sends")
     b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
     b.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     b.add_argument("--voice-audio", help="reference recording (default: a built-in synthetic 10 s clip)")
@@ -274,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench" and args.target == "serve":
             from .bench.serve import run_serve_bench
             levels = _levels(args.concurrency or "1,8,32")
-            run_serve_bench(args.model, args.device, levels, max_tokens=args.long_tokens, out_json=args.out_json,
-                            out_md=args.out_md)
+            if args.requests_per_client < 1:
+                raise CliError("--requests-per-client must be positive")
+            run_serve_bench(args.model, args.device, levels, requests_per_client=args.requests_per_client,
+                            max_tokens=args.long_tokens, out_json=args.out_json, out_md=args.out_md)
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency
             levels = _levels(args.concurrency)
