@@ -11,7 +11,7 @@ context, so chunk joins are sample-continuous."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,17 +30,11 @@ class StreamState:
     rng: RequestRNG
     mel: torch.Tensor | None = None  # (1, 80, E) generated mel frames sent through the vocoder so far
     noise: torch.Tensor | None = None  # (1, 80, F) CFM noise of every frame drawn so far, prompt included
-    tokens_rendered: int = 0
-    windows: int = 0
     voc_start: int = 0  # first mel frame of the next vocoder window (the held-back overlap)
     tail: np.ndarray | None = None  # held-back samples of the previous window
     phase: torch.Tensor | None = None  # (1, H, 1) the request's random harmonic start phases
     offset: torch.Tensor | None = None  # (1, H, 1) harmonic cycles elapsed before sample voc_start * 480
     src_noise: torch.Tensor | None = None  # (1, H, HOLD_FRAMES * 480) source noise of the overlap
-    timings: dict = field(default_factory=dict)
-
-    def next_window(self) -> int:
-        return WINDOW_TOKENS[min(self.windows, len(WINDOW_TOKENS) - 1)]
 
 
 @torch.inference_mode()
@@ -161,11 +155,4 @@ def render_windows(runner, items: list[tuple[StreamState, list[int], bool]]) -> 
     """Several streams' next windows at once: tokens so far (clean speech tokens) -> the next samples to play
     of each; `final` flushes a stream."""
     _flow_windows(runner, items)
-    for st, tokens, _ in items:
-        st.tokens_rendered = len(tokens)
-        st.windows += 1
     return _vocode_windows(runner, [(st, final) for st, _, final in items])
-
-
-def render_window(runner, st: StreamState, tokens: list[int], final: bool) -> np.ndarray:
-    return render_windows(runner, [(st, tokens, final)])[0]
