@@ -251,16 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "voices":
             _voices(args)
         elif args.command == "bench" and args.voices:
-            import json
-
+            from .bench.offline import write_report
             from .bench.voices import bench_voices, markdown
             res = bench_voices(args.model, args.device, prepare_device=args.prepare_device,
                                voice_cache_mb=args.voice_cache_mb)
-            with open(args.out_json, "w") as f:
-                json.dump(res, f, indent=1)
-            with open(args.out_md, "w") as f:
-                f.write(markdown(res))
-            print(markdown(res))
+            write_report(res, markdown(res), args.out_json, args.out_md)
         elif args.command == "bench" and args.stream:
             from .bench.stream import run_stream_bench
             if args.words < 1:

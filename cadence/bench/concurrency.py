@@ -19,7 +19,7 @@ import torch
 from ..engine.request import Request
 from ..random_checkpoint import synthetic_voice
 from ..sampling_params import SamplingParams
-from .offline import LONG_TEXT, _mem, _reset_peak, _sync
+from .offline import LONG_TEXT, _mem, _reset_peak, _sync, write_report
 
 TOKENS_PER_S = 25
 
@@ -106,17 +106,11 @@ def run_concurrency(model: str, device: str, levels: list[int], seed: int = 1, n
     res["busy_latency"] = _busy_latency(tts, voices, seed + 11)
     res["token_agreement"] = _agreement(tts, voices, seed + 13)
     tts.close()
-    if out_json:
-        with open(out_json, "w") as f:
-            json.dump(res, f, indent=1)
-    if out_md:
-        with open(out_md, "w") as f:
-            f.write(markdown(res))
     if plot:
         with open(plot, "w") as f:
             f.write(svg_plot([lv["n"] for lv in res["levels"]], [lv["x_realtime"] for lv in res["levels"]],
                              f"Cadence aggregate throughput ({res['device']}, {res['plan']})"))
-    print(markdown(res))
+    write_report(res, markdown(res), out_json, out_md)
     return res
 
 

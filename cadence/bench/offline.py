@@ -74,6 +74,18 @@ def _mem(dev) -> dict:
     return out
 
 
+def write_report(result: dict, md: str | None, out_json: str | None, out_md: str | None) -> None:
+    """Every bench's outputs: the JSON of `result`, the Markdown table `md`, and the table on stdout."""
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump(result, f, indent=1)
+    if md is not None:
+        if out_md:
+            with open(out_md, "w") as f:
+                f.write(md)
+        print(md)
+
+
 def _reset_peak(dev):
     if torch.device(dev).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -228,14 +240,7 @@ def run_bench(opt: BenchOptions, out_json: str | None, out_md: str | None) -> di
     result["cadence"] = bench_cadence(opt, wav, sr)
     if opt.reference:
         result["reference"] = bench_reference(opt, wav_path)
-    if out_json:
-        with open(out_json, "w") as f:
-            json.dump(result, f, indent=1)
-    md = markdown(result)
-    if out_md:
-        with open(out_md, "w") as f:
-            f.write(md)
-    print(md)
+    write_report(result, markdown(result), out_json, out_md)
     return result
 
 
@@ -259,14 +264,7 @@ def run_plans(opt: BenchOptions, plans: list[str], out_json: str | None, out_md:
         sf.write(path, wav, sr, subtype="PCM_16")
         result["reference"] = bench_reference(opt, path)
     result["fidelity"] = fidelity_of_plans(opt.model, opt.device, [p for p in plans if p != "fp32"])
-    md = plans_markdown(result)
-    if out_json:
-        with open(out_json, "w") as f:
-            json.dump(result, f, indent=1)
-    if out_md:
-        with open(out_md, "w") as f:
-            f.write(md)
-    print(md)
+    write_report(result, plans_markdown(result), out_json, out_md)
     return result
 
 

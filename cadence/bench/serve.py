@@ -18,7 +18,7 @@ import time
 import httpx
 import numpy as np
 
-from .offline import LONG_TEXT
+from .offline import LONG_TEXT, write_report
 
 
 def _port() -> int:
@@ -101,6 +101,16 @@ def start_server(model: str, device: str) -> tuple[subprocess.Popen, str]:
         time.sleep(0.5)
 
 
+def wait_idle(base: str, timeout: float, poll: float = 0.1) -> dict:
+    """Poll /health until the engine holds no running or waiting request (or `timeout` passes); the last health."""
+    deadline = time.time() + timeout
+    while True:
+        health = httpx.get(base + "/health").json()
+        if (health["running"] == 0 and health["waiting"] == 0) or time.time() > deadline:
+            return health
+        time.sleep(poll)
+
+
 def run_serve_bench(model: str, device: str, levels: list[int], requests_per_client: int = 2, max_tokens: int = 750,
                     out_json: str | None = None, out_md: str | None = None, modes=(True, False)) -> dict:
     """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen)."""
@@ -117,14 +127,7 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
     finally:
         server.terminate()
         server.wait(60)
-    md = markdown(res)
-    if out_json:
-        with open(out_json, "w") as f:
-            json.dump(res, f, indent=1)
-    if out_md:
-        with open(out_md, "w") as f:
-            f.write(md)
-    print(md)
+    write_report(res, markdown(res), out_json, out_md)
     return res
 
 

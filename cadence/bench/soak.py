@@ -14,7 +14,8 @@ import time
 
 import httpx
 
-from .serve import _one, start_server
+from .offline import write_report
+from .serve import _one, start_server, wait_idle
 
 
 def _rss_mb(pid: int) -> float:
@@ -90,13 +91,7 @@ def run_soak(model: str, device: str, clients: int = 16, seconds: float = 600, m
         res["rss_growth_second_half_mb"] = max(m["rss_mb"] for m in half) - min(m["rss_mb"] for m in half)
         res["vram_growth_second_half_mb"] = max(m["vram_mb"] for m in half) - min(m["vram_mb"] for m in half)
         asyncio.run(_storm(base, storm))
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            health = httpx.get(base + "/health").json()
-            if health["running"] == 0 and health["waiting"] == 0:
-                break
-            time.sleep(0.5)
-        res["after_storm"] = health
+        res["after_storm"] = wait_idle(base, 120, poll=0.5)
         after = asyncio.run(_one(httpx.AsyncClient(timeout=120), base + "/v1/audio/speech",
                                  {"input": "Still serving?", "response_format": "pcm", "max_new_tokens": 30}))
         res["served_after_storm"] = after["status"] == 200
@@ -104,7 +99,5 @@ def run_soak(model: str, device: str, clients: int = 16, seconds: float = 600, m
         server.terminate()
         server.wait(60)
     print(json.dumps({k: v for k, v in res.items() if k != "memory"}, indent=1))
-    if out_json:
-        with open(out_json, "w") as f:
-            json.dump(res, f, indent=1)
+    write_report(res, None, out_json, None)
     return res

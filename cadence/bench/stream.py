@@ -19,7 +19,7 @@ import torch
 from ..engine.request import Request
 from ..sampling_params import SamplingParams
 from ..text.split import DEFAULT_MAX_TOKENS, split_text
-from .offline import LONG_TEXT
+from .offline import LONG_TEXT, write_report
 
 SENTENCES = ["The committee met on Tuesday to review the plan.", "Dr. Patel said the numbers, 3.5 and 4.25, were "
              "close enough.", "Why would anyone walk twelve miles in the rain?", "\"Because the bridge was out,\" "
@@ -99,12 +99,7 @@ def run_stream_bench(model: str, device: str, levels=(1, 16), tokens: int = 250,
     res["long_text"] = long_text(tts, voice, words, 7)
     print(json.dumps(res["long_text"]))
     tts.close()
-    md = markdown(res)
-    for path, data in ((out_json, json.dumps(res, indent=1)), (out_md, md)):
-        if path:
-            with open(path, "w") as f:
-                f.write(data)
-    print(md)
+    write_report(res, markdown(res), out_json, out_md)
     return res
 
 
