@@ -74,7 +74,7 @@ class _Guard:
 
 class _State:
     def __init__(self):
-        self.status, self.error, self.tts = "starting", None, None
+        self.status, self.error, self.tts, self.library = "starting", None, None, None
 
 
 def create_app(settings: ServerSettings, tts=None) -> FastAPI:
@@ -103,6 +103,8 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
             from ..tts import TTS
             state.tts = tts or TTS.from_dir(settings.model, device=settings.device, watermark=settings.watermark,
                                             memory_plan=settings.memory_plan)
+            # One library object for the app's life (its lock file and re-preparation are per instance).
+            state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
             if settings.warmup:  # start the GPU thread and capture its graphs now, not on the first requests
                 state.tts.engine.warmup()
             state.status = "ready"
@@ -161,11 +163,15 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
         return (Path(__file__).parent / "static" / "index.html").read_text()
 
     # --- voices -----------------------------------------------------------------------------------------
+    def library():
+        ready()
+        return state.library
+
     from .voices_api import add_voice_routes
-    add_voice_routes(app, settings, ready)
+    add_voice_routes(app, settings, ready, library)
 
     def resolve_voice(t, name: str):
-        lib = t.library(settings.library) if settings.library else t.library()
+        lib = state.library
         if name in lib:
             return lib.get(name)
         if name in ("default", *OPENAI_VOICES) and t.default_voice is not None:

@@ -13,9 +13,8 @@ from fastapi import FastAPI, File, Form, UploadFile
 from .errors import ApiError
 
 
-def add_voice_routes(app: FastAPI, settings, ready) -> None:
-    def library(t):
-        return t.library(settings.library) if settings.library else t.library()
+def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
+    """`ready()` -> the loaded TTS (503 before); `library()` -> the app's one VoiceLibrary."""
 
     def decode(data: bytes, filename: str) -> tuple[np.ndarray, int]:
         try:
@@ -46,7 +45,7 @@ def add_voice_routes(app: FastAPI, settings, ready) -> None:
         if not data:
             raise ApiError(400, "the uploaded file is empty", param="file", code="bad_audio")
         wav, sr = await asyncio.to_thread(decode, data, file.filename or "upload")
-        lib = library(t)
+        lib = library()
         if name in lib and not overwrite:
             raise ApiError(409, f"voice {name!r} already exists (send overwrite=true to replace it)", param="name",
                            code="voice_exists")
@@ -61,12 +60,12 @@ def add_voice_routes(app: FastAPI, settings, ready) -> None:
 
     @app.get("/v1/voices")
     async def list_voices():
-        infos, errors = await asyncio.to_thread(library(ready()).list)
+        infos, errors = await asyncio.to_thread(library().list)
         return {"object": "list", "data": [asdict(i) for i in infos], "errors": errors}
 
     @app.get("/v1/voices/{name}")
     async def show_voice(name: str):
-        lib = library(ready())
+        lib = library()
         if name not in lib:
             raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
         try:
@@ -76,7 +75,7 @@ def add_voice_routes(app: FastAPI, settings, ready) -> None:
 
     @app.delete("/v1/voices/{name}")
     async def delete_voice(name: str):
-        lib = library(ready())
+        lib = library()
         if name not in lib:
             raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
         await asyncio.to_thread(lib.remove, name)
@@ -85,6 +84,6 @@ def add_voice_routes(app: FastAPI, settings, ready) -> None:
     @app.get("/v1/audio/voices")
     async def openwebui_voices():
         t = ready()
-        infos, _ = await asyncio.to_thread(library(t).list)
+        infos, _ = await asyncio.to_thread(library().list)
         names = (["default"] if t.default_voice is not None else []) + [i.name for i in infos]
         return {"voices": [{"id": n, "name": n} for n in names]}
