@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from cadence.bench.serve import wait_idle
 from cadence.random_checkpoint import synthetic_voice
 
 KEY = "test-key"
@@ -25,30 +26,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_ckpt, tmp_path_factory):
+def serve_in_thread(tiny_ckpt, tts_options: dict, **settings):
+    """A real uvicorn server on a free loopback port, running the app over a tiny-model TTS; yields its base
+    URL once /health says ready, stops it afterwards."""
     import uvicorn
 
     from cadence.server import ServerSettings, create_app
     from cadence.tts import TTS
-    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False)
-    settings = ServerSettings(model=str(tiny_ckpt), port=_free_port(), api_key=KEY, max_body_mb=2,
-                              library=str(tmp_path_factory.mktemp("voices")), max_input_chars=500)
-    config = uvicorn.Config(create_app(settings, tts=tts), host="127.0.0.1", port=settings.port, log_level="warning")
-    srv = uvicorn.Server(config)
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, **tts_options)
+    s = ServerSettings(model=str(tiny_ckpt), port=_free_port(), **settings)
+    srv = uvicorn.Server(uvicorn.Config(create_app(s, tts=tts), host="127.0.0.1", port=s.port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{settings.port}"
+    base = f"http://127.0.0.1:{s.port}"
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
             if httpx.get(base + "/health").json()["status"] == "ready":
                 break
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     yield base
     srv.should_exit = True
     thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ckpt, tmp_path_factory):
+    yield from serve_in_thread(tiny_ckpt, {}, api_key=KEY, max_body_mb=2, max_input_chars=500,
+                               library=str(tmp_path_factory.mktemp("voices")))
 
 
 def _client(base):
@@ -156,12 +163,7 @@ def test_client_disconnect_cancels_the_request_in_the_engine(server):
 
     before = httpx.get(server + "/health").json()["cancelled"]
     asyncio.run(hang_up())
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        load = httpx.get(server + "/health").json()
-        if load["running"] == 0 and load["waiting"] == 0:
-            break
-        time.sleep(0.1)
+    load = wait_idle(server, 20)
     assert load["running"] == 0 and load["waiting"] == 0
     assert load["cancelled"] == before + 1  # freed by the cancellation, not by finishing
 

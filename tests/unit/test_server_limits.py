@@ -7,33 +7,14 @@ import time
 import httpx
 import pytest
 
-from tests.unit.test_server import _free_port
+from cadence.bench.serve import wait_idle
+from tests.unit.test_server import serve_in_thread
 
 
 @pytest.fixture(scope="module")
 def small_server(tiny_ckpt, tmp_path_factory):
-    import uvicorn
-
-    from cadence.server import ServerSettings, create_app
-    from cadence.tts import TTS
-    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=1)
-    settings = ServerSettings(model=str(tiny_ckpt), port=_free_port(), max_queue=1, request_timeout_s=1.0,
-                              library=str(tmp_path_factory.mktemp("voices")))
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, tts=tts), host="127.0.0.1", port=settings.port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{settings.port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if httpx.get(base + "/health").json()["status"] == "ready":
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield base
-    srv.should_exit = True
-    thread.join(30)
+    yield from serve_in_thread(tiny_ckpt, {"max_batch": 1}, max_queue=1, request_timeout_s=1.0,
+                               library=str(tmp_path_factory.mktemp("voices")))
 
 
 def _post(base, body, out, key):
@@ -60,12 +41,7 @@ def test_a_full_queue_answers_429_with_retry_after_and_a_slow_request_504(small_
     second.join()
     # 500 tokens in one piece take longer than the 1 s timeout here: 504, and the engine lets go of them.
     assert results["first"].status_code == 504 and "no audio within" in results["first"].json()["error"]["message"]
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        h = httpx.get(small_server + "/health").json()
-        if h["running"] == 0 and h["waiting"] == 0:
-            break
-        time.sleep(0.1)
+    h = wait_idle(small_server, 30)
     assert h["running"] == 0 and h["waiting"] == 0
     quick = httpx.post(small_server + "/v1/audio/speech", json={"input": "Hi.", "max_new_tokens": 10, "seed": 4,
                                                                  "response_format": "pcm"}, timeout=60)
