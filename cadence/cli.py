@@ -2,129 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from pathlib import Path
 
+from .cli_parser import CliError, build_parser
 from .sampling_params import SamplingParams
-
-DEFAULT_MODEL = os.environ.get("CADENCE_MODEL", "ResembleAI/chatterbox")
-
-
-class CliError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
-def _add_knobs(p: argparse.ArgumentParser) -> None:
-    d = SamplingParams()
-    p.add_argument("--exaggeration", type=float, default=None, help="emotion intensity 0..2 (default: the voice's)")
-    p.add_argument("--cfg-weight", type=float, default=d.cfg_weight, help="classifier-free guidance weight")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
-    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="repetition penalty >= 1")
-    p.add_argument("--min-p", type=float, default=d.min_p, help="min-p filter (0 disables)")
-    p.add_argument("--top-p", type=float, default=d.top_p, help="nucleus filter (1 disables)")
-    p.add_argument("--top-k", type=int, default=d.top_k, help="top-k filter (0 disables)")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="speech-token limit (25 = 1 s)")
-    p.add_argument("--seed", type=int, default=None, help="random seed for a reproducible result")
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cadence", description="Fast Chatterbox text-to-speech.")
-    sub = ap.add_subparsers(dest="command", required=True)
-    say = sub.add_parser("say", help="synthesize text to a WAV file")
-    say.add_argument("text", nargs="?", help="the text to speak (or --file)")
-    say.add_argument("--file", help="a text file of any length: split into chunks, rendered together, resumable")
-    say.add_argument("-o", "--output", required=True, help="output path; format from the extension "
-                                                            "(.wav .flac .mp3 .opus .ogg .aac .pcm)")
-    say.add_argument("--voice-audio", help="reference recording to clone (wav/flac/mp3/ogg, any rate)")
-    say.add_argument("--voice", help="a library voice by name ('default': the checkpoint's built-in voice)")
-    say.add_argument("--library", help="voice library directory (default: $CADENCE_VOICES or the user data dir)")
-    say.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
-    say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
-    say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
-    say.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
-    say.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
-    _add_knobs(say)
-    b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")
-    b.add_argument("target", nargs="?", choices=["serve", "soak"],
-                   help="'serve': HTTP load on a cadence serve process; 'soak': a bounded soak + cancellation storm")
-    b.add_argument("--seconds", type=float, default=600, help="with soak: how long the clients run")
-    b.add_argument("--clients", type=int, default=16, help="with soak: concurrent clients")
-    b.add_argument("--requests-per-client", type=int, default=2, help="with serve: requests each client sends")
-    b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
-    b.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
-    b.add_argument("--voice-audio", help="reference recording (default: a built-in synthetic 10 s clip)")
-    b.add_argument("--reference", action="store_true", help="also run chatterbox-tts side by side")
-    b.add_argument("--repeats", type=int, default=3)
-    b.add_argument("--short-tokens", type=int, default=75, help="short clip: T3 tokens (75 = 3 s)")
-    b.add_argument("--long-tokens", type=int, default=750, help="long clip: T3 tokens (750 = 30 s)")
-    b.add_argument("--dtype", default="auto", help="T3 and flow weights: auto, bfloat16, float32, float16")
-    b.add_argument("--vocoder-dtype", default="auto", help="HiFT weights: auto (the plan's), float32 or bfloat16")
-    b.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
-    b.add_argument("--plans", help="compare memory plans: 'all' or a comma list, e.g. bf16,int8,offload")
-    b.add_argument("--eager", action="store_true", help="no CUDA graphs")
-    b.add_argument("--compile", action="store_true", help="torch.compile the T3 layers (slower start)")
-    b.add_argument("--fidelity", action="store_true", help="also measure reduced precision against fp32")
-    b.add_argument("--voices", action="store_true", help="measure voice storage, residency, switching, preparation")
-    b.add_argument("--prepare-device", default="auto", help="with --voices: auto (lent on demand), cuda or cpu")
-    b.add_argument("--voice-cache-mb", type=int, default=256, help="with --voices: device voice cache bound")
-    b.add_argument("--concurrency", help="batched engine under N simultaneous requests, e.g. 1,4,16,32,64")
-    b.add_argument("--plot", help="with --concurrency: write the throughput curve as an SVG here")
-    b.add_argument("--stream", action="store_true", help="streaming TTFA/underruns (1 and 16 streams) and "
-                                                         "10,000-word long-text throughput")
-    b.add_argument("--words", type=int, default=10000, help="with --stream: words of long text")
-    b.add_argument("--json", dest="out_json", default="bench.json", help="JSON output path")
-    b.add_argument("--md", dest="out_md", default="bench.md", help="Markdown table output path")
-    vo = sub.add_parser("voices", help="manage the voice library")
-    vo.add_argument("--library", help="voice library directory (default: $CADENCE_VOICES or the user data dir)")
-    vs = vo.add_subparsers(dest="action", required=True)
-    add = vs.add_parser("add", help="prepare a recording and store it under NAME")
-    add.add_argument("name")
-    add.add_argument("audio")
-    add.add_argument("--exaggeration", type=float, default=0.5)
-    add.add_argument("--model", default=DEFAULT_MODEL)
-    add.add_argument("--device", default="auto")
-    add.add_argument("--overwrite", action="store_true")
-    vs.add_parser("list", help="a table of stored voices")
-    for verb, helptext in (("show", "one voice's details"), ("rm", "delete a voice")):
-        vs.add_parser(verb, help=helptext).add_argument("name")
-    ren = vs.add_parser("rename", help="rename a voice")
-    ren.add_argument("old")
-    ren.add_argument("new")
-    exp = vs.add_parser("export", help="write a voice to one portable file")
-    exp.add_argument("name")
-    exp.add_argument("file")
-    imp = vs.add_parser("import", help="add a voice from an exported file or a reference conds.pt")
-    imp.add_argument("file")
-    imp.add_argument("--name")
-    imp.add_argument("--overwrite", action="store_true")
-    sv = sub.add_parser("serve", help="OpenAI-compatible speech server (FastAPI + uvicorn)")
-    sv.add_argument("--model", default=None, help="checkpoint directory or hub repo id (env CADENCE_MODEL)")
-    sv.add_argument("--host", default=None, help="interface (default 127.0.0.1; env CADENCE_HOST)")
-    sv.add_argument("--port", type=int, default=None, help="port (default 8000; env CADENCE_PORT)")
-    sv.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
-    sv.add_argument("--memory-plan", default=None, help="fp32, bf16, bf16-lowmem, int8, offload or auto")
-    sv.add_argument("--library", default=None, help="voice library directory")
-    sv.add_argument("--api-key", default=None, help="require this bearer token on /v1/* (env CADENCE_API_KEY)")
-    sv.add_argument("--cors-origins", default=None, help="comma list of allowed CORS origins")
-    sv.add_argument("--max-queue", type=int, default=None, help="waiting requests before 429 (default 256)")
-    sv.add_argument("--request-timeout-s", type=float, default=None, help="cancel requests after this (default 300)")
-    sv.add_argument("--no-watermark", dest="watermark", action="store_const", const=False, default=None)
-    doc = sub.add_parser("doctor", help="device, free VRAM and the memory plan auto would choose")
-    doc.add_argument("--vram-budget", help="a budget such as 1.5GB, or auto for 90%% of free VRAM")
-    ck = sub.add_parser("checkpoint", help="checkpoint utilities")
-    cks = ck.add_subparsers(dest="action", required=True)
-    rnd = cks.add_parser("random", help="write a random-weight checkpoint in the official layout")
-    rnd.add_argument("dir", help="output directory")
-    rnd.add_argument("--tiny", action="store_true", help="a tiny configuration of the same architecture")
-    rnd.add_argument("--seed", type=int, default=0)
-    qz = cks.add_parser("quantize", help="save the int8 T3 next to the checkpoint for faster int8 loads")
-    qz.add_argument("dir", help="checkpoint directory")
-    qz.add_argument("--device", default="auto")
-    return ap
-
 
 def _say(args) -> None:
     from .longform import EXTENSIONS, render_file
@@ -229,7 +113,7 @@ def _levels(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "say":
             _say(args)
@@ -245,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = ServerSettings.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
                                                memory_plan=args.memory_plan, library=args.library,
                                                api_key=args.api_key, cors_origins=cors, max_queue=args.max_queue,
-                                               request_timeout_s=args.request_timeout_s, watermark=args.watermark)
+                                               request_timeout_s=args.request_timeout_s, watermark=args.watermark,
+                                               stream_prompt_s=args.stream_prompt_s,
+                                               stream_history_s=args.stream_history_s)
             import uvicorn
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
         elif args.command == "voices":
@@ -260,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             from .bench.stream import run_stream_bench
             if args.words < 1:
                 raise CliError("--words must be positive")
+            context = {k: (None if v == "all" else v) for k, v in (("stream_prompt_s", args.stream_prompt_s),
+                                                                   ("stream_history_s", args.stream_history_s))
+                       if v is not None}
             run_stream_bench(args.model, args.device, _levels(args.concurrency or "1,16"), words=args.words,
-                             out_json=args.out_json, out_md=args.out_md)
+                             out_json=args.out_json, out_md=args.out_md, **context)
         elif args.command == "bench" and args.target == "soak":
             from .bench.soak import run_soak
             if args.seconds <= 0 or args.clients < 1:

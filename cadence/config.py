@@ -10,6 +10,9 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16}
 
 
+SPEECH_TOKENS_PER_S = 25  # S3 speech tokens per second of audio
+
+
 def parse_dtype(name: str) -> torch.dtype:
     try:
         return _DTYPES[name]
@@ -50,6 +53,13 @@ class EngineConfig:
     the free VRAM at engine start, at most 64 (8 on the CPU). Further requests wait; they never OOM."""
     kv_slot_len: int = 1536
     """KV positions per request slot in the batched engine: prompt (~40 + text tokens) + max_new_tokens must fit."""
+    stream_prompt_s: float | None = 4.0
+    """Streaming: seconds of the voice prompt (its end) each S3Gen window conditions on; None = the whole prompt
+    (up to 10 s, as the one-piece path). A window's flow cost is mostly this context, so it sets time to first
+    audio under load: 16 first windows over 10 s prompts cost ~2.5x what they cost over 4 s."""
+    stream_history_s: float | None = 2.0
+    """Streaming: seconds of audio already sent each later window conditions on; None = all of it (then a
+    window's cost grows with the stream's length)."""
 
     def __post_init__(self):
         for value in (self.dtype, self.vocoder_dtype):
@@ -68,6 +78,11 @@ class EngineConfig:
             raise ValueError(f"max_batch must be an integer in [1, 1024] or None (auto), got {self.max_batch!r}")
         if not isinstance(self.kv_slot_len, int) or not 64 <= self.kv_slot_len <= 8192:
             raise ValueError(f"kv_slot_len must be an integer in [64, 8192], got {self.kv_slot_len!r}")
+        for name in ("stream_prompt_s", "stream_history_s"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0.2 <= value <= 60):
+                raise ValueError(f"{name} must be seconds in [0.2, 60] or None (all), got {value!r}")
 
     def resolve_plan(self, device: torch.device):
         """-> (MemoryPlan with this config's explicit overrides applied, why it was chosen)."""
@@ -83,6 +98,11 @@ class EngineConfig:
         if self.compile is not None:
             changes["compile"] = self.compile
         return (replace(plan, **changes) if changes else plan), why
+
+    def stream_context_tokens(self) -> tuple[int | None, int | None]:
+        """(stream_prompt_s, stream_history_s) in speech tokens (25 per second)."""
+        return tuple(None if s is None else max(1, round(s * SPEECH_TOKENS_PER_S))
+                     for s in (self.stream_prompt_s, self.stream_history_s))
 
     def model_dtype(self, device: torch.device) -> torch.dtype:
         return self.resolve_plan(device)[0].t3_dtype

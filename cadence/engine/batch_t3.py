@@ -14,6 +14,7 @@ import torch
 from ..layers.sampling import process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
+from .cuda_graphs import capture
 
 # Attention lengths a step can be captured for: a step reads every row's KV up to the bucket, so buckets are fine
 # (128 positions) where requests live and coarse beyond.
@@ -158,19 +159,14 @@ class BatchDecoder:
         if g is None:
             # The warm-up step really runs: keep the live requests' state and put it back afterwards. Its
             # KV writes land at each row's next position, which the next real step overwrites.
-            state = [t.clone() for t in (self.hidden, self.pos, self.speech_pos, self.step, self.counts, self.out,
-                                         self.done)]
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream), torch.inference_mode():
+            live = (self.hidden, self.pos, self.speech_pos, self.step, self.counts, self.out, self.done)
+            state = [t.clone() for t in live]
+
+            def warmup():
                 self._step(*key)
-            torch.cuda.current_stream().wait_stream(stream)
-            for dst, src in zip((self.hidden, self.pos, self.speech_pos, self.step, self.counts, self.out,
-                                 self.done), state):
-                dst.copy_(src)
-            g = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(g, pool=self.pool, capture_error_mode="thread_local"):
-                self._step(*key)
+                for dst, src in zip(live, state):
+                    dst.copy_(src)
+            g, _ = capture(lambda: self._step(*key), self.pool, warmup)
             self.graphs[key] = g
         return g
 

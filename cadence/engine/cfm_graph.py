@@ -1,7 +1,8 @@
-"""The CFM solve (all Euler steps, CFG pair batched) captured as one CUDA graph per length bucket.
+"""The CFM solve (all Euler steps, CFG pair batched) captured as one CUDA graph per (rows, frames) bucket.
 
-Frames past a request's length are padding: the estimator's convolutions are causal and its attention masks
-padded keys, so the real frames never see them."""
+Rows: 1 (a finished request; frames in 128s) or a power of two (streaming windows of several requests; frames in
+64s). Frames past a row's length and rows past the batch are padding: the estimator's convolutions are causal
+and its attention masks padded keys, so the real frames never see them."""
 
 from __future__ import annotations
 
@@ -10,53 +11,54 @@ import math
 import torch
 
 from ..models.s3gen.flow import CFMDecoder
+from .cuda_graphs import capture
 
 
 class _Captured:
-    def __init__(self, frames: int, mel_dim: int, device, dtype):
+    def __init__(self, rows: int, frames: int, mel_dim: int, device, dtype):
         z = lambda *s: torch.zeros(*s, device=device, dtype=dtype)  # noqa: E731
-        self.noise, self.mu, self.cond = z(1, mel_dim, frames), z(1, mel_dim, frames), z(1, mel_dim, frames)
-        self.mask, self.spks = z(1, 1, frames), z(1, mel_dim)
-        self.graph = torch.cuda.CUDAGraph()
+        self.noise, self.mu, self.cond = z(rows, mel_dim, frames), z(rows, mel_dim, frames), z(rows, mel_dim, frames)
+        self.mask, self.spks = z(rows, 1, frames), z(rows, mel_dim)
+        self.graph: torch.cuda.CUDAGraph | None = None
         self.out: torch.Tensor | None = None
 
 
 class CFMGraphs:
-    def __init__(self, cfm: CFMDecoder, bucket: int = 128, max_graphs: int = 24):
-        self.cfm, self.bucket, self.max_graphs = cfm, bucket, max_graphs
-        self.captured: dict[tuple[int, int], _Captured] = {}
+    def __init__(self, cfm: CFMDecoder, bucket: int = 128, batch_bucket: int = 64, max_graphs: int = 128):
+        self.cfm, self.bucket, self.batch_bucket, self.max_graphs = cfm, bucket, batch_bucket, max_graphs
+        self.captured: dict[tuple[int, int, int], _Captured] = {}
         self.pool = torch.cuda.graph_pool_handle()
 
-    def _capture(self, frames: int, n_steps: int, device, dtype) -> _Captured:
-        c = _Captured(frames, self.cfm.cfg.mel_dim, device, dtype)
-        c.mask.fill_(1)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps)
-        torch.cuda.current_stream().wait_stream(stream)
-        with torch.inference_mode(), torch.cuda.graph(c.graph, pool=self.pool, capture_error_mode="thread_local"):
-            c.out = self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps)
-        return c
+    def shape_for(self, rows: int, frames: int) -> tuple[int, int]:
+        """The (rows, frames) bucket a solve of this size replays."""
+        if rows == 1:
+            return 1, math.ceil(frames / self.bucket) * self.bucket
+        return 2 ** math.ceil(math.log2(rows)), math.ceil(frames / self.batch_bucket) * self.batch_bucket
 
-    def prepare(self, frames: int, n_steps: int, device, dtype) -> _Captured:
-        """The graph for outputs of up to `frames` mel frames (rounded up to the bucket), captured if new."""
-        frames = math.ceil(frames / self.bucket) * self.bucket
-        key = (frames, n_steps)
+    def prepare(self, rows: int, frames: int, n_steps: int, device, dtype) -> _Captured:
+        """The graph for `rows` rows of up to `frames` mel frames (rounded up to the bucket), captured if new."""
+        key = (*self.shape_for(rows, frames), n_steps)
         c = self.captured.get(key)
         if c is None:
             if len(self.captured) >= self.max_graphs:
                 self.captured.pop(next(iter(self.captured)))
-            c = self.captured[key] = self._capture(frames, n_steps, device, dtype)
+            c = _Captured(key[0], key[1], self.cfm.cfg.mel_dim, device, dtype)
+            c.mask.fill_(1)
+            c.graph, c.out = capture(lambda: self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps),
+                                     self.pool)
+            self.captured[key] = c
         return c
 
     @torch.inference_mode()
     def solve(self, noise, mu, mask, spks, cond, n_steps: int):
-        T = mu.shape[-1]
-        c = self.prepare(T, n_steps, mu.device, mu.dtype)
-        for dst, src in ((c.noise, noise), (c.mu, mu), (c.cond, cond), (c.mask, mask)):
+        """Same signature and result as `CFMDecoder.solve`: noise, mu, cond (B, 80, T), mask (B, 1, T), spks (B, 80)."""
+        B, _, T = mu.shape
+        c = self.prepare(B, T, n_steps, mu.device, mu.dtype)
+        for dst, src in ((c.noise, noise), (c.mu, mu), (c.cond, cond), (c.mask, mask), (c.spks, spks)):
             dst.zero_()
-            dst[..., :T].copy_(src)
-        c.spks.copy_(spks)
+            if dst.dim() == 3:
+                dst[:B, :, :T].copy_(src)
+            else:
+                dst[:B].copy_(src)
         c.graph.replay()
-        return c.out[..., :T].clone()
+        return c.out[:B, :, :T].clone()

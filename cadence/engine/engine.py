@@ -23,7 +23,7 @@ from .request import AudioChunk, Request, RequestCancelled, RequestHandle
 from .rng import RequestRNG, wait_for_device
 from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
-from .streaming import StreamState
+from .streaming import WINDOW_TOKENS, StreamState
 from .t3_runner import clean_speech_tokens
 
 
@@ -99,19 +99,29 @@ class Engine:
 
     def warmup(self, max_new_tokens: int = 1000) -> None:
         """Capture now what the first requests would otherwise capture: every T3 decode graph (batch size x
-        attention length) and the single-request CFM graphs for outputs of up to `max_new_tokens` tokens."""
+        attention length), the single-request CFM graphs for outputs of up to `max_new_tokens` tokens and the
+        batched ones of streaming windows."""
         self.call(lambda: self._warmup(max_new_tokens)).result()
 
     def _warmup(self, max_new_tokens: int) -> None:
         self.decoder.warmup()
-        runner = self.tts.audio_runner
-        if runner.cfm_graphs is not None:
-            ratio = self.tts.s3gen.flow.cfg.token_mel_ratio
-            prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
-            for frames in range(runner.cfm_graphs.bucket, ratio * (prompt + max_new_tokens) + 1,
-                                runner.cfm_graphs.bucket):
-                runner.cfm_graphs.prepare(frames, self.tts.s3gen.flow.cfg.n_timesteps, runner.device,
-                                          runner.flow_dtype)
+        graphs, runner = self.tts.audio_runner.cfm_graphs, self.tts.audio_runner
+        if graphs is None:
+            return
+        flow = self.tts.s3gen.flow.cfg
+        prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
+        for frames in range(graphs.bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, graphs.bucket):
+            graphs.prepare(1, frames, flow.n_timesteps, runner.device, runner.flow_dtype)
+        # Streaming windows of several requests: every batch size up to max_batch, every window length up to
+        # the bounded context plus the largest window (unbounded contexts capture their longer shapes lazily).
+        keep_prompt, keep_history = self.tts.config.stream_context_tokens()
+        longest = (min(prompt, keep_prompt or prompt) + (keep_history or WINDOW_TOKENS[-1]) + WINDOW_TOKENS[-1]
+                   + self.tts.config.eos_check_every + flow.lookahead)
+        rows = 2
+        while rows < 2 * self.max_batch:
+            for frames in range(graphs.batch_bucket, flow.token_mel_ratio * longest + 2, graphs.batch_bucket):
+                graphs.prepare(rows, frames, flow.n_timesteps, runner.device, runner.flow_dtype)
+            rows *= 2
 
     def prefill_len(self, n_text_ids: int) -> int:
         """Prompt positions: speaker, perceiver queries, emotion, framed text, two start tokens."""
@@ -228,7 +238,9 @@ class Engine:
             if req.stream:
                 # S3Gen draws from its own stream here: interleaved with T3's draws it would change the tokens
                 audio_rng = RequestRNG((req.params.seed + 0x5EED) % 2 ** 63, self.tts.device)
-                r.stream = StreamState(self.tts.voice_cache.get(req.voice).voice, audio_rng)
+                keep_prompt, keep_history = self.tts.config.stream_context_tokens()
+                r.stream = StreamState(self.tts.voice_cache.get(req.voice).voice, audio_rng,
+                                       prompt_keep=keep_prompt, history_keep=keep_history)
             self._running[r.slot] = r
         self.stats.prefill_s += now - t0
 

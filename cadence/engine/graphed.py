@@ -8,6 +8,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from .cuda_graphs import capture
+
 
 class GraphedForward:
     def __init__(self, module: nn.Module, max_shapes: int = 4):
@@ -26,14 +28,7 @@ class GraphedForward:
         hit = self._graphs.get(key)
         if hit is None:
             static_in = x.clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                self.module(static_in)  # warm-up: cuDNN algorithm choice, lazy init
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                static_out = self.module(static_in)
+            graph, static_out = capture(lambda: self.module(static_in))
             if len(self._graphs) >= self.max_shapes:
                 self._graphs.popitem(last=False)
             hit = self._graphs[key] = (graph, static_in, static_out)

@@ -1,8 +1,11 @@
 """True streaming: S3Gen on a request's growing token sequence while T3 is still decoding.
 
-Flow: each window encodes every token so far with the model's lookahead (`finalize=False`: the last 3 tokens
+Flow: each window encodes the tokens so far with the model's lookahead (`finalize=False`: the last 3 tokens
 only serve as right context) and solves the CFM for the new frames only; the frames already sent are given to
-the CFM as conditioning, like the voice prompt, so they are never re-decoded and never change.
+the CFM as conditioning, like the voice prompt, so they are never re-decoded and never change. The context can
+be bounded (`StreamState.prompt_keep`, `history_keep`: the end of the voice prompt and the most recent audio
+sent), so a window's cost no longer grows with the stream and the first window does not carry the whole 10 s
+prompt: under load, that is what time to first audio is made of.
 Vocoder: each window re-runs HiFT over the last HOLD_FRAMES mel frames of the previous one plus the new
 frames. The harmonic source continues the previous window's phase (cycles carried at the window start) and its
 noise, and the held-back tail of the previous window is cross-faded with the same samples rendered with right
@@ -35,53 +38,76 @@ class StreamState:
     phase: torch.Tensor | None = None  # (1, H, 1) the request's random harmonic start phases
     offset: torch.Tensor | None = None  # (1, H, 1) harmonic cycles elapsed before sample voc_start * 480
     src_noise: torch.Tensor | None = None  # (1, H, HOLD_FRAMES * 480) source noise of the overlap
+    prompt_keep: int | None = None  # voice-prompt tokens (its end) each window conditions on; None: all
+    history_keep: int | None = None  # tokens of audio already sent each window conditions on; None: all
+
+
+def _window(st: StreamState, tokens: list[int], final: bool, ratio: int, cut: int, dev):
+    """One stream's next flow window -> (window tokens, frames to solve, context frames, context mel, noise
+    positions), or None when no new frame is due.
+
+    Full-frame space: the voice prompt's P = ratio*Tp + d frames (d: a surplus frame the reference keeps), then
+    the generated frames. The window keeps the prompt's last `prompt_keep` tokens and the generated tokens from
+    g0 on (the last `history_keep` tokens whose frames were all sent), as one contiguous token sequence; its
+    frames map back to full-frame positions, so every frame keeps its own noise whatever is trimmed. With
+    neither limit set, the window is the whole sequence so far."""
+    v = st.voice
+    Tp, P = v.prompt_tokens.shape[1], v.prompt_feat.shape[1]
+    d = P - ratio * Tp
+    E = 0 if st.mel is None else st.mel.shape[-1]
+    kp = Tp if st.prompt_keep is None else min(Tp, st.prompt_keep)
+    g0 = 0 if st.history_keep is None else max(0, (d + E) // ratio - st.history_keep)
+    n = kp + len(tokens) - g0
+    frames = ratio * n - (0 if final else cut)  # the lookahead tokens' frames wait for the next window
+    ctx = ratio * kp + d + E - ratio * g0
+    if not tokens or frames <= ctx:
+        return None
+    window_tokens = torch.cat((v.prompt_tokens[0, Tp - kp:].to(dev), torch.tensor(tokens[g0:], device=dev)))
+    prompt_tail = v.prompt_feat[0, ratio * (Tp - kp): ratio * Tp].t()  # (80, ratio*kp)
+    recent = v.prompt_feat[0, ratio * Tp:].t()  # the surplus frame(s), then the frames already sent
+    if E:
+        recent = torch.cat((recent.to(st.mel.device), st.mel[0].to(recent.dtype).to(recent.device)), dim=-1)
+    context = (prompt_tail, recent[:, ratio * g0:])
+    full = (ratio * (Tp - kp), ratio * Tp, ratio * Tp + ratio * g0, ratio * Tp + ratio * g0 + frames - ratio * kp)
+    return window_tokens, frames, ctx, context, full
 
 
 @torch.inference_mode()
 def _flow_windows(runner, items: list[tuple[StreamState, list[int], bool]]) -> None:
-    """Every item's new mel frames, the items as one padded batch (one row alone takes the CUDA-graph solve)."""
+    """Every item's new mel frames, the items as one padded batch (CUDA graphs when the runner has them)."""
     flow, dev, dt = runner.s3gen.flow, runner.device, runner.flow_dtype
     ratio, cut = flow.cfg.token_mel_ratio, flow.cfg.lookahead * flow.cfg.token_mel_ratio
     rows = []
     for st, tokens, final in items:
-        n_full = st.voice.prompt_tokens.shape[1] + len(tokens)
-        frames = ratio * n_full - (0 if final else cut)  # the lookahead tokens' frames wait for the next window
-        E = 0 if st.mel is None else st.mel.shape[-1]
-        if tokens and frames > st.voice.prompt_feat.shape[1] + E:
-            rows.append((st, tokens, final, n_full, frames, E))
+        w = _window(st, tokens, final, ratio, cut, dev)
+        if w is not None:
+            rows.append((st, *w))
     if not rows:
         return
-    T = max(r[3] for r in rows)
-    B = len(rows)
+    T, B = max(r[1].numel() for r in rows), len(rows)
     tok = torch.zeros(B, T, device=dev, dtype=torch.long)
     noise = torch.zeros(B, flow.cfg.mel_dim, ratio * T, device=dev, dtype=dt)
     cond = torch.zeros(B, flow.cfg.mel_dim, ratio * T, device=dev, dtype=dt)
-    for i, (st, tokens, _, n_full, frames, E) in enumerate(rows):
-        v = st.voice
-        tok[i, :n_full] = torch.cat((v.prompt_tokens[0].to(dev), torch.tensor(tokens, device=dev)))
+    for i, (st, wt, frames, ctx, (prompt_tail, recent), (a, b, c, e)) in enumerate(rows):
+        tok[i, :wt.numel()] = wt
         have = 0 if st.noise is None else st.noise.shape[-1]
-        if frames > have:  # noise of new frames only: frames already drawn keep theirs
-            more = torch.randn((1, flow.cfg.mel_dim, frames - have), generator=st.rng.device,
+        if e > have:  # noise of new frames only: frames already drawn keep theirs
+            more = torch.randn((1, flow.cfg.mel_dim, e - have), generator=st.rng.device,
                                device=st.rng.device.device).to(dev)
             st.noise = more if st.noise is None else torch.cat((st.noise, more), dim=-1)
-        noise[i, :, :frames] = st.noise[0, :, :frames].to(dt)
-        P = v.prompt_feat.shape[1]
-        cond[i, :, :P] = v.prompt_feat[0].t().to(dt)
-        if E:  # frames already sent condition the solve like the prompt: they are never re-decoded
-            cond[i, :, P:P + E] = st.mel[0].to(dt)
-    mu, _ = flow.encode(tok, torch.tensor([r[3] for r in rows], device=dev))
-    valid = torch.tensor([r[4] for r in rows], device=dev)
-    mask = (torch.arange(mu.shape[-1], device=dev)[None] < valid[:, None])[:, None].to(dt)
+        noise[i, :, :frames] = torch.cat((st.noise[0, :, a:b], st.noise[0, :, c:e]), dim=-1).to(dt)
+        k = prompt_tail.shape[-1]
+        cond[i, :, :k] = prompt_tail.to(dev, dt)
+        cond[i, :, k:ctx] = recent[:, : ctx - k].to(dev, dt)
+    mu, _ = flow.encode(tok, torch.tensor([r[1].numel() for r in rows], device=dev))
+    F_max = max(r[2] for r in rows)
+    valid = torch.tensor([r[2] for r in rows], device=dev)
+    mask = (torch.arange(F_max, device=dev)[None] < valid[:, None])[:, None].to(dt)
     spks = flow.speaker(torch.cat([r[0].voice.xvector for r in rows]).to(dev, dt)).to(dt)
-    if B == 1:
-        F1 = rows[0][4]
-        solve = runner.cfm_graphs.solve if runner.cfm_graphs is not None else flow.decoder.solve
-        x = solve(noise[..., :F1], mu[..., :F1], mask[..., :F1], spks, cond[..., :F1], flow.cfg.n_timesteps)
-    else:
-        x = flow.decoder.solve(noise[..., : mu.shape[-1]], mu, mask, spks, cond[..., : mu.shape[-1]],
-                               flow.cfg.n_timesteps)
-    for i, (st, _, _, _, frames, E) in enumerate(rows):
-        new = x[i:i + 1, :, st.voice.prompt_feat.shape[1] + E: frames].float()
+    solve = runner.cfm_graphs.solve if runner.cfm_graphs is not None else flow.decoder.solve
+    x = solve(noise[..., :F_max], mu[..., :F_max], mask, spks, cond[..., :F_max], flow.cfg.n_timesteps)
+    for i, (st, _, frames, ctx, _, _) in enumerate(rows):
+        new = x[i:i + 1, :, ctx:frames].float()
         st.mel = new if st.mel is None else torch.cat((st.mel, new), dim=-1)
 
 

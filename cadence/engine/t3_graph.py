@@ -11,6 +11,7 @@ import torch
 from ..layers.sampling import process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
+from .cuda_graphs import capture
 
 BUCKETS = (256, 512, 1024, 2048, 4096, 8192)
 
@@ -64,15 +65,7 @@ class T3GraphDecoder:
         if key not in self.graphs:
             self.pos.zero_()  # warm-up and capture write at `pos`: keep it inside the smallest bucket
             self.step.zero_()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream), torch.inference_mode():  # warm-up: lazy inits, cuBLAS handles
-                self._step(*key)
-            torch.cuda.current_stream().wait_stream(stream)
-            g = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(g, pool=self.pool, capture_error_mode="thread_local"):
-                self._step(*key)
-            self.graphs[key] = g
+            self.graphs[key], _ = capture(lambda: self._step(*key), self.pool)
         return self.graphs[key]
 
     def bucket_for(self, length: int) -> int:

@@ -32,8 +32,16 @@ class ServerSettings:
     watermark: bool = True
     warmup: bool = True
     """Capture the engine's CUDA graphs at start (/health says "starting" meanwhile) instead of on first requests."""
+    stream_prompt_s: float | None = 4.0
+    """Streaming: seconds of the voice prompt each S3Gen window conditions on; None (or 'all') = the whole prompt.
+    See `EngineConfig.stream_prompt_s`."""
+    stream_history_s: float | None = 2.0
+    """Streaming: seconds of audio already sent each window conditions on; None (or 'all') = all of it."""
 
     def __post_init__(self):
+        for name in ("stream_prompt_s", "stream_history_s"):
+            if getattr(self, name) == "all":
+                setattr(self, name, None)
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         for name in ("max_input_chars", "max_queue"):
@@ -62,6 +70,8 @@ def _parse(name: str, raw: str):
         return int(raw)
     if name in ("max_body_mb", "request_timeout_s"):
         return float(raw)
+    if name in ("stream_prompt_s", "stream_history_s"):
+        return None if raw.strip().lower() in ("all", "none", "") else float(raw)
     if name in ("watermark", "warmup"):
         return raw.lower() not in ("0", "false", "no", "off")
     return raw
