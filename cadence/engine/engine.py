@@ -105,22 +105,23 @@ class Engine:
 
     def _warmup(self, max_new_tokens: int) -> None:
         self.decoder.warmup()
-        graphs, runner = self.tts.audio_runner.cfm_graphs, self.tts.audio_runner
-        if graphs is None:
+        runner = self.tts.audio_runner
+        if runner.cfm_graphs is None:
             return
-        flow = self.tts.s3gen.flow.cfg
+        flow, dev, dt = self.tts.s3gen.flow.cfg, runner.device, runner.flow_dtype
         prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
-        for frames in range(graphs.bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, graphs.bucket):
-            graphs.prepare(1, frames, flow.n_timesteps, runner.device, runner.flow_dtype)
-        # Streaming windows of several requests: every batch size up to max_batch, every window length up to
-        # the bounded context plus the largest window (unbounded contexts capture their longer shapes lazily).
+        bucket = runner.cfm_graphs.bucket
+        for frames in range(bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, bucket):
+            runner.cfm_graphs.prepare(frames, flow.n_timesteps, dev, dt)
+        # Streaming windows: every batch size up to max_batch, every window length up to the bounded context
+        # plus the largest window (an unbounded context captures its longer windows when they come).
         keep_prompt, keep_history = self.tts.config.stream_context_tokens()
         longest = (min(prompt, keep_prompt or prompt) + (keep_history or WINDOW_TOKENS[-1]) + WINDOW_TOKENS[-1]
                    + self.tts.config.eos_check_every + flow.lookahead)
-        rows = 2
+        graphs, rows = runner.window_graphs, 1
         while rows < 2 * self.max_batch:
-            for frames in range(graphs.batch_bucket, flow.token_mel_ratio * longest + 2, graphs.batch_bucket):
-                graphs.prepare(rows, frames, flow.n_timesteps, runner.device, runner.flow_dtype)
+            for tokens in range(graphs.bucket, longest + graphs.bucket, graphs.bucket):
+                graphs.prepare(rows, tokens, flow.n_timesteps, dev, dt)
             rows *= 2
 
     def prefill_len(self, n_text_ids: int) -> int:

@@ -24,7 +24,7 @@ from ..voices.voice import Voice
 from .rng import RequestRNG, wait_for_device
 
 HOLD_FRAMES = 8  # mel frames (160 ms) held back each window and cross-faded into the next
-WINDOW_TOKENS = (16, 24, 48, 96)  # new tokens per window: a small first chunk, then larger ones
+WINDOW_TOKENS = (16, 16, 32, 64, 96)  # new tokens per window: a small first chunk soon followed by the next
 
 
 @dataclass
@@ -99,13 +99,11 @@ def _flow_windows(runner, items: list[tuple[StreamState, list[int], bool]]) -> N
         k = prompt_tail.shape[-1]
         cond[i, :, :k] = prompt_tail.to(dev, dt)
         cond[i, :, k:ctx] = recent[:, : ctx - k].to(dev, dt)
-    mu, _ = flow.encode(tok, torch.tensor([r[1].numel() for r in rows], device=dev))
-    F_max = max(r[2] for r in rows)
-    valid = torch.tensor([r[2] for r in rows], device=dev)
-    mask = (torch.arange(F_max, device=dev)[None] < valid[:, None])[:, None].to(dt)
-    spks = flow.speaker(torch.cat([r[0].voice.xvector for r in rows]).to(dev, dt)).to(dt)
-    solve = runner.cfm_graphs.solve if runner.cfm_graphs is not None else flow.decoder.solve
-    x = solve(noise[..., :F_max], mu[..., :F_max], mask, spks, cond[..., :F_max], flow.cfg.n_timesteps)
+    lengths = torch.tensor([r[1].numel() for r in rows], device=dev)
+    frames = torch.tensor([r[2] for r in rows], device=dev)
+    xvector = torch.cat([r[0].voice.xvector for r in rows]).to(dev, dt)
+    solve = runner.window_graphs or flow.solve_padded
+    x = solve(tok, lengths, frames, noise, cond, xvector, flow.cfg.n_timesteps)
     for i, (st, _, frames, ctx, _, _) in enumerate(rows):
         new = x[i:i + 1, :, ctx:frames].float()
         st.mel = new if st.mel is None else torch.cat((st.mel, new), dim=-1)
