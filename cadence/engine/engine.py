@@ -112,7 +112,7 @@ class Engine:
         prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
         bucket = runner.cfm_graphs.bucket
         for frames in range(bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, bucket):
-            runner.cfm_graphs.prepare(frames, flow.n_timesteps, dev, dt)
+            runner.cfm_graphs.prepare(frames, dev, dt)
         # Streaming windows: every batch size up to max_batch, every window length up to the bounded context
         # plus the largest window (an unbounded context captures its longer windows when they come).
         keep_prompt, keep_history = self.tts.config.stream_context_tokens()
@@ -121,7 +121,7 @@ class Engine:
         graphs, rows = runner.window_graphs, 1
         while rows < 2 * self.max_batch:
             for tokens in range(graphs.bucket, longest + graphs.bucket, graphs.bucket):
-                graphs.prepare(rows, tokens, flow.n_timesteps, dev, dt)
+                graphs.prepare(rows, tokens, dev, dt)
             rows *= 2
 
     def prefill_len(self, n_text_ids: int) -> int:

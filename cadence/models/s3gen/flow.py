@@ -39,22 +39,26 @@ class CFMDecoder(nn.Module):
         self.estimator = ConditionalDecoder(cfg.estimator)
 
     def solve(self, noise, mu, mask, spks, cond, n_steps: int):
-        """Euler integration from noise (B, 80, T) to mel. The conditional and unconditional (mu, speaker
-        and prompt zeroed) rows run as one batch of 2B."""
-        B = mu.shape[0]
+        """Euler integration from noise (B, 80, T) to mel."""
         t_grid = cosine_time_grid(n_steps, mu.device, torch.float32).to(mu.dtype)
+        guided = self.guided_inputs(mu, mask, spks, cond)
         x = noise
-        mu2 = torch.cat((mu, torch.zeros_like(mu)))
-        spks2 = torch.cat((spks, torch.zeros_like(spks)))
-        cond2 = torch.cat((cond, torch.zeros_like(cond)))
-        mask2 = torch.cat((mask, mask))
-        rate = self.cfg.cfg_rate
         for i in range(n_steps):
-            t, r = t_grid[i:i + 1], t_grid[i + 1:i + 2]
-            v = self.estimator(torch.cat((x, x)), mask2, mu2, t.expand(2 * B), spks2, cond2)
-            v_cond, v_uncond = v[:B], v[B:]
-            x = x + (r - t) * ((1.0 + rate) * v_cond - rate * v_uncond)
+            x = self.step(x, t_grid[i:i + 1], t_grid[i + 1:i + 2], *guided)
         return x
+
+    @staticmethod
+    def guided_inputs(mu, mask, spks, cond):
+        """The conditional rows and the unconditional ones (mu, speaker and prompt zeroed) as one batch of 2B:
+        (mu2, mask2, spks2, cond2)."""
+        return (torch.cat((mu, torch.zeros_like(mu))), torch.cat((mask, mask)),
+                torch.cat((spks, torch.zeros_like(spks))), torch.cat((cond, torch.zeros_like(cond))))
+
+    def step(self, x, t, r, mu2, mask2, spks2, cond2):
+        """One Euler step of x (B, 80, T) from time t to r ((1,) tensors) with classifier-free guidance."""
+        B, rate = x.shape[0], self.cfg.cfg_rate
+        v = self.estimator(torch.cat((x, x)), mask2, mu2, t.expand(2 * B), spks2, cond2)
+        return x + (r - t) * ((1.0 + rate) * v[:B] - rate * v[B:])
 
 
 class CausalFlow(nn.Module):
