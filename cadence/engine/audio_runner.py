@@ -17,11 +17,10 @@ class AudioRunner:
     def __init__(self, s3gen: S3Gen, use_graphs: bool = False, vocoder_window_frames: int | None = None):
         self.s3gen = s3gen
         self.vocoder_window_frames = vocoder_window_frames
-        self.cfm_graphs = self.window_graphs = None
+        self.cfm_graphs = None
         if use_graphs:
-            from .cfm_graph import CFMGraphs, WindowGraphs
+            from .cfm_graph import CFMGraphs
             self.cfm_graphs = CFMGraphs(s3gen.flow.decoder)
-            self.window_graphs = WindowGraphs(s3gen.flow)
 
     @property
     def device(self):

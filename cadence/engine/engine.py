@@ -112,16 +112,17 @@ class Engine:
         prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
         bucket = runner.cfm_graphs.bucket
         for frames in range(bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, bucket):
-            runner.cfm_graphs.prepare(frames, dev, dt)
+            runner.cfm_graphs.prepare(1, frames, flow.n_timesteps, dev, dt)
         # Streaming windows: every batch size up to max_batch, every window length up to the bounded context
         # plus the largest window (an unbounded context captures its longer windows when they come).
         keep_prompt, keep_history = self.tts.config.stream_context_tokens()
         longest = (min(prompt, keep_prompt or prompt) + (keep_history or WINDOW_TOKENS[-1]) + WINDOW_TOKENS[-1]
                    + self.tts.config.eos_check_every + flow.lookahead)
-        graphs, rows = runner.window_graphs, 1
+        graphs, rows = runner.cfm_graphs, 2
         while rows < 2 * self.max_batch:
-            for tokens in range(graphs.bucket, longest + graphs.bucket, graphs.bucket):
-                graphs.prepare(rows, tokens, dev, dt)
+            for frames in range(graphs.batch_bucket, flow.token_mel_ratio * longest + graphs.batch_bucket,
+                                graphs.batch_bucket):
+                graphs.prepare(rows, frames, flow.n_timesteps, dev, dt)
             rows *= 2
 
     def prefill_len(self, n_text_ids: int) -> int:

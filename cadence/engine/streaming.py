@@ -102,8 +102,8 @@ def _flow_windows(runner, items: list[tuple[StreamState, list[int], bool]]) -> N
     lengths = torch.tensor([r[1].numel() for r in rows], device=dev)
     frames = torch.tensor([r[2] for r in rows], device=dev)
     xvector = torch.cat([r[0].voice.xvector for r in rows]).to(dev, dt)
-    solve = runner.window_graphs or flow.solve_padded
-    x = solve(tok, lengths, frames, noise, cond, xvector, flow.cfg.n_timesteps)
+    x = flow.solve_padded(tok, lengths, frames, noise, cond, xvector, flow.cfg.n_timesteps,
+                          solver=runner.cfm_graphs.solve if runner.cfm_graphs is not None else None)
     for i, (st, _, frames, ctx, _, _) in enumerate(rows):
         new = x[i:i + 1, :, ctx:frames].float()
         st.mel = new if st.mel is None else torch.cat((st.mel, new), dim=-1)

@@ -54,12 +54,12 @@ def test_cfm_graph_matches_eager_solve(tiny_ckpt):
     assert rel_err(m1.cpu(), m2.cpu()) < 1e-4
 
 
-def test_window_graphs_match_eager_padded_windows(tiny_ckpt):
-    """Several streams' windows (different lengths, a padded batch) through the captured window graphs equal the
-    eager math row by row; the second shape is captured without its own eager warm-up."""
+def test_batched_cfm_graphs_match_eager_padded_windows(tiny_ckpt):
+    """Several streams' windows (different lengths, a padded batch) through the captured CFM graphs equal the
+    eager math row by row."""
     from cadence.tts import TTS
     tts = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, dtype="float32")
-    flow, graphs = tts.s3gen.flow, tts.audio_runner.window_graphs
+    flow, graphs = tts.s3gen.flow, tts.audio_runner.cfm_graphs
     g = torch.Generator().manual_seed(0)
     for B, T in ((3, 40), (5, 70)):
         tokens = torch.randint(0, 6561, (B, T), generator=g).cuda()
@@ -68,12 +68,12 @@ def test_window_graphs_match_eager_padded_windows(tiny_ckpt):
         noise, cond = (torch.randn(B, 80, 2 * T, generator=g).cuda() for _ in range(2))
         xvector = torch.randn(B, 192, generator=g).cuda()
         with torch.inference_mode():
-            a = graphs(tokens, lengths, frames, noise, cond, xvector, 10)
+            a = flow.solve_padded(tokens, lengths, frames, noise, cond, xvector, 10, solver=graphs.solve)
             b = flow.solve_padded(tokens, lengths, frames, noise, cond, xvector, 10)
         for i in range(B):
             n = int(frames[i])
             assert rel_err(a[i, :, :n].cpu(), b[i, :, :n].cpu()) < 1e-3  # padded shapes: other conv algorithms
-    assert len(graphs.captured) == 2
+    assert sorted(graphs.captured) == [(4, 128, 10), (8, 192, 10)]
 
 
 def test_on_demand_preparation_equals_resident(tiny_ckpt, ref_wav_path):

@@ -85,13 +85,14 @@ class CausalFlow(nn.Module):
     def speaker(self, xvector: torch.Tensor) -> torch.Tensor:
         return self.spk_embed_affine_layer(F.normalize(xvector, dim=1))
 
-    def solve_padded(self, tokens, lengths, frames, noise, cond, xvector, n_steps: int):
+    def solve_padded(self, tokens, lengths, frames, noise, cond, xvector, n_steps: int, solver=None):
         """A padded batch of token sequences, each with its conditioning frames: tokens (B, T), lengths (B,),
         frames (B,) frames to solve per row (the rest, e.g. lookahead frames, is masked), noise and cond
-        (B, 80, ratio*T), xvector (B, 192) -> mel (B, 80, ratio*T), row b valid up to frames[b]."""
+        (B, 80, ratio*T), xvector (B, 192) -> mel (B, 80, ratio*T), row b valid up to frames[b]. `solver`
+        replaces `decoder.solve` (the engine's CUDA graphs)."""
         mu, _ = self.encode(tokens, lengths)
         mask = (torch.arange(mu.shape[-1], device=mu.device)[None] < frames[:, None])[:, None].to(mu.dtype)
-        return self.decoder.solve(noise, mu, mask, self.speaker(xvector).to(mu.dtype), cond, n_steps)
+        return (solver or self.decoder.solve)(noise, mu, mask, self.speaker(xvector).to(mu.dtype), cond, n_steps)
 
     def forward(self, tokens, lengths, prompt_feat, xvector, noise, finalize: bool = True,
                 n_steps: int | None = None, solver=None):
