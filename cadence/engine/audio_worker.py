@@ -113,39 +113,71 @@ class AudioWorker:
 
     def _windows(self, todo: list[tuple[_Running, list[int], bool]]) -> None:
         eng, t0 = self.engine, time.perf_counter()
-        try:
-            waves = render_windows(eng.tts.audio_runner, [(r.stream, t, f) for r, t, f in todo])
-        except Exception as exc:  # noqa: BLE001 - e.g. CUDA OOM: these requests fail, the engine goes on
-            self._failed(exc, [r for r, _, _ in todo])
-            return
+        states = [r.stream for r, _, _ in todo]
+        groups = _on_oom_alone(lambda idx: render_windows(eng.tts.audio_runner, [(states[i], todo[i][1], todo[i][2])
+                                                                                  for i in idx]),
+                               len(todo), [st.rng for st in states])
         s3_s = time.perf_counter() - t0
         eng.stats.s3gen_s += s3_s
-        for (r, tokens, final), wav in zip(todo, waves):
-            if wav.size or final:
-                eng._post.submit(eng._emit, r, wav, tokens, s3_s, final)
+        for idx, waves in groups:
+            if isinstance(waves, Exception):
+                self._failed(waves, [todo[i][0] for i in idx])
+                continue
+            for i, wav in zip(idx, waves):
+                r, tokens, final = todo[i]
+                if wav.size or final:
+                    eng._post.submit(eng._emit, r, wav, tokens, s3_s, final)
 
     def _batch(self, live: list[_Running]) -> None:
         eng, t0 = self.engine, time.perf_counter()
         speech = [clean_speech_tokens(r.tokens) for r in live]
         todo = [i for i, s in enumerate(speech) if s]
         waves: dict[int, np.ndarray] = {}
-        try:
-            items = [(torch.tensor(speech[i]), eng.tts.voice_cache.get(live[i].handle.request.voice).voice,
-                      live[i].rng) for i in todo]
-            out = eng.tts.audio_runner.synthesize_batch(items) if items else []
+
+        def render(idx: list[int]) -> list[np.ndarray]:
+            items = [(torch.tensor(speech[todo[i]]), eng.tts.voice_cache.get(live[todo[i]].handle.request.voice).voice,
+                      live[todo[i]].rng) for i in idx]
+            out = eng.tts.audio_runner.synthesize_batch(items)
             wait_for_device(eng.tts.device)
-            for i, w in zip(todo, out):
-                waves[i] = w[0].cpu().numpy()
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exc, live)
-            return
+            return [w[0].cpu().numpy() for w in out]
+        groups = _on_oom_alone(render, len(todo), [live[i].rng for i in todo]) if todo else []
+        failed = set()
+        for idx, out in groups:
+            if isinstance(out, Exception):
+                self._failed(out, [live[todo[i]] for i in idx])
+                failed.update(todo[i] for i in idx)
+            else:
+                waves.update((todo[i], w) for i, w in zip(idx, out))
         s3_s = time.perf_counter() - t0
         eng.stats.s3gen_s += s3_s
         for i, r in enumerate(live):
-            eng._post.submit(eng._emit, r, waves.get(i, np.zeros(0, np.float32)), speech[i], s3_s, True)
+            if i not in failed:
+                eng._post.submit(eng._emit, r, waves.get(i, np.zeros(0, np.float32)), speech[i], s3_s, True)
 
     def _failed(self, exc: Exception, requests: list[_Running]) -> None:
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
         for r in requests:
             self.engine._fail(r, exc)
+
+
+def _on_oom_alone(render, n: int, rngs) -> list[tuple[list[int], object]]:
+    """render(indices) over all n items as one batch; if that runs out of GPU memory, free the cache and render
+    each item alone, with its random streams put back as they were, so only an item that cannot fit even alone
+    fails, and every other one gets the audio its seed gives. -> [(indices, outputs or the exception)]."""
+    saved = [(g.device.get_state(), g.host.get_state()) for g in rngs]
+    try:
+        return [(list(range(n)), render(list(range(n))))]
+    except Exception as exc:  # noqa: BLE001 - handed back: those requests fail, the engine goes on
+        if n == 1 or not isinstance(exc, torch.cuda.OutOfMemoryError):
+            return [(list(range(n)), exc)]
+    torch.cuda.empty_cache()
+    groups = []
+    for i, (g, (dev_state, host_state)) in enumerate(zip(rngs, saved)):
+        g.device.set_state(dev_state)
+        g.host.set_state(host_state)
+        try:
+            groups.append(([i], render([i])))
+        except Exception as exc:  # noqa: BLE001
+            groups.append(([i], exc))
+    return groups

@@ -62,3 +62,28 @@ class CFMGraphs:
                 dst[:B].copy_(src)
         c.graph.replay()
         return c.out[:B, :, :T].clone()
+
+
+def warm_flow_graphs(tts, max_new_tokens: int, max_batch: int) -> None:
+    """Capture the flow graphs the engine's requests would otherwise capture on first use: one request's solve
+    for outputs of up to `max_new_tokens` tokens, and streaming windows of every batch size up to `max_batch`
+    and every length up to the bounded context plus the largest window (an unbounded context captures its
+    longer windows when they come)."""
+    from .streaming import WINDOW_TOKENS
+    runner = tts.audio_runner
+    graphs = runner.cfm_graphs
+    if graphs is None:
+        return
+    flow, dev, dt = tts.s3gen.flow.cfg, runner.device, runner.flow_dtype
+    prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
+    for frames in range(graphs.bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, graphs.bucket):
+        graphs.prepare(1, frames, flow.n_timesteps, dev, dt)
+    keep_prompt, keep_history = tts.config.stream_context_tokens()
+    longest = (min(prompt, keep_prompt or prompt) + (keep_history or WINDOW_TOKENS[-1]) + WINDOW_TOKENS[-1]
+               + tts.config.eos_check_every + flow.lookahead)
+    rows = 2
+    while rows < 2 * max_batch:
+        for frames in range(graphs.batch_bucket, flow.token_mel_ratio * longest + graphs.batch_bucket,
+                            graphs.batch_bucket):
+            graphs.prepare(rows, frames, flow.n_timesteps, dev, dt)
+        rows *= 2

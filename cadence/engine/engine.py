@@ -23,7 +23,8 @@ from .request import AudioChunk, Request, RequestCancelled, RequestHandle
 from .rng import RequestRNG, wait_for_device
 from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
-from .streaming import WINDOW_TOKENS, StreamState
+from .cfm_graph import warm_flow_graphs
+from .streaming import StreamState
 from .t3_runner import clean_speech_tokens
 
 
@@ -74,6 +75,10 @@ class Engine:
             raise RuntimeError("the engine is shut down")
         if not isinstance(request.params, SamplingParams):
             raise ValueError("request.params must be a SamplingParams")
+        if request.voice is None:  # as generate(): the checkpoint's built-in voice
+            if self.tts.default_voice is None:
+                raise ValueError("no voice given and this checkpoint has no built-in voice (conds.pt)")
+            request.voice = self.tts.default_voice
         if request.params.seed is None:
             request.params.seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
         ids = self.tts.text_ids(request.text)
@@ -105,25 +110,7 @@ class Engine:
 
     def _warmup(self, max_new_tokens: int) -> None:
         self.decoder.warmup()
-        runner = self.tts.audio_runner
-        if runner.cfm_graphs is None:
-            return
-        flow, dev, dt = self.tts.s3gen.flow.cfg, runner.device, runner.flow_dtype
-        prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
-        bucket = runner.cfm_graphs.bucket
-        for frames in range(bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, bucket):
-            runner.cfm_graphs.prepare(1, frames, flow.n_timesteps, dev, dt)
-        # Streaming windows: every batch size up to max_batch, every window length up to the bounded context
-        # plus the largest window (an unbounded context captures its longer windows when they come).
-        keep_prompt, keep_history = self.tts.config.stream_context_tokens()
-        longest = (min(prompt, keep_prompt or prompt) + (keep_history or WINDOW_TOKENS[-1]) + WINDOW_TOKENS[-1]
-                   + self.tts.config.eos_check_every + flow.lookahead)
-        graphs, rows = runner.cfm_graphs, 2
-        while rows < 2 * self.max_batch:
-            for frames in range(graphs.batch_bucket, flow.token_mel_ratio * longest + graphs.batch_bucket,
-                                graphs.batch_bucket):
-                graphs.prepare(rows, frames, flow.n_timesteps, dev, dt)
-            rows *= 2
+        warm_flow_graphs(self.tts, max_new_tokens, self.max_batch)
 
     def prefill_len(self, n_text_ids: int) -> int:
         """Prompt positions: speaker, perceiver queries, emotion, framed text, two start tokens."""
@@ -226,13 +213,7 @@ class Engine:
             admitted.append((r, (r.slot, prefill, req.params, req.speech_tokens_only, req.ignore_eos)))
         if not admitted:
             return
-        try:
-            self.decoder.admit_many([entry for _, entry in admitted])
-        except Exception as exc:  # noqa: BLE001 - e.g. OOM on a large padded prefill
-            for r, _ in admitted:
-                self.decoder.free(r.slot)
-                self._fail(r, exc)
-            return
+        admitted = self._admit(admitted)
         now = time.perf_counter()
         for r, _ in admitted:
             req = r.handle.request
@@ -245,6 +226,30 @@ class Engine:
                                        prompt_keep=keep_prompt, history_keep=keep_history)
             self._running[r.slot] = r
         self.stats.prefill_s += now - t0
+
+    def _admit(self, admitted: list[tuple[_Running, tuple]]) -> list[tuple[_Running, tuple]]:
+        """One padded prefill for all; if it runs out of GPU memory, each alone. -> those admitted."""
+        try:
+            self.decoder.admit_many([entry for _, entry in admitted])
+            return admitted
+        except Exception as exc:  # noqa: BLE001 - e.g. OOM on a large padded prefill
+            batch_oom = isinstance(exc, torch.cuda.OutOfMemoryError) and len(admitted) > 1
+            if batch_oom:
+                torch.cuda.empty_cache()
+            else:
+                for r, _ in admitted:
+                    self.decoder.free(r.slot)
+                    self._fail(r, exc)
+                return []
+        ok = []
+        for r, entry in admitted:
+            try:
+                self.decoder.admit_many([entry])
+                ok.append((r, entry))
+            except Exception as exc:  # noqa: BLE001
+                self.decoder.free(r.slot)
+                self._fail(r, exc)
+        return ok
 
     def _decode(self) -> None:
         d, t0 = self.decoder, time.perf_counter()

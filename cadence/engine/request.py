@@ -20,7 +20,8 @@ from ..voices.voice import Voice
 @dataclass
 class Request:
     text: str
-    voice: Voice
+    voice: Voice | None
+    """None: the checkpoint's built-in voice."""
     params: SamplingParams = field(default_factory=SamplingParams)
     """Knobs of this request alone; `params.seed` None draws a fresh seed at submission."""
     watermark: bool | None = None

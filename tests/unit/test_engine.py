@@ -154,3 +154,25 @@ def test_concurrency_bench_level_reports_throughput_and_occupancy(tiny_tts):
            "busy_latency": {"alone_s": 1.0, "in_batch_of_16_s": 1.5, "ratio": 1.5},
            "token_agreement": {"requests": 8, "identical": 8, "mean_common_prefix_tokens": 200.0, "mean_tokens": 200.0}}
     assert "| 3 |" in markdown(res)
+
+
+def test_a_prefill_out_of_memory_admits_the_newcomers_one_by_one(tiny_tts, monkeypatch):
+    """A padded prefill of several newcomers that runs out of GPU memory is retried one request at a time, and
+    every request gets the tokens it gets alone."""
+    texts = TEXTS[:2]
+    alone = [tiny_tts.generate(t, seed=40 + i, max_new_tokens=30, speech_tokens_only=True) for i, t in enumerate(texts)]
+    eng = tiny_tts.engine
+    real = eng.decoder.admit_many
+    sizes = []
+
+    def admit_many(entries):
+        sizes.append(len(entries))
+        if len(entries) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by the test)")
+        return real(entries)
+    monkeypatch.setattr(eng.decoder, "admit_many", admit_many)
+    handles = [tiny_tts.submit(Request(t, None, SamplingParams(seed=40 + i, max_new_tokens=30), speech_tokens_only=True))
+               for i, t in enumerate(texts)]
+    got = [h.result(timeout=120) for h in handles]
+    assert [a.tokens for a in alone] == [g.tokens for g in got]
+    assert 2 in sizes and sizes.count(1) >= 2

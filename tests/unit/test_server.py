@@ -26,14 +26,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_in_thread(tiny_ckpt, tts_options: dict, **settings):
-    """A real uvicorn server on a free loopback port, running the app over a tiny-model TTS; yields its base
-    URL once /health says ready, stops it afterwards."""
+def serve_in_thread(tiny_ckpt, tts_options: dict, prepare=None, **settings):
+    """A real uvicorn server on a free loopback port, running the app over a tiny-model TTS (given to `prepare`
+    first, when set); yields its base URL once /health says ready, stops it afterwards."""
     import uvicorn
 
     from cadence.server import ServerSettings, create_app
     from cadence.tts import TTS
     tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, **tts_options)
+    if prepare is not None:
+        prepare(tts)
     s = ServerSettings(model=str(tiny_ckpt), port=_free_port(), **settings)
     srv = uvicorn.Server(uvicorn.Config(create_app(s, tts=tts), host="127.0.0.1", port=s.port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
