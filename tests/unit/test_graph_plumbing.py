@@ -46,3 +46,23 @@ def test_batched_cfm_graphs_equal_the_eager_padded_windows(tiny_tts, eager_captu
             n = int(frames[i])
             torch.testing.assert_close(a[i, :, :n], b[i, :, :n], rtol=1e-4, atol=1e-4)
     assert sorted(graphs.captured) == [(1, 128, 10), (4, 128, 10), (8, 192, 10)]
+
+
+def test_warm_up_covers_every_window_a_bounded_stream_makes(tiny_ckpt, eager_capture):
+    """After `warm_flow_graphs`, streams with the default bounded context never capture a graph while serving
+    (a capture stalls the audio worker for about half a second on a GPU)."""
+    from cadence.engine.request import Request
+    from cadence.sampling_params import SamplingParams
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=4)
+    tts.audio_runner.cfm_graphs = cfm_graph.CFMGraphs(tts.s3gen.flow.decoder)
+    cfm_graph.warm_flow_graphs(tts, 300, tts.engine.max_batch)
+    warmed = set(tts.audio_runner.cfm_graphs.captured)
+    assert {rows for rows, _, _ in warmed} == {1, 2, 4}
+    handles = [tts.submit(Request("Streaming through warmed graphs only.", None,
+                                  SamplingParams(seed=i, max_new_tokens=120 + 70 * i), ignore_eos=True,
+                                  speech_tokens_only=True, stream=True)) for i in range(4)]
+    for h in handles:
+        assert h.result(timeout=600).duration > 0
+    assert set(tts.audio_runner.cfm_graphs.captured) == warmed
+    tts.close()
