@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import subprocess
 import time
 
 import httpx
@@ -83,6 +84,7 @@ async def _storm(base: str, n: int) -> None:
 def run_soak(model: str, device: str, clients: int = 16, seconds: float = 600, max_tokens: int = 150,
              storm: int = 32, out_json: str | None = None) -> dict:
     server, base = start_server(model, device)
+    res: dict = {}
     try:
         res = {"clients": clients, "seconds": seconds, **asyncio.run(_soak(base, server.pid, clients, seconds,
                                                                           max_tokens))}
@@ -96,8 +98,14 @@ def run_soak(model: str, device: str, clients: int = 16, seconds: float = 600, m
                                  {"input": "Still serving?", "response_format": "pcm", "max_new_tokens": 30}))
         res["served_after_storm"] = after["status"] == 200
     finally:
-        server.terminate()
-        server.wait(60)
+        server.terminate()  # a graceful shutdown: the server drains what it still holds
+        t = time.perf_counter()
+        try:
+            server.wait(60)
+            res["shutdown_s"] = round(time.perf_counter() - t, 2)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            res["shutdown_s"] = None  # reported, not hidden: it did not exit within 60 s
     print(json.dumps({k: v for k, v in res.items() if k != "memory"}, indent=1))
     write_report(res, None, out_json, None)
     return res

@@ -24,6 +24,7 @@ from .rng import RequestRNG, wait_for_device
 from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
 from .cfm_graph import warm_flow_graphs
+from .host_memory import HostTrimmer
 from .streaming import StreamState
 from .t3_runner import clean_speech_tokens
 
@@ -48,6 +49,7 @@ class Engine:
         self._drain = True
         self._wake = threading.Event()
         self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cadence-post")
+        self._trimmer = HostTrimmer()
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.decoder: BatchDecoder | None = None
@@ -307,6 +309,8 @@ class Engine:
             r.handle._deliver(AudioChunk(req.request_id, wav.astype(np.float32), self.tts.sample_rate, r.chunks,
                                          final, speech if final else [], marked, timings))
             r.chunks += 1
+            if final:
+                self._trimmer.maybe_trim()
         except Exception as exc:  # noqa: BLE001
             self._fail(r, exc)
 

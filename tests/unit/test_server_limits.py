@@ -122,3 +122,23 @@ def test_after_an_oom_each_request_is_rendered_alone_with_its_own_random_draws()
         torch.testing.assert_close(groups[i][1][0], clean[0][1][i])
     other = _on_oom_alone(lambda idx: (_ for _ in ()).throw(ValueError("bad")), 2, rngs[:2])
     assert len(other) == 1 and isinstance(other[0][1], ValueError)  # not an OOM: no retry
+
+
+def test_soak_bench_counts_failures_memory_leaked_slots_and_shutdown(tiny_ckpt, tmp_path):
+    from cadence.bench.soak import run_soak
+    res = run_soak(str(tiny_ckpt), "cpu", clients=2, seconds=6, max_tokens=20, storm=3,
+                   out_json=str(tmp_path / "soak.json"))
+    assert res["requests"] >= 2 and res["failed"] == 0 and len(res["memory"]) >= 2
+    assert res["after_storm"]["running"] == 0 and res["after_storm"]["waiting"] == 0
+    assert res["served_after_storm"] and res["shutdown_s"] is not None and res["shutdown_s"] < 60
+    assert (tmp_path / "soak.json").is_file()
+
+
+def test_host_memory_is_trimmed_at_most_once_per_interval():
+    import sys
+    from cadence.engine.host_memory import HostTrimmer
+    t = HostTrimmer(interval_s=60)
+    if not sys.platform.startswith("linux"):
+        assert t.maybe_trim() is False
+        return
+    assert t.maybe_trim() is True and t.maybe_trim() is False and t.trims == 1
