@@ -15,9 +15,7 @@ from .audio.io import read_audio
 from .checkpoint import HUB_REPO, fingerprint, load_models, resolve
 from .config import EngineConfig
 from .engine.audio_runner import AudioRunner
-from .engine.engine import Engine
 from .engine.graphed import GraphedForward
-from .engine.request import Request, RequestHandle
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
 from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, t3_int8_targets
@@ -27,6 +25,7 @@ from .outputs import Audio
 from .sampling_params import SamplingParams
 from .text.normalize import normalize_text
 from .text.tokenizer import TextTokenizer
+from .tts_engine import EngineAPI
 from .voices.cache import VoiceCache
 from .voices.library import VoiceLibrary
 from .voices.prepare import prepare_voice
@@ -47,7 +46,7 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-class TTS:
+class TTS(EngineAPI):
     """Chatterbox text-to-speech with Cadence's engine.
 
     >>> tts = TTS.from_dir("checkpoints/chatterbox", device="cuda")
@@ -75,7 +74,7 @@ class TTS:
         self.voice_cache = VoiceCache(device, self.config.voice_cache_mb << 20)
         self._stage_leases = (contextlib.nullcontext(), contextlib.nullcontext())
         self._library: VoiceLibrary | None = None
-        self._engine: Engine | None = None
+        self._engine = None  # the batched engine, started on first use (EngineAPI.engine)
         # Encoders resident on the GPU: CAMPPlus (launch-bound) replays as a CUDA graph per input length.
         resident_prep = s3gen.speaker_encoder.head.conv1.weight.device.type == "cuda"
         self._speaker_encoder = GraphedForward(s3gen.speaker_encoder) if resident_prep and graphs else None
@@ -247,73 +246,3 @@ class TTS:
         ex = torch.tensor([float(exaggeration)], device=self.device)
         pair = params.cfg_weight > 0 if cfg_pair is None else cfg_pair
         return self.t3.prefill_embeds(resident.t3_embeds[dtype], ex, self.text_tokens(text), pair)
-
-    # --- many requests at once ----------------------------------------------------------------------------
-    @property
-    def engine(self) -> Engine:
-        """The batched engine (continuous batching, one GPU thread), started on first use."""
-        if self._engine is None:
-            self._engine = Engine(self)
-        return self._engine
-
-    def submit(self, request: Request) -> RequestHandle:
-        """Queue one `Request` on the batched engine; iterate the handle (sync or `async for`) for AudioChunks."""
-        return self.engine.submit(request)
-
-    def generate_many(self, texts: list[str], voice: Voice | list[Voice] | None = None, *,
-                      watermark: bool | list[bool] | None = None, speech_tokens_only: bool = False,
-                      **knobs) -> list[Audio]:
-        """Synthesize several texts together on the batched engine. `voice`, `watermark` and every knob of
-        `generate` (exaggeration, cfg_weight, ..., seed) take one value for all texts or a list with one value
-        per text. A request's audio depends only on its own text, voice, knobs and seed, not on its batch-mates."""
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise ValueError("texts must be a list of strings")
-        unknown = set(knobs) - set(SamplingParams.names())
-        if unknown:
-            raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
-
-        def per_text(name, value):
-            if isinstance(value, (list, tuple)):
-                if len(value) != len(texts):
-                    raise ValueError(f"{name} has {len(value)} values for {len(texts)} texts")
-                return list(value)
-            return [value] * len(texts)
-
-        voices = per_text("voice", voice)
-        marks = per_text("watermark", watermark)
-        columns = {k: per_text(k, v) for k, v in knobs.items()}
-        requests = []
-        for i, text in enumerate(texts):
-            v = voices[i] or self.default_voice
-            if v is None:
-                raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
-            requests.append(Request(text, v, SamplingParams(**{k: c[i] for k, c in columns.items()}), marks[i],
-                                    speech_tokens_only))
-        handles = [self.submit(r) for r in requests]
-        return [h.result() for h in handles]
-
-    def stream(self, text: str, voice: Voice | None = None, *, watermark: bool | None = None, **knobs):
-        """Yield `AudioChunk`s of `text` while T3 is still decoding (same knobs as `generate`): a small first
-        chunk, then larger ones; joins are sample-continuous. Closing the iterator early cancels the request."""
-        voice = voice or self.default_voice
-        if voice is None:
-            raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
-        unknown = set(knobs) - set(SamplingParams.names())
-        if unknown:
-            raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
-        handle = self.submit(Request(text, voice, SamplingParams(**knobs), watermark, stream=True))
-        return _cancel_on_close(handle)
-
-    def close(self) -> None:
-        """Stop the batched engine (if started), finishing the requests it holds."""
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
-
-
-
-def _cancel_on_close(handle: RequestHandle):
-    try:
-        yield from handle
-    finally:
-        handle.cancel()

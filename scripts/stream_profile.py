@@ -1,5 +1,6 @@
-"""Where the time of N concurrent streams goes: S3Gen window stages by batch size, CFM solve variants, and
-the engine's timeline (admission, decode rounds, window renders) for N streams submitted at once.
+"""Where the time of N concurrent streams goes: S3Gen window stages by batch size (with the engine's bounded
+window context), CFM solve variants, and the engine's timeline (admission, decode rounds, window renders) for
+N streams submitted at once.
 Usage: python scripts/stream_profile.py CKPT [N]"""
 import json
 import statistics
@@ -35,8 +36,11 @@ def timed(fn, reps=3):
     return round(statistics.median(out) * 1e3, 2)
 
 
+KEEP = dict(zip(("prompt_keep", "history_keep"), tts.config.stream_context_tokens()))  # the engine's bounds
+
+
 def states(b):
-    return [sm.StreamState(voice.to(dev), RequestRNG(i, dev)) for i in range(b)]
+    return [sm.StreamState(voice.to(dev), RequestRNG(i, dev), **KEEP) for i in range(b)]
 
 
 # 1. window stages by batch size (first window: 16 tokens + 3 lookahead; second: 48 + 3)
@@ -50,9 +54,9 @@ for b in (1, 4, 8, 16, 32) if DEV == "cuda" else (1, 2):
         return st
     flow1 = timed(first)
     st = first()
-    voc1 = timed(lambda: sm._vocode_windows(runner, [(s, False) for s in [sm.StreamState(voice, s.rng, mel=s.mel)
-                                                                            for s in st]]))
-    flow2 = timed(lambda: sm._flow_windows(runner, [(sm.StreamState(voice, s.rng, mel=s.mel, noise=s.noise),
+    voc1 = timed(lambda: sm._vocode_windows(runner, [(s, False) for s in [sm.StreamState(voice, s.rng, mel=s.mel,
+                                                                                           **KEEP) for s in st]]))
+    flow2 = timed(lambda: sm._flow_windows(runner, [(sm.StreamState(voice, s.rng, mel=s.mel, noise=s.noise, **KEEP),
                                                      toks[:51], False) for s in st]))
     stages[b] = {"flow_first_ms": flow1, "vocode_first_ms": voc1, "flow_second_ms": flow2}
     print("batch", b, stages[b], flush=True)
