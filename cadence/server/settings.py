@@ -42,6 +42,8 @@ class ServerSettings:
         for name in ("stream_prompt_s", "stream_history_s"):
             if getattr(self, name) == "all":
                 setattr(self, name, None)
+        from ..config import EngineConfig  # the engine's own rule, checked before the model loads
+        EngineConfig(stream_prompt_s=self.stream_prompt_s, stream_history_s=self.stream_history_s)
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         for name in ("max_input_chars", "max_queue"):
@@ -58,7 +60,10 @@ class ServerSettings:
         for f in fields(cls):
             env = os.environ.get("CADENCE_" + f.name.upper())
             if env is not None:
-                values[f.name] = _parse(f.name, env)
+                try:
+                    values[f.name] = _parse(f.name, env)
+                except ValueError as exc:
+                    raise ValueError(f"CADENCE_{f.name.upper()}={env!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -100,3 +100,17 @@ def test_server_settings_and_flags_take_all_for_no_limit(monkeypatch):
     assert s.stream_prompt_s is None and s.stream_history_s == 3.0
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--stream-prompt-s", "soon"])
+
+
+def test_a_bad_stream_context_flag_is_one_line_and_exit_code_2(capsys):
+    from cadence.cli import main
+    assert main(["serve", "--stream-prompt-s", "0", "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stream_prompt_s" in err[0] and err[0].startswith("cadence: error:")
+
+
+def test_a_bad_environment_setting_names_its_variable(monkeypatch):
+    from cadence.server.settings import ServerSettings
+    monkeypatch.setenv("CADENCE_STREAM_HISTORY_S", "soon")
+    with pytest.raises(ValueError, match="CADENCE_STREAM_HISTORY_S='soon'"):
+        ServerSettings.from_env()
