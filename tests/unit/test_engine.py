@@ -1,6 +1,7 @@
 """The batched engine on the tiny model (CPU, fp32): a request's audio does not depend on its batch-mates."""
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -171,8 +172,12 @@ def test_a_prefill_out_of_memory_admits_the_newcomers_one_by_one(tiny_tts, monke
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by the test)")
         return real(entries)
     monkeypatch.setattr(eng.decoder, "admit_many", admit_many)
+    hold = threading.Event()
+    busy = eng.call(hold.wait)  # the GPU thread waits here: both requests arrive before it schedules
     handles = [tiny_tts.submit(Request(t, None, SamplingParams(seed=40 + i, max_new_tokens=30), speech_tokens_only=True))
                for i, t in enumerate(texts)]
+    hold.set()
+    busy.result(timeout=30)
     got = [h.result(timeout=120) for h in handles]
     assert [a.tokens for a in alone] == [g.tokens for g in got]
     assert 2 in sizes and sizes.count(1) >= 2
