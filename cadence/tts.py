@@ -128,9 +128,15 @@ class TTS(EngineAPI):
             if sample_rate is None:
                 raise ValueError("sample_rate is required when audio is an array")
             wav, sr = np.asarray(audio, dtype=np.float32), int(sample_rate)
-        with self._prep_lease or contextlib.nullcontext():
-            return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration,
-                                 self._speaker_encoder)
+        def run() -> Voice:
+            with self._prep_lease or contextlib.nullcontext():
+                return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration,
+                                     self._speaker_encoder)
+        if self._engine is not None and not self._engine.on_gpu_thread():
+            # The engine's GPU thread runs it between decode steps: lending the encoders to the GPU and their
+            # graphs must not race the engine's CUDA graphs (e.g. a server re-preparing a library voice).
+            return self._engine.call(run).result()
+        return run()
 
     @property
     def fingerprint(self) -> str:

@@ -104,6 +104,10 @@ class Engine:
         self._wake.set()
         return future
 
+    def on_gpu_thread(self) -> bool:
+        """True when called from the engine's own GPU thread (inside `call`)."""
+        return threading.current_thread() is self._thread
+
     def warmup(self, max_new_tokens: int = 1000) -> None:
         """Capture now what the first requests would otherwise capture: every T3 decode graph (batch size x
         attention length), the single-request CFM graphs for outputs of up to `max_new_tokens` tokens and the

@@ -181,3 +181,22 @@ def test_a_prefill_out_of_memory_admits_the_newcomers_one_by_one(tiny_tts, monke
     got = [h.result(timeout=120) for h in handles]
     assert [a.tokens for a in alone] == [g.tokens for g in got]
     assert 2 in sizes and sizes.count(1) >= 2
+
+
+def test_voice_preparation_runs_on_the_gpu_thread_once_the_engine_runs(tiny_tts, monkeypatch):
+    """With the engine started, preparing a voice from any thread (a server re-preparing a library voice from a
+    request's worker thread) runs on the engine's GPU thread between decode steps, never beside its graphs."""
+    import cadence.tts as tts_module
+    threads = []
+    real = tts_module.prepare_voice
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tts_module, "prepare_voice", spy)
+    tiny_tts.engine  # started
+    clip = synthetic_voice(seconds=3.0, seed=5)
+    v = tiny_tts.prepare_voice(clip, sample_rate=24000)
+    inside = tiny_tts.engine.call(lambda: tiny_tts.prepare_voice(clip, sample_rate=24000)).result(timeout=60)
+    assert threads == ["cadence-engine", "cadence-engine"]  # the second ran directly: no self-deadlock
+    assert torch.equal(v.prompt_tokens, inside.prompt_tokens)
