@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from .oom import retry_alone_on_oom
 from .rng import wait_for_device
 from .state import _Running
 from .streaming import WINDOW_TOKENS, render_windows
@@ -114,7 +115,7 @@ class AudioWorker:
     def _windows(self, todo: list[tuple[_Running, list[int], bool]]) -> None:
         eng, t0 = self.engine, time.perf_counter()
         states = [r.stream for r, _, _ in todo]
-        groups = _on_oom_alone(lambda idx: render_windows(eng.tts.audio_runner, [(states[i], todo[i][1], todo[i][2])
+        groups = retry_alone_on_oom(lambda idx: render_windows(eng.tts.audio_runner, [(states[i], todo[i][1], todo[i][2])
                                                                                   for i in idx]),
                                len(todo), [st.rng for st in states])
         s3_s = time.perf_counter() - t0
@@ -140,7 +141,7 @@ class AudioWorker:
             out = eng.tts.audio_runner.synthesize_batch(items)
             wait_for_device(eng.tts.device)
             return [w[0].cpu().numpy() for w in out]
-        groups = _on_oom_alone(render, len(todo), [live[i].rng for i in todo]) if todo else []
+        groups = retry_alone_on_oom(render, len(todo), [live[i].rng for i in todo]) if todo else []
         failed = set()
         for idx, out in groups:
             if isinstance(out, Exception):
@@ -160,24 +161,3 @@ class AudioWorker:
         for r in requests:
             self.engine._fail(r, exc)
 
-
-def _on_oom_alone(render, n: int, rngs) -> list[tuple[list[int], object]]:
-    """render(indices) over all n items as one batch; if that runs out of GPU memory, free the cache and render
-    each item alone, with its random streams put back as they were, so only an item that cannot fit even alone
-    fails, and every other one gets the audio its seed gives. -> [(indices, outputs or the exception)]."""
-    saved = [(g.device.get_state(), g.host.get_state()) for g in rngs]
-    try:
-        return [(list(range(n)), render(list(range(n))))]
-    except Exception as exc:  # noqa: BLE001 - handed back: those requests fail, the engine goes on
-        if n == 1 or not isinstance(exc, torch.cuda.OutOfMemoryError):
-            return [(list(range(n)), exc)]
-    torch.cuda.empty_cache()
-    groups = []
-    for i, (g, (dev_state, host_state)) in enumerate(zip(rngs, saved)):
-        g.device.set_state(dev_state)
-        g.host.set_state(host_state)
-        try:
-            groups.append(([i], render([i])))
-        except Exception as exc:  # noqa: BLE001
-            groups.append(([i], exc))
-    return groups

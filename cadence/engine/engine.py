@@ -25,6 +25,7 @@ from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
 from .cfm_graph import warm_flow_graphs
 from .host_memory import HostTrimmer
+from .oom import retry_alone_on_oom
 from .streaming import StreamState
 from .t3_runner import clean_speech_tokens
 
@@ -234,27 +235,16 @@ class Engine:
         self.stats.prefill_s += now - t0
 
     def _admit(self, admitted: list[tuple[_Running, tuple]]) -> list[tuple[_Running, tuple]]:
-        """One padded prefill for all; if it runs out of GPU memory, each alone. -> those admitted."""
-        try:
-            self.decoder.admit_many([entry for _, entry in admitted])
-            return admitted
-        except Exception as exc:  # noqa: BLE001 - e.g. OOM on a large padded prefill
-            batch_oom = isinstance(exc, torch.cuda.OutOfMemoryError) and len(admitted) > 1
-            if batch_oom:
-                torch.cuda.empty_cache()
-            else:
-                for r, _ in admitted:
-                    self.decoder.free(r.slot)
-                    self._fail(r, exc)
-                return []
+        """One padded prefill for all (each alone if that runs out of GPU memory). -> those admitted."""
         ok = []
-        for r, entry in admitted:
-            try:
-                self.decoder.admit_many([entry])
-                ok.append((r, entry))
-            except Exception as exc:  # noqa: BLE001
-                self.decoder.free(r.slot)
-                self._fail(r, exc)
+        for idx, out in retry_alone_on_oom(lambda idx: self.decoder.admit_many([admitted[i][1] for i in idx]),
+                                           len(admitted)):
+            for i in idx:
+                if isinstance(out, Exception):
+                    self.decoder.free(admitted[i][0].slot)
+                    self._fail(admitted[i][0], out)
+                else:
+                    ok.append(admitted[i])
         return ok
 
     def _decode(self) -> None:

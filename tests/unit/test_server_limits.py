@@ -105,7 +105,7 @@ def test_an_out_of_memory_request_fails_alone_with_503_and_the_server_goes_on(oo
 
 
 def test_after_an_oom_each_request_is_rendered_alone_with_its_own_random_draws():
-    from cadence.engine.audio_worker import _on_oom_alone
+    from cadence.engine.oom import retry_alone_on_oom
     from cadence.engine.rng import RequestRNG
 
     def render(idx, rngs, poison):
@@ -113,14 +113,14 @@ def test_after_an_oom_each_request_is_rendered_alone_with_its_own_random_draws()
             raise _oom()
         return [torch.randn(3, generator=rngs[i].device) for i in idx]
     fresh = [RequestRNG(s, "cpu") for s in (1, 2, 3)]
-    clean = _on_oom_alone(lambda idx: render(idx, fresh, poison=-1), 3, fresh)
+    clean = retry_alone_on_oom(lambda idx: render(idx, fresh, poison=-1), 3, fresh)
     rngs = [RequestRNG(s, "cpu") for s in (1, 2, 3)]
-    groups = _on_oom_alone(lambda idx: render(idx, rngs, poison=1), 3, rngs)
+    groups = retry_alone_on_oom(lambda idx: render(idx, rngs, poison=1), 3, rngs)
     assert [g[0] for g in groups] == [[0], [1], [2]]
     assert isinstance(groups[1][1], torch.cuda.OutOfMemoryError)
     for i in (0, 2):  # the same draws as without the failed batch: one seed, one result
         torch.testing.assert_close(groups[i][1][0], clean[0][1][i])
-    other = _on_oom_alone(lambda idx: (_ for _ in ()).throw(ValueError("bad")), 2, rngs[:2])
+    other = retry_alone_on_oom(lambda idx: (_ for _ in ()).throw(ValueError("bad")), 2, rngs[:2])
     assert len(other) == 1 and isinstance(other[0][1], ValueError)  # not an OOM: no retry
 
 
