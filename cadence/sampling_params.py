@@ -58,3 +58,10 @@ class SamplingParams:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def check_names(cls, knobs) -> None:
+        """ValueError naming any key of `knobs` that is not a SamplingParams field."""
+        unknown = set(knobs) - set(cls.names())
+        if unknown:
+            raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")

@@ -175,6 +175,13 @@ class TTS(EngineAPI):
             return self.default_voice
         return lib.get(name)
 
+    def voice_or_default(self, voice: Voice | None) -> Voice:
+        """`voice`, or the checkpoint's built-in one (conds.pt) when None."""
+        voice = voice or self.default_voice
+        if voice is None:
+            raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
+        return voice
+
     # --- generation ---------------------------------------------------------------------------
     def text_ids(self, text: str) -> list[int]:
         """Normalised, tokenised text (without the start/stop framing); ValueError if it is too long."""
@@ -196,16 +203,12 @@ class TTS(EngineAPI):
         repetition_penalty, min_p, top_p, top_k, max_new_tokens, seed), given directly or as `params`.
         `speech_tokens_only` masks T3 ids that are neither speech tokens nor EOS (benchmarks on random
         weights use it to keep every generated token)."""
-        unknown = set(knobs) - set(SamplingParams.names())
-        if unknown:
-            raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
+        SamplingParams.check_names(knobs)
         params = params or SamplingParams(**knobs)
         if params.max_new_tokens > self.t3.cfg.max_speech_tokens:
             raise ValueError(f"max_new_tokens={params.max_new_tokens} exceeds this model's "
                              f"{self.t3.cfg.max_speech_tokens} speech positions")
-        voice = voice or self.default_voice
-        if voice is None:
-            raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
+        voice = self.voice_or_default(voice)
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2 ** 62, ()).item())
         rng = RequestRNG(seed, self.device)
         timings = {}

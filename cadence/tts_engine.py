@@ -10,7 +10,7 @@ from .voices.voice import Voice
 
 
 class EngineAPI:
-    """Mixed into `TTS`, which provides `default_voice` and `_engine`."""
+    """Mixed into `TTS`, which provides `voice_or_default` and `_engine`."""
 
     @property
     def engine(self) -> Engine:
@@ -31,9 +31,7 @@ class EngineAPI:
         per text. A request's audio depends only on its own text, voice, knobs and seed, not on its batch-mates."""
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
             raise ValueError("texts must be a list of strings")
-        unknown = set(knobs) - set(SamplingParams.names())
-        if unknown:
-            raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
+        SamplingParams.check_names(knobs)
 
         def per_text(name, value):
             if isinstance(value, (list, tuple)):
@@ -45,25 +43,17 @@ class EngineAPI:
         voices = per_text("voice", voice)
         marks = per_text("watermark", watermark)
         columns = {k: per_text(k, v) for k, v in knobs.items()}
-        requests = []
-        for i, text in enumerate(texts):
-            v = voices[i] or self.default_voice
-            if v is None:
-                raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
-            requests.append(Request(text, v, SamplingParams(**{k: c[i] for k, c in columns.items()}), marks[i],
-                                    speech_tokens_only))
+        requests = [Request(text, self.voice_or_default(voices[i]),
+                            SamplingParams(**{k: c[i] for k, c in columns.items()}), marks[i], speech_tokens_only)
+                    for i, text in enumerate(texts)]
         handles = [self.submit(r) for r in requests]
         return [h.result() for h in handles]
 
     def stream(self, text: str, voice: Voice | None = None, *, watermark: bool | None = None, **knobs):
         """Yield `AudioChunk`s of `text` while T3 is still decoding (same knobs as `generate`): a small first
         chunk, then larger ones; joins are sample-continuous. Closing the iterator early cancels the request."""
-        voice = voice or self.default_voice
-        if voice is None:
-            raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
-        unknown = set(knobs) - set(SamplingParams.names())
-        if unknown:
-            raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
+        voice = self.voice_or_default(voice)
+        SamplingParams.check_names(knobs)
         handle = self.submit(Request(text, voice, SamplingParams(**knobs), watermark, stream=True))
         return _cancel_on_close(handle)
 

@@ -78,10 +78,7 @@ class Engine:
             raise RuntimeError("the engine is shut down")
         if not isinstance(request.params, SamplingParams):
             raise ValueError("request.params must be a SamplingParams")
-        if request.voice is None:  # as generate(): the checkpoint's built-in voice
-            if self.tts.default_voice is None:
-                raise ValueError("no voice given and this checkpoint has no built-in voice (conds.pt)")
-            request.voice = self.tts.default_voice
+        request.voice = self.tts.voice_or_default(request.voice)  # None: the built-in voice, as generate()
         if request.params.seed is None:
             request.params.seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
         ids = self.tts.text_ids(request.text)
