@@ -64,10 +64,13 @@ def _window(st: StreamState, tokens: list[int], final: bool, ratio: int, cut: in
         return None
     window_tokens = torch.cat((v.prompt_tokens[0, Tp - kp:].to(dev), torch.tensor(tokens[g0:], device=dev)))
     prompt_tail = v.prompt_feat[0, ratio * (Tp - kp): ratio * Tp].t()  # (80, ratio*kp)
-    recent = v.prompt_feat[0, ratio * Tp:].t()  # the surplus frame(s), then the frames already sent
+    # [the surplus frame(s) ‖ the frames already sent] from index ratio*g0: slice first, copy only what is kept
+    start = ratio * g0
+    recent = v.prompt_feat[0, ratio * Tp + min(start, d):].t()
     if E:
-        recent = torch.cat((recent.to(st.mel.device), st.mel[0].to(recent.dtype).to(recent.device)), dim=-1)
-    context = (prompt_tail, recent[:, ratio * g0:])
+        sent = st.mel[0, :, max(0, start - d):]
+        recent = torch.cat((recent.to(sent.device), sent.to(recent.dtype)), dim=-1)
+    context = (prompt_tail, recent)
     full = (ratio * (Tp - kp), ratio * Tp, ratio * Tp + ratio * g0, ratio * Tp + ratio * g0 + frames - ratio * kp)
     return window_tokens, frames, ctx, context, full
 
