@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             from .bench.stream import run_stream_bench
             if args.words < 1:
                 raise CliError("--words must be positive")
-            context = {k: (None if v == "all" else v) for k, v in (("stream_prompt_s", args.stream_prompt_s),
-                                                                   ("stream_history_s", args.stream_history_s))
-                       if v is not None}
+            from .config import stream_seconds
+            given = {"stream_prompt_s": args.stream_prompt_s, "stream_history_s": args.stream_history_s}
+            context = {k: stream_seconds(v, k) for k, v in given.items() if v is not None}
             run_stream_bench(args.model, args.device, _levels(args.concurrency or "1,16"), words=args.words,
                              out_json=args.out_json, out_md=args.out_md, **context)
         elif args.command == "bench" and args.target == "soak":

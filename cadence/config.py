@@ -13,6 +13,19 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 SPEECH_TOKENS_PER_S = 25  # S3 speech tokens per second of audio
 
 
+def stream_seconds(value, name: str = "value"):
+    """A streaming-context length as flags and environment variables spell it: seconds, or 'all' (also 'none'
+    or empty) for no limit, which is None in `EngineConfig`. Non-strings pass through for EngineConfig to check."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() in ("all", "none", ""):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be seconds or 'all', got {value!r}") from None
+
+
 def parse_dtype(name: str) -> torch.dtype:
     try:
         return _DTYPES[name]

@@ -39,10 +39,10 @@ class ServerSettings:
     """Streaming: seconds of audio already sent each window conditions on; None (or 'all') = all of it."""
 
     def __post_init__(self):
+        from ..config import EngineConfig, stream_seconds
         for name in ("stream_prompt_s", "stream_history_s"):
-            if getattr(self, name) == "all":
-                setattr(self, name, None)
-        from ..config import EngineConfig  # the engine's own rule, checked before the model loads
+            setattr(self, name, stream_seconds(getattr(self, name), name))
+        # the engine's own rule, checked before the model loads
         EngineConfig(stream_prompt_s=self.stream_prompt_s, stream_history_s=self.stream_history_s)
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
@@ -76,7 +76,8 @@ def _parse(name: str, raw: str):
     if name in ("max_body_mb", "request_timeout_s"):
         return float(raw)
     if name in ("stream_prompt_s", "stream_history_s"):
-        return None if raw.strip().lower() in ("all", "none", "") else float(raw)
+        from ..config import stream_seconds
+        return stream_seconds(raw, name)
     if name in ("watermark", "warmup"):
         return raw.lower() not in ("0", "false", "no", "off")
     return raw
