@@ -49,11 +49,9 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
         if name in lib and not overwrite:
             raise ApiError(409, f"voice {name!r} already exists (send overwrite=true to replace it)", param="name",
                            code="voice_exists")
-        # Preparation runs on the engine's GPU thread, between decode steps.
-        future = t.engine.call(lambda: lib.add(name, wav, sample_rate=sr, exaggeration=exaggeration,
-                                               overwrite=overwrite))
+        t.engine  # started: TTS.prepare_voice then runs the preparation on its GPU thread, between decode steps
         try:
-            await asyncio.wrap_future(future)
+            await asyncio.to_thread(lib.add, name, wav, sample_rate=sr, exaggeration=exaggeration, overwrite=overwrite)
         except ValueError as exc:
             raise ApiError(400, str(exc), param="name" if "name" in str(exc) else "file") from None
         return asdict(lib.info(name))
