@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                                                api_key=args.api_key, cors_origins=cors, max_queue=args.max_queue,
                                                request_timeout_s=args.request_timeout_s, watermark=args.watermark,
                                                stream_prompt_s=args.stream_prompt_s,
-                                               stream_history_s=args.stream_history_s)
+                                               stream_history_s=args.stream_history_s,
+                                               first_audio_priority=args.first_audio_priority)
             import uvicorn
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
         elif args.command == "voices":
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             from .config import stream_seconds
             given = {"stream_prompt_s": args.stream_prompt_s, "stream_history_s": args.stream_history_s}
             context = {k: stream_seconds(v, k) for k, v in given.items() if v is not None}
+            if args.first_audio_priority is not None:
+                context["first_audio_priority"] = args.first_audio_priority
             run_stream_bench(args.model, args.device, _levels(args.concurrency or "1,16"), words=args.words,
                              out_json=args.out_json, out_md=args.out_md, **context)
         elif args.command == "bench" and args.target == "soak":

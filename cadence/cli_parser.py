@@ -29,6 +29,8 @@ def _add_stream_context(p: argparse.ArgumentParser, default) -> None:
                    help="streaming: seconds of the voice prompt each window conditions on, or 'all' (default 4)")
     p.add_argument("--stream-history-s", type=seconds_or_all, default=default,
                    help="streaming: seconds of audio already sent each window conditions on, or 'all' (default 2)")
+    p.add_argument("--first-audio-priority", action=argparse.BooleanOptionalAction, default=None,
+                   help="streaming: hold T3's decode while windows that bring first audio render (default on)")
 
 
 def _add_knobs(p: argparse.ArgumentParser) -> None:

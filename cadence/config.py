@@ -73,6 +73,10 @@ class EngineConfig:
     stream_history_s: float | None = 2.0
     """Streaming: seconds of audio already sent each later window conditions on; None = all of it (then a
     window's cost grows with the stream's length)."""
+    first_audio_priority: bool = True
+    """Streaming: while the windows that bring streams their first audio render, T3 holds its decode steps
+    (at most 0.5 s), so those windows have the GPU to themselves: shorter time to first audio under load, for
+    less overlap of decode and S3Gen meanwhile. The audio is the same either way."""
 
     def __post_init__(self):
         for value in (self.dtype, self.vocoder_dtype):
@@ -91,6 +95,8 @@ class EngineConfig:
             raise ValueError(f"max_batch must be an integer in [1, 1024] or None (auto), got {self.max_batch!r}")
         if not isinstance(self.kv_slot_len, int) or not 64 <= self.kv_slot_len <= 8192:
             raise ValueError(f"kv_slot_len must be an integer in [64, 8192], got {self.kv_slot_len!r}")
+        if not isinstance(self.first_audio_priority, bool):
+            raise ValueError(f"first_audio_priority must be true or false, got {self.first_audio_priority!r}")
         for name in ("stream_prompt_s", "stream_history_s"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one device call: the benches of the open issues, each under its own time limit so one
 # slow phase cannot eat the others' figures; every JSON line is printed as it comes. Results land in $OUT.
-# PHASES (default "stream"): any of stream serve soak plans.  SOAK_S: soak seconds (default 540).
-# A device call runs at most 600 s: stream (up to 450 s with its whole-context comparison) and soak each want
-# a call of their own.
+# PHASES (default "stream"): any of stream serve soak plans soak_start soak_wait.  SOAK_S: soak seconds (default
+# 540 for soak, 600 for soak_start). A device call runs at most 600 s, so a 10-minute soak spans two calls:
+# soak_start runs it detached (setsid: it outlives the call) and waits WAIT_S (default 520) printing progress;
+# soak_wait, the next call on the still-warm machine, waits for its end and brings back its JSON and log.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl_srv/*.whl >/dev/null 2>&1
+[ -f /tmp/site/.ok ] || { python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+  .whl_srv/*.whl >/dev/null 2>&1 && touch /tmp/site/.ok; }
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -14,12 +16,23 @@ quiet() { grep -v -i "warn\|deprecat\|^INFO\|^  "; }
 for phase in ${PHASES:-stream}; do
   echo "== $phase $(date +%T)"
   case $phase in
-    stream) timeout 450 python3 -m cadence.cli bench --stream --model /tmp/ck --device cuda --concurrency 1,8,16 \
+    stream) timeout ${STREAM_T:-450} python3 -m cadence.cli bench --stream --model /tmp/ck --device cuda --concurrency 1,8,16 \
               --words 10000 --json "$OUT/stream.json" --md "$OUT/stream.md" 2>&1 | quiet ;;
-    serve)  timeout 300 python3 -m cadence.cli bench serve --model /tmp/ck --device cuda --concurrency 8,32 \
+    serve)  timeout ${SERVE_T:-300} python3 -m cadence.cli bench serve --model /tmp/ck --device cuda --concurrency 8,32 \
               --requests-per-client 2 --json "$OUT/serve.json" --md "$OUT/serve.md" 2>&1 | quiet ;;
     soak)   timeout $(( ${SOAK_S:-540} + 120 )) python3 -m cadence.cli bench soak --model /tmp/ck --device cuda \
               --clients 16 --seconds "${SOAK_S:-540}" --json "$OUT/soak.json" 2>&1 | quiet ;;
+    soak_start)
+            mkdir -p /tmp/soak; rm -f /tmp/soak/*
+            setsid nohup sh -c "python3 -m cadence.cli bench soak --model /tmp/ck --device cuda --clients 16 \
+              --seconds ${SOAK_S:-600} --json /tmp/soak/soak.json > /tmp/soak/log 2>&1; echo \$? > /tmp/soak/rc" \
+              >/dev/null 2>&1 < /dev/null &
+            for i in $(seq 1 $(( ${WAIT_S:-520} / 20 ))); do sleep 20; [ -f /tmp/soak/rc ] && break
+              echo "$(date +%T) soak running"; done
+            cp /tmp/soak/* "$OUT"/ 2>/dev/null ;;
+    soak_wait)
+            for i in $(seq 1 $(( ${WAIT_S:-520} / 10 ))); do [ -f /tmp/soak/rc ] && break; sleep 10; done
+            echo "rc $(cat /tmp/soak/rc 2>/dev/null)"; quiet < /tmp/soak/log | tail -40; cp /tmp/soak/* "$OUT"/ ;;
     plans)  timeout 300 python3 -m cadence.cli bench --plans bf16,int8,offload --model /tmp/ck --device cuda \
               --json "$OUT/plans.json" --md "$OUT/plans.md" 2>&1 | quiet ;;
   esac

@@ -77,6 +77,21 @@ async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_to
             "latency_p99_s": pct("latency_s", 99)}
 
 
+def engine_counters(base: str) -> dict:
+    """The engine's busy seconds per stage and its decode steps (and requests in them) so far, from /metrics."""
+    out = {}
+    for line in httpx.get(base + "/metrics").text.splitlines():
+        for name, key in (('cadence_engine_busy_seconds{stage="', None), ("cadence_decode_steps ", "decode_steps"),
+                          ("cadence_decode_request_steps ", "request_steps")):
+            if line.startswith(name):
+                if key is None:
+                    stage, value = line[len(name):].split('"} ')
+                    out[stage + "_busy_s"] = float(value)
+                else:
+                    out[key] = float(line.split()[-1])
+    return out
+
+
 def start_server(model: str, device: str) -> tuple[subprocess.Popen, str]:
     """`cadence serve` in its own process on a free loopback port, once /health says ready."""
     port = _port()
@@ -121,8 +136,13 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
         res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "levels": []}
         for stream in modes:
             for c in levels:
-                res["levels"].append(asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens,
-                                                        stream)))
+                before = engine_counters(base)
+                level = asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens, stream))
+                after = engine_counters(base)
+                level["engine"] = {k: v - before.get(k, 0.0) for k, v in after.items()}  # over this level
+                steps = level["engine"].get("decode_steps", 0)
+                level["engine"]["mean_batch"] = level["engine"].get("request_steps", 0) / steps if steps else 0.0
+                res["levels"].append(level)
                 print(json.dumps(res["levels"][-1]))
     finally:
         server.terminate()

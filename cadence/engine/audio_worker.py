@@ -3,7 +3,9 @@
 
 The engine thread hands over plain host data (token lists) and never waits for this worker; whatever piles
 up while it is busy is taken in one go: finished requests as padded length-grouped batches, stream windows
-as padded batches, one round per window of each stream."""
+as padded batches, one round per window of each stream. Windows that bring a stream its first audio go first,
+as a batch of their own, and while they render the engine holds its decode steps (`FirstAudio`): a listener
+waiting for the first sound matters more than the decode of audio that is already ahead of real time."""
 
 from __future__ import annotations
 
@@ -22,6 +24,38 @@ from .streaming import WINDOW_TOKENS, render_windows
 from .t3_runner import clean_speech_tokens
 
 
+class FirstAudio:
+    """Streams whose first audio is handed to the worker and not yet rendered. With
+    `EngineConfig.first_audio_priority`, the engine waits on this before its next decode steps, so the first
+    windows get the GPU (and the GIL) to themselves; the wait is capped, so a stall cannot stop T3."""
+
+    def __init__(self):
+        self._n = 0
+        self._cv = threading.Condition()
+
+    @property
+    def pending(self) -> int:
+        return self._n
+
+    def add(self, n: int) -> None:
+        if n:
+            with self._cv:
+                self._n += n
+
+    def done(self, n: int) -> None:
+        if n:
+            with self._cv:
+                self._n -= n
+                self._cv.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until no first audio is pending (True) or `timeout` seconds pass (False)."""
+        if self._n <= 0:  # the common case, without the lock
+            return True
+        with self._cv:
+            return self._cv.wait_for(lambda: self._n <= 0, timeout)
+
+
 def window_due(r: _Running) -> bool:
     """A small first window, then larger ones (WINDOW_TOKENS), counted in decode steps since the last one."""
     return r.steps - r.window_steps >= WINDOW_TOKENS[min(r.windows, len(WINDOW_TOKENS) - 1)]
@@ -35,6 +69,7 @@ class AudioWorker:
         self.stream = torch.cuda.Stream(device=dev, priority=-1) if dev.type == "cuda" else None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
+        self.first = FirstAudio()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name="cadence-audio", daemon=True)
         self._thread.start()
@@ -43,18 +78,20 @@ class AudioWorker:
     def busy(self) -> bool:
         return self._pending > 0
 
-    def _put(self, kind: str, items: list) -> None:
+    def _put(self, kind: str, items: list, firsts: int) -> None:
         with self._lock:
             self._pending += 1
-        self._jobs.put((kind, items))
+        self.first.add(firsts)
+        self._jobs.put((kind, items, firsts))
 
     def finished(self, requests: list[_Running]) -> None:
-        """Requests whose T3 is done: render them (streams: their final window)."""
-        self._put("finished", requests)
+        """Requests whose T3 is done: render them (streams: their final window). Call before counting their
+        windows: a stream handed no window before brings its first audio here."""
+        self._put("finished", requests, sum(r.stream is not None and r.windows == 0 for r in requests))
 
     def windows(self, requests: list[_Running], tokens: list[list[int]]) -> None:
-        """Streaming requests' next windows over these tokens so far."""
-        self._put("windows", list(zip(requests, tokens)))
+        """Streaming requests' next windows over these tokens so far (before their `windows` count is raised)."""
+        self._put("windows", list(zip(requests, tokens)), sum(r.windows == 0 for r in requests))
 
     def close(self) -> None:
         self._jobs.put(None)
@@ -79,21 +116,27 @@ class AudioWorker:
                     self._jobs.put(None)
                     break
                 jobs.append(more)
+            firsts = [sum(j[2] for j in jobs)]  # released once the first windows are rendered (or on failure)
             try:
                 with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
-                    self._run(jobs)
+                    self._run(jobs, firsts)
             finally:
+                self.first.done(firsts[0])
                 with self._lock:
                     self._pending -= len(jobs)
 
-    def _run(self, jobs: list) -> None:
+    def _release_firsts(self, firsts: list[int]) -> None:
+        self.first.done(firsts[0])
+        firsts[0] = 0
+
+    def _run(self, jobs: list, firsts: list[int]) -> None:
         eng = self.engine
-        finished = [r for kind, items in jobs if kind == "finished" for r in items]
+        finished = [r for kind, items, _ in jobs if kind == "finished" for r in items]
         # Each stream's windows in order (a window continues the state its predecessor left), several streams'
         # windows of the same round as one batch. Window boundaries are fixed by decode steps, not by timing,
         # so a seed gives one result however busy this worker is.
         per_stream: dict[int, list[tuple[_Running, list[int], bool]]] = {}
-        for kind, items in jobs:
+        for kind, items, _ in jobs:
             for entry in items:
                 if kind == "finished":
                     if entry.stream is not None and not entry.handle.cancelled:
@@ -106,6 +149,12 @@ class AudioWorker:
                 eng._cancel(r)
             elif r.stream is None:
                 live.append(r)
+        # Streams with no audio yet: their first windows alone, ahead of everything else
+        first = [todo.pop(0) for todo in per_stream.values() if todo[0][0].stream.mel is None]
+        if first:
+            self._windows(first)
+            per_stream = {k: v for k, v in per_stream.items() if v}
+        self._release_firsts(firsts)
         while per_stream:
             self._windows([todo.pop(0) for todo in per_stream.values()])
             per_stream = {k: v for k, v in per_stream.items() if v}

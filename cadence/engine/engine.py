@@ -29,6 +29,8 @@ from .oom import retry_alone_on_oom
 from .streaming import StreamState
 from .t3_runner import clean_speech_tokens
 
+FIRST_AUDIO_HOLD_S = 0.5  # the longest decode waits for first windows (EngineConfig.first_audio_priority)
+
 
 class Engine:
     """Continuous batching over `max_batch` KV slots of `slot_len` positions. Use `TTS.engine` rather than
@@ -152,6 +154,8 @@ class Engine:
                 break
             try:
                 self._schedule()
+                if self._running and self.tts.config.first_audio_priority:
+                    self.audio.first.wait(FIRST_AUDIO_HOLD_S)
                 if self._running:
                     self._decode()
                 if self._finished:  # S3Gen runs on the audio worker, alongside the next decode steps
@@ -278,9 +282,9 @@ class Engine:
         due = [r for r in running.values() if r.stream is not None and window_due(r)]
         if due:  # streaming requests: S3Gen on the tokens so far, on the audio worker, while T3 goes on
             tokens = [clean_speech_tokens(d.tokens(r.slot, r.steps).tolist()) for r in due]
+            self.audio.windows(due, tokens)
             for r in due:
                 r.window_steps, r.windows = r.steps, r.windows + 1
-            self.audio.windows(due, tokens)
 
     def _emit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
         """Postprocess on the worker thread: watermark, timings, delivery of one chunk."""

@@ -22,6 +22,12 @@ class Metrics:
         self.occupancy = Gauge("cadence_batch_occupancy", "Mean running requests per decode step over the batch "
                                "size it ran at, since start", registry=r)
         self.vram = Gauge("cadence_vram_allocated_bytes", "CUDA memory allocated by this process", registry=r)
+        # busy seconds per engine stage since start: where the time goes under load (T3 and S3Gen overlap)
+        self.stage_seconds = Gauge("cadence_engine_busy_seconds", "Seconds the engine spent per stage since start",
+                                   ["stage"], registry=r)
+        self.decode_steps = Gauge("cadence_decode_steps", "Batched T3 decode steps since start", registry=r)
+        self.slot_steps = Gauge("cadence_decode_request_steps", "Sum over decode steps of the requests decoded in "
+                                "each, since start (over cadence_decode_steps: the mean batch)", registry=r)
 
     def render(self, engine=None) -> bytes:
         if engine is not None:
@@ -29,6 +35,10 @@ class Metrics:
             self.queue_depth.set(load["waiting"])
             self.running.set(load["running"])
             self.occupancy.set(st.slot_steps / st.capacity_steps if st.capacity_steps else 0.0)
+            for stage, seconds in (("prefill", st.prefill_s), ("t3", st.t3_s), ("s3gen", st.s3gen_s)):
+                self.stage_seconds.labels(stage).set(seconds)
+            self.decode_steps.set(st.decode_steps)
+            self.slot_steps.set(st.slot_steps)
             import torch
             if torch.cuda.is_available():
                 self.vram.set(torch.cuda.memory_allocated())

@@ -37,13 +37,16 @@ class ServerSettings:
     See `EngineConfig.stream_prompt_s`."""
     stream_history_s: float | None = 2.0
     """Streaming: seconds of audio already sent each window conditions on; None (or 'all') = all of it."""
+    first_audio_priority: bool = True
+    """Streaming: T3 holds its decode while first windows render. See `EngineConfig.first_audio_priority`."""
 
     def __post_init__(self):
         from ..config import EngineConfig, stream_seconds
         for name in ("stream_prompt_s", "stream_history_s"):
             setattr(self, name, stream_seconds(getattr(self, name), name))
         # the engine's own rule, checked before the model loads
-        EngineConfig(stream_prompt_s=self.stream_prompt_s, stream_history_s=self.stream_history_s)
+        EngineConfig(stream_prompt_s=self.stream_prompt_s, stream_history_s=self.stream_history_s,
+                     first_audio_priority=self.first_audio_priority)
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         for name in ("max_input_chars", "max_queue"):
@@ -78,6 +81,15 @@ def _parse(name: str, raw: str):
     if name in ("stream_prompt_s", "stream_history_s"):
         from ..config import stream_seconds
         return stream_seconds(raw, name)
-    if name in ("watermark", "warmup"):
-        return raw.lower() not in ("0", "false", "no", "off")
+    if name in ("watermark", "warmup", "first_audio_priority"):
+        return _flag(name, raw)
     return raw
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be one of 1/0, true/false, yes/no, on/off, got {raw!r}")

@@ -177,6 +177,9 @@ def test_bench_serve_drives_a_separate_server_process(tiny_ckpt, tmp_path):
     streamed, whole = res["levels"]
     for level in (streamed, whole):
         assert level["ok"] == 2 and not level["errors"] and level["x_realtime"] > 0
+        eng = level["engine"]  # the engine's own counters over the level, read from /metrics
+        assert eng["decode_steps"] > 0 and eng["t3_busy_s"] > 0 and eng["s3gen_busy_s"] > 0
+        assert 1.0 <= eng["mean_batch"] <= 2.0
     assert streamed["ttfa_p50_s"] < streamed["latency_p50_s"]  # audio arrives before the request ends
     assert "| 2 | streamed | 2 / 2 |" in (tmp_path / "s.md").read_text()
 

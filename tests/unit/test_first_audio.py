@@ -1,0 +1,143 @@
+"""First-audio priority: windows that bring a stream its first audio render as a batch of their own, ahead of
+other work, and T3 holds its decode steps meanwhile; the audio is the same with the priority on or off."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+TEXT = "Priority for the first sound a listener hears."
+
+
+@pytest.fixture
+def priority(tiny_tts):
+    before = tiny_tts.config.first_audio_priority
+    yield lambda on: setattr(tiny_tts.config, "first_audio_priority", on)
+    tiny_tts.config.first_audio_priority = before
+
+
+def _spy_first_windows(tiny_tts, monkeypatch, hold_s: float = 0.3) -> list:
+    """Record the engine's decode-step count around each batch of first windows; each such batch is slowed by
+    `hold_s` so that a decode loop running beside it would be seen."""
+    worker, stats, seen = tiny_tts.engine.audio, tiny_tts.engine.stats, []
+    real = worker._windows
+
+    def spy(todo):
+        first = all(r.stream.mel is None for r, _, _ in todo)
+        before = stats.decode_steps
+        if first:
+            time.sleep(hold_s)
+        real(todo)
+        seen.append((first, len(todo), before, stats.decode_steps))
+    monkeypatch.setattr(worker, "_windows", spy)
+    return seen
+
+
+def _two_streams(tiny_tts, seeds=(5, 6), tokens=(160, 160), stagger_s: float = 0.0):
+    out = [None] * len(seeds)
+
+    def consume(i, handle):
+        out[i] = list(handle)
+    threads = []
+    for i, (seed, n) in enumerate(zip(seeds, tokens)):
+        if i and stagger_s:
+            time.sleep(stagger_s)
+        handle = tiny_tts.stream(TEXT, seed=seed, max_new_tokens=n)
+        threads.append(threading.Thread(target=consume, args=(i, handle)))
+        threads[-1].start()
+    for th in threads:
+        th.join()
+    return out
+
+
+def test_decode_waits_while_first_windows_render(tiny_tts, priority, monkeypatch):
+    priority(True)
+    seen = _spy_first_windows(tiny_tts, monkeypatch)
+    _two_streams(tiny_tts)
+    firsts = [s for s in seen if s[0]]
+    assert firsts and all(before == after for _, _, before, after in firsts)
+    assert any(not first for first, *_ in seen)  # later windows were rendered too
+
+
+def test_without_the_priority_decode_runs_beside_first_windows(tiny_tts, priority, monkeypatch):
+    # The check above would pass vacuously if decode never overlapped a render; here it must overlap.
+    priority(False)
+    seen = _spy_first_windows(tiny_tts, monkeypatch)
+    _two_streams(tiny_tts)
+    assert any(after > before for first, _, before, after in seen if first)
+
+
+def _stream_entry(tiny_tts, seed: int):
+    from cadence.engine.request import Request, RequestHandle
+    from cadence.engine.rng import RequestRNG
+    from cadence.engine.state import _Running
+    from cadence.engine.streaming import StreamState
+    from cadence.sampling_params import SamplingParams
+    voice = tiny_tts.voice_or_default(None)
+    r = _Running(RequestHandle(Request(TEXT, voice, SamplingParams(seed=seed), stream=True)), [])
+    r.stream = StreamState(tiny_tts.voice_cache.get(voice).voice, RequestRNG(seed, tiny_tts.device),
+                           prompt_keep=100, history_keep=50)
+    return r
+
+
+def test_a_newcomers_first_window_goes_ahead_of_the_others_in_a_batch_of_its_own(tiny_tts, monkeypatch):
+    worker = tiny_tts.engine.audio
+    rnd = np.random.default_rng(0)
+    tokens = [int(t) for t in rnd.integers(0, 4000, 60)]
+    old, new = _stream_entry(tiny_tts, 1), _stream_entry(tiny_tts, 2)
+    worker._windows([(old, tokens[:20], False)])  # `old` has sent audio; `new` has none yet
+    assert old.stream.mel is not None and new.stream.mel is None
+    batches = []
+    real = worker._windows
+
+    def spy(todo):
+        batches.append(([r is new for r, _, _ in todo], worker.first.pending))
+        real(todo)
+    monkeypatch.setattr(worker, "_windows", spy)
+    worker.first.add(1)  # as the engine counts `new`'s first window when it hands it over
+    firsts = [1]
+    worker._run([("windows", [(old, tokens[:52])], 0), ("windows", [(new, tokens[:20])], 1)], firsts)
+    # the first window alone and first; the decode gate released before the later window renders
+    assert batches == [([True], 1), ([False], 0)] and firsts == [0] and worker.first.pending == 0
+
+
+def test_the_audio_is_the_same_with_the_priority_on_or_off(tiny_tts, priority):
+    priority(True)
+    on = _two_streams(tiny_tts, seeds=(11, 12))
+    priority(False)
+    off = _two_streams(tiny_tts, seeds=(11, 12))
+    for a, b in zip(on, off):
+        assert a[-1].tokens == b[-1].tokens
+        wa, wb = np.concatenate([c.samples for c in a]), np.concatenate([c.samples for c in b])
+        assert wa.shape == wb.shape and np.abs(wa - wb).max() < 1e-3
+
+
+def test_a_stalled_first_window_cannot_stop_decode():
+    from cadence.engine.audio_worker import FirstAudio
+    gate = FirstAudio()
+    assert gate.wait(0.01)
+    gate.add(2)
+    t0 = time.perf_counter()
+    assert not gate.wait(0.05) and time.perf_counter() - t0 < 1.0
+    threading.Timer(0.05, gate.done, args=(2,)).start()
+    assert gate.wait(2.0) and gate.pending == 0
+
+
+def test_the_knob_has_one_name_everywhere(monkeypatch, capsys):
+    from cadence.cli import main
+    from cadence.cli_parser import build_parser
+    from cadence.config import EngineConfig
+    from cadence.server.settings import ServerSettings
+    with pytest.raises(ValueError, match="first_audio_priority"):
+        EngineConfig(first_audio_priority="yes")
+    assert ServerSettings.from_env().first_audio_priority is True
+    monkeypatch.setenv("CADENCE_FIRST_AUDIO_PRIORITY", "off")
+    assert ServerSettings.from_env().first_audio_priority is False
+    monkeypatch.setenv("CADENCE_FIRST_AUDIO_PRIORITY", "sometimes")
+    with pytest.raises(ValueError, match="CADENCE_FIRST_AUDIO_PRIORITY='sometimes'"):
+        ServerSettings.from_env()
+    monkeypatch.delenv("CADENCE_FIRST_AUDIO_PRIORITY")
+    args = build_parser().parse_args(["serve", "--no-first-audio-priority"])
+    assert ServerSettings.from_env(first_audio_priority=args.first_audio_priority).first_audio_priority is False
+    assert build_parser().parse_args(["bench", "--stream", "--first-audio-priority"]).first_audio_priority is True
