@@ -114,6 +114,9 @@ def _levels(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "bench":  # a bench stopped by SIGTERM (`timeout`) still stops the server it started
+        import signal
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if args.command == "say":
             _say(args)
@@ -133,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                                                stream_prompt_s=args.stream_prompt_s,
                                                stream_history_s=args.stream_history_s,
                                                first_audio_priority=args.first_audio_priority)
+            import faulthandler
+            import signal
             import uvicorn
+            if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack to stderr, the server goes on
+                faulthandler.register(signal.SIGUSR1, all_threads=True)
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
         elif args.command == "voices":
             _voices(args)
@@ -165,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.requests_per_client < 1:
                 raise CliError("--requests-per-client must be positive")
             run_serve_bench(args.model, args.device, levels, requests_per_client=args.requests_per_client,
-                            max_tokens=args.long_tokens, out_json=args.out_json, out_md=args.out_md)
+                            max_tokens=args.long_tokens, out_json=args.out_json, out_md=args.out_md,
+                            level_timeout_s=args.level_timeout_s, server_log=args.server_log)
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency
             levels = _levels(args.concurrency)

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=600, help="with soak: how long the clients run")
     b.add_argument("--clients", type=int, default=16, help="with soak: concurrent clients")
     b.add_argument("--requests-per-client", type=int, default=2, help="with serve: requests each client sends")
+    b.add_argument("--level-timeout-s", type=float, default=None,
+                   help="with serve: give a level up after this long, recording the server's thread stacks")
+    b.add_argument("--server-log", help="with serve: write the server's output to this file (default: discarded)")
     b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
     b.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     b.add_argument("--voice-audio", help="reference recording (default: a built-in synthetic 10 s clip)")

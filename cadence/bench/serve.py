@@ -44,7 +44,22 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict) -> dict:
     return {"status": 200, "ttfa_s": ttfa or 0.0, "latency_s": time.perf_counter() - t0, "audio_s": n / 2 / 24000}
 
 
-async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_tokens: int, stream: bool = True) -> dict:
+async def _progress(base: str, results: list, every: float = 15.0) -> None:
+    """A line every `every` seconds while a level runs: requests done, the engine's load and counters."""
+    t0 = time.perf_counter()
+    while True:
+        await asyncio.sleep(every)
+        try:
+            health = (await asyncio.to_thread(httpx.get, base + "/health", timeout=5)).json()
+            counters = await asyncio.to_thread(engine_counters, base)
+        except httpx.HTTPError as exc:
+            health, counters = {"error": type(exc).__name__}, {}
+        print(json.dumps({"t_s": round(time.perf_counter() - t0, 1), "done": len(results),
+                          **{k: health.get(k) for k in ("running", "waiting", "error")}, **counters}), flush=True)
+
+
+async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_tokens: int, stream: bool = True,
+                 timeout_s: float | None = None) -> dict:
     rnd = random.Random(seed)
     bodies = [{"model": "chatterbox", "input": LONG_TEXT[: rnd.randint(60, len(LONG_TEXT))], "voice": "default",
                "response_format": "pcm", "seed": seed + i, "max_new_tokens": rnd.randint(75, max_tokens),
@@ -58,8 +73,14 @@ async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_to
             results.append(await _one(client, base + "/v1/audio/speech", queue.pop()))
 
     t0 = time.perf_counter()
+    timed_out = False
+    progress = asyncio.create_task(_progress(base, results))
     async with httpx.AsyncClient(timeout=600) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        try:
+            await asyncio.wait_for(asyncio.gather(*(worker(client) for _ in range(concurrency))), timeout_s)
+        except asyncio.TimeoutError:
+            timed_out = True
+    progress.cancel()
     wall = time.perf_counter() - t0
     ok = [r for r in results if r["status"] == 200]
     errors: dict = {}
@@ -71,7 +92,8 @@ async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_to
         return float(np.percentile([r[key] for r in ok], q)) if ok else 0.0
 
     audio = sum(r["audio_s"] for r in ok)
-    return {"concurrency": concurrency, "stream": stream, "requests": n_requests, "ok": len(ok), "errors": errors, "wall_s": wall,
+    return {"concurrency": concurrency, "stream": stream, "requests": n_requests, "ok": len(ok), "errors": errors,
+            "timed_out": timed_out, "wall_s": wall,
             "audio_s": audio, "x_realtime": audio / wall, "ttfa_p50_s": pct("ttfa_s", 50),
             "ttfa_p99_s": pct("ttfa_s", 99), "latency_p50_s": pct("latency_s", 50),
             "latency_p99_s": pct("latency_s", 99)}
@@ -92,12 +114,14 @@ def engine_counters(base: str) -> dict:
     return out
 
 
-def start_server(model: str, device: str) -> tuple[subprocess.Popen, str]:
-    """`cadence serve` in its own process on a free loopback port, once /health says ready."""
+def start_server(model: str, device: str, log: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`cadence serve` in its own process on a free loopback port, once /health says ready; its output goes to
+    the file `log` (default: discarded)."""
     port = _port()
+    out = open(log, "ab") if log else subprocess.DEVNULL
     server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
                                "--port", str(port), "--no-watermark"], env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600
     while True:
@@ -127,9 +151,13 @@ def wait_idle(base: str, timeout: float, poll: float = 0.1) -> dict:
 
 
 def run_serve_bench(model: str, device: str, levels: list[int], requests_per_client: int = 2, max_tokens: int = 750,
-                    out_json: str | None = None, out_md: str | None = None, modes=(True, False)) -> dict:
-    """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen)."""
-    server, base = start_server(model, device)
+                    out_json: str | None = None, out_md: str | None = None, modes=(True, False),
+                    level_timeout_s: float | None = None, server_log: str | None = None) -> dict:
+    """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen). A level
+    still running after `level_timeout_s` is given up: the server is asked for its thread stacks (SIGUSR1, into
+    `server_log`) and the bench goes on to the next level with what finished."""
+    import signal
+    server, base = start_server(model, device, server_log)
     try:
         asyncio.run(_level(base, 2, 2, 0, 100))  # warm-up
         health = httpx.get(base + "/health").json()
@@ -137,7 +165,11 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
         for stream in modes:
             for c in levels:
                 before = engine_counters(base)
-                level = asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens, stream))
+                level = asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens, stream,
+                                           level_timeout_s))
+                if level["timed_out"] and hasattr(signal, "SIGUSR1"):
+                    server.send_signal(signal.SIGUSR1)
+                    wait_idle(base, 60)
                 after = engine_counters(base)
                 level["engine"] = {k: v - before.get(k, 0.0) for k, v in after.items()}  # over this level
                 steps = level["engine"].get("decode_steps", 0)
@@ -157,7 +189,7 @@ def markdown(res: dict) -> str:
              "| clients | mode | requests ok / sent | errors | × real time | TTFA p50 | TTFA p99 | latency p50 "
              "| latency p99 |", "|---|---|---|---|---|---|---|---|---|"]
     for lv in res["levels"]:
-        mode = "streamed" if lv.get("stream", True) else "one piece"
+        mode = ("streamed" if lv.get("stream", True) else "one piece") + (" (gave up)" if lv.get("timed_out") else "")
         lines.append(f"| {lv['concurrency']} | {mode} | {lv['ok']} / {lv['requests']} | {lv['errors'] or 0} | "
                      f"**{lv['x_realtime']:.1f}** | {lv['ttfa_p50_s']:.2f} s | {lv['ttfa_p99_s']:.2f} s | "
                      f"{lv['latency_p50_s']:.2f} s | {lv['latency_p99_s']:.2f} s |")

@@ -1,11 +1,13 @@
 """S3Gen for the engine: its own thread and CUDA stream, so the flow, CFM and vocoder of finished requests
 (and the windows of streaming ones) run on the GPU alongside T3's decode steps instead of between them.
 
-The engine thread hands over plain host data (token lists) and never waits for this worker; whatever piles
-up while it is busy is taken in one go: finished requests as padded length-grouped batches, stream windows
-as padded batches, one round per window of each stream. Windows that bring a stream its first audio go first,
-as a batch of their own, and while they render the engine holds its decode steps (`FirstAudio`): a listener
-waiting for the first sound matters more than the decode of audio that is already ahead of real time."""
+The engine thread hands over plain host data (token lists) and never waits for this worker. The worker files
+what arrives into a backlog (each stream's windows in order, finished one-piece requests) and renders it a step
+at a time, taking in new work between steps: windows that bring a stream its first audio, as a batch of their
+own; else one round of windows (the next window of each stream, as one padded batch), then the finished
+requests as padded length-grouped batches. So a newcomer's first window waits for at most one step, and while
+first windows render the engine holds its decode steps (`FirstAudio`): a listener waiting for the first sound
+matters more than the decode of audio already ahead of real time."""
 
 from __future__ import annotations
 
@@ -23,14 +25,18 @@ from .state import _Running
 from .streaming import WINDOW_TOKENS, render_windows
 from .t3_runner import clean_speech_tokens
 
+Window = tuple[_Running, list[int], bool, bool]  # request, clean tokens so far, final, brings its first audio
+
 
 class FirstAudio:
     """Streams whose first audio is handed to the worker and not yet rendered. With
-    `EngineConfig.first_audio_priority`, the engine waits on this before its next decode steps, so the first
-    windows get the GPU (and the GIL) to themselves; the wait is capped, so a stall cannot stop T3."""
+    `EngineConfig.first_audio_priority` the engine waits on this before its next decode steps, so the first
+    windows get the GPU (and the GIL) to themselves; not while the worker is busy with other work (the first
+    windows wait for that step anyway, and T3 may as well decode meanwhile), and never longer than the cap."""
 
     def __init__(self):
         self._n = 0
+        self._behind = False
         self._cv = threading.Condition()
 
     @property
@@ -48,12 +54,19 @@ class FirstAudio:
                 self._n -= n
                 self._cv.notify_all()
 
+    def behind(self, busy: bool) -> None:
+        """The worker is (or is no longer) busy with work other than first windows."""
+        if busy != self._behind:
+            with self._cv:
+                self._behind = busy
+                self._cv.notify_all()
+
     def wait(self, timeout: float) -> bool:
-        """Block until no first audio is pending (True) or `timeout` seconds pass (False)."""
-        if self._n <= 0:  # the common case, without the lock
+        """Block while first audio is pending and the worker is free to render it; False if `timeout` passed."""
+        if self._n <= 0 or self._behind:  # the common case, without the lock
             return True
         with self._cv:
-            return self._cv.wait_for(lambda: self._n <= 0, timeout)
+            return self._cv.wait_for(lambda: self._n <= 0 or self._behind, timeout)
 
 
 def window_due(r: _Running) -> bool:
@@ -68,30 +81,35 @@ class AudioWorker:
         # High priority: a stream's next audio (someone is listening) goes ahead of the next decode steps.
         self.stream = torch.cuda.Stream(device=dev, priority=-1) if dev.type == "cuda" else None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._pending = 0
-        self.first = FirstAudio()
+        self._queued = 0  # jobs handed over and not yet filed
+        self._has_work = False  # the backlog holds something (set before a filed job leaves `_queued`)
         self._lock = threading.Lock()
+        self.first = FirstAudio()
+        # worker thread only: each stream's windows in order, and finished one-piece requests
+        self._backlog: dict[int, list[Window]] = {}
+        self._live: list[_Running] = []
         self._thread = threading.Thread(target=self._main, name="cadence-audio", daemon=True)
         self._thread.start()
 
     @property
     def busy(self) -> bool:
-        return self._pending > 0
+        return self._queued > 0 or self._has_work
 
-    def _put(self, kind: str, items: list, firsts: int) -> None:
+    def _put(self, items: list[Window | _Running]) -> None:
         with self._lock:
-            self._pending += 1
-        self.first.add(firsts)
-        self._jobs.put((kind, items, firsts))
+            self._queued += 1
+        self.first.add(sum(1 for e in items if isinstance(e, tuple) and e[3]))
+        self._jobs.put(items)
 
     def finished(self, requests: list[_Running]) -> None:
-        """Requests whose T3 is done: render them (streams: their final window). Call before counting their
-        windows: a stream handed no window before brings its first audio here."""
-        self._put("finished", requests, sum(r.stream is not None and r.windows == 0 for r in requests))
+        """Requests whose T3 is done: render them (streams: their final window). A stream handed no window
+        before brings its first audio here."""
+        self._put([(r, clean_speech_tokens(r.tokens), True, r.windows == 0) if r.stream is not None else r
+                   for r in requests])
 
     def windows(self, requests: list[_Running], tokens: list[list[int]]) -> None:
         """Streaming requests' next windows over these tokens so far (before their `windows` count is raised)."""
-        self._put("windows", list(zip(requests, tokens)), sum(r.windows == 0 for r in requests))
+        self._put([(r, t, False, r.windows == 0) for r, t in zip(requests, tokens)])
 
     def close(self) -> None:
         self._jobs.put(None)
@@ -103,67 +121,81 @@ class AudioWorker:
         if dev.type == "cuda" and dev.index is not None:
             torch.cuda.set_device(dev)
         while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            jobs = [job]
-            while True:  # take everything that piled up meanwhile: bigger batches
-                try:
-                    more = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._jobs.put(None)
-                    break
-                jobs.append(more)
-            firsts = [sum(j[2] for j in jobs)]  # released once the first windows are rendered (or on failure)
+            idle = not (self._backlog or self._live)
+            jobs = []
             try:
-                with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
-                    self._run(jobs, firsts)
-            finally:
-                self.first.done(firsts[0])
-                with self._lock:
-                    self._pending -= len(jobs)
+                while True:  # block only when idle; take everything that piled up: bigger batches
+                    job = self._jobs.get() if idle and not jobs else self._jobs.get_nowait()
+                    if job is None:
+                        if idle and not jobs:
+                            return
+                        self._jobs.put(None)  # close once the backlog is done
+                        break
+                    jobs.append(job)
+            except queue.Empty:
+                pass
+            self._file(jobs)
+            with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+                self._step()
+            self._has_work = bool(self._backlog or self._live)
 
-    def _release_firsts(self, firsts: list[int]) -> None:
-        self.first.done(firsts[0])
-        firsts[0] = 0
-
-    def _run(self, jobs: list, firsts: list[int]) -> None:
+    def _file(self, jobs: list[list]) -> None:
         eng = self.engine
-        finished = [r for kind, items, _ in jobs if kind == "finished" for r in items]
-        # Each stream's windows in order (a window continues the state its predecessor left), several streams'
-        # windows of the same round as one batch. Window boundaries are fixed by decode steps, not by timing,
-        # so a seed gives one result however busy this worker is.
-        per_stream: dict[int, list[tuple[_Running, list[int], bool]]] = {}
-        for kind, items, _ in jobs:
-            for entry in items:
-                if kind == "finished":
-                    if entry.stream is not None and not entry.handle.cancelled:
-                        per_stream.setdefault(id(entry), []).append((entry, clean_speech_tokens(entry.tokens), True))
-                else:
-                    per_stream.setdefault(id(entry[0]), []).append((entry[0], entry[1], False))
-        live = []
-        for r in finished:
-            if r.handle.cancelled:
-                eng._cancel(r)
-            elif r.stream is None:
-                live.append(r)
-        # Streams with no audio yet: their first windows alone, ahead of everything else
-        first = [todo.pop(0) for todo in per_stream.values() if todo[0][0].stream.mel is None]
-        if first:
-            self._windows(first)
-            per_stream = {k: v for k, v in per_stream.items() if v}
-        self._release_firsts(firsts)
-        while per_stream:
-            self._windows([todo.pop(0) for todo in per_stream.values()])
-            per_stream = {k: v for k, v in per_stream.items() if v}
-        if live:
-            self._batch(live)
+        for items in jobs:
+            for e in items:
+                r = e if isinstance(e, _Running) else e[0]
+                finished = isinstance(e, _Running) or e[2]
+                if finished and r.handle.cancelled:
+                    eng._cancel(r)
+                    self.first.done(int(not isinstance(e, _Running) and e[3]))
+                elif isinstance(e, _Running):
+                    self._live.append(r)
+                else:  # a window continues the state its predecessor left: per stream, in order
+                    self._backlog.setdefault(id(r), []).append(e)
+        if jobs:
+            self._has_work = bool(self._backlog or self._live)
+            with self._lock:
+                self._queued -= len(jobs)
 
-    def _windows(self, todo: list[tuple[_Running, list[int], bool]]) -> None:
+    def _step(self) -> None:
+        """Render the next step of the backlog. Window boundaries are fixed by decode steps, not by timing, so
+        a seed gives one result however busy this worker is and however its windows are batched."""
+        first = [todo[0] for todo in self._backlog.values() if todo[0][3]]
+        if first:
+            self._pop(first)
+            self.first.behind(False)
+            try:
+                self._guarded(self._windows, first, [e[0] for e in first])
+            finally:
+                self.first.done(len(first))
+            return
+        self.first.behind(True)
+        if self._backlog:
+            heads = [todo[0] for todo in self._backlog.values()]
+            self._pop(heads)
+            self._guarded(self._windows, heads, [e[0] for e in heads])
+        if self._live:
+            live, self._live = self._live, []
+            self._guarded(self._batch, live, live)
+        self.first.behind(False)
+
+    def _guarded(self, render, items: list, requests: list[_Running]) -> None:
+        """A bug in one step fails that step's requests, never the worker thread (its death would hang them all)."""
+        try:
+            render(items)
+        except Exception as exc:  # noqa: BLE001 - reported to each request's caller
+            self._failed(exc, requests)
+
+    def _pop(self, heads: list[Window]) -> None:
+        for r, *_ in heads:
+            todo = self._backlog[id(r)]
+            todo.pop(0)
+            if not todo:
+                del self._backlog[id(r)]
+
+    def _windows(self, todo: list[Window]) -> None:
         eng, t0 = self.engine, time.perf_counter()
-        states = [r.stream for r, _, _ in todo]
+        states = [r.stream for r, *_ in todo]
         groups = retry_alone_on_oom(lambda idx: render_windows(eng.tts.audio_runner, [(states[i], todo[i][1], todo[i][2])
                                                                                   for i in idx]),
                                len(todo), [st.rng for st in states])
@@ -174,7 +206,7 @@ class AudioWorker:
                 self._failed(waves, [todo[i][0] for i in idx])
                 continue
             for i, wav in zip(idx, waves):
-                r, tokens, final = todo[i]
+                r, tokens, final, _ = todo[i]
                 if wav.size or final:
                     eng._post.submit(eng._emit, r, wav, tokens, s3_s, final)
 
@@ -208,5 +240,6 @@ class AudioWorker:
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
         for r in requests:
+            self._backlog.pop(id(r), None)  # a failed stream's later windows would continue a broken state
             self.engine._fail(r, exc)
 

@@ -24,7 +24,7 @@ def _spy_first_windows(tiny_tts, monkeypatch, hold_s: float = 0.3) -> list:
     real = worker._windows
 
     def spy(todo):
-        first = all(r.stream.mel is None for r, _, _ in todo)
+        first = all(r.stream.mel is None for r, *_ in todo)
         before = stats.decode_steps
         if first:
             time.sleep(hold_s)
@@ -81,25 +81,33 @@ def _stream_entry(tiny_tts, seed: int):
     return r
 
 
-def test_a_newcomers_first_window_goes_ahead_of_the_others_in_a_batch_of_its_own(tiny_tts, monkeypatch):
-    worker = tiny_tts.engine.audio
-    rnd = np.random.default_rng(0)
-    tokens = [int(t) for t in rnd.integers(0, 4000, 60)]
-    old, new = _stream_entry(tiny_tts, 1), _stream_entry(tiny_tts, 2)
-    worker._windows([(old, tokens[:20], False)])  # `old` has sent audio; `new` has none yet
-    assert old.stream.mel is not None and new.stream.mel is None
-    batches = []
-    real = worker._windows
+def test_a_newcomers_first_window_goes_ahead_of_the_backlog_in_a_batch_of_its_own(tiny_tts, monkeypatch):
+    from cadence.engine.audio_worker import AudioWorker
+    worker = AudioWorker(tiny_tts.engine)  # its own, idle: this test drives its steps
+    try:
+        rnd = np.random.default_rng(0)
+        tokens = [int(t) for t in rnd.integers(0, 4000, 90)]
+        old, new = _stream_entry(tiny_tts, 1), _stream_entry(tiny_tts, 2)
+        worker._windows([(old, tokens[:20], False, True)])  # `old` has sent audio; `new` has none yet
+        assert old.stream.mel is not None and new.stream.mel is None
+        batches = []
+        real = worker._windows
 
-    def spy(todo):
-        batches.append(([r is new for r, _, _ in todo], worker.first.pending))
-        real(todo)
-    monkeypatch.setattr(worker, "_windows", spy)
-    worker.first.add(1)  # as the engine counts `new`'s first window when it hands it over
-    firsts = [1]
-    worker._run([("windows", [(old, tokens[:52])], 0), ("windows", [(new, tokens[:20])], 1)], firsts)
-    # the first window alone and first; the decode gate released before the later window renders
-    assert batches == [([True], 1), ([False], 0)] and firsts == [0] and worker.first.pending == 0
+        def spy(todo):
+            batches.append(([r is new for r, *_ in todo], worker.first.pending))
+            real(todo)
+        monkeypatch.setattr(worker, "_windows", spy)
+        worker.first.add(1)  # as the engine counts `new`'s first window when it hands it over
+        worker._file([[(old, tokens[:52], False, False)], [(old, tokens[:84], False, False)],
+                      [(new, tokens[:20], False, True)]])
+        worker._step()  # the first window alone, first, and the decode gate released once it is rendered
+        assert batches == [([True], 1)] and worker.first.pending == 0
+        worker._step()  # then one round: `new`'s is not due, `old`'s next window; its last one waits
+        assert batches[1] == ([False], 0) and len(worker._backlog[id(old)]) == 1
+        worker._step()
+        assert len(batches) == 3 and not worker._backlog
+    finally:
+        worker.close()
 
 
 def test_the_audio_is_the_same_with_the_priority_on_or_off(tiny_tts, priority):
@@ -113,7 +121,7 @@ def test_the_audio_is_the_same_with_the_priority_on_or_off(tiny_tts, priority):
         assert wa.shape == wb.shape and np.abs(wa - wb).max() < 1e-3
 
 
-def test_a_stalled_first_window_cannot_stop_decode():
+def test_a_stalled_or_queued_first_window_does_not_stop_decode():
     from cadence.engine.audio_worker import FirstAudio
     gate = FirstAudio()
     assert gate.wait(0.01)
@@ -122,6 +130,11 @@ def test_a_stalled_first_window_cannot_stop_decode():
     assert not gate.wait(0.05) and time.perf_counter() - t0 < 1.0
     threading.Timer(0.05, gate.done, args=(2,)).start()
     assert gate.wait(2.0) and gate.pending == 0
+    gate.add(1)
+    gate.behind(True)  # the worker is busy with other work: decode goes on meanwhile
+    assert gate.wait(5.0)
+    gate.behind(False)
+    assert not gate.wait(0.01)
 
 
 def test_the_knob_has_one_name_everywhere(monkeypatch, capsys):
@@ -141,3 +154,19 @@ def test_the_knob_has_one_name_everywhere(monkeypatch, capsys):
     args = build_parser().parse_args(["serve", "--no-first-audio-priority"])
     assert ServerSettings.from_env(first_audio_priority=args.first_audio_priority).first_audio_priority is False
     assert build_parser().parse_args(["bench", "--stream", "--first-audio-priority"]).first_audio_priority is True
+
+
+def test_a_failing_step_fails_its_stream_and_the_worker_goes_on(tiny_tts, monkeypatch):
+    worker = tiny_tts.engine.audio
+    real, calls = worker._windows, []
+
+    def broken(todo):
+        calls.append(len(todo))
+        if len(calls) == 1:
+            raise RuntimeError("broken window")
+        real(todo)
+    monkeypatch.setattr(worker, "_windows", broken)
+    with pytest.raises(RuntimeError, match="broken window"):
+        list(tiny_tts.stream(TEXT, seed=1, max_new_tokens=60))
+    monkeypatch.setattr(worker, "_windows", real)
+    assert list(tiny_tts.stream(TEXT, seed=1, max_new_tokens=60))[-1].final
