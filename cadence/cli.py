@@ -114,8 +114,9 @@ def _levels(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
     args = build_parser().parse_args(argv)
-    if args.command == "bench":  # a bench stopped by SIGTERM (`timeout`) still stops the server it started
-        import signal
+    import threading
+    if args.command == "bench" and threading.current_thread() is threading.main_thread():
+        import signal  # a bench stopped by SIGTERM (`timeout`) still stops the server it started
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if args.command == "say":
