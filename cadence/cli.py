@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                                                request_timeout_s=args.request_timeout_s, watermark=args.watermark,
                                                stream_prompt_s=args.stream_prompt_s,
                                                stream_history_s=args.stream_history_s,
-                                               first_audio_priority=args.first_audio_priority)
+                                               first_audio_priority=args.first_audio_priority,
+                                               overlap_audio=args.overlap_audio)
             import faulthandler
             import signal
             import uvicorn
@@ -158,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             from .config import stream_seconds
             given = {"stream_prompt_s": args.stream_prompt_s, "stream_history_s": args.stream_history_s}
             context = {k: stream_seconds(v, k) for k, v in given.items() if v is not None}
-            if args.first_audio_priority is not None:
-                context["first_audio_priority"] = args.first_audio_priority
+            for name in ("first_audio_priority", "overlap_audio"):
+                if getattr(args, name) is not None:
+                    context[name] = getattr(args, name)
             run_stream_bench(args.model, args.device, _levels(args.concurrency or "1,16"), words=args.words,
                              out_json=args.out_json, out_md=args.out_md, **context)
         elif args.command == "bench" and args.target == "soak":

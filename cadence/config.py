@@ -78,6 +78,11 @@ class EngineConfig:
     (at most 0.5 s), so those windows have the GPU to themselves: shorter time to first audio under load, for
     less overlap of decode and S3Gen meanwhile. The audio is the same either way."""
 
+    overlap_audio: bool = False
+    """Let S3Gen (the audio worker) launch GPU work while T3 decodes, on a stream of its own. Off: the two take
+    turns (a round of decode steps, one audio step). Overlap is faster where it works, but on an H100 the two
+    threads' CUDA graphs, replayed side by side, stalled the GPU and, with 32 streaming clients, hung it."""
+
     def __post_init__(self):
         for value in (self.dtype, self.vocoder_dtype):
             if value != "auto":
@@ -95,6 +100,8 @@ class EngineConfig:
             raise ValueError(f"max_batch must be an integer in [1, 1024] or None (auto), got {self.max_batch!r}")
         if not isinstance(self.kv_slot_len, int) or not 64 <= self.kv_slot_len <= 8192:
             raise ValueError(f"kv_slot_len must be an integer in [64, 8192], got {self.kv_slot_len!r}")
+        if not isinstance(self.overlap_audio, bool):
+            raise ValueError(f"overlap_audio must be true or false, got {self.overlap_audio!r}")
         if not isinstance(self.first_audio_priority, bool):
             raise ValueError(f"first_audio_priority must be true or false, got {self.first_audio_priority!r}")
         for name in ("stream_prompt_s", "stream_history_s"):

@@ -86,8 +86,9 @@ def long_text(tts, voice, words: int, seed: int) -> dict:
 
 def run_stream_bench(model: str, device: str, levels=(1, 16), tokens: int = 250, words: int = 10000,
                      out_json: str | None = None, out_md: str | None = None, **options) -> dict:
-    """`options`: stream_prompt_s / stream_history_s / first_audio_priority for the engine (default: EngineConfig's).
-    Each level runs with those and, side by side in the same process, with first_audio_priority flipped."""
+    """`options`: stream_prompt_s / stream_history_s / first_audio_priority / overlap_audio for the engine (default:
+    EngineConfig's). Each level runs with those and, side by side in the same process, with first_audio_priority
+    flipped, then with overlap_audio flipped (each read by the engine as it runs)."""
     from ..tts import TTS
     tts = TTS.from_dir(model, device=device, watermark=False, **options)
     voice = tts.default_voice
@@ -95,15 +96,18 @@ def run_stream_bench(model: str, device: str, levels=(1, 16), tokens: int = 250,
     cfg = tts.config
     res = {"device": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "cpu",
            "plan": tts.plan.name, "stream_tokens": tokens, "streams": []}
-    for priority in (cfg.first_audio_priority, not cfg.first_audio_priority):
-        cfg.first_audio_priority = priority  # read by the engine before each round of decode steps
+    turns = tts.engine.turns
+    given = (cfg.first_audio_priority, turns.overlap)
+    for priority, overlap in (given, (not given[0], given[1]), (given[0], not given[1])):
+        cfg.first_audio_priority, turns.overlap = priority, overlap
         for n in levels:
             stream_level(tts, voice, n, tokens, 0)  # warm-up: lazily captured window shapes, allocator
             row = {"stream_prompt_s": cfg.stream_prompt_s, "stream_history_s": cfg.stream_history_s,
-                   "first_audio_priority": priority, **stream_level(tts, voice, n, tokens, 100 * n)}
+                   "first_audio_priority": priority, "overlap_audio": overlap,
+                   **stream_level(tts, voice, n, tokens, 100 * n)}
             res["streams"].append(row)
             print(json.dumps(row))
-    cfg.first_audio_priority = not cfg.first_audio_priority
+    cfg.first_audio_priority, turns.overlap = given
     res["long_text"] = long_text(tts, voice, words, 7)
     print(json.dumps(res["long_text"]))
     tts.close()
@@ -113,14 +117,16 @@ def run_stream_bench(model: str, device: str, levels=(1, 16), tokens: int = 250,
 
 def markdown(res: dict) -> str:
     lines = [f"Device: {res['device']}; plan {res['plan']}; each stream {res['stream_tokens'] / 25:.0f} s of audio.", "",
-             "| streaming context (prompt / sent audio) | first-audio priority | concurrent streams | TTFA p50 | TTFA max "
+             "| streaming context (prompt / sent audio) | first-audio priority | S3Gen beside T3 | concurrent streams "
+             "| TTFA p50 | TTFA max "
              "| first chunk | chunks per stream | underruns | worst lateness | RTF per stream | aggregate × real time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     sec = lambda s: "all" if s is None else f"{s:g} s"  # noqa: E731
     for s in res["streams"]:
         ctx = f"{sec(s.get('stream_prompt_s'))} / {sec(s.get('stream_history_s'))}"
-        prio = {True: "on", False: "off"}.get(s.get("first_audio_priority"), "–")
-        lines.append(f"| {ctx} | {prio} | {s['streams']} | **{s['ttfa_p50_s'] * 1e3:.0f} ms** | "
+        prio, overlap = ({True: "on", False: "off"}.get(s.get(k), "–") for k in ("first_audio_priority",
+                                                                                  "overlap_audio"))
+        lines.append(f"| {ctx} | {prio} | {overlap} | {s['streams']} | **{s['ttfa_p50_s'] * 1e3:.0f} ms** | "
                      f"{s['ttfa_max_s'] * 1e3:.0f} ms | {s['first_chunk_s']:.2f} s | {s['chunks_per_stream']:.1f} | {s['underruns']} | "
                      f"{s['worst_late_s'] * 1e3:.0f} ms | {s['rtf']:.3f} | {s['x_realtime']:.1f} |")
     lt = res["long_text"]

@@ -135,8 +135,10 @@ class AudioWorker:
             except queue.Empty:
                 pass
             self._file(jobs)
-            with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            with self.engine.turns.turn(), \
+                    torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
                 self._step()
+                wait_for_device(self.engine.tts.device)  # the turn ends with its GPU work done
             self._has_work = bool(self._backlog or self._live)
 
     def _file(self, jobs: list[list]) -> None:

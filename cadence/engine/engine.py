@@ -24,6 +24,7 @@ from .rng import RequestRNG, wait_for_device
 from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
 from .cfm_graph import warm_flow_graphs
+from .gpu_turns import GpuTurns
 from .host_memory import HostTrimmer
 from .oom import retry_alone_on_oom
 from .streaming import StreamState
@@ -54,6 +55,7 @@ class Engine:
         self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cadence-post")
         self._trimmer = HostTrimmer()
         self._ready = threading.Event()
+        self.turns = GpuTurns(tts.config.overlap_audio)
         self._error: BaseException | None = None
         self.decoder: BatchDecoder | None = None
         self.audio: AudioWorker | None = None
@@ -153,11 +155,13 @@ class Engine:
                                                                  or self.audio.busy)):
                 break
             try:
-                self._schedule()
+                with self.turns.turn():
+                    self._schedule()
                 if self._running and self.tts.config.first_audio_priority:
                     self.audio.first.wait(FIRST_AUDIO_HOLD_S)
                 if self._running:
-                    self._decode()
+                    with self.turns.turn():
+                        self._decode()
                 if self._finished:  # S3Gen runs on the audio worker, alongside the next decode steps
                     self.audio.finished(self._finished)
                     self._finished = []
@@ -189,7 +193,10 @@ class Engine:
                 _, fn, future = item
                 if future.set_running_or_notify_cancel():
                     try:
-                        future.set_result(fn())
+                        with self.turns.turn():
+                            result = fn()
+                            wait_for_device(self.tts.device)
+                        future.set_result(result)
                     except BaseException as exc:  # noqa: BLE001 - handed to the caller
                         future.set_exception(exc)
             else:

@@ -39,6 +39,8 @@ class ServerSettings:
     """Streaming: seconds of audio already sent each window conditions on; None (or 'all') = all of it."""
     first_audio_priority: bool = True
     """Streaming: T3 holds its decode while first windows render. See `EngineConfig.first_audio_priority`."""
+    overlap_audio: bool = False
+    """S3Gen runs beside T3's decode instead of taking turns on the GPU. See `EngineConfig.overlap_audio`."""
 
     def __post_init__(self):
         from ..config import EngineConfig, stream_seconds
@@ -46,7 +48,7 @@ class ServerSettings:
             setattr(self, name, stream_seconds(getattr(self, name), name))
         # the engine's own rule, checked before the model loads
         EngineConfig(stream_prompt_s=self.stream_prompt_s, stream_history_s=self.stream_history_s,
-                     first_audio_priority=self.first_audio_priority)
+                     first_audio_priority=self.first_audio_priority, overlap_audio=self.overlap_audio)
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         for name in ("max_input_chars", "max_queue"):
@@ -81,7 +83,7 @@ def _parse(name: str, raw: str):
     if name in ("stream_prompt_s", "stream_history_s"):
         from ..config import stream_seconds
         return stream_seconds(raw, name)
-    if name in ("watermark", "warmup", "first_audio_priority"):
+    if name in ("watermark", "warmup", "first_audio_priority", "overlap_audio"):
         return _flag(name, raw)
     return raw
 

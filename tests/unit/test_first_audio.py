@@ -12,14 +12,18 @@ TEXT = "Priority for the first sound a listener hears."
 
 @pytest.fixture
 def priority(tiny_tts):
-    before = tiny_tts.config.first_audio_priority
+    """Set first_audio_priority; S3Gen may overlap T3 here (overlap_audio on), so only the priority holds decode."""
+    before, turns = tiny_tts.config.first_audio_priority, tiny_tts.engine.turns
+    overlap = turns.overlap
+    turns.overlap = True
     yield lambda on: setattr(tiny_tts.config, "first_audio_priority", on)
-    tiny_tts.config.first_audio_priority = before
+    tiny_tts.config.first_audio_priority, turns.overlap = before, overlap
 
 
-def _spy_first_windows(tiny_tts, monkeypatch, hold_s: float = 0.3) -> list:
+def _spy_first_windows(tiny_tts, monkeypatch, hold_s: float = 0.1) -> list:
     """Record the engine's decode-step count around each batch of first windows; each such batch is slowed by
-    `hold_s` so that a decode loop running beside it would be seen."""
+    `hold_s` so that a decode loop running beside it would be seen (well inside the engine's 0.5 s cap on the
+    wait, render included)."""
     worker, stats, seen = tiny_tts.engine.audio, tiny_tts.engine.stats, []
     real = worker._windows
 
@@ -79,6 +83,18 @@ def _stream_entry(tiny_tts, seed: int):
     r.stream = StreamState(tiny_tts.voice_cache.get(voice).voice, RequestRNG(seed, tiny_tts.device),
                            prompt_keep=100, history_keep=50)
     return r
+
+
+def test_taking_turns_no_decode_step_runs_beside_any_render(tiny_tts, monkeypatch):
+    before = tiny_tts.config.first_audio_priority
+    tiny_tts.config.first_audio_priority = False
+    try:
+        assert tiny_tts.engine.turns.overlap is False  # the default
+        seen = _spy_first_windows(tiny_tts, monkeypatch)
+        _two_streams(tiny_tts)
+    finally:
+        tiny_tts.config.first_audio_priority = before
+    assert len(seen) > 2 and all(b == a for _, _, b, a in seen)
 
 
 def test_a_newcomers_first_window_goes_ahead_of_the_backlog_in_a_batch_of_its_own(tiny_tts, monkeypatch):
@@ -154,6 +170,12 @@ def test_the_knob_has_one_name_everywhere(monkeypatch, capsys):
     args = build_parser().parse_args(["serve", "--no-first-audio-priority"])
     assert ServerSettings.from_env(first_audio_priority=args.first_audio_priority).first_audio_priority is False
     assert build_parser().parse_args(["bench", "--stream", "--first-audio-priority"]).first_audio_priority is True
+    with pytest.raises(ValueError, match="overlap_audio"):
+        EngineConfig(overlap_audio=1)
+    assert ServerSettings.from_env().overlap_audio is False
+    monkeypatch.setenv("CADENCE_OVERLAP_AUDIO", "on")
+    assert ServerSettings.from_env().overlap_audio is True
+    assert build_parser().parse_args(["serve", "--overlap-audio"]).overlap_audio is True
 
 
 def test_a_failing_step_fails_its_stream_and_the_worker_goes_on(tiny_tts, monkeypatch):
@@ -170,3 +192,48 @@ def test_a_failing_step_fails_its_stream_and_the_worker_goes_on(tiny_tts, monkey
         list(tiny_tts.stream(TEXT, seed=1, max_new_tokens=60))
     monkeypatch.setattr(worker, "_windows", real)
     assert list(tiny_tts.stream(TEXT, seed=1, max_new_tokens=60))[-1].final
+
+
+def test_gpu_turns_are_exclusive_and_first_come_first_served():
+    from cadence.engine.gpu_turns import GpuTurns
+    turns, inside, order, overlap_seen = GpuTurns(overlap=False), [], [], []
+    first_in = threading.Event()
+
+    def worker(name, hold):
+        with turns.turn():
+            inside.append(name)
+            overlap_seen.append(len(inside) > 1)
+            order.append(name)
+            first_in.set()
+            time.sleep(hold)
+            inside.remove(name)
+    a = threading.Thread(target=worker, args=("a", 0.2))
+    a.start()
+    first_in.wait()
+    b = threading.Thread(target=worker, args=("b", 0.0))
+    b.start()
+    time.sleep(0.05)
+    c = threading.Thread(target=worker, args=("c", 0.0))
+    c.start()
+    for th in (a, b, c):
+        th.join()
+    assert order == ["a", "b", "c"] and not any(overlap_seen)
+    free = GpuTurns(overlap=True)  # overlap on: no waiting at all
+    with free.turn(), free.turn():
+        pass
+
+
+def test_engine_runs_with_overlap_on_and_off_alike(tiny_ckpt):
+    from cadence.tts import TTS
+    outs = []
+    for overlap in (False, True):
+        tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, overlap_audio=overlap)
+        try:
+            assert tts.engine.turns.overlap is overlap
+            outs.append([np.concatenate([c.samples for c in tts.stream(TEXT, seed=31, max_new_tokens=80)]),
+                         tts.generate_many([TEXT, TEXT + " Again."], seed=32, max_new_tokens=60)])
+        finally:
+            tts.close()
+    (s0, m0), (s1, m1) = outs
+    assert s0.shape == s1.shape and np.abs(s0 - s1).max() < 1e-3
+    assert all(a.tokens == b.tokens for a, b in zip(m0, m1))
