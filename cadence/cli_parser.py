@@ -32,7 +32,7 @@ def _add_stream_context(p: argparse.ArgumentParser, default) -> None:
     p.add_argument("--first-audio-priority", action=argparse.BooleanOptionalAction, default=None,
                    help="streaming: hold T3's decode while windows that bring first audio render (default on)")
     p.add_argument("--overlap-audio", action=argparse.BooleanOptionalAction, default=None,
-                   help="let S3Gen run on the GPU beside T3's decode instead of taking turns (default off)")
+                   help="let S3Gen's stream windows run beside T3's decode instead of taking turns (default off)")
 
 
 def _add_knobs(p: argparse.ArgumentParser) -> None:

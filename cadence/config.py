@@ -79,9 +79,9 @@ class EngineConfig:
     less overlap of decode and S3Gen meanwhile. The audio is the same either way."""
 
     overlap_audio: bool = False
-    """Let S3Gen (the audio worker) launch GPU work while T3 decodes, on a stream of its own. Off: the two take
-    turns (a round of decode steps, one audio step). Overlap is faster where it works, but on an H100 the two
-    threads' CUDA graphs, replayed side by side, stalled the GPU and, with 32 streaming clients, hung it."""
+    """Let S3Gen render stream windows on the GPU while T3 decodes. Off: windows and decode rounds take turns
+    (`cadence.engine.gpu_turns`); finished requests' S3Gen runs beside the decode either way. On an H100 the
+    two threads' CUDA graphs replayed side by side stalled the GPU, and with 32 streaming clients hung it."""
 
     def __post_init__(self):
         for value in (self.dtype, self.vocoder_dtype):

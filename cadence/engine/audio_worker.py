@@ -135,10 +135,8 @@ class AudioWorker:
             except queue.Empty:
                 pass
             self._file(jobs)
-            with self.engine.turns.turn(), \
-                    torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
                 self._step()
-                wait_for_device(self.engine.tts.device)  # the turn ends with its GPU work done
             self._has_work = bool(self._backlog or self._live)
 
     def _file(self, jobs: list[list]) -> None:
@@ -167,7 +165,7 @@ class AudioWorker:
             self._pop(first)
             self.first.behind(False)
             try:
-                self._guarded(self._windows, first, [e[0] for e in first])
+                self._windows_in_turn(first)
             finally:
                 self.first.done(len(first))
             return
@@ -175,11 +173,17 @@ class AudioWorker:
         if self._backlog:
             heads = [todo[0] for todo in self._backlog.values()]
             self._pop(heads)
-            self._guarded(self._windows, heads, [e[0] for e in heads])
+            self._windows_in_turn(heads)
         if self._live:
             live, self._live = self._live, []
             self._guarded(self._batch, live, live)
         self.first.behind(False)
+
+    def _windows_in_turn(self, todo: list[Window]) -> None:
+        """Stream windows take a turn on the GPU (see `GpuTurns`); finished requests' batches do not."""
+        with self.engine.turns.turn():
+            self._guarded(self._windows, todo, [e[0] for e in todo])
+            wait_for_device(self.engine.tts.device)  # the turn ends with its GPU work done
 
     def _guarded(self, render, items: list, requests: list[_Running]) -> None:
         """A bug in one step fails that step's requests, never the worker thread (its death would hang them all)."""

@@ -1,11 +1,13 @@
-"""Turns on the GPU for the engine's two GPU threads (T3 on the engine thread, S3Gen on the audio worker).
+"""Turns on the GPU for T3's decode (the engine thread) and S3Gen's stream windows (the audio worker).
 
-With `EngineConfig.overlap_audio` off (the default), the two threads take first-come-first-served turns: a turn
-is a round of decode steps, an admission, or one step of the audio worker, and it ends once its GPU work is
-done. No kernel of one thread then runs beside a kernel of the other. On an H100, with both threads' CUDA
-graphs replaying side by side on two streams, the GPU stalled for 12-30 s at a time (16 streams) and stopped
-for good with 32 streaming clients: each thread blocked in a CUDA call, waiting for work that never finished.
-With overlap on, each thread launches whenever it likes (faster where it works)."""
+With `EngineConfig.overlap_audio` off (the default), a round of decode steps, an admission and a batch of stream
+windows each take a first-come-first-served turn that ends once its GPU work is done, so no window kernel runs
+beside a decode kernel. Measured on an H100: with the two threads' CUDA graphs (T3 decode, batched window CFM)
+replaying side by side on two streams, the GPU stalled for 12-30 s at a time, and with 32 streaming clients it
+stopped for good, each thread blocked in a CUDA call on work that never finished; with turns the same load
+completed. Finished requests' S3Gen batches still run beside the decode (they never stalled, and that overlap is
+worth ~1.8x throughput); overlap on lets windows overlap too.
+"""
 
 from __future__ import annotations
 

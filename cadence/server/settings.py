@@ -40,7 +40,7 @@ class ServerSettings:
     first_audio_priority: bool = True
     """Streaming: T3 holds its decode while first windows render. See `EngineConfig.first_audio_priority`."""
     overlap_audio: bool = False
-    """S3Gen runs beside T3's decode instead of taking turns on the GPU. See `EngineConfig.overlap_audio`."""
+    """S3Gen's stream windows run beside T3's decode instead of taking turns. See `EngineConfig.overlap_audio`."""
 
     def __post_init__(self):
         from ..config import EngineConfig, stream_seconds
