@@ -184,6 +184,16 @@ def test_bench_serve_drives_a_separate_server_process(tiny_ckpt, tmp_path):
     assert "| 2 | streamed | 2 / 2 |" in (tmp_path / "s.md").read_text()
 
 
+def test_bench_serve_gives_up_a_stuck_level_with_the_servers_stacks(tiny_ckpt, tmp_path):
+    from cadence.bench.serve import run_serve_bench
+    log = tmp_path / "server.log"
+    res = run_serve_bench(str(tiny_ckpt), "cpu", [1], requests_per_client=1, max_tokens=400, modes=(True,),
+                          level_timeout_s=0.05, server_log=str(log), out_md=str(tmp_path / "s.md"))
+    assert res["levels"][0]["timed_out"] and "(gave up)" in (tmp_path / "s.md").read_text()
+    text = log.read_text()
+    assert "most recent call first" in text and "cadence/engine" in text  # SIGUSR1: every thread's stack
+
+
 def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
     import shutil
     import subprocess
