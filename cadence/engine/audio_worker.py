@@ -145,7 +145,9 @@ class AudioWorker:
             for e in items:
                 r = e if isinstance(e, _Running) else e[0]
                 finished = isinstance(e, _Running) or e[2]
-                if finished and r.handle.cancelled:
+                if r.failed:  # its error is delivered; render nothing more of it
+                    self.first.done(int(not isinstance(e, _Running) and e[3]))
+                elif finished and r.handle.cancelled:
                     eng._cancel(r)
                     self.first.done(int(not isinstance(e, _Running) and e[3]))
                 elif isinstance(e, _Running):
@@ -214,7 +216,7 @@ class AudioWorker:
             for i, wav in zip(idx, waves):
                 r, tokens, final, _ = todo[i]
                 if wav.size or final:
-                    eng._post.submit(eng._emit, r, wav, tokens, s3_s, final)
+                    eng.post.submit(r, wav, tokens, s3_s, final)
 
     def _batch(self, live: list[_Running]) -> None:
         eng, t0 = self.engine, time.perf_counter()
@@ -240,7 +242,7 @@ class AudioWorker:
         eng.stats.s3gen_s += s3_s
         for i, r in enumerate(live):
             if i not in failed:
-                eng._post.submit(eng._emit, r, waves.get(i, np.zeros(0, np.float32)), speech[i], s3_s, True)
+                eng.post.submit(r, waves.get(i, np.zeros(0, np.float32)), speech[i], s3_s, True)
 
     def _failed(self, exc: Exception, requests: list[_Running]) -> None:
         if isinstance(exc, torch.cuda.OutOfMemoryError):

@@ -3,7 +3,7 @@
 schedule: admit waiting requests into free KV slots (prefill between decode steps), drop cancelled ones.
 run: `eos_check_every` batched T3 decode steps over all running requests, then one host read of the done
      flags; finished requests leave their slots and go through S3Gen together (padded, length-grouped).
-postprocess: watermarking and delivery on a worker thread, off the GPU thread.
+postprocess: watermarking and delivery on a thread of its own, off the GPU threads (`postprocess.Postprocess`).
 When every slot is taken, new requests wait in the queue: the KV cache is allocated once, never grown."""
 
 from __future__ import annotations
@@ -12,21 +12,20 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 import numpy as np
 import torch
 
-from .. import watermark as wm
 from ..sampling_params import SamplingParams
 from .batch_t3 import BatchDecoder
-from .request import AudioChunk, Request, RequestCancelled, RequestHandle
+from .request import Request, RequestCancelled, RequestHandle
 from .rng import RequestRNG, wait_for_device
 from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
 from .cfm_graph import warm_flow_graphs
 from .gpu_turns import GpuTurns
-from .host_memory import HostTrimmer
 from .oom import retry_alone_on_oom
+from .postprocess import Postprocess
 from .streaming import StreamState
 from .t3_runner import clean_speech_tokens
 
@@ -52,8 +51,7 @@ class Engine:
         self._stop = threading.Event()
         self._drain = True
         self._wake = threading.Event()
-        self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cadence-post")
-        self._trimmer = HostTrimmer()
+        self.post = Postprocess(self)
         self._ready = threading.Event()
         self.turns = GpuTurns(tts.config.overlap_audio)
         self._error: BaseException | None = None
@@ -130,7 +128,7 @@ class Engine:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
-        self._post.shutdown(wait=True)
+        self.post.shutdown()
 
     @property
     def load(self) -> dict:
@@ -204,10 +202,11 @@ class Engine:
 
     def _schedule(self) -> None:
         for slot, r in list(self._running.items()):
-            if r.handle.cancelled:
+            if r.handle.cancelled or r.failed:  # failed: a stream whose window failed on the audio worker
                 self.decoder.free(slot)
                 del self._running[slot]
-                self._cancel(r)
+                if not r.failed:
+                    self._cancel(r)
         free = [s for s in range(self.max_batch) if s not in self._running]
         # Newcomers are admitted up to 16 at a time (one padded prefill) so running requests keep decoding.
         t0 = time.perf_counter()
@@ -293,33 +292,13 @@ class Engine:
             for r in due:
                 r.window_steps, r.windows = r.steps, r.windows + 1
 
-    def _emit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
-        """Postprocess on the worker thread: watermark, timings, delivery of one chunk."""
-        try:
-            req = r.handle.request
-            t0 = time.perf_counter()
-            marked = False
-            if (self.tts.watermark if req.watermark is None else req.watermark) and wav.size:
-                wav, marked = wm.apply(wav, self.tts.sample_rate)
-            now = time.perf_counter()
-            if not r.t_first_audio:
-                r.t_first_audio = now
-            timings = {"queue": r.t_admit - r.handle.submitted, "t3": r.t_t3_done - r.t_admit, "s3gen": s3_s,
-                       "postprocess": now - t0, "total": now - r.handle.submitted, "t3_tokens": len(r.tokens),
-                       "first_audio": r.t_first_audio - r.handle.submitted} if final else {}
-            self.stats.finished += int(final)
-            r.handle._deliver(AudioChunk(req.request_id, wav.astype(np.float32), self.tts.sample_rate, r.chunks,
-                                         final, speech if final else [], marked, timings))
-            r.chunks += 1
-            if final:
-                self._trimmer.maybe_trim()
-        except Exception as exc:  # noqa: BLE001
-            self._fail(r, exc)
-
     def _cancel(self, r: _Running) -> None:
         self.stats.cancelled += 1
         r.handle._fail(RequestCancelled(f"request {r.handle.request_id} was cancelled"))
 
     def _fail(self, r: _Running, exc: BaseException) -> None:
+        if r.failed:
+            return
+        r.failed = True
         self.stats.failed += 1
         r.handle._fail(exc)

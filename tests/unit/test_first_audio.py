@@ -188,8 +188,15 @@ def test_a_failing_step_fails_its_stream_and_the_worker_goes_on(tiny_tts, monkey
             raise RuntimeError("broken window")
         real(todo)
     monkeypatch.setattr(worker, "_windows", broken)
+    eng = tiny_tts.engine
+    cancelled, failed, steps = eng.stats.cancelled, eng.stats.failed, eng.stats.decode_steps
     with pytest.raises(RuntimeError, match="broken window"):
-        list(tiny_tts.stream(TEXT, seed=1, max_new_tokens=60))
+        list(tiny_tts.stream(TEXT, seed=1, max_new_tokens=500))
+    deadline = time.time() + 10  # the failed stream's slot is freed long before its 500 tokens would end
+    while eng.load["running"] and time.time() < deadline:
+        time.sleep(0.02)
+    assert eng.load["running"] == 0 and eng.stats.decode_steps - steps < 200
+    assert eng.stats.failed == failed + 1 and eng.stats.cancelled == cancelled
     monkeypatch.setattr(worker, "_windows", real)
     assert list(tiny_tts.stream(TEXT, seed=1, max_new_tokens=60))[-1].final
 

@@ -1,0 +1,54 @@
+"""The engine's postprocess stage, on a thread of its own, off the GPU threads: watermarking, timings and the
+delivery of each chunk to its request's handle; after a request's last chunk, freed host memory goes back to
+the OS (at most every few seconds)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .. import watermark as wm
+from .host_memory import HostTrimmer
+from .request import AudioChunk
+from .state import _Running
+
+
+class Postprocess:
+    def __init__(self, engine):
+        self.engine = engine
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cadence-post")
+        self._trimmer = HostTrimmer()
+
+    def submit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
+        """Queue one chunk of `r` (its samples; speech tokens and S3Gen seconds, reported with the final one)."""
+        self._pool.submit(self._emit, r, wav, speech, s3_s, final)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _emit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
+        if r.failed:  # its caller has the error already
+            return
+        eng = self.engine
+        try:
+            req, tts = r.handle.request, eng.tts
+            t0 = time.perf_counter()
+            marked = False
+            if (tts.watermark if req.watermark is None else req.watermark) and wav.size:
+                wav, marked = wm.apply(wav, tts.sample_rate)
+            now = time.perf_counter()
+            if not r.t_first_audio:
+                r.t_first_audio = now
+            timings = {"queue": r.t_admit - r.handle.submitted, "t3": r.t_t3_done - r.t_admit, "s3gen": s3_s,
+                       "postprocess": now - t0, "total": now - r.handle.submitted, "t3_tokens": len(r.tokens),
+                       "first_audio": r.t_first_audio - r.handle.submitted} if final else {}
+            eng.stats.finished += int(final)
+            r.handle._deliver(AudioChunk(req.request_id, wav.astype(np.float32), tts.sample_rate, r.chunks,
+                                         final, speech if final else [], marked, timings))
+            r.chunks += 1
+            if final:
+                self._trimmer.maybe_trim()
+        except Exception as exc:  # noqa: BLE001 - reported to the request's caller
+            eng._fail(r, exc)
