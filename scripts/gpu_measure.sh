@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one device call: the benches of the open issues, each under its own time limit so one
 # slow phase cannot eat the others' figures; every JSON line is printed as it comes. Results land in $OUT.
-# PHASES (default "stream"): any of stream serve soak plans soak_start soak_wait.  SOAK_S: soak seconds (default
+# PHASES (default "stream"): any of stream serve soak plans soak_start soak_wait hang.  SOAK_S: soak seconds (default
 # 540 for soak, 600 for soak_start). A device call runs at most 600 s, so a 10-minute soak spans two calls:
 # soak_start runs it detached (setsid: it outlives the call) and waits WAIT_S (default 520) printing progress;
 # soak_wait, the next call on the still-warm machine, waits for its end and brings back its JSON and log.
@@ -35,6 +35,8 @@ for phase in ${PHASES:-stream}; do
     soak_wait)
             for i in $(seq 1 $(( ${WAIT_S:-520} / 10 ))); do [ -f /tmp/soak/rc ] && break; sleep 10; done
             echo "rc $(cat /tmp/soak/rc 2>/dev/null)"; quiet < /tmp/soak/log | tail -40; cp /tmp/soak/* "$OUT"/ ;;
+    hang)   for v in ${HANG_VARIANTS:-overlap overlap-normal overlap-eager}; do  # scripts/hang_repro.py, each alone
+              timeout 200 python3 scripts/hang_repro.py /tmp/ck "$v" 32 90 30 2>&1 | quiet | tail -30; done ;;
     plans)  timeout 300 python3 -m cadence.cli bench --plans bf16,int8,offload --model /tmp/ck --device cuda \
               --json "$OUT/plans.json" --md "$OUT/plans.md" 2>&1 | quiet ;;
   esac
