@@ -99,18 +99,24 @@ async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_to
             "latency_p99_s": pct("latency_s", 99)}
 
 
-def engine_counters(base: str) -> dict:
-    """The engine's busy seconds per stage and its decode steps (and requests in them) so far, from /metrics."""
+def read_metrics(base: str) -> dict[str, float]:
+    """The server's /metrics as {series (name with its labels, as printed): value}."""
     out = {}
     for line in httpx.get(base + "/metrics").text.splitlines():
-        for name, key in (('cadence_engine_busy_seconds{stage="', None), ("cadence_decode_steps ", "decode_steps"),
-                          ("cadence_decode_request_steps ", "request_steps")):
-            if line.startswith(name):
-                if key is None:
-                    stage, value = line[len(name):].split('"} ')
-                    out[stage + "_busy_s"] = float(value)
-                else:
-                    out[key] = float(line.split()[-1])
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
+def engine_counters(base: str) -> dict:
+    """The engine's busy seconds per stage and its decode steps (and requests in them) so far, from /metrics."""
+    metrics = read_metrics(base)
+    out = {f"{stage}_busy_s": metrics[f'cadence_engine_busy_seconds{{stage="{stage}"}}']
+           for stage in ("prefill", "t3", "s3gen") if f'cadence_engine_busy_seconds{{stage="{stage}"}}' in metrics}
+    for series, key in (("cadence_decode_steps", "decode_steps"), ("cadence_decode_request_steps", "request_steps")):
+        if series in metrics:
+            out[key] = metrics[series]
     return out
 
 

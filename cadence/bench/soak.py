@@ -16,7 +16,7 @@ import time
 import httpx
 
 from .offline import write_report
-from .serve import _one, start_server, wait_idle
+from .serve import _one, read_metrics, start_server, wait_idle
 
 
 def _rss_mb(pid: int) -> float:
@@ -28,10 +28,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _vram_mb(base: str) -> float:
-    for line in httpx.get(base + "/metrics").text.splitlines():
-        if line.startswith("cadence_vram_allocated_bytes "):
-            return float(line.split()[1]) / 2 ** 20
-    return 0.0
+    return read_metrics(base).get("cadence_vram_allocated_bytes", 0.0) / 2 ** 20
 
 
 async def _soak(base: str, pid: int, clients: int, seconds: float, max_tokens: int) -> dict:
