@@ -14,6 +14,7 @@ Usage: python scripts/hang_repro.py CKPT VARIANT [CLIENTS=32] [SECONDS=120] [STA
 
 import faulthandler
 import json
+import os
 import random
 import sys
 import threading
@@ -66,7 +67,6 @@ def watchdog() -> None:
             faulthandler.dump_traceback(all_threads=True)
             print(json.dumps({"variant": variant, "hung": True, "after_s": round(time.time() - stop + seconds, 1),
                               "done": done[0], "failed": failed[0], **eng.load}), flush=True)
-            import os
             os._exit(3)
 
 

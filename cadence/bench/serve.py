@@ -128,6 +128,8 @@ def start_server(model: str, device: str, log: str | None = None) -> tuple[subpr
     server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
                                "--port", str(port), "--no-watermark"], env={**os.environ, "PYTHONUNBUFFERED": "1"},
                               stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
+    if log:
+        out.close()  # the server holds its own copy of the descriptor
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 600
     while True:

@@ -145,10 +145,10 @@ class AudioWorker:
             for e in items:
                 r = e if isinstance(e, _Running) else e[0]
                 finished = isinstance(e, _Running) or e[2]
-                if r.failed:  # its error is delivered; render nothing more of it
-                    self.first.done(int(not isinstance(e, _Running) and e[3]))
-                elif finished and r.handle.cancelled:
-                    eng._cancel(r)
+                # failed: its error is delivered; cancelled and done: nothing more of it is rendered
+                if r.failed or (finished and r.handle.cancelled):
+                    if not r.failed:
+                        eng._cancel(r)
                     self.first.done(int(not isinstance(e, _Running) and e[3]))
                 elif isinstance(e, _Running):
                     self._live.append(r)
