@@ -6,7 +6,7 @@ beside a decode kernel. Measured on an H100: with the two threads' CUDA graphs (
 replaying side by side on two streams, the GPU stalled for 12-30 s at a time, and with 32 streaming clients it
 stopped for good, each thread blocked in a CUDA call on work that never finished; with turns the same load
 completed. Finished requests' S3Gen batches still run beside the decode (they never stalled, and that overlap is
-worth ~1.8x throughput); overlap on lets windows overlap too.
+worth 1.6-1.8x throughput on an H100); overlap on lets windows overlap too.
 """
 
 from __future__ import annotations
