@@ -189,18 +189,21 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [n for n in names if n not in PLANS]
             if unknown:
                 raise CliError(f"unknown memory plan(s): {', '.join(unknown)}; choose from {', '.join(PLANS)}")
+            if args.consecutive < 0:
+                raise CliError("--consecutive must be 0 or more")
             opt = BenchOptions(model=args.model, device=args.device, reference=args.reference, repeats=args.repeats,
-                               short_tokens=args.short_tokens, long_tokens=args.long_tokens)
+                               short_tokens=args.short_tokens, long_tokens=args.long_tokens,
+                               consecutive=args.consecutive)
             run_plans(opt, names, args.out_json, args.out_md)
         elif args.command == "bench":
             from .bench.offline import BenchOptions, run_bench
-            if args.repeats < 1 or args.short_tokens < 1 or args.long_tokens < 1:
-                raise CliError("--repeats, --short-tokens and --long-tokens must be positive")
+            if args.repeats < 1 or args.short_tokens < 1 or args.long_tokens < 1 or args.consecutive < 0:
+                raise CliError("--repeats, --short-tokens and --long-tokens must be positive, --consecutive 0 or more")
             opt = BenchOptions(model=args.model, device=args.device, voice_audio=args.voice_audio,
                                reference=args.reference, repeats=args.repeats, short_tokens=args.short_tokens,
                                long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager,
                                compile=args.compile or None, vocoder_dtype=args.vocoder_dtype,
-                               memory_plan=args.memory_plan)
+                               memory_plan=args.memory_plan, consecutive=args.consecutive)
             result = run_bench(opt, args.out_json, args.out_md)
             if args.fidelity:
                 import json

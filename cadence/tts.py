@@ -19,7 +19,8 @@ from .engine.graphed import GraphedForward
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
 from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, t3_int8_targets
-from .memory.placement import OnDemand, apply_placement, compile_decoder_layers
+from .memory.lease import OnDemand
+from .memory.placement import apply_placement, compile_decoder_layers
 from .models.s3gen import S3GEN_SR
 from .outputs import Audio
 from .sampling_params import SamplingParams
@@ -64,10 +65,12 @@ class TTS(EngineAPI):
         self.model_dir = model_dir
         self.config = config or EngineConfig()
         self.plan, self.plan_reason = self.config.resolve_plan(device)
-        graphs = device.type == "cuda" and not self.config.enforce_eager and not self.plan.offload
+        graphs = device.type == "cuda" and not self.config.enforce_eager
+        # Under offload T3's decode graphs are captured per lease (its weights move) and released with it;
+        # S3Gen runs eager there, since its whole-solve graphs' memory pools would raise the peak.
         self.t3_runner = T3Runner(t3, self.config.eos_check_every, use_graphs=graphs)
         window = self.plan.vocoder_window_s
-        self.audio_runner = AudioRunner(s3gen, use_graphs=graphs,
+        self.audio_runner = AudioRunner(s3gen, use_graphs=graphs and not self.plan.offload,
                                         vocoder_window_frames=int(window * 50) if window else None)
         self.sample_rate = S3GEN_SR
         self._prep_lease = None
@@ -104,11 +107,13 @@ class TTS(EngineAPI):
         if plan.compile and dev.type == "cuda":
             compile_decoder_layers(t3)
         tts = cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path, config=config)
-        if plan.offload:  # the two stages take turns on the GPU; weights wait in pinned CPU memory
-            tts._stage_leases = (OnDemand([t3], dev), OnDemand([s3gen.flow, s3gen.mel2wav], dev))
+        if plan.offload:  # the two stages take turns on the GPU; weights wait in pinned CPU memory, and each
+            # stage's later parts are still in transfer while its first ones compute
+            tts._stage_leases = (OnDemand([t3], dev, pipeline=list(t3.tfmr.layers)),
+                                 OnDemand([s3gen.flow, s3gen.mel2wav], dev, pipeline=[s3gen.flow.decoder, s3gen.mel2wav]))
         if on_demand:  # the preparation encoders visit the GPU only while a voice is being prepared
             tts._prep_lease = OnDemand([s3gen.tokenizer, s3gen.speaker_encoder, ve], dev)
-        if tts.t3_runner.use_graphs:
+        if tts.t3_runner.use_graphs and not plan.offload:
             tts.t3_runner.graph_decoder(2, 1024)  # capture the common case at load, not on the first request
         return tts
 
@@ -215,9 +220,11 @@ class TTS(EngineAPI):
         t0 = time.perf_counter()
         t3_lease, s3_lease = self._stage_leases
         with t3_lease:
-            tokens = self._t3(text, voice, params, rng.device, speech_tokens_only)
-            if self.plan.offload:
-                self.t3_runner.release()
+            try:
+                tokens = self._t3(text, voice, params, rng.device, speech_tokens_only)
+            finally:  # under offload the decode graphs point at lent weights: they go with the lease
+                if self.plan.offload:
+                    self.t3_runner.release()
         timings["t3"] = time.perf_counter() - t0
         speech = clean_speech_tokens(tokens)
         t1 = time.perf_counter()

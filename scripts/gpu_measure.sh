@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one device call: the benches of the open issues, each under its own time limit so one
 # slow phase cannot eat the others' figures; every JSON line is printed as it comes. Results land in $OUT.
-# PHASES (default "stream"): any of stream serve soak plans soak_start soak_wait hang.  SOAK_S: soak seconds (default
+# PHASES (default "stream"): any of stream serve soak plans planruns gputests soak_start soak_wait hang.  SOAK_S: soak seconds (default
 # 540 for soak, 600 for soak_start). A device call runs at most 600 s, so a 10-minute soak spans two calls:
 # soak_start runs it detached (setsid: it outlives the call) and waits WAIT_S (default 520) printing progress;
 # soak_wait, the next call on the still-warm machine, waits for its end and brings back its JSON and log.
@@ -37,6 +37,13 @@ for phase in ${PHASES:-stream}; do
             echo "rc $(cat /tmp/soak/rc 2>/dev/null)"; quiet < /tmp/soak/log | tail -40; cp /tmp/soak/* "$OUT"/ ;;
     hang)   for v in ${HANG_VARIANTS:-overlap overlap-normal overlap-eager}; do  # scripts/hang_repro.py, each alone
               timeout 200 python3 scripts/hang_repro.py /tmp/ck "$v" 32 90 30 2>&1 | quiet | tail -30; done ;;
+    gputests) timeout ${TESTS_T:-200} python3 -m pytest tests/gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.log" | tail -15 ;;
+    planruns)  # one process per plan (a plan measured after others inherits their cached workspaces)
+            for p in ${PLAN_NAMES:-offload int8 bf16-lowmem}; do
+              timeout ${PLAN_T:-200} python3 -m cadence.cli bench --memory-plan "$p" --model /tmp/ck --device cuda \
+                --repeats 2 --consecutive ${CONSECUTIVE:-200} --json "$OUT/plan_$p.json" --md "$OUT/plan_$p.md" 2>&1 | quiet
+              python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['cadence']; print(sys.argv[2], 'long', c['long']['rtf'], c['long']['peak_allocated_mb'], 'short', c['short']['rtf'], c['short']['peak_allocated_mb'], 'consecutive', c.get('consecutive'))" "$OUT/plan_$p.json" "$p"
+            done ;;
     plans)  timeout 300 python3 -m cadence.cli bench --plans bf16,int8,offload --model /tmp/ck --device cuda \
               --json "$OUT/plans.json" --md "$OUT/plans.md" 2>&1 | quiet ;;
   esac

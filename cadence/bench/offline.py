@@ -40,6 +40,9 @@ class BenchOptions:
     vocoder_dtype: str = "auto"
     memory_plan: str = "auto"
     seed: int = 1
+    consecutive: int = 0
+    """After the timed cases, this many more short generations in a row, device memory read after each
+    (the memory-flatness check: no growth in allocated or reserved)."""
     cases: list = field(default_factory=list)
 
 
@@ -128,11 +131,29 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
                          "s3gen_s": t["s3gen"], "total_s": total, "audio_s": audio.duration,
                          "rtf": total / audio.duration, **_mem(opt.device)})
         res[case.name] = _case_summary(runs)
+    if opt.consecutive and torch.device(opt.device).type == "cuda":
+        res["consecutive"] = _consecutive(tts, voice, opt)
     del tts, voice
     gc.collect()
     if torch.device(opt.device).type == "cuda":
         torch.cuda.empty_cache()
     return res
+
+
+def _consecutive(tts, voice, opt: BenchOptions) -> dict:
+    """`opt.consecutive` short generations back to back: allocated and reserved device memory after each."""
+    case = opt.cases[0]
+    allocated, reserved = [], []
+    t0 = time.perf_counter()
+    for i in range(opt.consecutive):
+        tts.generate(case.text, voice=voice, seed=opt.seed + i, max_new_tokens=case.tokens, speech_tokens_only=True)
+        _sync(opt.device)
+        allocated.append(torch.cuda.memory_allocated() / 2**20)
+        reserved.append(torch.cuda.memory_reserved() / 2**20)
+    return {"n": opt.consecutive, "tokens": case.tokens, "wall_s": time.perf_counter() - t0,
+            "allocated_mb": {"first": allocated[0], "last": allocated[-1], "min": min(allocated), "max": max(allocated)},
+            "reserved_mb": {"first": reserved[0], "last": reserved[-1], "min": min(reserved), "max": max(reserved)},
+            "growth_allocated_mb": allocated[-1] - allocated[0], "growth_reserved_mb": reserved[-1] - reserved[0]}
 
 
 def bench_reference(opt: BenchOptions, wav_path: str) -> dict:
@@ -271,7 +292,7 @@ def run_plans(opt: BenchOptions, plans: list[str], out_json: str | None, out_md:
 def plans_markdown(result: dict) -> str:
     head = ("| plan | peak allocated (MB) | peak reserved (MB) | process, NVML (MB) | 30 s RTF | 3 s RTF | "
             "T3 tok/s | load (s) | T3 logit rel. err vs fp32 | mel SNR vs fp32 (dB) |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    rows = []
+    rows, flat = [], []
     entries = list(result["plans"].items()) + ([("reference", result["reference"])] if "reference" in result else [])
     for name, r in entries:
         fid = result.get("fidelity", {}).get(name, {})
@@ -281,4 +302,14 @@ def plans_markdown(result: dict) -> str:
         rows.append(f"| {name} | {long['peak_allocated_mb']:.0f} | {long['peak_reserved_mb']:.0f} | "
                     f"{long['process_mb']:.0f} | {long['rtf']['median']:.4f} | {short['rtf']['median']:.4f} | "
                     f"{long['t3_tok_per_s']['median']:.0f} | {r['load_s']:.2f} | {err} | {snr} |")
-    return f"Device: {result['device']}; torch {result['torch']}; {result['repeats']} repeats, medians.\n\n" + head + "\n".join(rows) + "\n"
+        if "consecutive" in r:
+            c = r["consecutive"]
+            flat.append(f"| {name} | {c['n']} | {c['allocated_mb']['min']:.1f}–{c['allocated_mb']['max']:.1f} | "
+                        f"{c['growth_allocated_mb']:+.1f} | {c['reserved_mb']['min']:.0f}–{c['reserved_mb']['max']:.0f} | "
+                        f"{c['growth_reserved_mb']:+.0f} |")
+    md = f"Device: {result['device']}; torch {result['torch']}; {result['repeats']} repeats, medians.\n\n" + head + "\n".join(rows) + "\n"
+    if flat:
+        md += ("\nDevice memory after each of N consecutive short generations:\n\n| plan | N | allocated (MB) | "
+               "allocated, last − first | reserved (MB) | reserved, last − first |\n|---|---|---|---|---|---|\n"
+               + "\n".join(flat) + "\n")
+    return md

@@ -68,6 +68,13 @@ class T3GraphDecoder:
             self.graphs[key], _ = capture(lambda: self._step(*key), self.pool)
         return self.graphs[key]
 
+    def close(self) -> None:
+        """Free the graphs (and with them their memory pool) and the KV cache now, not at garbage collection."""
+        for g in self.graphs.values():
+            g.reset()
+        self.graphs.clear()
+        self.k = self.v = None
+
     def bucket_for(self, length: int) -> int:
         for b in self.buckets:
             if length <= b:

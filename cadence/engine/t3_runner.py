@@ -41,7 +41,10 @@ class T3Runner:
         self.decoders: list = []  # CUDA-graph decoders, smallest cache first
 
     def release(self) -> None:
-        """Drop the KV caches (sequential offload frees the GPU between stages)."""
+        """Drop the KV caches and decode graphs (sequential offload frees the GPU between stages; its graphs
+        point at weights that are about to leave)."""
+        for d in self.decoders:
+            d.close()
         self.cache = None
         self.decoders = []
 

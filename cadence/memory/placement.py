@@ -52,38 +52,6 @@ def apply_placement(t3, s3gen, ve, device: torch.device, model_dtype: torch.dtyp
     place(ve, prepare_device, torch.float32)
 
 
-class OnDemand:
-    """Keeps modules' weights in (pinned) CPU memory and lends them to `device` only inside `with self:`.
-    Used for the voice-preparation encoders: generation never needs them, so they take no VRAM between
-    preparations. Weights are never copied back: the CPU tensors stay the source of truth."""
-
-    def __init__(self, modules: list[nn.Module], device: torch.device):
-        self.device = device
-        self.entries = []
-        for m in modules:
-            for sub in m.modules():
-                for kind in ("_parameters", "_buffers"):
-                    for name, t in getattr(sub, kind).items():
-                        if t is None:
-                            continue
-                        host = t.detach().to("cpu")
-                        if device.type == "cuda":
-                            host = host.pin_memory()
-                        getattr(sub, kind)[name] = nn.Parameter(host, requires_grad=False) if kind == "_parameters" else host
-                        self.entries.append((sub, kind, name, host))
-
-    def __enter__(self):
-        for sub, kind, name, host in self.entries:
-            t = host.to(self.device, non_blocking=True)
-            getattr(sub, kind)[name] = nn.Parameter(t, requires_grad=False) if kind == "_parameters" else t
-        return self
-
-    def __exit__(self, *exc):
-        for sub, kind, name, host in self.entries:
-            getattr(sub, kind)[name] = nn.Parameter(host, requires_grad=False) if kind == "_parameters" else host
-        return False
-
-
 def compile_decoder_layers(t3) -> None:
     """Fuse each Llama layer's elementwise work with torch.compile; one dynamic-length compile serves
     every layer and every attention-length bucket."""

@@ -95,3 +95,34 @@ def test_windowed_vocoder_matches_length_and_stays_close_to_one_piece(tiny_tts):
     # Same mel, same vocoder: the windows differ only in their noise draws and cross-faded edges.
     corr = np.corrcoef(whole, windowed)[0, 1]
     assert corr > 0.5, corr
+
+
+def test_lease_packs_groups_and_lends_copies():
+    from cadence.memory.lease import ALIGN, OnDemand
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.LayerNorm(7), nn.Linear(7, 3, bias=False))
+    model[1].register_buffer("scale", torch.arange(3, dtype=torch.int8))  # an odd-sized, odd-typed buffer
+    x = torch.randn(2, 5)
+    want = model(x)
+    lease = OnDemand([model], torch.device("cpu"), pipeline=[model[2]])
+    # every tensor in exactly one group, each group one buffer, each tensor on an aligned offset
+    assert len(lease.groups) == 2 and sum(len(g.slots) for g in lease.groups) == 6
+    assert all(off % ALIGN == 0 for g in lease.groups for *_, off, _, _ in g.slots)
+    assert model[2].weight.untyped_storage().data_ptr() == lease.groups[1].host.untyped_storage().data_ptr()
+    assert torch.equal(model(x), want)
+    with lease:
+        lent = model[0].weight.untyped_storage().data_ptr()
+        assert lent != lease.groups[0].host.untyped_storage().data_ptr()
+        assert torch.equal(model(x), want) and torch.equal(model[1].scale, torch.arange(3, dtype=torch.int8))
+    assert model[0].weight.untyped_storage().data_ptr() == lease.groups[0].host.untyped_storage().data_ptr()
+    assert torch.equal(model(x), want) and not model[0].weight.requires_grad
+
+
+def test_lease_stores_a_shared_tensor_once():
+    from cadence.memory.lease import ALIGN, OnDemand
+    a, b = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+    b.weight = a.weight  # tied
+    lease = OnDemand([nn.ModuleList([a, b])], torch.device("cpu"))
+    assert lease.nbytes == ALIGN  # 64 bytes of weight, stored once
+    with lease:
+        assert a.weight.data_ptr() == b.weight.data_ptr()
