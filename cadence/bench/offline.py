@@ -153,7 +153,8 @@ def _consecutive(tts, voice, opt: BenchOptions) -> dict:
     return {"n": opt.consecutive, "tokens": case.tokens, "wall_s": time.perf_counter() - t0,
             "allocated_mb": {"first": allocated[0], "last": allocated[-1], "min": min(allocated), "max": max(allocated)},
             "reserved_mb": {"first": reserved[0], "last": reserved[-1], "min": min(reserved), "max": max(reserved)},
-            "growth_allocated_mb": allocated[-1] - allocated[0], "growth_reserved_mb": reserved[-1] - reserved[0]}
+            "growth_allocated_mb": allocated[-1] - allocated[0], "growth_reserved_mb": reserved[-1] - reserved[0],
+            "allocated_series_mb": allocated, "reserved_series_mb": reserved}
 
 
 def bench_reference(opt: BenchOptions, wav_path: str) -> dict:

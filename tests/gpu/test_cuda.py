@@ -136,3 +136,19 @@ def test_offload_frees_everything_between_requests(tiny_ckpt):
         assert again.tokens == first.tokens
         assert torch.cuda.memory_allocated() <= base  # decode graphs, KV cache and weights all left
     assert tts.t3_runner.decoders == []
+
+
+def test_repeated_captures_do_not_grow_memory():
+    # Each capture used to warm up on a fresh stream, and cuBLAS keeps a 32 MiB workspace per stream it has seen.
+    from cadence.engine.cuda_graphs import capture
+    a = torch.randn(1024, 1024, device="cuda", dtype=torch.bfloat16)
+    graph, _ = capture(lambda: a @ a)
+    del graph
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    for _ in range(6):
+        graph, out = capture(lambda: a @ a)
+        graph.replay()
+        del graph, out
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() - base < 4 * 2**20
