@@ -4,7 +4,9 @@
    flow encoder, CFM solve, vocoder.
 2. The engine's timeline for N streams submitted at once: admissions, decode rounds, window renders (turns),
    and each stream's first chunk handed to postprocessing and delivered.
-Usage: python scripts/ttfa_probe.py CKPT [N,N...] [out.json]"""
+Usage: python scripts/ttfa_probe.py CKPT [N,N...] [out.json] [old]
+"old": captures through torch.cuda.graph (device sync and allocator cache emptied before each) and no warm-up
+bursts, as before session 5, for a side-by-side figure."""
 import json
 import statistics
 import sys
@@ -15,11 +17,32 @@ import torch
 
 from cadence.engine import streaming as sm
 from cadence.engine.request import Request
+from cadence.bench.offline import LONG_TEXT
 from cadence.engine.rng import RequestRNG
 from cadence.sampling_params import SamplingParams
 from cadence.tts import TTS
 
 ck = sys.argv[1]
+if "old" in sys.argv[4:]:
+    import cadence.engine.batch_t3 as bt
+    import cadence.engine.cfm_graph as cg
+    import cadence.engine.engine as en
+    import cadence.engine.graphed as gr
+    import cadence.engine.t3_graph as tg
+
+    def old_capture(fn, pool=None, warmup=None):
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s), torch.inference_mode():
+            (warmup or fn)()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(g, pool=pool, capture_error_mode="thread_local"):
+            out = fn()
+        return g, out
+    for mod in (bt, cg, gr, tg):
+        mod.capture = old_capture
+    en.warm_bursts = lambda engine: None
 levels = [int(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "8,16").split(",")]
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 tts = TTS.from_dir(ck, device=DEV, watermark=False)
@@ -112,11 +135,11 @@ def on_submit(r, wav, tokens, s3_s, final):
 wrap(eng.post, "submit", before=on_submit)
 timelines = {}
 for N in levels:
-    for rep in range(2):
+    for rep in range(3):
         log.clear()
         first_seen.clear()
         zero[0] = time.perf_counter()
-        handles = [tts.submit(Request("Streaming probe text for many listeners at once.", voice,
+        handles = [tts.submit(Request(LONG_TEXT, voice,
                                       SamplingParams(seed=100 * rep + i, max_new_tokens=250), speech_tokens_only=True,
                                       ignore_eos=True, stream=True)) for i in range(N)]
         ttfa = []

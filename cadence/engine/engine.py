@@ -23,6 +23,7 @@ from .rng import RequestRNG, wait_for_device
 from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
 from .cfm_graph import warm_flow_graphs
+from .warmup import warm_bursts
 from .gpu_turns import GpuTurns
 from .oom import retry_alone_on_oom
 from .postprocess import Postprocess
@@ -111,8 +112,10 @@ class Engine:
     def warmup(self, max_new_tokens: int = 1000) -> None:
         """Capture now what the first requests would otherwise capture: every T3 decode graph (batch size x
         attention length), the single-request CFM graphs for outputs of up to `max_new_tokens` tokens and the
-        batched ones of streaming windows."""
+        batched ones of streaming windows; then warm-up bursts of requests (`warmup.warm_bursts`)."""
         self.call(lambda: self._warmup(max_new_tokens)).result()
+        if self.tts.device.type == "cuda":  # the CPU has no device allocator to warm
+            warm_bursts(self)
 
     def _warmup(self, max_new_tokens: int) -> None:
         self.decoder.warmup()

@@ -67,6 +67,10 @@ def test_more_requests_than_slots_wait_and_all_finish(tiny_ckpt):
         with pytest.raises(ValueError, match="KV positions"):
             tts.generate_many(["a few words"], max_new_tokens=300)
         tts.engine.warmup()  # no graphs on the CPU: a no-op that must not disturb the engine
+        from cadence.engine.warmup import warm_bursts
+        steps = tts.engine.stats.decode_steps
+        warm_bursts(tts.engine)  # what warmup() runs on CUDA: whole bursts through the engine, which ends idle
+        assert tts.engine.stats.decode_steps > steps and tts.engine.load["running"] == 0
         texts = [f"Request number {i} is here." for i in range(5)]
         many = tts.generate_many(texts, seed=list(range(5)), max_new_tokens=25)
         alone = [tts.generate(t, seed=i, max_new_tokens=25) for i, t in enumerate(texts)]
