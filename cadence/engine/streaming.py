@@ -24,6 +24,8 @@ from ..voices.voice import Voice
 from .rng import RequestRNG, wait_for_device
 
 HOLD_FRAMES = 8  # mel frames (160 ms) held back each window and cross-faded into the next
+FRAME_BUCKET = 16  # vocoder windows are padded to a multiple of this many mel frames
+TOKEN_BUCKET = 16  # flow windows are padded to a multiple of this many tokens
 WINDOW_TOKENS = (16, 16, 32, 64, 96)  # new tokens per window: a small first chunk soon followed by the next
 
 
@@ -40,6 +42,10 @@ class StreamState:
     src_noise: torch.Tensor | None = None  # (1, H, HOLD_FRAMES * 480) source noise of the overlap
     prompt_keep: int | None = None  # voice-prompt tokens (its end) each window conditions on; None: all
     history_keep: int | None = None  # tokens of audio already sent each window conditions on; None: all
+
+
+def _round_up(n: int, bucket: int) -> int:
+    return -(-n // bucket) * bucket
 
 
 def _window(st: StreamState, tokens: list[int], final: bool, ratio: int, cut: int, dev):
@@ -87,7 +93,7 @@ def _flow_windows(runner, items: list[tuple[StreamState, list[int], bool]]) -> N
             rows.append((st, *w))
     if not rows:
         return
-    T, B = max(r[1].numel() for r in rows), len(rows)
+    T, B = _round_up(max(r[1].numel() for r in rows), TOKEN_BUCKET), len(rows)  # few encoder shapes (see FRAME_BUCKET)
     tok = torch.zeros(B, T, device=dev, dtype=torch.long)
     noise = torch.zeros(B, flow.cfg.mel_dim, ratio * T, device=dev, dtype=dt)
     cond = torch.zeros(B, flow.cfg.mel_dim, ratio * T, device=dev, dtype=dt)
@@ -126,8 +132,10 @@ def _vocode_windows(runner, items: list[tuple[StreamState, bool]]) -> list[np.nd
             rows.append((j, st, final, E))
     if not rows:
         return out
-    T = max(E - st.voc_start for _, st, _, E in rows)
-    B = len(rows)
+    # Padded to a few shapes (rows to a power of two, frames to FRAME_BUCKET): cuDNN builds its convolution plans
+    # per input shape, and a batch of a new shape paid for that build (tens of ms) inside the render.
+    T = _round_up(max(E - st.voc_start for _, st, _, E in rows), FRAME_BUCKET)
+    B = 1 if len(rows) == 1 else 2 ** math.ceil(math.log2(len(rows)))
     mel = torch.zeros(B, c.mel_dim, T, device=dev)
     noise = torch.zeros(B, n, T * spf, device=dev)
     for i, (_, st, _, E) in enumerate(rows):
@@ -140,13 +148,14 @@ def _vocode_windows(runner, items: list[tuple[StreamState, bool]]) -> list[np.nd
         noise[i, :, :L] = fresh[0] if reuse == 0 else torch.cat((st.src_noise, fresh), dim=-1)[0]
         mel[i, :, : E - st.voc_start] = st.mel[0, :, st.voc_start:E]
     frames = [E - st.voc_start for _, st, _, E in rows]
-    padded = None if B == 1 else frames
+    padded = frames + [1] * (B - len(rows))  # rows past the batch: one silent frame each, discarded
     fdt, sdt = hift.f0_predictor.classifier.weight.dtype, hift.m_source.l_linear.weight.dtype
-    f0_mask = None if B == 1 else (torch.arange(T, device=dev)[None] < torch.tensor(frames, device=dev)[:, None])[:, None]
-    f0 = hift.f0_predictor(mel.to(fdt), None if f0_mask is None else f0_mask.to(fdt))
+    f0_mask = (torch.arange(T, device=dev)[None] < torch.tensor(padded, device=dev)[:, None])[:, None]
+    f0 = hift.f0_predictor(mel.to(fdt), f0_mask.to(fdt))
     f0 = F.interpolate(f0[:, None], scale_factor=float(spf), mode="nearest").to(sdt)
-    phase = torch.cat([st.phase for _, st, _, _ in rows]).to(sdt)
-    offset = torch.cat([st.offset for _, st, _, _ in rows]).to(sdt)
+    spare = [torch.zeros(B - len(rows), n, 1, device=dev)] if B > len(rows) else []
+    phase = torch.cat([st.phase for _, st, _, _ in rows] + spare).to(sdt)
+    offset = torch.cat([st.offset for _, st, _, _ in rows] + spare).to(sdt)
     source = hift.m_source(f0, phase, noise.to(sdt), offset)
     wav = hift.decode(mel, source, padded).float()
     wait_for_device(dev)

@@ -43,10 +43,13 @@ class T3Runner:
     def release(self) -> None:
         """Drop the KV caches and decode graphs (sequential offload frees the GPU between stages; its graphs
         point at weights that are about to leave)."""
+        had_graphs = bool(self.decoders)
         for d in self.decoders:
             d.close()
         self.cache = None
         self.decoders = []
+        if had_graphs:  # a released graph's memory pool stays reserved until the cache is emptied (2 MB a lease)
+            torch.cuda.empty_cache()
 
     def graph_decoder(self, rows: int, length: int):
         """A captured decoder whose KV cache holds `length` positions (rounded up to 128); kept for reuse."""

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.attention import causal_attention
+
 
 @dataclass(frozen=True)
 class T3Config:
@@ -135,7 +137,7 @@ class LlamaAttention(nn.Module):
             k_cache[rows, :, positions[:, 0]] = k[:, :, 0]
             v_cache[rows, :, positions[:, 0]] = v[:, :, 0]
         if attn_mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            out = causal_attention(q, k, v)
         else:
             A = attn_mask.shape[-1]
             out = F.scaled_dot_product_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask=attn_mask)
