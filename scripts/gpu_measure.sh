@@ -17,7 +17,7 @@ for phase in ${PHASES:-stream}; do
   echo "== $phase $(date +%T)"
   case $phase in
     stream) timeout ${STREAM_T:-450} python3 -m cadence.cli bench --stream --model /tmp/ck --device cuda --concurrency ${STREAM_LEVELS:-1,8,16} \
-              --words 10000 --json "$OUT/stream.json" --md "$OUT/stream.md" 2>&1 | quiet ;;
+              --words 10000 --json "$OUT/stream.json" --md "$OUT/stream.md" 2>&1 | tee "$OUT/stream.log" | quiet ;;
     serve)  timeout ${SERVE_T:-300} python3 -m cadence.cli bench serve --model /tmp/ck --device cuda --concurrency 8,32 \
               --requests-per-client ${REQS:-2} --level-timeout-s ${LEVEL_T:-90} --server-log "$OUT/server.log" \
               --json "$OUT/serve.json" --md "$OUT/serve.md" 2>&1 | quiet
