@@ -31,6 +31,11 @@ from .streaming import StreamState
 from .t3_runner import clean_speech_tokens
 
 FIRST_AUDIO_HOLD_S = 0.5  # the longest decode waits for first windows (EngineConfig.first_audio_priority)
+# An idle engine admits a burst together: after an arrival it waits up to GATHER_GAP_S for the next one, at most
+# GATHER_MAX_S in all. Admitted one by one, a burst's streams reached their first windows a decode round apart
+# and rendered them in separate batches (16 streams on an H100: first audio ~350 ms instead of ~250 ms).
+GATHER_GAP_S = 0.002
+GATHER_MAX_S = 0.010
 
 
 class Engine:
@@ -185,6 +190,14 @@ class Engine:
         if idle and not self._stop.is_set():
             self._wake.wait(0.1)
         self._wake.clear()
+        self._take_inbox()
+        if idle and self._waiting:  # the first of a burst: gather the rest (while they keep coming) into one admission
+            deadline = time.perf_counter() + GATHER_MAX_S
+            while time.perf_counter() < deadline and self._wake.wait(GATHER_GAP_S):
+                self._wake.clear()
+                self._take_inbox()
+
+    def _take_inbox(self) -> None:
         while True:
             try:
                 item = self._inbox.get_nowait()

@@ -204,3 +204,27 @@ def test_voice_preparation_runs_on_the_gpu_thread_once_the_engine_runs(tiny_tts,
     inside = tiny_tts.engine.call(lambda: tiny_tts.prepare_voice(clip, sample_rate=24000)).result(timeout=60)
     assert threads == ["cadence-engine", "cadence-engine"]  # the second ran directly: no self-deadlock
     assert torch.equal(v.prompt_tokens, inside.prompt_tokens)
+
+
+def test_an_idle_engine_admits_a_burst_together(tiny_ckpt, monkeypatch):
+    import cadence.engine.engine as engine_module
+    from cadence.tts import TTS
+    # generous gaps: this checks the gathering, not how fast a loaded 2-core CI machine submits
+    monkeypatch.setattr(engine_module, "GATHER_GAP_S", 0.2)
+    monkeypatch.setattr(engine_module, "GATHER_MAX_S", 2.0)
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=8, kv_slot_len=256)
+    try:
+        eng = tts.engine
+        sizes = []
+        admit = eng._admit
+        monkeypatch.setattr(eng, "_admit", lambda admitted: (sizes.append(len(admitted)), admit(admitted))[1])
+        handles = []
+        for i in range(4):  # the engine wakes on the first while the rest are still on their way
+            handles.append(tts.submit(Request(f"Burst number {i}.", tts.default_voice,
+                                              SamplingParams(seed=i, max_new_tokens=8))))
+            time.sleep(0.05)
+        for h in handles:
+            h.result()
+        assert sizes[0] == 4, sizes
+    finally:
+        tts.close()
