@@ -24,23 +24,25 @@ class MemoryPlan:
     """Vocode long clips in windows of this many seconds (phase-continuous, cross-faded, as streaming does), so
     the vocoder's activations stop growing with the clip's length. None: one piece."""
     expected_peak_mb: float | None = None
-    """Peak allocated VRAM for a 30 s clip, measured on an H200 (docs/benchmarks.md); None if not measured."""
+    """Peak allocated VRAM (MiB) for a 30 s clip, measured on an H100 (docs/benchmarks.md); None if not measured."""
     note: str = ""
 
 
-# Peaks: `cadence bench --memory-plan NAME`, one process per plan, NVIDIA H200, 30 s clip, peak allocated
-# (docs/plans/plan_*.json; docs/benchmarks.md, memory plans section).
+# Peaks: `cadence bench --memory-plan NAME`, one process per plan, NVIDIA H100, 30 s clip, peak allocated
+# (docs/session5/plan_*_h100.json; docs/benchmarks.md, session 5).
 PLANS: dict[str, MemoryPlan] = {
-    "fp32": MemoryPlan("fp32", torch.float32, torch.float32, torch.float32, expected_peak_mb=3650,
+    "fp32": MemoryPlan("fp32", torch.float32, torch.float32, torch.float32, expected_peak_mb=3518,
                        note="parity path, reference numerics"),
-    "bf16": MemoryPlan("bf16", expected_peak_mb=2180, note="bf16 T3 and flow, fp32 vocoder (the default on CUDA)"),
-    "bf16-lowmem": MemoryPlan("bf16-lowmem", vocoder_dtype=torch.bfloat16, expected_peak_mb=1969,
+    "bf16": MemoryPlan("bf16", expected_peak_mb=2048, note="bf16 T3 and flow, fp32 vocoder (the default on CUDA)"),
+    "bf16-lowmem": MemoryPlan("bf16-lowmem", vocoder_dtype=torch.bfloat16, expected_peak_mb=1978,
                               note="bf16 vocoder convolutions too (F0 and source stay fp32)"),
     "int8": MemoryPlan("int8", vocoder_dtype=torch.bfloat16, t3_int8=True, vocoder_window_s=8.0,
                        expected_peak_mb=1400,
                        note="int8 weight-only T3 layers, fused Triton dequant-matmul for decode; windowed vocoder"),
     "offload": MemoryPlan("offload", vocoder_dtype=torch.bfloat16, t3_int8=True, offload=True, vocoder_window_s=8.0,
-                          expected_peak_mb=825, note="only the running stage on the GPU; eager; windowed vocoder"),
+                          expected_peak_mb=871,
+                          note="only the running stage on the GPU, lent in pipelined transfers; T3 decode graphs "
+                               "captured per lease; windowed vocoder"),
 }
 BUDGET_ORDER = ("bf16", "bf16-lowmem", "int8", "offload")
 
