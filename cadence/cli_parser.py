@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
     b.add_argument("--plans", help="compare memory plans: 'all' or a comma list, e.g. bf16,int8,offload")
     b.add_argument("--consecutive", type=int, default=0,
-                   help="with --plans or a plan bench: N more short generations, device memory read after each")
+                   help="with --plans or a plan bench (CUDA): N more short generations, device memory read after each")
     b.add_argument("--eager", action="store_true", help="no CUDA graphs")
     b.add_argument("--compile", action="store_true", help="torch.compile the T3 layers (slower start)")
     b.add_argument("--fidelity", action="store_true", help="also measure reduced precision against fp32")

@@ -56,3 +56,17 @@ def test_bf16_vocoder_keeps_f0_path_fp32(tiny_ckpt):
     assert hift.f0_predictor.classifier.weight.dtype == torch.float32 == hift.m_source.l_linear.weight.dtype
     a = tts.generate("Hi.", seed=1, max_new_tokens=8)
     assert a.samples.size > 0
+
+
+def test_plans_table_reports_memory_after_consecutive_generations():
+    from cadence.bench.offline import plans_markdown
+    case = {"peak_allocated_mb": 900.0, "peak_reserved_mb": 1000.0, "process_mb": 1500.0,
+            "rtf": {"median": 0.06}, "t3_tok_per_s": {"median": 490.0}}
+    flat = {"n": 200, "allocated_mb": {"min": 70.4, "max": 70.4}, "reserved_mb": {"min": 682.0, "max": 690.0},
+            "growth_allocated_mb": 0.0, "growth_reserved_mb": 8.0}
+    result = {"device": "test", "torch": "x", "repeats": 2,
+              "plans": {"offload": {"long": case, "short": case, "load_s": 6.0, "consecutive": flat},
+                        "int8": {"long": case, "short": case, "load_s": 5.0}}}
+    md = plans_markdown(result)
+    assert "| offload | 200 | 70.4–70.4 | +0.0 | 682–690 | +8 |" in md
+    assert md.count("| int8 |") == 1  # a plan without the consecutive run has no row in that table
