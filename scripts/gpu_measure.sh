@@ -36,7 +36,7 @@ for phase in ${PHASES:-stream}; do
             for i in $(seq 1 $(( ${WAIT_S:-520} / 10 ))); do [ -f /tmp/soak/rc ] && break; sleep 10; done
             echo "rc $(cat /tmp/soak/rc 2>/dev/null)"; quiet < /tmp/soak/log | tail -40; cp /tmp/soak/* "$OUT"/ ;;
     hang)   for v in ${HANG_VARIANTS:-overlap overlap-normal overlap-eager}; do  # scripts/hang_repro.py, each alone
-              timeout 200 python3 scripts/hang_repro.py /tmp/ck "$v" 32 90 30 2>&1 | quiet | tail -30; done ;;
+              timeout 200 python3 scripts/hang_repro.py /tmp/ck "$v" 32 90 30 2>&1 | tee "$OUT/hang_$v.log" | quiet | tail -30; done ;;
     gputests) timeout ${TESTS_T:-200} python3 -m pytest tests/gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.log" | tail -15 ;;
     planruns)  # one process per plan (a plan measured after others inherits their cached workspaces)
             for p in ${PLAN_NAMES:-offload int8 bf16-lowmem}; do
