@@ -10,6 +10,7 @@ import torch
 
 from ..models.s3gen import S3Gen
 from .rng import RequestRNG
+from .shapes import round_up
 from ..voices.voice import Voice
 
 
@@ -93,7 +94,7 @@ class AudioRunner:
         ratio, mel_dim = flow.cfg.token_mel_ratio, flow.cfg.mel_dim
         voices = [v if v.prompt_feat.device == dev else v.to(dev) for _, v, _ in items]
         fulls = [torch.cat((v.prompt_tokens[0], t.to(dev))) for (t, _, _), v in zip(items, voices)]
-        T = _round_up(max(f.numel() for f in fulls), 32)  # few shapes: cuDNN plans and estimator attention per shape
+        T = round_up(max(f.numel() for f in fulls), 32)  # few shapes: cuDNN plans and estimator attention per shape
         lengths = torch.tensor([f.numel() for f in fulls], device=dev)
         tokens = torch.zeros(len(items), T, device=dev, dtype=torch.long)
         noise = torch.zeros(len(items), mel_dim, ratio * T, device=dev, dtype=dt)
@@ -119,7 +120,7 @@ class AudioRunner:
         c = hift.cfg
         n, spf = c.n_harmonics + 1, c.samples_per_frame
         frames = [m.shape[-1] for m in mels]
-        T = _round_up(max(frames), 64)  # few shapes: cuDNN builds a convolution plan per input shape
+        T = round_up(max(frames), 64)  # few shapes: cuDNN builds a convolution plan per input shape
         mel = torch.zeros(len(mels), c.mel_dim, T, device=self.device)
         phase = torch.zeros(len(mels), n, 1)
         noise = torch.zeros(len(mels), n, T * spf, device=self.device)
@@ -156,10 +157,6 @@ class AudioRunner:
             for i, w in zip(group, self.vocode_batch([mels[i] for i in group], [items[i][2] for i in group])):
                 waves[i] = w
         return [waves[i] for i in range(len(items))]
-
-
-def _round_up(n: int, bucket: int) -> int:
-    return -(-n // bucket) * bucket
 
 
 def _groups(order: list[int], size, budget: int) -> list[list[int]]:

@@ -6,12 +6,11 @@ and its attention masks padded keys, so the real frames never see them."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..models.s3gen.flow import CFMDecoder
 from .cuda_graphs import capture
+from .shapes import next_pow2, round_up
 
 
 class _Captured:
@@ -32,8 +31,8 @@ class CFMGraphs:
     def shape_for(self, rows: int, frames: int) -> tuple[int, int]:
         """The (rows, frames) bucket a solve of this size replays."""
         if rows == 1:
-            return 1, math.ceil(frames / self.bucket) * self.bucket
-        return 2 ** math.ceil(math.log2(rows)), math.ceil(frames / self.batch_bucket) * self.batch_bucket
+            return 1, round_up(frames, self.bucket)
+        return next_pow2(rows), round_up(frames, self.batch_bucket)
 
     def prepare(self, rows: int, frames: int, n_steps: int, device, dtype) -> _Captured:
         """The graph for `rows` rows of up to `frames` mel frames (rounded up to the bucket), captured if new."""

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..voices.voice import Voice
 from .rng import RequestRNG, wait_for_device
+from .shapes import next_pow2, round_up
 
 HOLD_FRAMES = 8  # mel frames (160 ms) held back each window and cross-faded into the next
 FRAME_BUCKET = 16  # vocoder windows are padded to a multiple of this many mel frames
@@ -42,10 +43,6 @@ class StreamState:
     src_noise: torch.Tensor | None = None  # (1, H, HOLD_FRAMES * 480) source noise of the overlap
     prompt_keep: int | None = None  # voice-prompt tokens (its end) each window conditions on; None: all
     history_keep: int | None = None  # tokens of audio already sent each window conditions on; None: all
-
-
-def _round_up(n: int, bucket: int) -> int:
-    return -(-n // bucket) * bucket
 
 
 def _window(st: StreamState, tokens: list[int], final: bool, ratio: int, cut: int, dev):
@@ -93,7 +90,7 @@ def _flow_windows(runner, items: list[tuple[StreamState, list[int], bool]]) -> N
             rows.append((st, *w))
     if not rows:
         return
-    T, B = _round_up(max(r[1].numel() for r in rows), TOKEN_BUCKET), len(rows)  # few encoder shapes (see FRAME_BUCKET)
+    T, B = round_up(max(r[1].numel() for r in rows), TOKEN_BUCKET), len(rows)  # few encoder shapes (see FRAME_BUCKET)
     tok = torch.zeros(B, T, device=dev, dtype=torch.long)
     noise = torch.zeros(B, flow.cfg.mel_dim, ratio * T, device=dev, dtype=dt)
     cond = torch.zeros(B, flow.cfg.mel_dim, ratio * T, device=dev, dtype=dt)
@@ -134,8 +131,8 @@ def _vocode_windows(runner, items: list[tuple[StreamState, bool]]) -> list[np.nd
         return out
     # Padded to a few shapes (rows to a power of two, frames to FRAME_BUCKET): cuDNN builds its convolution plans
     # per input shape, and a batch of a new shape paid for that build (tens of ms) inside the render.
-    T = _round_up(max(E - st.voc_start for _, st, _, E in rows), FRAME_BUCKET)
-    B = 1 if len(rows) == 1 else 2 ** math.ceil(math.log2(len(rows)))
+    T = round_up(max(E - st.voc_start for _, st, _, E in rows), FRAME_BUCKET)
+    B = next_pow2(len(rows))
     mel = torch.zeros(B, c.mel_dim, T, device=dev)
     noise = torch.zeros(B, n, T * spf, device=dev)
     for i, (_, st, _, E) in enumerate(rows):

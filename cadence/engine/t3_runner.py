@@ -12,6 +12,7 @@ import torch
 from ..layers.sampling import process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
+from .shapes import round_up
 
 
 @dataclass
@@ -59,7 +60,7 @@ class T3Runner:
                 return d
         if len(self.decoders) >= 2:
             self.decoders.pop(0)
-        max_len = -(-length // 128) * 128
+        max_len = round_up(length, 128)
         d = T3GraphDecoder(self.t3, rows, max_len, max_steps=max_len)
         self.decoders = sorted(self.decoders + [d], key=lambda x: x.max_len)
         return d
