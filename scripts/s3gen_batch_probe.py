@@ -3,14 +3,13 @@ bound by it): flow encoder, CFM solve (eager padded batch vs one graph per reque
 convolutions), for B requests of the bench's lengths.
 Usage: python scripts/s3gen_batch_probe.py CKPT [B,B...] [out.json]"""
 import json
-import statistics
 import sys
-import time
 
 import torch
 
 from cadence.engine.rng import RequestRNG
 from cadence.tts import TTS
+from probe_timing import median_ms, recorded
 
 ck = sys.argv[1]
 sizes = [int(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "4,8,16").split(",")]
@@ -24,14 +23,7 @@ report: dict = {"device": torch.cuda.get_device_name() if DEV == "cuda" else "cp
 
 
 def timed(fn, reps=3):
-    out = []
-    for _ in range(reps):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        out.append((time.perf_counter() - t) * 1e3)
-    return round(statistics.median(out), 1)
+    return median_ms(fn, sync, reps)
 
 
 gen = torch.Generator().manual_seed(0)
@@ -42,15 +34,7 @@ for B in sizes:
     row["flow_batch_eager_ms"] = timed(lambda: runner.mel_batch(items))
     encode = flow.encode
     spent = []
-
-    def timed_encode(*a, **k):
-        sync()
-        t = time.perf_counter()
-        out = encode(*a, **k)
-        sync()
-        spent.append((time.perf_counter() - t) * 1e3)
-        return out
-    flow.encode = timed_encode
+    flow.encode = recorded(encode, sync, spent)
     runner.mel_batch(items)
     flow.encode = encode
     row["flow_encoder_ms"] = round(spent[0], 1)

@@ -3,7 +3,6 @@ window context), CFM solve variants, and the engine's timeline (admission, decod
 N streams submitted at once.
 Usage: python scripts/stream_profile.py CKPT [N]"""
 import json
-import statistics
 import sys
 import time
 
@@ -14,6 +13,7 @@ from cadence.engine.request import Request
 from cadence.engine.rng import RequestRNG
 from cadence.sampling_params import SamplingParams
 from cadence.tts import TTS
+from probe_timing import median_ms
 
 ck, N = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 16
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -26,14 +26,7 @@ report: dict = {"device": torch.cuda.get_device_name() if DEV == "cuda" else "cp
 
 
 def timed(fn, reps=3):
-    out = []
-    for _ in range(reps):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t)
-    return round(statistics.median(out) * 1e3, 2)
+    return median_ms(fn, sync, reps)
 
 
 KEEP = dict(zip(("prompt_keep", "history_keep"), tts.config.stream_context_tokens()))  # the engine's bounds

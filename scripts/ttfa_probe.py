@@ -21,6 +21,7 @@ from cadence.bench.offline import LONG_TEXT
 from cadence.engine.rng import RequestRNG
 from cadence.sampling_params import SamplingParams
 from cadence.tts import TTS
+from probe_timing import recorded
 
 ck = sys.argv[1]
 if "old" in sys.argv[4:]:
@@ -57,14 +58,7 @@ stage_ms: dict[str, list] = {}
 
 
 def timed_stage(name, fn):
-    def wrapped(*a, **k):
-        sync()
-        t = time.perf_counter()
-        out = fn(*a, **k)
-        sync()
-        stage_ms.setdefault(name, []).append((time.perf_counter() - t) * 1e3)
-        return out
-    return wrapped
+    return recorded(fn, sync, stage_ms.setdefault(name, []))
 
 
 # 1. stages of a first window (16 tokens + 3 lookahead), B streams

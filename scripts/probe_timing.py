@@ -1,0 +1,27 @@
+"""Timers the GPU probe scripts share: the device is synced around what is timed, so the figures are GPU time."""
+import statistics
+import time
+
+
+def median_ms(fn, sync, reps: int = 3) -> float:
+    """Median wall time of `reps` calls of fn(), in ms, with `sync()` (the device's synchronize) around each."""
+    out = []
+    for _ in range(reps):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        out.append((time.perf_counter() - t) * 1e3)
+    return round(statistics.median(out), 2)
+
+
+def recorded(fn, sync, sink: list):
+    """fn wrapped to append each call's synced wall time (ms) to `sink`."""
+    def wrapped(*a, **k):
+        sync()
+        t = time.perf_counter()
+        out = fn(*a, **k)
+        sync()
+        sink.append((time.perf_counter() - t) * 1e3)
+        return out
+    return wrapped
