@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..engine.shapes import round_up
+
 ALIGN = 256  # bytes: every tensor starts on a boundary any kernel (Triton int8, cuBLAS, cuDNN) accepts
 
 
@@ -19,30 +21,30 @@ class _Group:
     """The tensors of one transfer unit, their host buffer, and where each lives inside it."""
 
     def __init__(self, slots: list[tuple[nn.Module, str, str, torch.Tensor]], pin: bool):
-        self.slots: list[tuple[nn.Module, str, str, int, torch.Size, torch.dtype]] = []
+        # (owner, "_parameters" or "_buffers", name, byte offset, byte size, shape, dtype)
+        self.slots: list[tuple[nn.Module, str, str, int, int, torch.Size, torch.dtype]] = []
         offsets: dict[int, int] = {}  # id(tensor) -> byte offset; a tensor shared by two modules is stored once
         total = 0
         for _, _, _, t in slots:
             if id(t) not in offsets:
                 offsets[id(t)] = total
-                total += -(-t.numel() * t.element_size() // ALIGN) * ALIGN
+                total += round_up(t.numel() * t.element_size(), ALIGN)
         self.nbytes = max(total, ALIGN)
         self.host = torch.empty(self.nbytes, dtype=torch.uint8, pin_memory=pin)
         for owner, kind, name, t in slots:
-            off = offsets[id(t)]
-            self.slots.append((owner, kind, name, off, t.shape, t.dtype))
-            self._view(self.host, off, t.shape, t.dtype).copy_(t.detach())
+            slot = (owner, kind, name, offsets[id(t)], t.numel() * t.element_size(), t.shape, t.dtype)
+            self.slots.append(slot)
+            self._view(self.host, *slot[3:]).copy_(t.detach())
         self.bind(self.host)
 
     @staticmethod
-    def _view(buf: torch.Tensor, off: int, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-        n = shape.numel() * torch.empty((), dtype=dtype).element_size()
+    def _view(buf: torch.Tensor, off: int, n: int, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
         return buf[off:off + n].view(dtype).view(shape)
 
     def bind(self, buf: torch.Tensor) -> None:
         """Point every module tensor of this group at its place in `buf` (the host buffer or a device copy)."""
-        for owner, kind, name, off, shape, dtype in self.slots:
-            t = self._view(buf, off, shape, dtype)
+        for owner, kind, name, *place in self.slots:
+            t = self._view(buf, *place)
             getattr(owner, kind)[name] = nn.Parameter(t, requires_grad=False) if kind == "_parameters" else t
 
 

@@ -107,7 +107,7 @@ def test_lease_packs_groups_and_lends_copies():
     lease = OnDemand([model], torch.device("cpu"), pipeline=[model[2]])
     # every tensor in exactly one group, each group one buffer, each tensor on an aligned offset
     assert len(lease.groups) == 2 and sum(len(g.slots) for g in lease.groups) == 6
-    assert all(off % ALIGN == 0 for g in lease.groups for *_, off, _, _ in g.slots)
+    assert all(off % ALIGN == 0 for g in lease.groups for _, _, _, off, *_ in g.slots)
     assert model[2].weight.untyped_storage().data_ptr() == lease.groups[1].host.untyped_storage().data_ptr()
     assert torch.equal(model(x), want)
     with lease:
