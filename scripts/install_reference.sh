@@ -9,12 +9,6 @@ PY=${PYTHON:-python}
   "librosa==0.11.0" scikit-learn threadpoolctl omegaconf einops onnx protobuf "setuptools==80.10.2" platformdirs
 # Packages whose declared deps must be bypassed.
 "$PY" -m pip install -q --no-deps "chatterbox-tts==0.1.7" "s3tokenizer==0.3.0" "conformer==0.3.2" \
-  "resemble-perth==1.0.1" "torchaudio==2.11.0"
-# PyPI's torchaudio is CUDA-linked; on a CPU torch its extension fails to load. Without the .so files it
-# falls back to pure Python, which is all the reference uses (Resample, kaldi.fbank, spectrograms).
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  site=$("$PY" -c "import os, torchaudio.version as v; print(os.path.dirname(v.__file__))" 2>/dev/null || \
-         "$PY" -c "import site; print(site.getsitepackages()[0] + '/torchaudio')")
-  rm -f "$site"/lib/*.so
-fi
+  "resemble-perth==1.0.1"
+PYTHON="$PY" bash "$(dirname "$0")/install_torchaudio.sh"  # the reference uses Resample, kaldi.fbank, spectrograms
 "$PY" -c "import chatterbox.tts, perth; assert perth.PerthImplicitWatermarker is not None; print('reference ok')"

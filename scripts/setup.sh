@@ -11,6 +11,7 @@ PY=.venv/bin/python
 "$PY" -m pip install -q -e ".[watermark,server,test]"
 # resemble-perth (the watermark network and weights) pins torch==2.6 and numpy<2: install it without deps.
 "$PY" -m pip install -q --no-deps "resemble-perth==1.0.1"
+PYTHON="$PY" bash scripts/install_torchaudio.sh  # Perth imports torchaudio's transforms
 if [ "${1:-}" = "--test" ]; then
   PYTHON="$PY" bash scripts/install_reference.sh
   # Debian's chromium drives the playground test (playwright uses it; no browser download).
