@@ -1,0 +1,111 @@
+"""Where a batched T3 decode step's time goes: the whole captured step (b slots, attention over A positions)
+against its 30 layers' attention alone, with the kernels that could do that attention: SDPA as the engine
+calls it (additive mask over the bucket), SDPA forced to each backend, and FlashAttention reading each row's
+own length from the paged-KV form of the cache (no mask; keys past a row's length are never read).
+Usage: python scripts/t3_attention_probe.py CKPT [out.json]"""
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from cadence.engine.batch_t3 import BatchDecoder
+from cadence.tts import TTS
+
+ck = sys.argv[1]
+tts = TTS.from_dir(ck, device="cuda", watermark=False)
+t3 = tts.t3
+c = t3.cfg
+SLOTS, SLOT_LEN = 32, tts.config.kv_slot_len
+report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "slots": SLOTS,
+                "slot_len": SLOT_LEN, "steps": {}, "attention": {}}
+
+
+def graph_ms(fn, reps: int = 50, g: torch.cuda.CUDAGraph | None = None) -> float:
+    """Median ms of one replay of `fn` captured as a CUDA graph (launch gaps out of the figure), or of `g`."""
+    if g is None:
+        fn()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return round(sorted(times)[len(times) // 2], 3)
+
+
+dec = BatchDecoder(t3, SLOTS, SLOT_LEN, True)
+dec.hidden.normal_()
+for A in (512, 1024, 1536):
+    if A > SLOT_LEN:
+        continue
+    for b in (16, 32):
+        g = dec._graph((b, A, False, False))
+        report["steps"][f"b{b}_A{A}"] = graph_ms(None, g=g)
+print("steps", report["steps"], flush=True)
+del dec
+torch.cuda.empty_cache()
+
+rows, H, D, L, dt = 2 * SLOTS, c.n_heads, c.head_dim, c.n_layers, torch.bfloat16
+k = torch.randn(L, rows, H, SLOT_LEN, D, device="cuda", dtype=dt)
+v = torch.randn_like(k)
+q = torch.randn(rows, H, 1, D, device="cuda", dtype=dt)
+gen = torch.Generator().manual_seed(0)
+for A in (512, 1024, 1536):
+    if A > SLOT_LEN:
+        continue
+    lengths = torch.randint(A // 3, A + 1, (rows,), generator=gen).cuda()
+    bias = torch.zeros(rows, 1, 1, A, device="cuda", dtype=dt).masked_fill_(
+        torch.arange(A, device="cuda")[None, None, None] >= lengths[:, None, None, None], float("-inf"))
+    ref = [F.scaled_dot_product_attention(q.float(), k[i, :, :, :A].float(), v[i, :, :, :A].float(),
+                                          attn_mask=bias.float()) for i in range(2)]
+
+    def sdpa(backend=None):
+        def run():
+            for i in range(L):
+                F.scaled_dot_product_attention(q, k[i, :, :, :A], v[i, :, :, :A], attn_mask=bias)
+        if backend is None:
+            return run
+
+        def forced():
+            with sdpa_kernel([backend]):
+                run()
+        return forced
+
+    cu_q = torch.arange(rows + 1, device="cuda", dtype=torch.int32)
+    cu_k = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+    table = torch.arange(rows, device="cuda", dtype=torch.int32)[:, None]
+
+    def flash_paged(i):
+        # cache (rows, H, S, D) seen as (blocks=rows, block=S, H, D): each row is one KV page of its own
+        out = torch.ops.aten._flash_attention_forward(
+            q.view(rows, H, D), k[i].transpose(1, 2), v[i].transpose(1, 2), cu_q, cu_k, 1, A, 0.0, False, False,
+            block_table=table)[0]
+        return out.view(rows, H, 1, D)
+
+    row = {"mean_length": round(float(lengths.float().mean()), 1)}
+    for name, fn in (("sdpa_engine", sdpa()), ("sdpa_cudnn", sdpa(SDPBackend.CUDNN_ATTENTION)),
+                     ("sdpa_efficient", sdpa(SDPBackend.EFFICIENT_ATTENTION)),
+                     ("flash_paged", lambda: [flash_paged(i) for i in range(L)])):
+        try:
+            row[name + "_ms"] = graph_ms(fn)
+        except Exception as exc:  # noqa: BLE001 - a kernel this build lacks is a finding, not a failure
+            row[name + "_ms"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    try:
+        err = max(float((flash_paged(i).float() - ref[i]).abs().max()) for i in range(2))
+        row["flash_paged_max_err"] = round(err, 5)
+    except Exception as exc:  # noqa: BLE001
+        row["flash_paged_max_err"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    kv_bytes = 2 * L * rows * H * D * 2
+    row["kv_gb_bucket"] = round(kv_bytes * A / 1e9, 2)
+    row["kv_gb_lengths"] = round(kv_bytes * float(lengths.float().mean()) / 1e9, 2)
+    report["attention"][f"A{A}"] = row
+    print(A, row, flush=True)
+json.dump(report, open(sys.argv[2] if len(sys.argv) > 2 else "/tmp/t3_attention_probe.json", "w"), indent=1)
