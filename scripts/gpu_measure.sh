@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one device call: the benches of the open issues, each under its own time limit so one
 # slow phase cannot eat the others' figures; every JSON line is printed as it comes. Results land in $OUT.
-# PHASES (default "stream"): any of stream serve soak plans planruns gputests probe probe_old s3probe t3probe soak_start soak_wait hang.  SOAK_S: soak seconds (default
+# PHASES (default "stream"): any of stream serve soak plans planruns gputests probe probe_old s3probe t3probe compileprobe soak_start soak_wait hang.  SOAK_S: soak seconds (default
 # 540 for soak, 600 for soak_start). A device call runs at most 600 s, so a 10-minute soak spans two calls:
 # soak_start runs it detached (setsid: it outlives the call) and waits WAIT_S (default 520) printing progress;
 # soak_wait, the next call on the still-warm machine, waits for its end and brings back its JSON and log.
@@ -48,6 +48,7 @@ for phase in ${PHASES:-stream}; do
     probe_old) timeout ${PROBE_T:-240} python3 scripts/ttfa_probe.py /tmp/ck ${PROBE_LEVELS:-1,8,16} "$OUT/ttfa_probe_old.json" old 2>&1 | quiet ;;
     s3probe) timeout ${PROBE_T:-240} python3 scripts/s3gen_batch_probe.py /tmp/ck ${S3_SIZES:-4,8,16} "$OUT/s3gen_batch_probe.json" 2>&1 | quiet ;;
     t3probe) timeout ${PROBE_T:-240} python3 scripts/t3_attention_probe.py /tmp/ck "$OUT/t3_attention_probe.json" 2>&1 | quiet ;;
+    compileprobe) timeout ${PROBE_T:-400} python3 scripts/s3gen_compile_probe.py /tmp/ck "$OUT/s3gen_compile_probe.json" 2>&1 | quiet ;;
     plans)  timeout 300 python3 -m cadence.cli bench --plans bf16,int8,offload --model /tmp/ck --device cuda \
               --json "$OUT/plans.json" --md "$OUT/plans.md" 2>&1 | quiet ;;
   esac
