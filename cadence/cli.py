@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                                                stream_prompt_s=args.stream_prompt_s,
                                                stream_history_s=args.stream_history_s,
                                                first_audio_priority=args.first_audio_priority,
-                                               overlap_audio=args.overlap_audio)
+                                               overlap_audio=args.overlap_audio, compile=args.compile)
             import faulthandler
             import signal
             import uvicorn
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("first_audio_priority", "overlap_audio"):
                 if getattr(args, name) is not None:
                     context[name] = getattr(args, name)
+            if args.compile:
+                context["compile"] = True
             run_stream_bench(args.model, args.device, _levels(args.concurrency or "1,16"), words=args.words,
                              out_json=args.out_json, out_md=args.out_md, **context)
         elif args.command == "bench" and args.target == "soak":
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError("--requests-per-client must be positive")
             run_serve_bench(args.model, args.device, levels, requests_per_client=args.requests_per_client,
                             max_tokens=args.long_tokens, out_json=args.out_json, out_md=args.out_md,
-                            level_timeout_s=args.level_timeout_s, server_log=args.server_log)
+                            level_timeout_s=args.level_timeout_s, server_log=args.server_log,
+                            compile=args.compile or None)
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency
             levels = _levels(args.concurrency)

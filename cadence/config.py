@@ -57,8 +57,10 @@ class EngineConfig:
     voice_cache_mb: int = 256
     """Device memory for resident prepared voices (LRU by bytes); ~230 KB each at full size."""
     compile: bool | None = None
-    """torch.compile the T3 decoder layers (dynamic attention length) before the decode graphs are captured:
-    about 20% faster decoding for a one-time compile of ~20 s on a cold cache. None = the plan's choice."""
+    """torch.compile the repeated blocks (T3's decoder layers, the CFM estimator's blocks, the vocoder's
+    ResBlocks) with dynamic shapes, before any graph is captured (CUDA only): about 20% faster T3 decoding and
+    S3Gen batches, for a one-time compile of about a minute on a cold Inductor cache (seconds on a warm one).
+    None = the plan's choice (off)."""
     eos_check_every: int = 16
     """How many decode steps run between host checks for end-of-speech."""
     max_batch: int | None = None
@@ -100,6 +102,8 @@ class EngineConfig:
             raise ValueError(f"max_batch must be an integer in [1, 1024] or None (auto), got {self.max_batch!r}")
         if not isinstance(self.kv_slot_len, int) or not 64 <= self.kv_slot_len <= 8192:
             raise ValueError(f"kv_slot_len must be an integer in [64, 8192], got {self.kv_slot_len!r}")
+        if self.compile not in (None, True, False):
+            raise ValueError(f"compile must be true, false or None (the plan's choice), got {self.compile!r}")
         if not isinstance(self.overlap_audio, bool):
             raise ValueError(f"overlap_audio must be true or false, got {self.overlap_audio!r}")
         if not isinstance(self.first_audio_priority, bool):
@@ -121,8 +125,8 @@ class EngineConfig:
             changes.update(t3_dtype=parse_dtype(self.dtype), flow_dtype=parse_dtype(self.dtype))
         if self.vocoder_dtype != "auto":
             changes["vocoder_dtype"] = parse_dtype(self.vocoder_dtype)
-        if self.compile is not None:
-            changes["compile"] = self.compile
+        if self.compile is not None:  # Inductor's kernels here are for CUDA: elsewhere the plain modules run
+            changes["compile"] = self.compile and device.type == "cuda"
         return (replace(plan, **changes) if changes else plan), why
 
     def stream_context_tokens(self) -> tuple[int | None, int | None]:

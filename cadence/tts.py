@@ -20,7 +20,7 @@ from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
 from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, t3_int8_targets
 from .memory.lease import OnDemand
-from .memory.placement import apply_placement, compile_decoder_layers
+from .memory.placement import apply_placement, compile_regions
 from .models.s3gen import S3GEN_SR
 from .outputs import Audio
 from .sampling_params import SamplingParams
@@ -104,8 +104,8 @@ class TTS(EngineAPI):
             quantize_int8_(t3, plan.t3_dtype, t3_int8_targets)
         tokenizer = TextTokenizer(path / "tokenizer.json")
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
-        if plan.compile and dev.type == "cuda":
-            compile_decoder_layers(t3)
+        if plan.compile:
+            compile_regions(t3, s3gen)
         tts = cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path, config=config)
         if plan.offload:  # the two stages take turns on the GPU; weights wait in pinned CPU memory, and each
             # stage's later parts are still in transfer while its first ones compute

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one device call: the benches of the open issues, each under its own time limit so one
 # slow phase cannot eat the others' figures; every JSON line is printed as it comes. Results land in $OUT.
-# PHASES (default "stream"): any of stream serve soak plans planruns gputests probe probe_old s3probe t3probe compileprobe soak_start soak_wait hang.  SOAK_S: soak seconds (default
+# PHASES (default "stream"): any of stream serve serve_compiled gputest1 soak plans planruns gputests probe probe_old s3probe t3probe compileprobe soak_start soak_wait hang.  SOAK_S: soak seconds (default
 # 540 for soak, 600 for soak_start). A device call runs at most 600 s, so a 10-minute soak spans two calls:
 # soak_start runs it detached (setsid: it outlives the call) and waits WAIT_S (default 520) printing progress;
 # soak_wait, the next call on the still-warm machine, waits for its end and brings back its JSON and log.
@@ -18,10 +18,13 @@ for phase in ${PHASES:-stream}; do
   case $phase in
     stream) timeout ${STREAM_T:-450} python3 -m cadence.cli bench --stream --model /tmp/ck --device cuda --concurrency ${STREAM_LEVELS:-1,8,16} \
               --words 10000 --json "$OUT/stream.json" --md "$OUT/stream.md" 2>&1 | tee "$OUT/stream.log" | quiet ;;
-    serve)  timeout ${SERVE_T:-300} python3 -m cadence.cli bench serve --model /tmp/ck --device cuda --concurrency 8,32 \
-              --requests-per-client ${REQS:-2} --level-timeout-s ${LEVEL_T:-90} --server-log "$OUT/server.log" \
-              --json "$OUT/serve.json" --md "$OUT/serve.md" 2>&1 | quiet
+    serve|serve_compiled)  # serve_compiled: the server with --compile
+            tag=${phase#serve}; flags=; [ -n "$tag" ] && flags=--compile
+            timeout ${SERVE_T:-300} python3 -m cadence.cli bench serve --model /tmp/ck --device cuda --concurrency ${SERVE_LEVELS:-8,32} \
+              --requests-per-client ${REQS:-2} --level-timeout-s ${LEVEL_T:-90} --server-log "$OUT/server$tag.log" $flags \
+              --json "$OUT/serve$tag.json" --md "$OUT/serve$tag.md" 2>&1 | quiet
             pkill -f "cadence.cli serve" ;;
+    gputest1) timeout ${TESTS_T:-200} python3 -m pytest ${TEST_FILES:-tests/gpu} -q -p no:cacheprovider 2>&1 | tail -15 ;;
     soak)   timeout $(( ${SOAK_S:-540} + 120 )) python3 -m cadence.cli bench soak --model /tmp/ck --device cuda \
               --clients 16 --seconds "${SOAK_S:-540}" --json "$OUT/soak.json" 2>&1 | quiet ;;
     soak_start)

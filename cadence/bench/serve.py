@@ -120,13 +120,16 @@ def engine_counters(base: str) -> dict:
     return out
 
 
-def start_server(model: str, device: str, log: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, device: str, log: str | None = None,
+                 compile: bool | None = None) -> tuple[subprocess.Popen, str]:
     """`cadence serve` in its own process on a free loopback port, once /health says ready; its output goes to
-    the file `log` (default: discarded)."""
+    the file `log` (default: discarded). `compile`: the server's `--compile` (None: its default)."""
     port = _port()
     out = open(log, "ab") if log else subprocess.DEVNULL
+    flags = [] if compile is None else ["--compile" if compile else "--no-compile"]
     server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
-                               "--port", str(port), "--no-watermark"], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               "--port", str(port), "--no-watermark", *flags],
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"},
                               stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
     if log:
         out.close()  # the server holds its own copy of the descriptor
@@ -160,16 +163,19 @@ def wait_idle(base: str, timeout: float, poll: float = 0.1) -> dict:
 
 def run_serve_bench(model: str, device: str, levels: list[int], requests_per_client: int = 2, max_tokens: int = 750,
                     out_json: str | None = None, out_md: str | None = None, modes=(True, False),
-                    level_timeout_s: float | None = None, server_log: str | None = None) -> dict:
+                    level_timeout_s: float | None = None, server_log: str | None = None,
+                    compile: bool | None = None) -> dict:
     """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen). A level
     still running after `level_timeout_s` is given up: the server is asked for its thread stacks (SIGUSR1, into
-    `server_log`) and the bench goes on to the next level with what finished."""
+    `server_log`) and the bench goes on to the next level with what finished. `compile`: the server's
+    `--compile`."""
     import signal
-    server, base = start_server(model, device, server_log)
+    server, base = start_server(model, device, server_log, compile)
     try:
         asyncio.run(_level(base, 2, 2, 0, 100))  # warm-up
         health = httpx.get(base + "/health").json()
-        res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "levels": []}
+        res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "compile": bool(compile),
+               "levels": []}
         for stream in modes:
             for c in levels:
                 before = engine_counters(base)
@@ -192,8 +198,9 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
 
 
 def markdown(res: dict) -> str:
-    lines = [f"`cadence serve` on {res['device']} (plan {res['plan']}), driven over HTTP from another process; "
-             "streamed 16-bit PCM.", "",
+    compiled = ", compiled" if res.get("compile") else ""
+    lines = [f"`cadence serve` on {res['device']} (plan {res['plan']}{compiled}), driven over HTTP from another "
+             "process; streamed 16-bit PCM.", "",
              "| clients | mode | requests ok / sent | errors | × real time | TTFA p50 | TTFA p99 | latency p50 "
              "| latency p99 |", "|---|---|---|---|---|---|---|---|---|"]
     for lv in res["levels"]:

@@ -52,8 +52,17 @@ def apply_placement(t3, s3gen, ve, device: torch.device, model_dtype: torch.dtyp
     place(ve, prepare_device, torch.float32)
 
 
-def compile_decoder_layers(t3) -> None:
-    """Fuse each Llama layer's elementwise work with torch.compile; one dynamic-length compile serves
-    every layer and every attention-length bucket."""
+def compile_regions(t3, s3gen) -> None:
+    """Fuse the elementwise and norm work of each repeated block with torch.compile (Inductor), block by block:
+    one compile per block kind, shared by all its instances and, with dynamic shapes, by every batch size and
+    length. T3's decoder layers; the CFM estimator's transformer and ResNet blocks; the vocoder's ResBlocks
+    (Snake activations and masking around cuDNN's convolutions). Measured on an H100 (one-piece batch of 16):
+    vocoder 347 -> 191 ms with the same output bit for bit (fp32), flow 1139 -> 935 ms (bf16: 1% relative
+    difference, Inductor keeps fp32 between fused ops where eager rounds each to bf16)."""
+    from ..models.s3gen.estimator import CausalBlock, CausalResnetBlock, TransformerBlock
+    from ..models.s3gen.hift import ResBlock
     for layer in t3.tfmr.layers:
         layer.forward = torch.compile(layer.forward, dynamic=True, fullgraph=True)
+    for m in s3gen.modules():
+        if isinstance(m, (TransformerBlock, CausalResnetBlock, CausalBlock, ResBlock)):
+            m.forward = torch.compile(m.forward, dynamic=True)

@@ -106,7 +106,7 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
                                             stream_prompt_s=settings.stream_prompt_s,
                                             stream_history_s=settings.stream_history_s,
                                             first_audio_priority=settings.first_audio_priority,
-                                            overlap_audio=settings.overlap_audio)
+                                            overlap_audio=settings.overlap_audio, compile=settings.compile)
             # One library object for the app's life (its lock file and re-preparation are per instance).
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
             if settings.warmup:  # start the GPU thread and capture its graphs now, not on the first requests
