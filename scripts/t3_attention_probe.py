@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cadence.engine.batch_t3 import BatchDecoder
+from cadence.layers import decode_attention
+from cadence.layers.decode_attention import prefix_attention
 from cadence.tts import TTS
 
 ck = sys.argv[1]
@@ -42,17 +44,21 @@ def graph_ms(fn, reps: int = 50, g: torch.cuda.CUDAGraph | None = None) -> float
     return round(sorted(times)[len(times) // 2], 3)
 
 
-dec = BatchDecoder(t3, SLOTS, SLOT_LEN, True)
-dec.hidden.normal_()
-for A in (512, 1024, 1536):
-    if A > SLOT_LEN:
-        continue
-    for b in (16, 32):
-        g = dec._graph((b, A, False, False))
-        report["steps"][f"b{b}_A{A}"] = graph_ms(None, g=g)
+for kernel, min_programs in (("sdpa", 10 ** 9), ("triton", decode_attention.MIN_PROGRAMS)):
+    decode_attention.MIN_PROGRAMS, keep = min_programs, decode_attention.MIN_PROGRAMS
+    dec = BatchDecoder(t3, SLOTS, SLOT_LEN, True)
+    dec.hidden.normal_()
+    for A in (512, 1024, 1536):
+        if A > SLOT_LEN:
+            continue
+        dec.pos.copy_(torch.randint(A // 3, A, (2 * SLOTS,)))  # rows at lengths spread over the bucket
+        for b in (16, 32):
+            g = dec._graph((b, A, False, False))
+            report["steps"][f"{kernel}_b{b}_A{A}"] = graph_ms(None, g=g)
+    decode_attention.MIN_PROGRAMS = keep
+    del dec
+    torch.cuda.empty_cache()
 print("steps", report["steps"], flush=True)
-del dec
-torch.cuda.empty_cache()
 
 rows, H, D, L, dt = 2 * SLOTS, c.n_heads, c.head_dim, c.n_layers, torch.bfloat16
 k = torch.randn(L, rows, H, SLOT_LEN, D, device="cuda", dtype=dt)
@@ -94,7 +100,9 @@ for A in (512, 1024, 1536):
     row = {"mean_length": round(float(lengths.float().mean()), 1)}
     for name, fn in (("sdpa_engine", sdpa()), ("sdpa_cudnn", sdpa(SDPBackend.CUDNN_ATTENTION)),
                      ("sdpa_efficient", sdpa(SDPBackend.EFFICIENT_ATTENTION)),
-                     ("flash_varlen", lambda: [flash_varlen(i) for i in range(L)])):
+                     ("flash_varlen", lambda: [flash_varlen(i) for i in range(L)]),
+                     ("triton_prefix", lambda: [prefix_attention(q, k[i, :, :, :A], v[i, :, :, :A], used)
+                                                for i in range(L)])):
         try:
             row[name + "_ms"] = graph_ms(fn)
         except Exception as exc:  # noqa: BLE001 - a kernel this build lacks is a finding, not a failure
@@ -102,6 +110,9 @@ for A in (512, 1024, 1536):
     try:
         err = max(float((flash_varlen(i).float() - ref[i]).abs().max()) for i in range(2))
         row["flash_varlen_max_err"] = round(err, 5)
+        err = max(float((prefix_attention(q, k[i, :, :, :A], v[i, :, :, :A], used).float() - ref[i]).abs().max())
+                  for i in range(2))
+        row["triton_prefix_max_err"] = round(err, 5)
     except Exception as exc:  # noqa: BLE001
         row["flash_varlen_max_err"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     kv_bytes = 2 * L * rows * H * D * 2

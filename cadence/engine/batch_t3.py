@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..layers.decode_attention import PrefixMask
 from ..layers.sampling import process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
@@ -147,7 +148,8 @@ class BatchDecoder:
         x = t3.speech_step_embed(token, self.speech_pos[:b]).to(self.hidden.dtype)
         x = x.repeat_interleave(2, dim=0)[:, None]  # (2b, 1, C): both CFG rows take the sampled token
         pos = self.pos[:rows]
-        mask = (torch.arange(attend, device=x.device)[None] <= pos[:, None])[:, None, None]  # (2b, 1, 1, A)
+        # each row attends to its own positions so far (this step's key included), within the bucket
+        mask = PrefixMask((pos + 1).clamp(max=attend).to(torch.int32), attend)
         self.hidden[:rows] = t3.forward_backbone(x, self.k[:, :rows], self.v[:, :rows], pos[:, None], mask)
         act = self.active[:b]
         self.pos[:rows] = (pos + act.repeat_interleave(2)).clamp(max=self.slot_len - 1)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.attention import causal_attention
+from ..layers.decode_attention import PrefixMask, kernel_applies, prefix_attention, prefix_bias
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ class LlamaAttention(nn.Module):
             v_cache[rows, :, positions[:, 0]] = v[:, :, 0]
         if attn_mask is None:
             out = causal_attention(q, k, v)
+        elif isinstance(attn_mask, PrefixMask):
+            A = attn_mask.span
+            out = prefix_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask.lengths)
         else:
             A = attn_mask.shape[-1]
             out = F.scaled_dot_product_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask=attn_mask)
@@ -282,11 +286,14 @@ class T3(nn.Module):
     # --- backbone -----------------------------------------------------------------------------
     def forward_backbone(self, x, k_cache, v_cache, positions, attn_mask, last: torch.Tensor | None = None):
         """x (B, T, C); k_cache/v_cache (layers, B, H, S, D); positions (T,) absolute, or (B, 1) per row;
-        attn_mask bool over the first A cache positions, (T, A) or per row (B, 1, 1, A), or None (causal
-        prefill from 0). Returns the final-norm hidden state of the last position, (B, C), or of position
+        attn_mask bool over the first A cache positions, (T, A) or per row (B, 1, 1, A), or a `PrefixMask` (one
+        query per row, each row its own number of positions), or None (causal prefill from 0). Returns the final-norm hidden state of the last position, (B, C), or of position
         last[b] in row b (right-padded prompts of different lengths)."""
         freqs = rotary_freqs(self.inv_freq, positions)
-        if attn_mask is not None:  # one additive mask per step, shared by all layers
+        if isinstance(attn_mask, PrefixMask):  # the per-row kernel, or else one additive mask for all layers
+            if not kernel_applies((x.shape[0], self.cfg.n_heads, x.shape[1], self.cfg.head_dim), x.device, x.dtype):
+                attn_mask = prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype)
+        elif attn_mask is not None:  # one additive mask per step, shared by all layers
             attn_mask = torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
         for i, layer in enumerate(self.tfmr.layers):
             x = layer(x, freqs, k_cache[i], v_cache[i], positions, attn_mask)

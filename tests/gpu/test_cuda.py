@@ -152,3 +152,25 @@ def test_repeated_captures_do_not_grow_memory():
         del graph, out
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() - base < 4 * 2**20
+
+
+def test_prefix_attention_kernel_on_cuda_in_a_graph():
+    """Triton's per-row prefix attention (bf16, enough rows for the kernel) equals masked attention in fp32,
+    also replayed from a CUDA graph after the lengths changed."""
+    import torch.nn.functional as F
+
+    from cadence.engine.cuda_graphs import capture
+    from cadence.layers.decode_attention import kernel_applies, prefix_attention, prefix_bias
+    g = torch.Generator(device="cuda").manual_seed(0)
+    B, H, S, D, A = 64, 16, 1536, 64, 1024
+    k, v = (torch.randn(B, H, S, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(2))
+    q = torch.randn(B, H, 1, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    assert kernel_applies(q.shape, q.device, q.dtype)
+    lengths = torch.randint(1, A + 1, (B,), device="cuda", generator=g).to(torch.int32)
+    graph, out = capture(lambda: prefix_attention(q, k[:, :, :A], v[:, :, :A], lengths))
+    for _ in range(2):
+        graph.replay()
+        ref = F.scaled_dot_product_attention(q.float(), k[:, :, :A].float(), v[:, :, :A].float(),
+                                             attn_mask=prefix_bias(lengths, A, torch.float32))
+        assert rel_err(out.float().cpu(), ref.cpu()) < 1e-2
+        lengths.copy_(torch.randint(1, A + 1, (B,), device="cuda", generator=g))
