@@ -21,7 +21,8 @@ try:
 except ImportError:  # pragma: no cover - Triton ships with CUDA builds of torch
     triton = None
 
-MIN_PROGRAMS = 512  # below this many (row, head) pairs the GPU is under-filled: cuDNN's kernel wins
+MIN_PROGRAMS = 1024  # (row, head) pairs below which cuDNN's kernel wins (H100: b = 16 slots, 512, did not gain)
+CHUNK = 256  # keys per program when a row is split over several programs (0: one program per row and head)
 
 
 class PrefixMask(NamedTuple):
@@ -30,14 +31,25 @@ class PrefixMask(NamedTuple):
     span: int
 
 
+class RowLengths(NamedTuple):
+    """A `PrefixMask` as the layers take it when the kernel runs: the lengths alone (the kernel reads no further),
+    so torch.compile has no span to specialise on and one compile serves every bucket."""
+    lengths: torch.Tensor
+
+
 if triton is not None:
     @triton.jit
-    def _prefix_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, len_ptr, n_heads, scale,
+    def _prefix_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, len_ptr, n_heads, scale,
                                  s_qb, s_qh, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh,
-                                 HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
-        pid = tl.program_id(0)
+                                 HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
+        """Program (row * heads + head, split): keys [split * CHUNK, ...) of that row's prefix (all of it when
+        CHUNK is 0). Unsplit, it writes the output; split, its max, denominator and accumulator go to part_ptr
+        ((rows * heads, splits, HEAD_DIM + 2) fp32) for `_combine_kernel`."""
+        pid, split = tl.program_id(0), tl.program_id(1)
         b, h = pid // n_heads, pid % n_heads
         n_keys = tl.load(len_ptr + b)
+        lo = split * CHUNK
+        hi = tl.minimum(lo + CHUNK, n_keys) if CHUNK > 0 else n_keys
         d = tl.arange(0, HEAD_DIM)
         q = tl.load(q_ptr + b * s_qb + h * s_qh + d).to(tl.float32) * scale
         k_row = k_ptr + b * s_kb + h * s_kh
@@ -45,9 +57,9 @@ if triton is not None:
         m = tl.max(tl.full((BLOCK_N,), float("-inf"), tl.float32), 0)  # running max, as a scalar tensor
         denom = tl.sum(tl.zeros((BLOCK_N,), tl.float32), 0)
         acc = tl.zeros((HEAD_DIM,), tl.float32)
-        for start in range(0, n_keys, BLOCK_N):
+        for start in range(lo, hi, BLOCK_N):
             n = start + tl.arange(0, BLOCK_N)
-            live = n < n_keys
+            live = n < hi
             k = tl.load(k_row + n[:, None] * s_kn + d[None, :], mask=live[:, None], other=0.0).to(tl.float32)
             s = tl.where(live, tl.sum(k * q[None, :], 1), float("-inf"))  # (BLOCK_N,)
             m_new = tl.maximum(m, tl.max(s, 0))
@@ -57,7 +69,30 @@ if triton is not None:
             acc = acc * rescale + tl.sum(p[:, None] * v, 0)
             denom = denom * rescale + tl.sum(p, 0)
             m = m_new
-        tl.store(out_ptr + b * s_ob + h * s_oh + d, (acc / denom).to(out_ptr.dtype.element_ty))
+        if CHUNK > 0:
+            part = part_ptr + (pid * tl.num_programs(1) + split) * (HEAD_DIM + 2)
+            tl.store(part + d, acc)
+            tl.store(part + HEAD_DIM, m)
+            tl.store(part + HEAD_DIM + 1, denom)
+        else:
+            tl.store(out_ptr + b * s_ob + h * s_oh + d, (acc / denom).to(out_ptr.dtype.element_ty))
+
+    @triton.jit
+    def _combine_kernel(part_ptr, out_ptr, n_heads, n_splits, s_ob, s_oh,
+                        HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr):
+        """out[row, head] from its splits' partial softmaxes (a split past the row's length holds max -inf)."""
+        pid = tl.program_id(0)
+        b, h = pid // n_heads, pid % n_heads
+        j = tl.arange(0, SPLITS)
+        live = j < n_splits
+        d = tl.arange(0, HEAD_DIM)
+        part = part_ptr + (pid * n_splits + j) * (HEAD_DIM + 2)
+        m = tl.load(part + HEAD_DIM, mask=live, other=float("-inf"))
+        denom = tl.load(part + HEAD_DIM + 1, mask=live, other=0.0)
+        acc = tl.load(part[:, None] + d[None, :], mask=live[:, None], other=0.0)
+        w = tl.exp(m - tl.max(m, 0))  # the first split always holds a key: the max is finite
+        out = tl.sum(w[:, None] * acc, 0) / tl.sum(w * denom, 0)
+        tl.store(out_ptr + b * s_ob + h * s_oh + d, out.to(out_ptr.dtype.element_ty))
 
 
 def kernel_applies(shape: tuple, device: torch.device, dtype: torch.dtype) -> bool:
@@ -72,24 +107,37 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths:
     positions [0, lengths[b]), 1 <= lengths[b] <= S -> (B, H, 1, D)."""
     if not kernel_applies(q.shape, q.device, q.dtype):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_bias(lengths, k.shape[2], q.dtype))
-    return torch.ops.cadence.prefix_attention(q, k, v, lengths)
+    return torch.ops.cadence.prefix_attention(q, k, v, lengths, CHUNK)
+
+
+def launch(q, k, v, lengths, chunk: int, block_n: int = 64, num_warps: int = 4) -> torch.Tensor:
+    """The Triton kernels themselves (see `prefix_attention`); chunk 0 = one program per row and head."""
+    if chunk % block_n:
+        raise ValueError(f"chunk ({chunk}) must be a multiple of block_n ({block_n})")
+    B, H, _, D = q.shape
+    out = torch.empty(B, H, D, device=q.device, dtype=q.dtype)
+    q3 = q[:, :, 0]
+    splits = triton.cdiv(k.shape[2], chunk) if chunk else 1
+    part = torch.empty(B * H, splits, D + 2, device=q.device, dtype=torch.float32) if chunk else out
+    _prefix_attention_kernel[(B * H, splits)](q3, k, v, out, part, lengths, H, D ** -0.5,
+                                              q3.stride(0), q3.stride(1), k.stride(0), k.stride(1), k.stride(2),
+                                              v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
+                                              HEAD_DIM=D, BLOCK_N=block_n, CHUNK=chunk, num_warps=num_warps)
+    if chunk:
+        _combine_kernel[(B * H,)](part, out, H, splits, out.stride(0), out.stride(1), HEAD_DIM=D,
+                                  SPLITS=triton.next_power_of_2(splits))
+    return out[:, :, None]
 
 
 if triton is not None:
     # A custom op: torch.compile (the decoder layers under `compile`) sees one opaque call, shapes from the fake.
     @torch.library.custom_op("cadence::prefix_attention", mutates_args=())
-    def _prefix_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        B, H, _, D = q.shape
-        out = torch.empty(B, H, D, device=q.device, dtype=q.dtype)
-        q3 = q[:, :, 0]
-        _prefix_attention_kernel[(B * H,)](q3, k, v, out, lengths, H, D ** -0.5,
-                                           q3.stride(0), q3.stride(1), k.stride(0), k.stride(1), k.stride(2),
-                                           v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
-                                           HEAD_DIM=D, BLOCK_N=64, num_warps=4)
-        return out[:, :, None]
+    def _prefix_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                             chunk: int) -> torch.Tensor:
+        return launch(q, k, v, lengths, chunk)
 
     @_prefix_attention_op.register_fake
-    def _(q, k, v, lengths):
+    def _(q, k, v, lengths, chunk):
         return q.new_empty(q.shape)
 
 

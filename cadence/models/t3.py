@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.attention import causal_attention
-from ..layers.decode_attention import PrefixMask, kernel_applies, prefix_attention, prefix_bias
+from ..layers.decode_attention import PrefixMask, RowLengths, kernel_applies, prefix_attention, prefix_bias
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,9 @@ class LlamaAttention(nn.Module):
         """x (B, T, C). Writes this step's keys/values into k_cache/v_cache (B, H, S, D) at `positions`:
         (T,) shared by all rows, or (B, 1) one position per row (a batch of requests at different lengths).
         Then attends over the first A cached positions, A = attn_mask.shape[-1]: `attn_mask` additive
-        (0 or -inf), (T, A) or (B, 1, 1, A); or None for a prefill that starts at position 0 (plain causal
-        attention over the new keys only)."""
+        (0 or -inf), (T, A) or (B, 1, 1, A); or `RowLengths` (one query per row, row b over its first
+        lengths[b] positions); or None for a prefill that starts at position 0 (plain causal attention over
+        the new keys only)."""
         B, T, _ = x.shape
         qkv = self.qkv_proj(x).view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
         qk = apply_rotary(qkv[:, : 2 * self.n_heads], freqs)  # q and k rotated in one pass
@@ -139,9 +140,8 @@ class LlamaAttention(nn.Module):
             v_cache[rows, :, positions[:, 0]] = v[:, :, 0]
         if attn_mask is None:
             out = causal_attention(q, k, v)
-        elif isinstance(attn_mask, PrefixMask):
-            A = attn_mask.span
-            out = prefix_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask.lengths)
+        elif isinstance(attn_mask, RowLengths):  # the whole cache: the kernel reads no key past a row's length
+            out = prefix_attention(q, k_cache, v_cache, attn_mask.lengths)
         else:
             A = attn_mask.shape[-1]
             out = F.scaled_dot_product_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask=attn_mask)
@@ -291,8 +291,9 @@ class T3(nn.Module):
         last[b] in row b (right-padded prompts of different lengths)."""
         freqs = rotary_freqs(self.inv_freq, positions)
         if isinstance(attn_mask, PrefixMask):  # the per-row kernel, or else one additive mask for all layers
-            if not kernel_applies((x.shape[0], self.cfg.n_heads, x.shape[1], self.cfg.head_dim), x.device, x.dtype):
-                attn_mask = prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype)
+            kernel = kernel_applies((x.shape[0], self.cfg.n_heads, x.shape[1], self.cfg.head_dim), x.device, x.dtype)
+            attn_mask = (RowLengths(attn_mask.lengths) if kernel else
+                         prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype))
         elif attn_mask is not None:  # one additive mask per step, shared by all layers
             attn_mask = torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
         for i, layer in enumerate(self.tfmr.layers):
