@@ -110,7 +110,7 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths:
     return torch.ops.cadence.prefix_attention(q, k, v, lengths, CHUNK)
 
 
-def launch(q, k, v, lengths, chunk: int, block_n: int = 64, num_warps: int = 4) -> torch.Tensor:
+def launch(q, k, v, lengths, chunk: int, block_n: int = 128, num_warps: int = 4) -> torch.Tensor:
     """The Triton kernels themselves (see `prefix_attention`); chunk 0 = one program per row and head."""
     if chunk % block_n:
         raise ValueError(f"chunk ({chunk}) must be a multiple of block_n ({block_n})")
