@@ -61,6 +61,9 @@ def compile_regions(t3, s3gen) -> None:
     difference, Inductor keeps fp32 between fused ops where eager rounds each to bf16)."""
     from ..models.s3gen.estimator import CausalBlock, CausalResnetBlock, TransformerBlock
     from ..models.s3gen.hift import ResBlock
+    # A decoder layer has a variant per call kind (prompt prefill, one-request decode, batched decode with a mask
+    # or with the per-row kernel, and the 0/1 sizes of each): more than dynamo's default of 8 per function.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for layer in t3.tfmr.layers:
         layer.forward = torch.compile(layer.forward, dynamic=True, fullgraph=True)
     for m in s3gen.modules():
