@@ -174,3 +174,13 @@ def test_prefix_attention_kernel_on_cuda_in_a_graph():
                                              attn_mask=prefix_bias(lengths, A, torch.float32))
         assert rel_err(out.float().cpu(), ref.cpu()) < 1e-2
         lengths.copy_(torch.randint(1, A + 1, (B,), device="cuda", generator=g))
+
+
+def test_snake_kernel_on_cuda_matches_eager():
+    from cadence.layers.snake import snake
+    g = torch.Generator().manual_seed(0)
+    x, alpha = torch.randn(3, 64, 48000, generator=g) * 2, torch.rand(64, generator=g) + 0.1
+    mask = (torch.arange(48000)[None] < torch.tensor([[48000], [30000], [7]])).float()[:, None]
+    for m in (None, mask):
+        out = snake(x.cuda(), alpha.cuda(), None if m is None else m.cuda())
+        assert rel_err(out.cpu(), snake(x, alpha, m)) < 1e-6

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from ...layers.snake import snake
+
 
 @dataclass(frozen=True)
 class HiFTConfig:
@@ -43,10 +45,9 @@ class Snake(nn.Module):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(channels))
 
-    def forward(self, x):
-        a = self.alpha[None, :, None]
-        # x + sin(a x)^2 / a, with one temporary (these tensors are the vocoder's largest)
-        return (x * a).sin_().pow_(2).mul_(1.0 / (a + 1e-9)).add_(x)
+    def forward(self, x, mask=None):
+        """Snake of x (B, C, T), or of x * mask (B, 1, T)."""
+        return snake(x, self.alpha, mask)
 
 
 def _pad(k: int, d: int = 1) -> int:
@@ -67,9 +68,8 @@ class ResBlock(nn.Module):
         if mask is not None:
             x = x * mask
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
-            h = c1(a1(x))
-            h = c2(a2(h if mask is None else h * mask))
-            x = x + (h if mask is None else h * mask)
+            h = c2(a2(c1(a1(x)), mask))
+            x = x + h if mask is None else torch.addcmul(x, h, mask)
         return x
 
 
