@@ -21,7 +21,7 @@ try:
 except ImportError:  # pragma: no cover - Triton ships with CUDA builds of torch
     triton = None
 
-MIN_PROGRAMS = 1024  # (row, head) pairs below which cuDNN's kernel wins (H100: b = 16 slots, 512, did not gain)
+MIN_PROGRAMS = 256  # (row, head) pairs below which cuDNN's kernel wins (H100: from b = 8 slots the split kernel gains)
 CHUNK = 256  # keys per program when a row is split over several programs (0: one program per row and head)
 
 
