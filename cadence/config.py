@@ -57,10 +57,10 @@ class EngineConfig:
     voice_cache_mb: int = 256
     """Device memory for resident prepared voices (LRU by bytes); ~230 KB each at full size."""
     compile: bool | None = None
-    """torch.compile the repeated blocks (T3's decoder layers, the CFM estimator's blocks, the vocoder's
-    ResBlocks) with dynamic shapes, before any graph is captured (CUDA only): about 20% faster T3 decoding and
-    S3Gen batches, for a one-time compile of about a minute on a cold Inductor cache (seconds on a warm one).
-    None = the plan's choice (off)."""
+    """torch.compile the repeated blocks (T3's decoder layers, the CFM estimator's blocks) with dynamic shapes,
+    before any graph is captured (CUDA only): faster T3 decoding and flow batches in isolation, for a one-time
+    compile of about a minute on a cold Inductor cache (seconds on a warm one). Served on an H100 it gained
+    streaming throughput but not one-piece throughput (docs/benchmarks.md). None = the plan's choice (off)."""
     eos_check_every: int = 16
     """How many decode steps run between host checks for end-of-speech."""
     max_batch: int | None = None

@@ -55,17 +55,18 @@ def apply_placement(t3, s3gen, ve, device: torch.device, model_dtype: torch.dtyp
 def compile_regions(t3, s3gen) -> None:
     """Fuse the elementwise and norm work of each repeated block with torch.compile (Inductor), block by block:
     one compile per block kind, shared by all its instances and, with dynamic shapes, by every batch size and
-    length. T3's decoder layers; the CFM estimator's transformer and ResNet blocks; the vocoder's ResBlocks
-    (Snake activations and masking around cuDNN's convolutions). Measured on an H100 (one-piece batch of 16):
-    vocoder 347 -> 191 ms with the same output bit for bit (fp32), flow 1139 -> 935 ms (bf16: 1% relative
-    difference, Inductor keeps fp32 between fused ops where eager rounds each to bf16)."""
+    length: T3's decoder layers and the CFM estimator's transformer and ResNet blocks. Measured on an H100
+    (one-piece batch of 16): flow 1139 -> 935 ms (bf16: 1% relative difference, Inductor keeps fp32 between
+    fused ops where eager rounds each to bf16). The vocoder is not compiled: its Snake activations, most of
+    what compiling its ResBlocks gained (347 -> 191 ms), are one Triton kernel already (`layers.snake`), while
+    each of their call forms (a padded batch, a lone request) costs a ~20 s compile: with them compiled, a
+    server once stalled 17 s mid-serving (one-piece requests, 8 clients)."""
     from ..models.s3gen.estimator import CausalBlock, CausalResnetBlock, TransformerBlock
-    from ..models.s3gen.hift import ResBlock
     # A decoder layer has a variant per call kind (prompt prefill, one-request decode, batched decode with a mask
     # or with the per-row kernel, and the 0/1 sizes of each): more than dynamo's default of 8 per function.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for layer in t3.tfmr.layers:
         layer.forward = torch.compile(layer.forward, dynamic=True, fullgraph=True)
     for m in s3gen.modules():
-        if isinstance(m, (TransformerBlock, CausalResnetBlock, CausalBlock, ResBlock)):
+        if isinstance(m, (TransformerBlock, CausalResnetBlock, CausalBlock)):
             m.forward = torch.compile(m.forward, dynamic=True)

@@ -1,5 +1,5 @@
-"""`compile=True` on CUDA (skipped without CUDA): the compiled vocoder gives the eager waveform, the compiled
-flow the eager mel to bf16 rounding, and the engine serves one-piece batches and streams with compiled blocks
+"""`compile=True` on CUDA (skipped without CUDA): the compiled flow gives the eager mel to bf16 rounding, the
+vocoder (left eager) the same waveform, and the engine serves one-piece batches and streams with compiled blocks
 inside its captured graphs."""
 
 import numpy as np
@@ -38,7 +38,7 @@ def test_compiled_s3gen_matches_eager(pair):
         assert a.shape == b.shape and rel_err(a.cpu(), b.cpu()) < 5e-2
     rngs = lambda: [RequestRNG(10 + i, "cuda") for i in range(len(mels_e))]  # noqa: E731
     wav_e = eager.audio_runner.vocode_batch(mels_e, rngs())
-    wav_c = compiled.audio_runner.vocode_batch(mels_e, rngs())  # fp32 vocoder: same numbers
+    wav_c = compiled.audio_runner.vocode_batch(mels_e, rngs())  # not compiled: same numbers
     for a, b in zip(wav_c, wav_e):
         assert rel_err(a.cpu(), b.cpu()) < 1e-5
 
