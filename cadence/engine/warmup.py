@@ -8,9 +8,10 @@ from .request import Request
 
 def warm_bursts(engine) -> None:
     """One stream alone, then a full admission of streams, then one one-piece request alone (S3Gen's
-    single-request path) and a full admission of them (its batched path), through the whole engine: the first burst of each size otherwise pays for the allocator's first cudaMalloc of its blocks
-    (measured on an H100: 8 streams' first audio 324 ms on a cold burst, 156 ms on the next). Their work counts
-    in the engine's statistics like any other."""
+    single-request path) and a full admission of them (its batched path), through the whole engine: the first
+    burst of each size otherwise pays for the allocator's first cudaMalloc of its blocks (measured on an H100:
+    8 streams' first audio 324 ms on a cold burst, 156 ms on the next). Their work counts in the engine's
+    statistics like any other."""
     voice = engine.tts.default_voice
     if voice is None:  # no built-in voice to warm with: the first requests pay instead
         return

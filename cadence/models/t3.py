@@ -287,12 +287,13 @@ class T3(nn.Module):
     def forward_backbone(self, x, k_cache, v_cache, positions, attn_mask, last: torch.Tensor | None = None):
         """x (B, T, C); k_cache/v_cache (layers, B, H, S, D); positions (T,) absolute, or (B, 1) per row;
         attn_mask bool over the first A cache positions, (T, A) or per row (B, 1, 1, A), or a `PrefixMask` (one
-        query per row, each row its own number of positions), or None (causal prefill from 0). Returns the final-norm hidden state of the last position, (B, C), or of position
-        last[b] in row b (right-padded prompts of different lengths)."""
+        query per row, each row its own number of positions), or None (causal prefill from 0). Returns the
+        final-norm hidden state of the last position, (B, C), or of position last[b] in row b (right-padded
+        prompts of different lengths)."""
         freqs = rotary_freqs(self.inv_freq, positions)
         if isinstance(attn_mask, PrefixMask):  # the per-row kernel, or else one additive mask for all layers
-            kernel = kernel_applies((x.shape[0], self.cfg.n_heads, x.shape[1], self.cfg.head_dim), x.device, x.dtype)
-            attn_mask = (RowLengths(attn_mask.lengths) if kernel else
+            q_shape = (x.shape[0], self.cfg.n_heads, x.shape[1], self.cfg.head_dim)
+            attn_mask = (RowLengths(attn_mask.lengths) if kernel_applies(q_shape, x.device, x.dtype) else
                          prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype))
         elif attn_mask is not None:  # one additive mask per step, shared by all layers
             attn_mask = torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))

@@ -63,7 +63,8 @@ def test_snake_kernel_equals_eager_snake_in_the_interpreter():
 
 def test_fallback_equals_the_bool_mask_it_replaces():
     g = torch.Generator().manual_seed(1)
-    q, k, v = torch.randn(3, 2, 1, 16, generator=g), torch.randn(3, 2, 40, 16, generator=g), torch.randn(3, 2, 40, 16, generator=g)
+    q = torch.randn(3, 2, 1, 16, generator=g)
+    k, v = torch.randn(3, 2, 40, 16, generator=g), torch.randn(3, 2, 40, 16, generator=g)
     pos = torch.tensor([0, 17, 39])
     old = torch.arange(40)[None] <= pos[:, None]  # what BatchDecoder built before: positions up to each row's own
     bias = torch.zeros(3, 1, 1, 40).masked_fill_(~old[:, None, None], float("-inf"))
