@@ -111,6 +111,12 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
+def _check_bench_counts(args) -> None:
+    """The offline bench's counts (plain or per plan): each run needs at least one repeat and one token."""
+    if args.repeats < 1 or args.short_tokens < 1 or args.long_tokens < 1 or args.consecutive < 0:
+        raise CliError("--repeats, --short-tokens and --long-tokens must be positive, --consecutive 0 or more")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
     args = build_parser().parse_args(argv)
@@ -192,16 +198,14 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [n for n in names if n not in PLANS]
             if unknown:
                 raise CliError(f"unknown memory plan(s): {', '.join(unknown)}; choose from {', '.join(PLANS)}")
-            if args.consecutive < 0:
-                raise CliError("--consecutive must be 0 or more")
+            _check_bench_counts(args)
             opt = BenchOptions(model=args.model, device=args.device, reference=args.reference, repeats=args.repeats,
                                short_tokens=args.short_tokens, long_tokens=args.long_tokens,
                                consecutive=args.consecutive)
             run_plans(opt, names, args.out_json, args.out_md)
         elif args.command == "bench":
             from .bench.offline import BenchOptions, run_bench
-            if args.repeats < 1 or args.short_tokens < 1 or args.long_tokens < 1 or args.consecutive < 0:
-                raise CliError("--repeats, --short-tokens and --long-tokens must be positive, --consecutive 0 or more")
+            _check_bench_counts(args)
             opt = BenchOptions(model=args.model, device=args.device, voice_audio=args.voice_audio,
                                reference=args.reference, repeats=args.repeats, short_tokens=args.short_tokens,
                                long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager,

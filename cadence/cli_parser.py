@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--request-timeout-s", type=float, default=None, help="cancel requests after this (default 300)")
     sv.add_argument("--no-watermark", dest="watermark", action="store_const", const=False, default=None)
     sv.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                    help="torch.compile the models' repeated blocks at start: ~20%% more throughput, about a "
-                         "minute longer start on a cold cache (env CADENCE_COMPILE; default off)")
+                    help="torch.compile the models' repeated blocks at start: faster decoding and flow batches, "
+                         "about a minute longer start on a cold cache (env CADENCE_COMPILE; default off)")
     _add_stream_context(sv, None)
     doc = sub.add_parser("doctor", help="device, free VRAM and the memory plan auto would choose")
     doc.add_argument("--vram-budget", help="a budget such as 1.5GB, or auto for 90%% of free VRAM")

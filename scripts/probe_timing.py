@@ -25,3 +25,17 @@ def recorded(fn, sync, sink: list):
         sink.append((time.perf_counter() - t) * 1e3)
         return out
     return wrapped
+
+
+def replay_ms(graph, reps: int = 50) -> float:
+    """Median device time (ms, CUDA events) of one replay of a captured CUDA graph: launch gaps out of the figure."""
+    import torch
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return round(statistics.median(times), 3)

@@ -15,7 +15,7 @@ from cadence.models.s3gen.estimator import CausalBlock, CausalResnetBlock, Trans
 from cadence.models.s3gen.hift import ResBlock, Snake
 from cadence.models.t3 import LlamaLayer
 from cadence.tts import TTS
-from probe_timing import median_ms
+from probe_timing import median_ms, replay_ms
 
 sync = torch.cuda.synchronize
 tts = TTS.from_dir(sys.argv[1], device="cuda", watermark=False)
@@ -57,16 +57,7 @@ dec = BatchDecoder(tts.t3, 32, tts.config.kv_slot_len, True)
 
 
 def step_ms(b: int, A: int) -> float:
-    g = dec._graph((b, A, False, False))
-    times = []
-    for _ in range(50):
-        a, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        e.record()
-        e.synchronize()
-        times.append(a.elapsed_time(e))
-    return round(sorted(times)[25], 3)
+    return replay_ms(dec._graph((b, A, False, False)))
 
 
 def one_step() -> torch.Tensor:

@@ -15,6 +15,7 @@ from cadence.engine.batch_t3 import BatchDecoder
 from cadence.layers import decode_attention
 from cadence.layers.decode_attention import launch, prefix_attention
 from cadence.tts import TTS
+from probe_timing import replay_ms
 
 ck = sys.argv[1]
 tts = TTS.from_dir(ck, device="cuda", watermark=False)
@@ -25,23 +26,14 @@ report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version
                 "slot_len": SLOT_LEN, "steps": {}, "attention": {}}
 
 
-def graph_ms(fn, reps: int = 50, g: torch.cuda.CUDAGraph | None = None) -> float:
-    """Median ms of one replay of `fn` captured as a CUDA graph (launch gaps out of the figure), or of `g`."""
-    if g is None:
+def graph_ms(fn, reps: int = 50) -> float:
+    """Median ms of one replay of `fn` captured as a CUDA graph."""
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
         fn()
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return round(sorted(times)[len(times) // 2], 3)
+    return replay_ms(g, reps)
 
 
 for kernel, min_programs in (("sdpa", 10 ** 9), ("triton", 1)):  # every batch size on one kernel
@@ -54,7 +46,7 @@ for kernel, min_programs in (("sdpa", 10 ** 9), ("triton", 1)):  # every batch s
         dec.pos.copy_(torch.randint(A // 3, A, (2 * SLOTS,)))  # rows at lengths spread over the bucket
         for b in (8, 16, 32):
             g = dec._graph((b, A, False, False))
-            report["steps"][f"{kernel}_b{b}_A{A}"] = graph_ms(None, g=g)
+            report["steps"][f"{kernel}_b{b}_A{A}"] = replay_ms(g)
     decode_attention.MIN_PROGRAMS = keep
     del dec
     torch.cuda.empty_cache()

@@ -40,3 +40,16 @@ def rel_err(a, b) -> float:
 def snr_db(a, b) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(10 * np.log10((b ** 2).sum() / max(((a - b) ** 2).sum(), 1e-30)))
+
+
+def check_env_flag(monkeypatch, field: str, text: str, expected: bool, bad_text: str) -> None:
+    """CADENCE_<FIELD>=text gives ServerSettings.<field> == expected; a value that is no flag is refused with an
+    error naming the variable and the value. The variable is unset afterwards."""
+    from cadence.server.settings import ServerSettings
+    env = "CADENCE_" + field.upper()
+    monkeypatch.setenv(env, text)
+    assert getattr(ServerSettings.from_env(), field) is expected
+    monkeypatch.setenv(env, bad_text)
+    with pytest.raises(ValueError, match=f"{env}={bad_text!r}"):
+        ServerSettings.from_env()
+    monkeypatch.delenv(env)

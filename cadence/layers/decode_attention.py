@@ -4,9 +4,10 @@ A batched decode step attends every row over the same span of cache positions (t
 to a captured bucket) with the shorter rows' tail masked. cuDNN's kernel reads that whole span at ~2.9 TB/s on
 an H100, so a batch of requests at different lengths pays for the longest one's keys on every row (measured:
 b = 32, span 1024, mean length 676: 8.05 GB read where 5.32 GB are real). This Triton kernel stops each row at
-its own length: one program per (row, head) walks that row's keys, contiguous in the (rows, heads, positions,
-dim) cache, with an online softmax in fp32. Where Triton or CUDA is missing, or a batch is too small to fill
-the GPU with one program per (row, head), the same result comes from SDPA with an additive mask."""
+its own length: each (row, head) walks its keys, contiguous in the (rows, heads, positions, dim) cache, in
+programs of CHUNK keys with an online softmax in fp32, and a second kernel combines a row's programs. Where
+Triton or CUDA is missing, or a batch has too few (row, head) pairs for the kernel to beat cuDNN
+(MIN_PROGRAMS), the same result comes from SDPA with an additive mask."""
 
 from __future__ import annotations
 

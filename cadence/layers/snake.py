@@ -42,7 +42,7 @@ if triton is not None:
         s = tl.sin(x * a)
         tl.store(out_ptr + row * T + t, (s * s * (1.0 / (a + 1e-9)) + x).to(out_ptr.dtype.element_ty), mask=live)
 
-    # A custom op: torch.compile (the vocoder's ResBlocks under `compile`) sees one opaque call.
+    # A custom op: any torch.compile region that calls it sees one opaque call with a known output shape.
     @torch.library.custom_op("cadence::snake", mutates_args=())
     def _snake_op(x: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x.contiguous()

@@ -6,6 +6,7 @@ import pytest
 from cadence.cli_parser import build_parser
 from cadence.config import EngineConfig
 from cadence.server.settings import ServerSettings
+from tests.conftest import check_env_flag
 
 
 def test_the_knob_has_one_name_everywhere(monkeypatch):
@@ -13,12 +14,7 @@ def test_the_knob_has_one_name_everywhere(monkeypatch):
         EngineConfig(compile="yes")
     assert EngineConfig(compile=True).compile is True
     assert ServerSettings.from_env().compile is None
-    monkeypatch.setenv("CADENCE_COMPILE", "on")
-    assert ServerSettings.from_env().compile is True
-    monkeypatch.setenv("CADENCE_COMPILE", "maybe")
-    with pytest.raises(ValueError, match="CADENCE_COMPILE='maybe'"):
-        ServerSettings.from_env()
-    monkeypatch.delenv("CADENCE_COMPILE")
+    check_env_flag(monkeypatch, "compile", "on", True, "maybe")
     parser = build_parser()
     assert parser.parse_args(["serve", "--compile"]).compile is True
     assert parser.parse_args(["serve", "--no-compile"]).compile is False

@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.conftest import check_env_flag
+
 TEXT = "Priority for the first sound a listener hears."
 
 
@@ -161,20 +163,14 @@ def test_the_knob_has_one_name_everywhere(monkeypatch, capsys):
     with pytest.raises(ValueError, match="first_audio_priority"):
         EngineConfig(first_audio_priority="yes")
     assert ServerSettings.from_env().first_audio_priority is True
-    monkeypatch.setenv("CADENCE_FIRST_AUDIO_PRIORITY", "off")
-    assert ServerSettings.from_env().first_audio_priority is False
-    monkeypatch.setenv("CADENCE_FIRST_AUDIO_PRIORITY", "sometimes")
-    with pytest.raises(ValueError, match="CADENCE_FIRST_AUDIO_PRIORITY='sometimes'"):
-        ServerSettings.from_env()
-    monkeypatch.delenv("CADENCE_FIRST_AUDIO_PRIORITY")
+    check_env_flag(monkeypatch, "first_audio_priority", "off", False, "sometimes")
     args = build_parser().parse_args(["serve", "--no-first-audio-priority"])
     assert ServerSettings.from_env(first_audio_priority=args.first_audio_priority).first_audio_priority is False
     assert build_parser().parse_args(["bench", "--stream", "--first-audio-priority"]).first_audio_priority is True
     with pytest.raises(ValueError, match="overlap_audio"):
         EngineConfig(overlap_audio=1)
     assert ServerSettings.from_env().overlap_audio is False
-    monkeypatch.setenv("CADENCE_OVERLAP_AUDIO", "on")
-    assert ServerSettings.from_env().overlap_audio is True
+    check_env_flag(monkeypatch, "overlap_audio", "on", True, "sometimes")
     assert build_parser().parse_args(["serve", "--overlap-audio"]).overlap_audio is True
 
 
