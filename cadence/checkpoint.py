@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from .models.s3gen import S3Gen, S3GenConfig
@@ -27,13 +26,26 @@ PACKED = {"self_attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_
           "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight")}
 
 
+def _transposed(module: nn.Module) -> set[str]:
+    """Weights stored (in, out) in the checkpoint (GPT-2's Conv1D layout) and used as Linear (out, in)."""
+    from .models.t3_turbo import TransposedLinear
+    return {f"{n}.weight" for n, m in module.named_modules() if isinstance(m, TransposedLinear)}
+
+
+def _unused(module: nn.Module) -> dict[str, tuple]:
+    """Tensors in the official file that inference never reads: checked by name and shape, not loaded."""
+    return module.unused_checkpoint_shapes() if hasattr(module, "unused_checkpoint_shapes") else {}
+
+
 def official_shapes(module: nn.Module) -> dict[str, tuple]:
-    """The checkpoint's key -> shape for a module: packed tensors listed as their official parts."""
-    out = {}
+    """The checkpoint's key -> shape for a module: packed tensors listed as their official parts, (in, out)
+    tensors transposed, unused tensors included."""
+    out = dict(_unused(module))
+    transposed = _transposed(module)
     for name, t in module.state_dict(keep_vars=True).items():
         packed = next((p for p in PACKED if name.endswith(p)), None)
         if packed is None:
-            out[name] = tuple(t.shape)
+            out[name] = tuple(t.shape)[::-1] if name in transposed else tuple(t.shape)
             continue
         parts = PACKED[packed]
         prefix = name[: -len(packed)]
@@ -44,9 +56,12 @@ def official_shapes(module: nn.Module) -> dict[str, tuple]:
 
 
 def pack_state(module: nn.Module, state: dict) -> dict:
-    """Official tensors -> the module's packed parameters: the owning module's `pack(name, parts)` if it has
-    one, else the parts concatenated along the output dimension."""
-    out = dict(state)
+    """Official tensors -> the module's parameters: unused tensors dropped, (in, out) tensors transposed, packed
+    parameters from the owning module's `pack(name, parts)` if it has one, else the parts concatenated along
+    the output dimension."""
+    out = {k: v for k, v in state.items() if k not in _unused(module)}
+    for name in _transposed(module):
+        out[name] = out[name].t().contiguous()
     for name in module.state_dict(keep_vars=True):
         packed = next((p for p in PACKED if name.endswith(p)), None)
         if packed is not None:
@@ -103,10 +118,11 @@ def resolve(model: str | os.PathLike) -> Path:
     return Path(local).parent
 
 
-def _check_keys(module: nn.Module, state: dict, file: str) -> None:
+def _check_keys(module: nn.Module, shapes: dict[str, tuple], file: str) -> None:
+    """shapes: the file's key -> shape, checked against the module's official layout."""
     expected = official_shapes(module)
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
     if missing or extra:
         parts = []
         if missing:
@@ -114,21 +130,26 @@ def _check_keys(module: nn.Module, state: dict, file: str) -> None:
         if extra:
             parts.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
         raise CheckpointError(f"{file}: keys do not match the architecture: {'; '.join(parts)}")
-    bad = [f"{k} {tuple(state[k].shape)} != {v}" for k, v in expected.items() if tuple(state[k].shape) != v]
+    bad = [f"{k} {tuple(shapes[k])} != {v}" for k, v in expected.items() if tuple(shapes[k]) != v]
     if bad:
         raise CheckpointError(f"{file}: {len(bad)} tensors have the wrong shape, e.g. {bad[0]}")
 
 
 def load_weights(module: nn.Module, path: Path) -> None:
-    """Load one safetensors file into a module built on the meta device: strict names and shapes,
-    tensors memory-mapped and assigned (no copy, no random init)."""
+    """Load one safetensors file into a module built on the meta device: strict names and shapes, tensors
+    read straight into place and assigned (no random init); tensors inference never uses are checked by
+    name and shape but not read."""
+    from safetensors import safe_open
     try:
-        state = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            _check_keys(module, shapes, path.name)
+            unused = _unused(module)
+            state = {k: f.get_tensor(k) for k in shapes if k not in unused}
+    except CheckpointError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path.name}: not a readable safetensors file ({exc})") from exc
-    if "model" in state and len(state) == 1:  # some exports nest the T3 state
-        state = state["model"][0]
-    _check_keys(module, state, path.name)
     module.load_state_dict(pack_state(module, state), strict=True, assign=True)
 
 

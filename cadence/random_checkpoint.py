@@ -96,6 +96,16 @@ def synthetic_voice(seconds: float = 10.0, sr: int = 24000, seed: int = 0) -> np
     return wav.astype(np.float32)
 
 
+def _save_s3gen(s3gen, path: Path, seed: int, meta: dict) -> None:
+    """S3Gen's random tensors, with the S3 tokenizer's mel filters and window as the real (fixed) values."""
+    tok = s3gen.cfg.tokenizer
+    real_buffers = {
+        "tokenizer._mel_filters": torch.from_numpy(slaney_mel_filters(16000, tok.n_fft, tok.n_mels)),
+        "tokenizer.window": torch.hann_window(tok.n_fft),
+    }
+    save_file(random_state(s3gen, seed, real_buffers), str(path), metadata=meta)
+
+
 def make_random_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = False, with_conds: bool = True) -> Path:
     """Write ve/t3_cfg/s3gen safetensors, tokenizer.json and (optionally) a conds.pt default voice."""
     out = Path(out_dir)
@@ -105,16 +115,57 @@ def make_random_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = Fals
     t3, s3gen, ve = build(cfg)
     save_file(random_state(ve, seed), str(out / "ve.safetensors"), metadata=meta)
     save_file(random_state(t3, seed + 1), str(out / "t3_cfg.safetensors"), metadata=meta)
-    tok = cfg.s3gen.tokenizer
-    real_buffers = {
-        "tokenizer._mel_filters": torch.from_numpy(slaney_mel_filters(16000, tok.n_fft, tok.n_mels)),
-        "tokenizer.window": torch.hann_window(tok.n_fft),
-    }
-    save_file(random_state(s3gen, seed + 2, real_buffers), str(out / "s3gen.safetensors"), metadata=meta)
+    _save_s3gen(s3gen, out / "s3gen.safetensors", seed + 2, meta)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(cfg.t3.text_vocab), ensure_ascii=False))
     if with_conds:
         from .tts import TTS
         tts = TTS.from_dir(out, device="cpu", watermark=False)
         voice = tts.prepare_voice(synthetic_voice(), sample_rate=24000)
         voice.save_conds_pt(out / "conds.pt")
+    return out
+
+
+def gpt2_tokenizer_files(out: Path) -> None:
+    """A byte-level BPE in GPT-2's file layout (vocab.json, merges.txt, added_tokens.json and the two configs
+    `AutoTokenizer` reads): merges learned on a small corpus, the rest of GPT-2's 50,257 ids filled with
+    unreachable tokens, <|endoftext|> at 50256, and Turbo's 19 tags after it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from .family import TURBO_TAGS
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=4000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator([_CORPUS], trainer=trainer)
+    learned = json.loads(tok.to_str())["model"]
+    vocab = dict(sorted(learned["vocab"].items(), key=lambda kv: kv[1]))
+    for i in range(len(vocab), 50256):
+        vocab[f"<|unused{i}|>"] = i
+    vocab["<|endoftext|>"] = 50256
+    merges = [m if isinstance(m, str) else " ".join(m) for m in learned["merges"]]
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (out / "added_tokens.json").write_text(json.dumps({t: 50257 + i for i, t in enumerate(TURBO_TAGS)}))
+    eos = "<|endoftext|>"
+    (out / "special_tokens_map.json").write_text(json.dumps({"bos_token": eos, "eos_token": eos, "unk_token": eos}))
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "GPT2Tokenizer", "model_max_length": 8196, "bos_token": eos, "eos_token": eos,
+         "unk_token": eos, "add_prefix_space": False}))
+
+
+def make_random_turbo_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = False) -> Path:
+    """Write Turbo's ve.safetensors, t3_turbo_v1.safetensors, s3gen_meanflow.safetensors and GPT-2 tokenizer
+    files, random by seed."""
+    from .family import TURBO
+    from .models.s3gen import S3Gen
+    from .models.voice_encoder import VoiceEncoder
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "pt", "cadence_config": "tiny" if tiny else "turbo", "cadence_seed": str(seed)}
+    with torch.device("meta"):
+        t3, ve, s3gen = TURBO.build_t3(tiny), VoiceEncoder(), S3Gen(TURBO.s3gen(tiny))
+    save_file(random_state(ve, seed), str(out / "ve.safetensors"), metadata=meta)
+    save_file(random_state(t3, seed + 1), str(out / TURBO.t3_file), metadata=meta)
+    _save_s3gen(s3gen, out / TURBO.s3gen_file, seed + 2, meta)
+    gpt2_tokenizer_files(out)
     return out

@@ -6,7 +6,7 @@ set -euo pipefail
 PY=${PYTHON:-python}
 # Ordinary dependencies (their own deps are harmless).
 "$PY" -m pip install -q "transformers==5.2.0" "huggingface_hub==1.33.0" "diffusers==0.29.0" pillow requests \
-  "librosa==0.11.0" scikit-learn threadpoolctl omegaconf einops onnx protobuf "setuptools==80.10.2" platformdirs
+  "librosa==0.11.0" "pyloudnorm==0.1.1" scikit-learn threadpoolctl omegaconf einops onnx protobuf "setuptools==80.10.2" platformdirs
 # Packages whose declared deps must be bypassed.
 "$PY" -m pip install -q --no-deps "chatterbox-tts==0.1.7" "s3tokenizer==0.3.0" "conformer==0.3.2" \
   "resemble-perth==1.0.1"

@@ -16,3 +16,40 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
         return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True)[0]
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def cached_attention(q, k, v, k_cache, v_cache, positions, attn_mask) -> torch.Tensor:
+    """One attention call of a KV-cached decoder layer; q, k, v (B, H, T, D) -> (B, H, T, D).
+
+    Writes this step's keys/values into k_cache/v_cache (B, H, S, D) at `positions`: (T,) shared by all rows,
+    or (B, 1) one position per row (a batch of requests at different lengths). Then attends over the first A
+    cached positions, A = attn_mask.shape[-1]: `attn_mask` additive (0 or -inf), (T, A) or (B, 1, 1, A); or
+    `RowLengths` (one query per row, row b over its first lengths[b] positions); or None for a prefill that
+    starts at position 0 (plain causal attention over the new keys only)."""
+    from .decode_attention import RowLengths, prefix_attention
+    if positions.dim() == 1:
+        k_cache.index_copy_(2, positions, k)
+        v_cache.index_copy_(2, positions, v)
+    else:  # row b's single new key goes to its own position (B, H, D) <- (B, H, 1, D)
+        rows = torch.arange(q.shape[0], device=q.device)
+        k_cache[rows, :, positions[:, 0]] = k[:, :, 0]
+        v_cache[rows, :, positions[:, 0]] = v[:, :, 0]
+    if attn_mask is None:
+        return causal_attention(q, k, v)
+    if isinstance(attn_mask, RowLengths):  # the whole cache: the kernel reads no key past a row's length
+        return prefix_attention(q, k_cache, v_cache, attn_mask.lengths)
+    A = attn_mask.shape[-1]
+    return F.scaled_dot_product_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask=attn_mask)
+
+
+def layer_mask(attn_mask, q_shape: tuple, x: torch.Tensor):
+    """A backbone's mask argument -> what every layer's `cached_attention` takes, built once per step: a
+    `PrefixMask` becomes the per-row kernel's `RowLengths` where the kernel applies, else an additive bias; a
+    bool mask becomes an additive one; None stays None (causal prefill)."""
+    from .decode_attention import PrefixMask, RowLengths, kernel_applies, prefix_bias
+    if isinstance(attn_mask, PrefixMask):
+        return (RowLengths(attn_mask.lengths) if kernel_applies(q_shape, x.device, x.dtype) else
+                prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype))
+    if attn_mask is not None:
+        return torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
+    return None

@@ -48,3 +48,26 @@ def sample(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Exponential race: argmax(p / E) with E ~ Exp(1) draws token i with probability p_i.
     `noise` (B, V) holds the exponential draws, made from each request's own generator."""
     return (probs / noise).argmax(-1)
+
+
+def process_logits_turbo(logits: torch.Tensor, counts: torch.Tensor, repetition_penalty: torch.Tensor,
+                         temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """Turbo's order (its reference runs HF's processors in this order): temperature, top-k, top-p, and the
+    repetition penalty last, on the already-filtered logits. No CFG, no min-p.
+
+    logits (B, V); counts (B, V) how often each token is in the history the penalty sees; knobs (B,).
+    top_k = 0 or top_p = 1 turn that filter off. Returns probs (B, V) fp32."""
+    logits = logits.float() / temperature.float()[:, None]
+    neg_inf = logits.new_full((), float("-inf"))
+    k = top_k.clamp(min=0)
+    kth = torch.sort(logits, dim=-1, descending=True).values.gather(
+        -1, (k - 1).clamp(min=0, max=logits.shape[-1] - 1)[:, None])
+    logits = torch.where((k[:, None] > 0) & (logits < kth), neg_inf, logits)
+    sorted_logits, order = torch.sort(logits, dim=-1)
+    tail = sorted_logits.softmax(-1).cumsum(-1) <= (1 - top_p.float()[:, None])
+    tail &= (top_p < 1)[:, None]
+    tail[:, -1] = False
+    logits = logits.masked_fill(torch.zeros_like(tail).scatter(-1, order, tail), float("-inf"))
+    penalty = repetition_penalty.float()[:, None]
+    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(counts > 0, penalised, logits).softmax(-1)

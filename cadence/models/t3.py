@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.attention import causal_attention
-from ..layers.decode_attention import PrefixMask, RowLengths, kernel_applies, prefix_attention, prefix_bias
+from ..layers.attention import cached_attention, layer_mask
 
 
 @dataclass(frozen=True)
@@ -121,30 +120,12 @@ class LlamaAttention(nn.Module):
         return torch.cat((interleave_rotary_rows(q, self.head_dim), interleave_rotary_rows(k, self.head_dim), v))
 
     def forward(self, x, freqs, k_cache, v_cache, positions, attn_mask):
-        """x (B, T, C). Writes this step's keys/values into k_cache/v_cache (B, H, S, D) at `positions`:
-        (T,) shared by all rows, or (B, 1) one position per row (a batch of requests at different lengths).
-        Then attends over the first A cached positions, A = attn_mask.shape[-1]: `attn_mask` additive
-        (0 or -inf), (T, A) or (B, 1, 1, A); or `RowLengths` (one query per row, row b over its first
-        lengths[b] positions); or None for a prefill that starts at position 0 (plain causal attention over
-        the new keys only)."""
+        """x (B, T, C) -> (B, T, C); the cache and mask arguments as `cached_attention` takes them."""
         B, T, _ = x.shape
         qkv = self.qkv_proj(x).view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
         qk = apply_rotary(qkv[:, : 2 * self.n_heads], freqs)  # q and k rotated in one pass
         q, k, v = qk[:, : self.n_heads], qk[:, self.n_heads:], qkv[:, 2 * self.n_heads:]
-        if positions.dim() == 1:
-            k_cache.index_copy_(2, positions, k)
-            v_cache.index_copy_(2, positions, v)
-        else:  # row b's single new key goes to its own position (B, H, D) <- (B, H, 1, D)
-            rows = torch.arange(B, device=x.device)
-            k_cache[rows, :, positions[:, 0]] = k[:, :, 0]
-            v_cache[rows, :, positions[:, 0]] = v[:, :, 0]
-        if attn_mask is None:
-            out = causal_attention(q, k, v)
-        elif isinstance(attn_mask, RowLengths):  # the whole cache: the kernel reads no key past a row's length
-            out = prefix_attention(q, k_cache, v_cache, attn_mask.lengths)
-        else:
-            A = attn_mask.shape[-1]
-            out = F.scaled_dot_product_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask=attn_mask)
+        out = cached_attention(q, k, v, k_cache, v_cache, positions, attn_mask)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -291,12 +272,8 @@ class T3(nn.Module):
         final-norm hidden state of the last position, (B, C), or of position last[b] in row b (right-padded
         prompts of different lengths)."""
         freqs = rotary_freqs(self.inv_freq, positions)
-        if isinstance(attn_mask, PrefixMask):  # the per-row kernel, or else one additive mask for all layers
-            q_shape = (x.shape[0], self.cfg.n_heads, x.shape[1], self.cfg.head_dim)
-            attn_mask = (RowLengths(attn_mask.lengths) if kernel_applies(q_shape, x.device, x.dtype) else
-                         prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype))
-        elif attn_mask is not None:  # one additive mask per step, shared by all layers
-            attn_mask = torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
+        q_shape = (x.shape[0], self.cfg.n_heads, x.shape[1], self.cfg.head_dim)
+        attn_mask = layer_mask(attn_mask, q_shape, x)  # built once, shared by all layers
         for i, layer in enumerate(self.tfmr.layers):
             x = layer(x, freqs, k_cache[i], v_cache[i], positions, attn_mask)
         return self.tfmr.norm(x[:, -1] if last is None else x[torch.arange(x.shape[0], device=x.device), last])

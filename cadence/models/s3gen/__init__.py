@@ -31,12 +31,19 @@ class S3GenConfig:
         return cls()
 
     @classmethod
-    def tiny(cls) -> "S3GenConfig":
+    def tiny(cls, meanflow: bool = False) -> "S3GenConfig":
         flow = FlowConfig(encoder=FlowEncoderConfig(dim=512, heads=8, ffn_dim=128, n_blocks=1, n_up_blocks=1),
-                          estimator=EstimatorConfig(channels=64, n_blocks=1, n_mid=1, heads=2, head_dim=16))
+                          estimator=EstimatorConfig(channels=64, n_blocks=1, n_mid=1, heads=2, head_dim=16,
+                                                    meanflow=meanflow),
+                          n_timesteps=2 if meanflow else 10)
         hift = HiFTConfig(base_channels=32, f0_channels=32)
         tok = S3TokenizerConfig(dim=64, heads=2, n_layers=1)
         return cls(flow=flow, hift=hift, tokenizer=tok)
+
+    @classmethod
+    def meanflow(cls) -> "S3GenConfig":
+        """Turbo's `s3gen_meanflow`: the same networks, a meanflow estimator solved in 2 steps."""
+        return cls(flow=FlowConfig(estimator=EstimatorConfig(meanflow=True), n_timesteps=2))
 
 
 def trim_fade(n_samples: int = S3GEN_SR // 50) -> torch.Tensor:

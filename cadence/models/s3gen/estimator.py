@@ -20,6 +20,7 @@ class EstimatorConfig:
     n_mid: int = 12
     heads: int = 8
     head_dim: int = 64
+    meanflow: bool = False  # Turbo's distilled estimator: takes a start and an end time (t, r)
 
 
 class CausalConv1d(nn.Conv1d):
@@ -129,6 +130,8 @@ class ConditionalDecoder(nn.Module):
         self.cfg = cfg
         c, time_dim = cfg.channels, cfg.channels * 4
         self.time_mlp = TimestepMLP(cfg.in_channels, time_dim)
+        # IntMeanFlow's time mixer (arXiv 2510.07979 §3.3): one embedding of (t, r) from the two time embeddings.
+        self.time_embed_mixer = nn.Linear(2 * time_dim, time_dim, bias=False) if cfg.meanflow else None
 
         def stage(cin):
             return [CausalResnetBlock(cin, c, time_dim),
@@ -147,9 +150,18 @@ class ConditionalDecoder(nn.Module):
             x = block(x, bias)
         return x.transpose(1, 2)
 
-    def forward(self, x, mask, mu, t, spks, cond):
-        """x, mu, cond (B, 80, T); mask (B, 1, T); t (B,); spks (B, 80) -> velocity (B, 80, T)."""
+    def time_embedding(self, t: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
+        """t (B,) -> (B, 4C); a meanflow estimator mixes in the end time r (B,) too."""
         t_emb = self.time_mlp(sinusoidal_time(t, self.cfg.in_channels).to(t.dtype))
+        if self.time_embed_mixer is None:
+            return t_emb
+        r_emb = self.time_mlp(sinusoidal_time(r, self.cfg.in_channels).to(r.dtype))
+        return self.time_embed_mixer(torch.cat((t_emb, r_emb), dim=1))
+
+    def forward(self, x, mask, mu, t, spks, cond, r=None):
+        """x, mu, cond (B, 80, T); mask (B, 1, T); t (B,); spks (B, 80); r (B,) the step's end time (meanflow
+        only) -> velocity (B, 80, T)."""
+        t_emb = self.time_embedding(t, r)
         x = torch.cat((x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond), dim=1)
         bias = ((1.0 - mask.to(x.dtype)) * -1.0e10)[:, None]  # (B, 1, 1, T)
         resnet, blocks, down = self.down_blocks[0]

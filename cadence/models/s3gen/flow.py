@@ -61,6 +61,28 @@ class CFMDecoder(nn.Module):
         return x + (r - t) * ((1.0 + rate) * v[:B] - rate * v[B:])
 
 
+class MeanFlowDecoder(CFMDecoder):
+    """Turbo's distilled CFM: a linear time grid (2 steps by default), each Euler step from t to r with one
+    estimator pass that is told both times, and no classifier-free guidance (it was distilled with it)."""
+
+    def solve(self, noise, mu, mask, spks, cond, n_steps: int):
+        t_grid = torch.linspace(0, 1, n_steps + 1, device=mu.device, dtype=torch.float32).to(mu.dtype)
+        x = noise
+        for i in range(n_steps):
+            x = self.step(x, t_grid[i:i + 1], t_grid[i + 1:i + 2], mu, mask, spks, cond)
+        return x
+
+    @staticmethod
+    def guided_inputs(mu, mask, spks, cond):
+        """No CFG: the inputs as they are."""
+        return mu, mask, spks, cond
+
+    def step(self, x, t, r, mu, mask, spks, cond):
+        """One Euler step of x (B, 80, T) from time t to r ((1,) tensors)."""
+        B = x.shape[0]
+        return x + (r - t) * self.estimator(x, mask, mu, t.expand(B), spks, cond, r.expand(B))
+
+
 class CausalFlow(nn.Module):
     def __init__(self, cfg: FlowConfig):
         super().__init__()
@@ -69,7 +91,7 @@ class CausalFlow(nn.Module):
         self.spk_embed_affine_layer = nn.Linear(cfg.spk_dim, cfg.mel_dim)
         self.encoder = UpsampleConformerEncoder(cfg.encoder)
         self.encoder_proj = nn.Linear(cfg.encoder.dim, cfg.mel_dim)
-        self.decoder = CFMDecoder(cfg)
+        self.decoder = (MeanFlowDecoder if cfg.estimator.meanflow else CFMDecoder)(cfg)
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor, finalize: bool = True):
         """tokens (B, T) prompt+new speech tokens, lengths (B,) -> mu (B, 80, 2T'), mask (B, 1, 2T').

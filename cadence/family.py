@@ -1,0 +1,85 @@
+"""The model families of Chatterbox, each described once: its files, hub repo, server model ids, T3 and its
+sampling knobs. A checkpoint's family is detected from the files it holds; everything that differs between
+families is read from here (and from each family's model files), never branched on through the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .models.s3gen import S3GenConfig
+from .models.t3 import T3, T3Config
+from .models.t3_turbo import T3Turbo, T3TurboConfig
+
+# The paralinguistic tags of Turbo's tokenizer: 9 event tags and 10 style tags, added after GPT-2's 50,257
+# BPE ids. A real checkpoint's own tokenizer files decide the ids; random checkpoints use this order.
+TURBO_TAGS = ("[clear throat]", "[sigh]", "[shush]", "[cough]", "[groan]", "[sniff]", "[gasp]", "[chuckle]",
+              "[laugh]", "[angry]", "[fear]", "[surprised]", "[whispering]", "[advertisement]", "[dramatic]",
+              "[narration]", "[crying]", "[happy]", "[sarcastic]")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What one family of checkpoints is. `unused_knobs` are sampling knobs the family's model does not have:
+    a caller that sets one explicitly is refused, never silently ignored."""
+
+    name: str
+    model_ids: tuple[str, ...]  # the ids the server lists under /v1/models
+    hub_repo: str
+    t3_file: str
+    s3gen_file: str
+    tokenizer_files: tuple[str, ...]  # all of them, or (for Turbo) any one of the accepted forms
+    t3_class: type
+    t3_config: T3Config | T3TurboConfig
+    t3_tiny_config: T3Config | T3TurboConfig
+    s3gen_config: S3GenConfig
+    s3gen_tiny_config: S3GenConfig
+    cfg_pair: bool  # T3 decodes a conditional/unconditional pair
+    defaults: dict  # SamplingParams defaults of this family's reference `generate()`
+    unused_knobs: tuple[str, ...]
+    silence_tokens: int  # S3GEN_SIL tokens appended to T3's output before S3Gen
+    min_voice_seconds: float  # shortest reference recording the family's conditioning accepts
+
+    def build_t3(self, tiny: bool):
+        return self.t3_class(self.t3_tiny_config if tiny else self.t3_config)
+
+    def s3gen(self, tiny: bool) -> S3GenConfig:
+        return self.s3gen_tiny_config if tiny else self.s3gen_config
+
+
+ENGLISH = ModelFamily(
+    name="english", model_ids=("chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
+    hub_repo="ResembleAI/chatterbox", t3_file="t3_cfg.safetensors", s3gen_file="s3gen.safetensors",
+    tokenizer_files=("tokenizer.json",), t3_class=T3, t3_config=T3Config.english(),
+    t3_tiny_config=T3Config.tiny(), s3gen_config=S3GenConfig.english(), s3gen_tiny_config=S3GenConfig.tiny(),
+    cfg_pair=True,
+    defaults=dict(temperature=0.8, cfg_weight=0.5, exaggeration=0.5, repetition_penalty=1.2, min_p=0.05,
+                  top_p=1.0, top_k=0),
+    unused_knobs=(), silence_tokens=0, min_voice_seconds=0.0)
+
+TURBO = ModelFamily(
+    name="turbo", model_ids=("chatterbox-turbo", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
+    hub_repo="ResembleAI/chatterbox-turbo", t3_file="t3_turbo_v1.safetensors",
+    s3gen_file="s3gen_meanflow.safetensors", tokenizer_files=("vocab.json", "merges.txt"),
+    t3_class=T3Turbo, t3_config=T3TurboConfig.turbo(), t3_tiny_config=T3TurboConfig.tiny(),
+    s3gen_config=S3GenConfig.meanflow(), s3gen_tiny_config=S3GenConfig.tiny(meanflow=True), cfg_pair=False,
+    defaults=dict(temperature=0.8, top_k=1000, top_p=0.95, repetition_penalty=1.2),
+    unused_knobs=("cfg_weight", "min_p", "exaggeration"), silence_tokens=3, min_voice_seconds=5.0)
+
+FAMILIES = {f.name: f for f in (ENGLISH, TURBO)}
+
+
+def family_named(name: str) -> ModelFamily:
+    """`english` or `turbo` -> its description; anything else is a ValueError naming the choices."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}: choose one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def detect_family(path: Path) -> ModelFamily:
+    """The family of a checkpoint directory, from the T3 file it holds."""
+    for family in FAMILIES.values():
+        if (Path(path) / family.t3_file).is_file():
+            return family
+    names = ", ".join(f.t3_file for f in FAMILIES.values())
+    raise ValueError(f"{path} holds no Chatterbox T3 file (looked for {names})")
