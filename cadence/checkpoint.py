@@ -12,13 +12,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .family import ENGLISH, FAMILIES, ModelFamily, detect_family
 from .models.s3gen import S3Gen, S3GenConfig
-from .models.t3 import T3, T3Config
+from .models.t3 import T3Config
+from .models.t3_turbo import T3TurboConfig
 from .models.voice_encoder import VoiceEncoder
 
-HUB_REPO = "ResembleAI/chatterbox"
-FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
-OPTIONAL_FILES = ("conds.pt",)
+HUB_REPO = ENGLISH.hub_repo
+# Optional files of every family: the built-in voice, and the configs of GPT-2's tokenizer files.
+OPTIONAL_FILES = ("conds.pt", "tokenizer.json", "added_tokens.json", "special_tokens_map.json",
+                  "tokenizer_config.json")
+
+
+def family_files(family: ModelFamily) -> tuple[str, ...]:
+    """The files a checkpoint of this family must hold."""
+    return ("ve.safetensors", family.t3_file, family.s3gen_file, *family.tokenizer_files)
 
 
 # Tensors the checkpoint stores apart that Cadence multiplies as one: packed name -> official parts, in order.
@@ -78,38 +86,48 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    t3: T3Config
+    t3: T3Config | T3TurboConfig
     s3gen: S3GenConfig
+    family: ModelFamily = ENGLISH
+
+    @classmethod
+    def of(cls, family: ModelFamily, tiny: bool = False) -> "ModelConfig":
+        return cls(family.t3_tiny_config if tiny else family.t3_config, family.s3gen(tiny), family)
 
     @classmethod
     def english(cls) -> "ModelConfig":
-        return cls(T3Config.english(), S3GenConfig.english())
+        return cls.of(ENGLISH)
 
     @classmethod
     def tiny(cls) -> "ModelConfig":
-        return cls(T3Config.tiny(), S3GenConfig.tiny())
+        return cls.of(ENGLISH, tiny=True)
 
 
 def resolve(model: str | os.PathLike) -> Path:
     """A local directory in the official layout, or a hub repo id downloaded through huggingface_hub."""
     path = Path(model).expanduser()
     if path.is_dir():
-        missing = [f for f in FILES if not (path / f).is_file()]
+        try:
+            family = detect_family(path)
+        except ValueError as exc:
+            raise CheckpointError(f"{path} is not a Chatterbox checkpoint: {exc}") from exc
+        missing = [f for f in family_files(family) if not (path / f).is_file()]
         if missing:
-            raise CheckpointError(f"{path} is not a Chatterbox checkpoint: missing {', '.join(missing)}")
+            raise CheckpointError(f"{path} is not a Chatterbox {family.name} checkpoint: missing {', '.join(missing)}")
         return path
     text = str(model)
     if text.startswith((".", "/", "~")) or text.count("/") != 1 or os.sep != "/" and os.sep in text:
         raise CheckpointError(f"checkpoint directory {path} does not exist")
+    family = next((f for f in FAMILIES.values() if f.hub_repo == text), ENGLISH)
     try:
         from huggingface_hub import hf_hub_download
         local = None
-        for name in FILES:
-            local = hf_hub_download(repo_id=str(model), filename=name)
+        for name in family_files(family):
+            local = hf_hub_download(repo_id=str(model), filename=name, token=os.environ.get("HF_TOKEN") or None)
         for name in OPTIONAL_FILES:
             try:
-                hf_hub_download(repo_id=str(model), filename=name)
-            except Exception:  # noqa: BLE001 - the default voice is optional
+                hf_hub_download(repo_id=str(model), filename=name, token=os.environ.get("HF_TOKEN") or None)
+            except Exception:  # noqa: BLE001 - these files are optional
                 pass
     except Exception as exc:  # noqa: BLE001 - network, auth and offline errors all end here
         raise CheckpointError(
@@ -153,9 +171,9 @@ def load_weights(module: nn.Module, path: Path) -> None:
     module.load_state_dict(pack_state(module, state), strict=True, assign=True)
 
 
-def build(cfg: ModelConfig) -> tuple[T3, S3Gen, VoiceEncoder]:
+def build(cfg: ModelConfig) -> tuple[nn.Module, S3Gen, VoiceEncoder]:
     with torch.device("meta"):
-        t3, s3gen, ve = T3(cfg.t3), S3Gen(cfg.s3gen), VoiceEncoder()
+        t3, s3gen, ve = cfg.family.t3_class(cfg.t3), S3Gen(cfg.s3gen), VoiceEncoder()
     return t3, s3gen, ve
 
 
@@ -184,19 +202,24 @@ def load_models(path: Path, cfg: ModelConfig | None = None):
     cfg = cfg or detect_config(path)
     t3, s3gen, ve = build(cfg)
     load_weights(ve, path / "ve.safetensors")
-    load_weights(t3, path / "t3_cfg.safetensors")
-    load_weights(s3gen, path / "s3gen.safetensors")
+    load_weights(t3, path / cfg.family.t3_file)
+    load_weights(s3gen, path / cfg.family.s3gen_file)
     for m in (t3, s3gen, ve):
         _materialise_buffers(m, "cpu")
     return t3, s3gen, ve, cfg
 
 
 def detect_config(path: Path) -> ModelConfig:
-    """The official files are the full-size English model; our tiny test checkpoints say so in metadata."""
+    """The family from the files held; the official files are full size, our tiny test checkpoints say so
+    in their metadata."""
     from safetensors import safe_open
-    with safe_open(str(path / "t3_cfg.safetensors"), "pt") as f:
+    try:
+        family = detect_family(path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+    with safe_open(str(path / family.t3_file), "pt") as f:
         meta = f.metadata() or {}
-    return ModelConfig.tiny() if meta.get("cadence_config") == "tiny" else ModelConfig.english()
+    return ModelConfig.of(family, tiny=meta.get("cadence_config") == "tiny")
 
 
 # --- random-weight checkpoints -----------------------------------------------------------------
@@ -242,7 +265,8 @@ def fingerprint(path: Path) -> str:
     """A cheap identity of a checkpoint's weights: each file's size, safetensors header and first and last MiB.
     Voices remember it, so a voice prepared by other weights is never silently used."""
     h = hashlib.sha256()
-    for name in ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors"):
+    family = detect_family(path)
+    for name in ("ve.safetensors", family.t3_file, family.s3gen_file):
         p = Path(path) / name
         size = p.stat().st_size
         h.update(f"{name}:{size}".encode())

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_parser import CliError, build_parser
+from .cli_parser import DEFAULT_MODEL, CliError, build_parser
 from .sampling_params import SamplingParams
 
 def _say(args) -> None:
@@ -32,7 +32,8 @@ def _say(args) -> None:
     knobs = dict(exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
                  repetition_penalty=args.repetition_penalty, min_p=args.min_p, top_p=args.top_p, top_k=args.top_k,
                  max_new_tokens=args.max_new_tokens)
-    params = SamplingParams(**knobs, seed=args.seed)
+    knobs = {k: v for k, v in knobs.items() if v is not None}  # unset: the loaded family's default
+    SamplingParams(**knobs, seed=args.seed)  # ranges checked before the model loads
     if args.voice and args.voice_audio:
         raise CliError("give either --voice or --voice-audio, not both")
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
@@ -50,7 +51,7 @@ def _say(args) -> None:
               f"{info['wall_s']:.1f} s, seed {info['seed']})")
         return
     from .audio.encode import encode_all
-    audio = tts.generate(text, voice=voice, params=params)
+    audio = tts.generate(text, voice=voice, params=SamplingParams.for_family(tts.family, **knobs, seed=args.seed))
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(encode_all(audio.samples, fmt, audio.sample_rate))
     os.replace(tmp, out)
@@ -115,6 +116,23 @@ def _check_bench_counts(args) -> None:
     """The offline bench's counts (plain or per plan): each run needs at least one repeat and one token."""
     if args.repeats < 1 or args.short_tokens < 1 or args.long_tokens < 1 or args.consecutive < 0:
         raise CliError("--repeats, --short-tokens and --long-tokens must be positive, --consecutive 0 or more")
+
+
+def _check_bench_family(args) -> None:
+    """--family picks the family's hub repo when no --model is given, and must match the one that is."""
+    from .checkpoint import CheckpointError, resolve
+    from .family import detect_family, family_named
+    if args.family is None:
+        return
+    family = family_named(args.family)
+    if args.model == DEFAULT_MODEL:
+        args.model = family.hub_repo
+    try:
+        found = detect_family(resolve(args.model))
+    except (CheckpointError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if found is not family:
+        raise CliError(f"--family {family.name}, but {args.model} is a Chatterbox {found.name} checkpoint")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from .bench.offline import BenchOptions, run_bench
             _check_bench_counts(args)
+            _check_bench_family(args)
             opt = BenchOptions(model=args.model, device=args.device, voice_audio=args.voice_audio,
                                reference=args.reference, repeats=args.repeats, short_tokens=args.short_tokens,
                                long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager,
                                compile=args.compile or None, vocoder_dtype=args.vocoder_dtype,
-                               memory_plan=args.memory_plan, consecutive=args.consecutive)
+                               memory_plan=args.memory_plan, consecutive=args.consecutive, watermark=args.watermark)
             result = run_bench(opt, args.out_json, args.out_md)
             if args.fidelity:
                 import json
@@ -226,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             tts = TTS.from_dir(args.dir, device=args.device, watermark=False, memory_plan="int8", dtype="bfloat16")
             print(f"wrote {tts.save_quantized()}")
         elif args.command == "checkpoint" and args.action == "random":
-            from .random_checkpoint import make_random_checkpoint
-            path = make_random_checkpoint(args.dir, seed=args.seed, tiny=args.tiny)
-            print(f"wrote random {'tiny' if args.tiny else 'full-size'} checkpoint to {path}")
+            from .random_checkpoint import make_random_checkpoint, make_random_turbo_checkpoint
+            make = make_random_turbo_checkpoint if args.family == "turbo" else make_random_checkpoint
+            path = make(args.dir, seed=args.seed, tiny=args.tiny)
+            print(f"wrote random {'tiny' if args.tiny else 'full-size'} {args.family} checkpoint to {path}")
     except (CliError, ValueError, FileNotFoundError, PermissionError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"cadence: error: {msg}", file=sys.stderr)

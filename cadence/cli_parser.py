@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from .family import ENGLISH, FAMILIES, TURBO, TURBO_TAGS
 from .sampling_params import SamplingParams
 
 DEFAULT_MODEL = os.environ.get("CADENCE_MODEL", "ResembleAI/chatterbox")
@@ -36,22 +37,33 @@ def _add_stream_context(p: argparse.ArgumentParser, default) -> None:
 
 
 def _add_knobs(p: argparse.ArgumentParser) -> None:
-    d = SamplingParams()
-    p.add_argument("--exaggeration", type=float, default=None, help="emotion intensity 0..2 (default: the voice's)")
-    p.add_argument("--cfg-weight", type=float, default=d.cfg_weight, help="classifier-free guidance weight")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
-    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="repetition penalty >= 1")
-    p.add_argument("--min-p", type=float, default=d.min_p, help="min-p filter (0 disables)")
-    p.add_argument("--top-p", type=float, default=d.top_p, help="nucleus filter (1 disables)")
-    p.add_argument("--top-k", type=int, default=d.top_k, help="top-k filter (0 disables)")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="speech-token limit (25 = 1 s)")
+    """The sampling knobs, unset by default: the loaded model's family fills its own defaults (original
+    model / Turbo), and refuses a knob its model does not have."""
+    e, t = ENGLISH.defaults, TURBO.defaults
+    p.add_argument("--exaggeration", type=float, default=None,
+                   help="emotion intensity 0..2 (default: the voice's; not a Turbo knob)")
+    p.add_argument("--cfg-weight", type=float, default=None,
+                   help=f"classifier-free guidance weight (default {e['cfg_weight']}; not a Turbo knob)")
+    p.add_argument("--temperature", type=float, default=None, help=f"sampling temperature (default {e['temperature']})")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help=f"repetition penalty >= 1 (default {e['repetition_penalty']})")
+    p.add_argument("--min-p", type=float, default=None,
+                   help=f"min-p filter, 0 disables (default {e['min_p']}; not a Turbo knob)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help=f"nucleus filter, 1 disables (default {e['top_p']}; Turbo {t['top_p']})")
+    p.add_argument("--top-k", type=int, default=None,
+                   help=f"top-k filter, 0 disables (default {e['top_k']}; Turbo {t['top_k']})")
+    p.add_argument("--max-new-tokens", type=int, default=SamplingParams().max_new_tokens,
+                   help="speech-token limit (25 = 1 s)")
     p.add_argument("--seed", type=int, default=None, help="random seed for a reproducible result")
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cadence", description="Fast Chatterbox text-to-speech.")
     sub = ap.add_subparsers(dest="command", required=True)
-    say = sub.add_parser("say", help="synthesize text to a WAV file")
+    say = sub.add_parser("say", help="synthesize text to a WAV file",
+                         epilog="Chatterbox Turbo reads paralinguistic tags in the text, each one token: "
+                                + " ".join(TURBO_TAGS) + '. Example: "Well [laugh] that was fun."')
     say.add_argument("text", nargs="?", help="the text to speak (or --file)")
     say.add_argument("--file", help="a text file of any length: split into chunks, rendered together, resumable")
     say.add_argument("-o", "--output", required=True, help="output path; format from the extension "
@@ -77,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
     b.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     b.add_argument("--voice-audio", help="reference recording (default: a built-in synthetic 10 s clip)")
-    b.add_argument("--reference", action="store_true", help="also run chatterbox-tts side by side")
+    b.add_argument("--reference", action="store_true", help="also run chatterbox-tts side by side (the same family)")
+    b.add_argument("--family", choices=sorted(FAMILIES), default=None,
+                   help="the model family to measure: without --model, its hub repo; with one, checked against it")
+    b.add_argument("--watermark", action="store_true", help="apply the Perth watermark (counted in total and RTF)")
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--short-tokens", type=int, default=75, help="short clip: T3 tokens (75 = 3 s)")
     b.add_argument("--long-tokens", type=int, default=750, help="long clip: T3 tokens (750 = 30 s)")
@@ -148,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     rnd = cks.add_parser("random", help="write a random-weight checkpoint in the official layout")
     rnd.add_argument("dir", help="output directory")
     rnd.add_argument("--tiny", action="store_true", help="a tiny configuration of the same architecture")
+    rnd.add_argument("--family", default="english", choices=sorted(FAMILIES),
+                     help="which model's layout: english (ResembleAI/chatterbox) or turbo (ResembleAI/chatterbox-turbo)")
     rnd.add_argument("--seed", type=int, default=0)
     qz = cks.add_parser("quantize", help="save the int8 T3 next to the checkpoint for faster int8 loads")
     qz.add_argument("dir", help="checkpoint directory")

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .models.s3gen import S3GenConfig
 from .models.t3 import T3, T3Config
 from .models.t3_turbo import T3Turbo, T3TurboConfig
+from .text.normalize import normalize_text, normalize_turbo_text
+from .text.tokenizer import TextTokenizer
+from .text.turbo_tokenizer import TurboTokenizer
 
 # The paralinguistic tags of Turbo's tokenizer: 9 event tags and 10 style tags, added after GPT-2's 50,257
 # BPE ids. A real checkpoint's own tokenizer files decide the ids; random checkpoints use this order.
@@ -39,6 +43,10 @@ class ModelFamily:
     unused_knobs: tuple[str, ...]
     silence_tokens: int  # S3GEN_SIL tokens appended to T3's output before S3Gen
     min_voice_seconds: float  # shortest reference recording the family's conditioning accepts
+    voice_t3_seconds: int  # how much of the reference T3's prompt tokens are taken from
+    voice_lufs: float | None  # loudness the reference is normalised to before preparation (None: as it is)
+    normalize: Callable[[str], str]  # the text clean-up before tokenising
+    load_tokenizer: Callable[[Path], object]  # checkpoint directory -> tokenizer with encode(text) -> ids
 
     def build_t3(self, tiny: bool):
         return self.t3_class(self.t3_tiny_config if tiny else self.t3_config)
@@ -55,7 +63,8 @@ ENGLISH = ModelFamily(
     cfg_pair=True,
     defaults=dict(temperature=0.8, cfg_weight=0.5, exaggeration=0.5, repetition_penalty=1.2, min_p=0.05,
                   top_p=1.0, top_k=0),
-    unused_knobs=(), silence_tokens=0, min_voice_seconds=0.0)
+    unused_knobs=(), silence_tokens=0, min_voice_seconds=1.0, voice_t3_seconds=6, voice_lufs=None,
+    normalize=normalize_text, load_tokenizer=lambda d: TextTokenizer(Path(d) / "tokenizer.json"))
 
 TURBO = ModelFamily(
     name="turbo", model_ids=("chatterbox-turbo", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
@@ -63,8 +72,9 @@ TURBO = ModelFamily(
     s3gen_file="s3gen_meanflow.safetensors", tokenizer_files=("vocab.json", "merges.txt"),
     t3_class=T3Turbo, t3_config=T3TurboConfig.turbo(), t3_tiny_config=T3TurboConfig.tiny(),
     s3gen_config=S3GenConfig.meanflow(), s3gen_tiny_config=S3GenConfig.tiny(meanflow=True), cfg_pair=False,
-    defaults=dict(temperature=0.8, top_k=1000, top_p=0.95, repetition_penalty=1.2),
-    unused_knobs=("cfg_weight", "min_p", "exaggeration"), silence_tokens=3, min_voice_seconds=5.0)
+    defaults=dict(temperature=0.8, top_k=1000, top_p=0.95, repetition_penalty=1.2, cfg_weight=0.0, min_p=0.0),
+    unused_knobs=("cfg_weight", "min_p", "exaggeration"), silence_tokens=3, min_voice_seconds=5.0,
+    voice_t3_seconds=15, voice_lufs=-27.0, normalize=normalize_turbo_text, load_tokenizer=TurboTokenizer)
 
 FAMILIES = {f.name: f for f in (ENGLISH, TURBO)}
 

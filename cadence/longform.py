@@ -59,7 +59,7 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     if voice is None:
         raise ValueError("no voice: this checkpoint has no conds.pt; pass --voice or --voice-audio")
     seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 2) if seed is None else seed
-    SamplingParams(**knobs)  # validate once, before any work
+    SamplingParams.for_family(tts.family, **knobs)  # validate once, before any work
     parts = Path(str(out) + ".parts")
     key = hashlib.sha256(json.dumps([chunks, seed, sorted(knobs.items()), tts.fingerprint], default=str)
                          .encode()).hexdigest()
@@ -69,7 +69,7 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     parts.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps({"key": key, "chunks": len(chunks)}))
     done = {i for i in range(len(chunks)) if (parts / f"{i:05d}.wav").is_file()}
-    handles = {i: tts.submit(Request(chunks[i], voice, SamplingParams(**{**knobs, "seed": seed + i})))
+    handles = {i: tts.submit(Request(chunks[i], voice, SamplingParams.for_family(tts.family, **{**knobs, "seed": seed + i})))
                for i in range(len(chunks)) if i not in done}
     t0, audio_s = time.perf_counter(), 0.0
     for n, (i, h) in enumerate(handles.items(), 1):

@@ -118,10 +118,7 @@ def make_random_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = Fals
     _save_s3gen(s3gen, out / "s3gen.safetensors", seed + 2, meta)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(cfg.t3.text_vocab), ensure_ascii=False))
     if with_conds:
-        from .tts import TTS
-        tts = TTS.from_dir(out, device="cpu", watermark=False)
-        voice = tts.prepare_voice(synthetic_voice(), sample_rate=24000)
-        voice.save_conds_pt(out / "conds.pt")
+        _write_default_voice(out)
     return out
 
 
@@ -153,7 +150,8 @@ def gpt2_tokenizer_files(out: Path) -> None:
          "unk_token": eos, "add_prefix_space": False}))
 
 
-def make_random_turbo_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = False) -> Path:
+def make_random_turbo_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = False,
+                                 with_conds: bool = True) -> Path:
     """Write Turbo's ve.safetensors, t3_turbo_v1.safetensors, s3gen_meanflow.safetensors and GPT-2 tokenizer
     files, random by seed."""
     from .family import TURBO
@@ -168,4 +166,13 @@ def make_random_turbo_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool 
     save_file(random_state(t3, seed + 1), str(out / TURBO.t3_file), metadata=meta)
     _save_s3gen(s3gen, out / TURBO.s3gen_file, seed + 2, meta)
     gpt2_tokenizer_files(out)
+    if with_conds:
+        _write_default_voice(out)
     return out
+
+
+def _write_default_voice(out: Path) -> None:
+    """conds.pt: the synthetic test voice prepared by the checkpoint itself, as the built-in voice."""
+    from .tts import TTS
+    tts = TTS.from_dir(out, device="cpu", watermark=False)
+    tts.prepare_voice(synthetic_voice(), sample_rate=24000).save_conds_pt(out / "conds.pt")

@@ -56,6 +56,27 @@ class SamplingParams:
               f"seed must be a non-negative integer, got {self.seed!r}")
 
     @classmethod
+    def for_family(cls, family, **knobs) -> "SamplingParams":
+        """The knobs a caller set (None = unset) over the model family's defaults (Turbo: temperature 0.8,
+        top_k 1000, top_p 0.95, repetition_penalty 1.2). A knob the family's model does not have (Turbo:
+        cfg_weight, min_p, exaggeration) is refused when set, never silently ignored."""
+        cls.check_names(knobs)
+        given = {k: v for k, v in knobs.items() if v is not None}
+        unused = sorted(set(given) & set(family.unused_knobs))
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: not a knob of Chatterbox {family.name} (its model has no "
+                             f"{'/'.join(unused)}); leave {'it' if len(unused) == 1 else 'them'} unset")
+        return cls(**{**family.defaults, **given})
+
+    def check_family(self, family) -> None:
+        """ValueError if these params use a knob the family's model does not have (a non-neutral value)."""
+        neutral = {"cfg_weight": 0.0, "min_p": 0.0, "exaggeration": None}
+        used = [k for k in family.unused_knobs if getattr(self, k) != neutral[k]]
+        if used:
+            raise ValueError(f"{', '.join(used)}: not a knob of Chatterbox {family.name}; build the params with "
+                             f"SamplingParams.for_family or set {'/'.join(used)} to {neutral[used[0]]}")
+
+    @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 

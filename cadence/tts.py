@@ -14,6 +14,7 @@ from . import watermark as wm
 from .audio.io import read_audio
 from .checkpoint import HUB_REPO, fingerprint, load_models, resolve
 from .config import EngineConfig
+from .family import ENGLISH, ModelFamily
 from .engine.audio_runner import AudioRunner
 from .engine.graphed import GraphedForward
 from .engine.rng import RequestRNG
@@ -22,10 +23,10 @@ from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, 
 from .memory.lease import OnDemand
 from .memory.placement import apply_placement, compile_regions
 from .models.s3gen import S3GEN_SR
+
+SILENCE_TOKEN = 4299  # S3Gen's silence token (the reference's S3GEN_SIL)
 from .outputs import Audio
 from .sampling_params import SamplingParams
-from .text.normalize import normalize_text
-from .text.tokenizer import TextTokenizer
 from .tts_engine import EngineAPI
 from .voices.cache import VoiceCache
 from .voices.library import VoiceLibrary
@@ -55,9 +56,11 @@ class TTS(EngineAPI):
     >>> audio = tts.generate("Hello there.", voice=voice, seed=1)
     """
 
-    def __init__(self, t3, s3gen, ve, tokenizer: TextTokenizer, device: torch.device, default_voice: Voice | None,
-                 watermark: bool = True, model_dir: Path | None = None, config: EngineConfig | None = None):
+    def __init__(self, t3, s3gen, ve, tokenizer, device: torch.device, default_voice: Voice | None,
+                 watermark: bool = True, model_dir: Path | None = None, config: EngineConfig | None = None,
+                 family: ModelFamily = ENGLISH):
         self.t3, self.s3gen, self.ve = t3, s3gen, ve
+        self.family = family
         self.tokenizer = tokenizer
         self.device = device
         self.default_voice = default_voice
@@ -96,17 +99,19 @@ class TTS(EngineAPI):
         prep = torch.device("cpu") if on_demand or config.prepare_device == "cpu" else (
             dev if config.prepare_device == "auto" else pick_device(config.prepare_device))
         plan, _ = config.resolve_plan(dev)
-        t3, s3gen, ve, _ = load_models(path)
+        t3, s3gen, ve, model_cfg = load_models(path)
+        family = model_cfg.family
         # Offloaded stages are placed on the CPU and lent to the GPU per request: never all on the GPU at once.
         stage_dev = torch.device("cpu") if plan.offload else dev
         apply_placement(t3, s3gen, ve, stage_dev, plan.t3_dtype, plan.vocoder_dtype, prep, flow_dtype=plan.flow_dtype)
         if plan.t3_int8 and not load_int8_into(t3, path / QUANT_FILE, fingerprint(path), plan.t3_dtype):
             quantize_int8_(t3, plan.t3_dtype, t3_int8_targets)
-        tokenizer = TextTokenizer(path / "tokenizer.json")
+        tokenizer = family.load_tokenizer(path)
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
         if plan.compile:
             compile_regions(t3, s3gen)
-        tts = cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path, config=config)
+        tts = cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path, config=config,
+                  family=family)
         if plan.offload:  # the two stages take turns on the GPU; weights wait in pinned CPU memory, and each
             # stage's later parts are still in transfer while its first ones compute
             tts._stage_leases = (OnDemand([t3], dev, pipeline=list(t3.tfmr.layers)),
@@ -114,7 +119,8 @@ class TTS(EngineAPI):
         if on_demand:  # the preparation encoders visit the GPU only while a voice is being prepared
             tts._prep_lease = OnDemand([s3gen.tokenizer, s3gen.speaker_encoder, ve], dev)
         if tts.t3_runner.use_graphs and not plan.offload:
-            tts.t3_runner.graph_decoder(2, 1024)  # capture the common case at load, not on the first request
+            # capture the common case at load, not on the first request
+            tts.t3_runner.graph_decoder(2 if family.cfg_pair else 1, 1024)
         return tts
 
     @classmethod
@@ -135,8 +141,10 @@ class TTS(EngineAPI):
             wav, sr = np.asarray(audio, dtype=np.float32), int(sample_rate)
         def run() -> Voice:
             with self._prep_lease or contextlib.nullcontext():
+                f = self.family
                 return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration,
-                                     self._speaker_encoder)
+                                     self._speaker_encoder, t3_prompt_seconds=f.voice_t3_seconds,
+                                     target_lufs=f.voice_lufs, min_seconds=f.min_voice_seconds)
         if self._engine is not None and not self._engine.on_gpu_thread():
             # The engine's GPU thread runs it between decode steps: lending the encoders to the GPU and their
             # graphs must not race the engine's CUDA graphs (e.g. a server re-preparing a library voice).
@@ -193,14 +201,14 @@ class TTS(EngineAPI):
         if not isinstance(text, str):
             raise ValueError(f"text must be a string, got {type(text).__name__}")
         c = self.t3.cfg
-        ids = self.tokenizer.encode(normalize_text(text))
-        if len(ids) + 2 > c.max_text_tokens:
-            raise ValueError(f"text is too long: {len(ids)} tokens (at most {c.max_text_tokens - 2} per request)")
+        ids = self.tokenizer.encode(self.family.normalize(text))
+        framing = len(self.t3.frame_text([]))
+        if len(ids) + framing > c.max_text_tokens:
+            raise ValueError(f"text is too long: {len(ids)} tokens (at most {c.max_text_tokens - framing} per request)")
         return ids
 
     def text_tokens(self, text: str) -> torch.Tensor:
-        c = self.t3.cfg
-        return torch.tensor([c.start_text, *self.text_ids(text), c.stop_text], device=self.device)
+        return torch.tensor(self.t3.frame_text(self.text_ids(text)), device=self.device)
 
     def generate(self, text: str, voice: Voice | None = None, *, params: SamplingParams | None = None,
                  watermark: bool | None = None, speech_tokens_only: bool = False, **knobs) -> Audio:
@@ -208,8 +216,8 @@ class TTS(EngineAPI):
         repetition_penalty, min_p, top_p, top_k, max_new_tokens, seed), given directly or as `params`.
         `speech_tokens_only` masks T3 ids that are neither speech tokens nor EOS (benchmarks on random
         weights use it to keep every generated token)."""
-        SamplingParams.check_names(knobs)
-        params = params or SamplingParams(**knobs)
+        params = params or SamplingParams.for_family(self.family, **knobs)
+        params.check_family(self.family)
         if params.max_new_tokens > self.t3.cfg.max_speech_tokens:
             raise ValueError(f"max_new_tokens={params.max_new_tokens} exceeds this model's "
                              f"{self.t3.cfg.max_speech_tokens} speech positions")
@@ -229,8 +237,10 @@ class TTS(EngineAPI):
         speech = clean_speech_tokens(tokens)
         t1 = time.perf_counter()
         if speech:
+            tail = [SILENCE_TOKEN] * self.family.silence_tokens  # Turbo ends on silence tokens, as trained
             with s3_lease:
-                wav = self.audio_runner.synthesize(torch.tensor(speech), self.voice_cache.get(voice).voice, rng)[0]
+                wav = self.audio_runner.synthesize(torch.tensor(speech + tail), self.voice_cache.get(voice).voice,
+                                                   rng)[0]
                 wav = wav.cpu().numpy()
         else:
             wav = np.zeros(0, dtype=np.float32)
@@ -260,5 +270,5 @@ class TTS(EngineAPI):
             v = resident.voice
             resident.t3_embeds[dtype] = self.t3.voice_embeds(v.speaker_emb.to(dtype), v.t3_prompt_tokens)
         ex = torch.tensor([float(exaggeration)], device=self.device)
-        pair = params.cfg_weight > 0 if cfg_pair is None else cfg_pair
+        pair = self.family.cfg_pair and params.cfg_weight > 0 if cfg_pair is None else cfg_pair
         return self.t3.prefill_embeds(resident.t3_embeds[dtype], ex, self.text_tokens(text), pair)

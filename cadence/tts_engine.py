@@ -14,7 +14,11 @@ class EngineAPI:
 
     @property
     def engine(self) -> Engine:
-        """The batched engine (continuous batching, one GPU thread), started on first use."""
+        """The batched engine (continuous batching, one GPU thread), started on first use. It batches CFG pairs:
+        a family without them (Turbo) is refused with a clear error until the engine batches single rows."""
+        if not self.family.cfg_pair:
+            raise ValueError(f"the batched engine (generate_many, stream, --file, serve) does not run Chatterbox "
+                             f"{self.family.name} yet; use generate() (cadence say TEXT) for this model")
         if self._engine is None:
             self._engine = Engine(self)
         return self._engine
@@ -44,7 +48,8 @@ class EngineAPI:
         marks = per_text("watermark", watermark)
         columns = {k: per_text(k, v) for k, v in knobs.items()}
         requests = [Request(text, self.voice_or_default(voices[i]),
-                            SamplingParams(**{k: c[i] for k, c in columns.items()}), marks[i], speech_tokens_only)
+                            SamplingParams.for_family(self.family, **{k: c[i] for k, c in columns.items()}),
+                            marks[i], speech_tokens_only)
                     for i, text in enumerate(texts)]
         handles = [self.submit(r) for r in requests]
         return [h.result() for h in handles]
@@ -54,7 +59,8 @@ class EngineAPI:
         chunk, then larger ones; joins are sample-continuous. Closing the iterator early cancels the request."""
         voice = self.voice_or_default(voice)
         SamplingParams.check_names(knobs)
-        handle = self.submit(Request(text, voice, SamplingParams(**knobs), watermark, stream=True))
+        handle = self.submit(Request(text, voice, SamplingParams.for_family(self.family, **knobs), watermark,
+                                     stream=True))
         return _cancel_on_close(handle)
 
     def close(self) -> None:

@@ -40,6 +40,8 @@ class BenchOptions:
     vocoder_dtype: str = "auto"
     memory_plan: str = "auto"
     seed: int = 1
+    watermark: bool = False
+    """Apply the Perth watermark (its time counts in total and RTF), on both sides."""
     consecutive: int = 0
     """After the timed cases, this many more short generations in a row, device memory read after each
     (the memory-flatness check: no growth in allocated or reserved)."""
@@ -108,7 +110,7 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
     from ..tts import TTS
     res: dict = {"engine": "cadence"}
     _reset_peak(opt.device)
-    tts, res["load_s"] = _timed(opt.device, lambda: TTS.from_dir(opt.model, device=opt.device, watermark=False,
+    tts, res["load_s"] = _timed(opt.device, lambda: TTS.from_dir(opt.model, device=opt.device, watermark=opt.watermark,
                                                                   dtype=opt.dtype, enforce_eager=opt.enforce_eager,
                                                                   compile=opt.compile,
                                                                   vocoder_dtype=opt.vocoder_dtype,
@@ -207,7 +209,8 @@ def bench_reference(opt: BenchOptions, wav_path: str) -> dict:
 def markdown(result: dict) -> str:
     ours, ref = result["cadence"], result.get("reference")
     dev = result["device"]
-    lines = [f"Device: {dev}; torch {result['torch']}; dtype {result['dtype']}; compile {result.get('compile')}; "
+    lines = [f"Model: {result.get('family', 'english')}; watermark {'on' if result.get('watermark') else 'off'}. "
+             f"Device: {dev}; torch {result['torch']}; dtype {result['dtype']}; compile {result.get('compile')}; "
              f"vocoder {result.get('vocoder_dtype')}; "
              f"{result['repeats']} repeats after a warm-up (median, [min–max]).", "",
              "| metric | Cadence | " + ("reference | ratio |" if ref else ""),
@@ -242,6 +245,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reference_for(model: str):
+    """The reference bench of the checkpoint's family: the original model's or Turbo's."""
+    from ..checkpoint import resolve
+    from ..family import TURBO, detect_family
+    if detect_family(resolve(model)) is TURBO:
+        from .reference_turbo import bench_reference_turbo
+        return bench_reference_turbo
+    return bench_reference
+
+
 def run_bench(opt: BenchOptions, out_json: str | None, out_md: str | None) -> dict:
     from ..audio.io import read_audio
     from ..random_checkpoint import synthetic_voice
@@ -256,12 +269,15 @@ def run_bench(opt: BenchOptions, out_json: str | None, out_md: str | None) -> di
         wav_path = os.path.join(tempfile.mkdtemp(), "voice.wav")
         sf.write(wav_path, wav, sr, subtype="PCM_16")
     opt.cases = [Case("short", SHORT_TEXT, opt.short_tokens), Case("long", LONG_TEXT, opt.long_tokens)]
+    from ..checkpoint import resolve
+    from ..family import detect_family
     result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else "cpu",
-              "torch": torch.__version__, "dtype": opt.dtype, "compile": opt.compile, "vocoder_dtype": opt.vocoder_dtype, "repeats": opt.repeats,
+              "torch": torch.__version__, "family": detect_family(resolve(opt.model)).name, "watermark": opt.watermark,
+              "dtype": opt.dtype, "compile": opt.compile, "vocoder_dtype": opt.vocoder_dtype, "repeats": opt.repeats,
               "cases": [{"name": c.name, "tokens": c.tokens, "text": c.text} for c in opt.cases]}
     result["cadence"] = bench_cadence(opt, wav, sr)
     if opt.reference:
-        result["reference"] = bench_reference(opt, wav_path)
+        result["reference"] = reference_for(opt.model)(opt, wav_path)
     write_report(result, markdown(result), out_json, out_md)
     return result
 

@@ -42,8 +42,9 @@ class AudioRunner:
         v = voice if voice.prompt_feat.device == dev else voice.to(dev)
         full = torch.cat((v.prompt_tokens, tokens.to(dev).view(1, -1)), dim=1)
         lengths = torch.tensor([full.shape[1]], device=dev)
-        noise = self._randn((1, self.s3gen.cfg.flow.mel_dim, full.shape[1] * self.s3gen.cfg.flow.token_mel_ratio),
-                            rng)
+        ratio = self.s3gen.cfg.flow.token_mel_ratio
+        noise = self.s3gen.flow.decoder.initial_noise(lambda shape: self._randn(shape, rng), self.s3gen.cfg.flow.mel_dim,
+                                                      full.shape[1] * ratio, tokens.numel() * ratio)
         return self.s3gen.flow(full, lengths, v.prompt_feat.to(dt), v.xvector.to(dt), noise.to(dt), finalize,
                                n_steps, solver=self.cfm_graphs.solve if self.cfm_graphs else None).float()
 
@@ -100,7 +101,9 @@ class AudioRunner:
         noise = torch.zeros(len(items), mel_dim, ratio * T, device=dev, dtype=dt)
         for i, (f, (_, _, rng)) in enumerate(zip(fulls, items)):
             tokens[i, : f.numel()] = f
-            noise[i, :, : ratio * f.numel()] = self._randn((1, mel_dim, ratio * f.numel()), rng)[0].to(dt)
+            n_new = ratio * items[i][0].numel()
+            row = flow.decoder.initial_noise(lambda shape: self._randn(shape, rng), mel_dim, ratio * f.numel(), n_new)
+            noise[i, :, : ratio * f.numel()] = row[0].to(dt)
         mu, mask = flow.encode(tokens, lengths)
         cond = torch.zeros_like(mu)
         for i, v in enumerate(voices):

@@ -47,7 +47,8 @@ class T3GraphDecoder:
         logits = t3.speech_logits(self.hidden).float().masked_fill(~self.allowed, float("-inf"))
         kn = self.knobs
         probs = process_logits(logits[:1], logits[1:2] if self.rows == 2 else None, self.counts, kn["cfg"],
-                               kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k, use_top_k, use_top_p)
+                               kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k, use_top_k, use_top_p,
+                               penalty_last=t3.penalty_last)
         token = sample(probs, self.noise)
         self.out.index_copy_(0, self.step.clamp(max=self.max_steps), token)
         self.counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
@@ -112,6 +113,8 @@ class T3GraphDecoder:
         for i in range(steps):
             self.noise.exponential_(generator=generator)
             self.graphs[(self.bucket_for(L + i + 1), *flags)].replay()
+            if i == 0 and not t3.start_in_history:  # later steps' penalty sees only the generated tokens
+                self.counts[0, c.start_speech] -= 1
             n = i + 1
             if n % eos_check_every == 0 and bool(self.done):
                 break

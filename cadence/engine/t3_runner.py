@@ -126,11 +126,13 @@ class T3Runner:
             if keep_logits:
                 logits_log.append(logits.float().cpu())
             probs = process_logits(logits[:1], logits[1:2] if rows == 2 else None, counts,
-                                   cfg_w, rep, temp, min_p, top_p, top_k)
+                                   cfg_w, rep, temp, min_p, top_p, top_k, penalty_last=t3.penalty_last)
             noise.exponential_(generator=generator)
             token = sample(probs, noise) if forced is None else forced[i:i + 1]
             out[i:i + 1] = token
             counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
+            if i == 0 and not t3.start_in_history:  # later steps' penalty sees only the generated tokens
+                counts[0, cfg.start_speech] -= 1
             n = i + 1
             if forced is None:
                 done |= (token == cfg.stop_speech).squeeze(0)

@@ -11,20 +11,23 @@ import torch
 def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torch.Tensor,
                    cfg_weight: torch.Tensor, repetition_penalty: torch.Tensor, temperature: torch.Tensor,
                    min_p: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
-                   use_top_k: bool = True, use_top_p: bool = True) -> torch.Tensor:
-    """Turn raw speech logits into sampling probabilities, in the reference's order.
+                   use_top_k: bool = True, use_top_p: bool = True, penalty_last: bool = False) -> torch.Tensor:
+    """Turn raw speech logits into sampling probabilities, in the reference's order: CFG, repetition penalty,
+    temperature, min-p, top-k, top-p; with `penalty_last` (Turbo's order, HF's processors as its reference
+    lists them) the penalty comes after the filters instead.
 
-    cond/uncond (B, V) logits of the conditional and unconditional CFG rows; counts (B, V) how often each
-    token is in the request's history (the start token included); knobs (B,). `use_top_k`/`use_top_p` let a
-    caller that knows no row uses the filter skip its sort. Returns probs (B, V) fp32."""
+    cond/uncond (B, V) logits of the conditional and unconditional CFG rows (uncond None: no CFG); counts
+    (B, V) how often each token is in the history the penalty sees; knobs (B,); min_p = 0, top_k = 0 and
+    top_p = 1 turn a filter off. `use_top_k`/`use_top_p` let a caller that knows no row uses the filter skip
+    its sort. Returns probs (B, V) fp32."""
     logits = cond.float()
     if uncond is not None:
         w = cfg_weight.float()[:, None]
         logits = logits + w * (logits - uncond.float())
     seen = counts > 0
     penalty = repetition_penalty.float()[:, None]
-    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
-    logits = torch.where(seen, penalised, logits)
+    if not penalty_last:
+        logits = torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
     logits = logits / temperature.float()[:, None]
     neg_inf = logits.new_full((), float("-inf"))  # a fill, not a host copy: capturable in a CUDA graph
     # min-p: drop tokens below min_p times the top token's probability.
@@ -41,6 +44,8 @@ def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torc
         tail[:, -1] = False
         drop = torch.zeros_like(tail).scatter(-1, order, tail)
         logits = logits.masked_fill(drop, float("-inf"))
+    if penalty_last:
+        logits = torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
     return logits.softmax(-1)
 
 
@@ -49,25 +54,3 @@ def sample(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     `noise` (B, V) holds the exponential draws, made from each request's own generator."""
     return (probs / noise).argmax(-1)
 
-
-def process_logits_turbo(logits: torch.Tensor, counts: torch.Tensor, repetition_penalty: torch.Tensor,
-                         temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
-    """Turbo's order (its reference runs HF's processors in this order): temperature, top-k, top-p, and the
-    repetition penalty last, on the already-filtered logits. No CFG, no min-p.
-
-    logits (B, V); counts (B, V) how often each token is in the history the penalty sees; knobs (B,).
-    top_k = 0 or top_p = 1 turn that filter off. Returns probs (B, V) fp32."""
-    logits = logits.float() / temperature.float()[:, None]
-    neg_inf = logits.new_full((), float("-inf"))
-    k = top_k.clamp(min=0)
-    kth = torch.sort(logits, dim=-1, descending=True).values.gather(
-        -1, (k - 1).clamp(min=0, max=logits.shape[-1] - 1)[:, None])
-    logits = torch.where((k[:, None] > 0) & (logits < kth), neg_inf, logits)
-    sorted_logits, order = torch.sort(logits, dim=-1)
-    tail = sorted_logits.softmax(-1).cumsum(-1) <= (1 - top_p.float()[:, None])
-    tail &= (top_p < 1)[:, None]
-    tail[:, -1] = False
-    logits = logits.masked_fill(torch.zeros_like(tail).scatter(-1, order, tail), float("-inf"))
-    penalty = repetition_penalty.float()[:, None]
-    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
-    return torch.where(counts > 0, penalised, logits).softmax(-1)

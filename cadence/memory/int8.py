@@ -15,50 +15,55 @@ from . import int8_triton
 
 
 class Int8Linear(nn.Module):
-    def __init__(self, in_features: int, out_features: int, dtype=torch.bfloat16, device=None):
+    def __init__(self, in_features: int, out_features: int, dtype=torch.bfloat16, device=None, bias: bool = False):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer("scales", torch.ones(out_features, dtype=dtype, device=device))
+        # GPT-2's projections (Turbo) carry a bias, kept in the compute dtype and added after the scaled matmul.
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False) if bias else None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, dtype: torch.dtype) -> "Int8Linear":
-        if linear.bias is not None:
-            raise ValueError("Int8Linear supports bias-free layers only")
         w = linear.weight.detach().float()
         scales = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
         q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
-        m = cls(linear.in_features, linear.out_features, dtype, device=w.device)
+        m = cls(linear.in_features, linear.out_features, dtype, device=w.device, bias=linear.bias is not None)
         m.weight.copy_(q)
         m.scales.copy_(scales.to(dtype))
+        if linear.bias is not None:
+            m.bias.copy_(linear.bias.detach().to(dtype))
         return m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda and x.numel() // x.shape[-1] <= 16 and int8_triton.available(x.device):
-            return int8_triton.int8_mm(x, self.weight, self.scales)  # decode: fused, weight read as int8
-        return F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+            out = int8_triton.int8_mm(x, self.weight, self.scales)  # decode: fused, weight read as int8
+        else:
+            out = F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+        return out if self.bias is None else out + self.bias.to(out.dtype)
 
 
 def _swap_linears(module: nn.Module, include, make) -> int:
-    """Replace every bias-free nn.Linear whose qualified name passes `include` by `make(linear)`."""
+    """Replace every nn.Linear whose qualified name passes `include` by `make(linear)`."""
     count = 0
     for name, child in list(module.named_modules()):
         for attr, sub in list(child.named_children()):
             full = f"{name}.{attr}" if name else attr
-            if isinstance(sub, nn.Linear) and sub.bias is None and include(full):
+            if isinstance(sub, nn.Linear) and include(full):
                 setattr(child, attr, make(sub))
                 count += 1
     return count
 
 
 def quantize_int8_(module: nn.Module, dtype: torch.dtype, include=lambda name: True) -> int:
-    """Quantise every bias-free nn.Linear whose qualified name passes `include`; returns how many."""
+    """Quantise every nn.Linear whose qualified name passes `include`; returns how many."""
     return _swap_linears(module, include, lambda lin: Int8Linear.from_linear(lin, dtype))
 
 
 def t3_int8_targets(name: str) -> bool:
-    """The Llama layers' projections (98% of T3's weights); heads and embeddings stay in bf16."""
-    return name.startswith("tfmr.layers.")
+    """The backbone layers' projections (Llama's, or GPT-2's for Turbo: 98% / 80% of T3's weights); heads and
+    embeddings stay in bf16."""
+    return name.startswith(("tfmr.layers.", "tfmr.h."))
 
 
 QUANT_FILE = "t3_int8.cadence.safetensors"
@@ -84,6 +89,7 @@ def load_int8_into(module: nn.Module, path: str | Path, fingerprint: str, dtype:
             return False
     state = load_file(str(path))
     _swap_linears(module, lambda name: f"{name}.scales" in state,
-                  lambda lin: Int8Linear(lin.in_features, lin.out_features, dtype, device=lin.weight.device))
+                  lambda lin: Int8Linear(lin.in_features, lin.out_features, dtype, device=lin.weight.device,
+                                         bias=lin.bias is not None))
     module.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     return True

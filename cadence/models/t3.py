@@ -216,6 +216,10 @@ class CondEncoder(nn.Module):
 
 
 class T3(nn.Module):
+    # How the reference samples: the repetition penalty first, with the start token in its history throughout.
+    penalty_last = False
+    start_in_history = True
+
     def __init__(self, cfg: T3Config):
         super().__init__()
         self.cfg = cfg
@@ -230,6 +234,10 @@ class T3(nn.Module):
         self.register_buffer("inv_freq", llama3_inv_freq(cfg), persistent=False)
 
     # --- conditioning ---------------------------------------------------------------------------
+    def frame_text(self, ids: list[int]) -> list[int]:
+        """Text ids framed by the start/stop text tokens, as T3 was trained."""
+        return [self.cfg.start_text, *ids, self.cfg.stop_text]
+
     def voice_embeds(self, speaker_emb: torch.Tensor, prompt_tokens: torch.Tensor) -> torch.Tensor:
         """The exaggeration-independent conditioning of one voice: speaker token + perceiver output.
         speaker_emb (B, 256), prompt_tokens (B, P) -> (B, 1 + Q, C). Computed once per voice."""

@@ -31,6 +31,7 @@ class T3TurboConfig:
     text_vocab: int = 50276
     speech_vocab: int = 6563
     max_speech_tokens: int = 4096
+    max_text_tokens: int = 2048
     speaker_dim: int = 256
     prompt_len: int = 375
     start_speech: int = 6561
@@ -47,7 +48,7 @@ class T3TurboConfig:
     @classmethod
     def tiny(cls) -> "T3TurboConfig":
         return cls(dim=64, n_layers=2, n_heads=4, ffn_dim=256, n_positions=1024, max_speech_tokens=512,
-                   prompt_len=40)
+                   max_text_tokens=256, prompt_len=40)
 
 
 class TransposedLinear(nn.Linear):
@@ -101,6 +102,11 @@ class GPT2Backbone(nn.Module):
         self.h = nn.ModuleList(GPT2Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
 
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The decoder blocks under the name the engine's transforms use (the checkpoint names them `h`)."""
+        return self.h
+
 
 class TurboCondEncoder(nn.Module):
     def __init__(self, cfg: T3TurboConfig):
@@ -109,6 +115,11 @@ class TurboCondEncoder(nn.Module):
 
 
 class T3Turbo(nn.Module):
+    # How Turbo's reference samples: the repetition penalty after temperature/top-k/top-p, and the start token
+    # in the penalty's history for the first step only.
+    penalty_last = True
+    start_in_history = False
+
     def __init__(self, cfg: T3TurboConfig):
         super().__init__()
         self.cfg = cfg
@@ -125,6 +136,11 @@ class T3Turbo(nn.Module):
         return {"tfmr.wte.weight": (c.text_vocab, c.dim), "text_head.weight": (c.text_vocab, c.dim)}
 
     # --- conditioning ---------------------------------------------------------------------------
+    @staticmethod
+    def frame_text(ids: list[int]) -> list[int]:
+        """Turbo feeds the BPE ids as they are: no start/stop text tokens."""
+        return list(ids)
+
     def voice_embeds(self, speaker_emb: torch.Tensor, prompt_tokens: torch.Tensor) -> torch.Tensor:
         """speaker_emb (B, 256), prompt_tokens (B, P) -> (B, 1 + P, C): the speaker token, then the prompt's
         speech-token embeddings as they are (GPT-2's positions are added inside the backbone)."""

@@ -18,17 +18,37 @@ S3GEN_PROMPT_SECONDS = 10
 T3_PROMPT_SECONDS = 6
 
 
+def normalize_loudness(wav: np.ndarray, sr: int, target_lufs: float) -> np.ndarray:
+    """Scale `wav` to an integrated loudness of `target_lufs` (ITU-R BS.1770, through pyloudnorm). A clip the
+    meter cannot measure (too short for a gating block, or silent) is left as it is, as Turbo's reference
+    does."""
+    import pyloudnorm
+    try:
+        loudness = pyloudnorm.Meter(sr).integrated_loudness(wav)
+    except ValueError:
+        return wav
+    gain = 10.0 ** ((target_lufs - loudness) / 20.0)
+    # A float32 product, as the reference computes it under numpy 1.x. Under numpy 2 its float32 * float64
+    # product is float64, which its S3 tokenizer then refuses (upstream #499).
+    return wav * np.float32(gain) if np.isfinite(gain) and gain > 0 else wav
+
+
 @torch.inference_mode()
 def prepare_voice(s3gen: S3Gen, ve: VoiceEncoder, t3_prompt_len: int, wav: np.ndarray, sample_rate: int,
-                  exaggeration: float = 0.5, speaker_encoder=None) -> "Voice":
-    """`speaker_encoder` replaces `s3gen.speaker_encoder`'s call (the engine passes a CUDA-graphed one)."""
+                  exaggeration: float = 0.5, speaker_encoder=None, t3_prompt_seconds: int = T3_PROMPT_SECONDS,
+                  target_lufs: float | None = None, min_seconds: float = 1.0) -> "Voice":
+    """`speaker_encoder` replaces `s3gen.speaker_encoder`'s call (the engine passes a CUDA-graphed one).
+    `t3_prompt_seconds`, `target_lufs` and `min_seconds` are the model family's (Turbo: 15 s, -27 LUFS,
+    longer than 5 s)."""
     from .voice import Voice
     if not 0.0 <= float(exaggeration) <= 2.0:
         raise ValueError(f"exaggeration must be in [0, 2], got {exaggeration}")
     started = time.perf_counter()
     wav = to_mono(wav)
-    check_reference(wav, sample_rate)
+    check_reference(wav, sample_rate, min_seconds)
     wav24 = resample(wav, sample_rate, S3GEN_SR)
+    if target_lufs is not None:
+        wav24 = normalize_loudness(wav24, S3GEN_SR, target_lufs)
     wav16 = resample(wav24, S3GEN_SR, S3_SR)
     device = s3gen.tokenizer.window.device
     dtype = s3gen.speaker_encoder.head.conv1.weight.dtype
@@ -41,7 +61,7 @@ def prepare_voice(s3gen: S3Gen, ve: VoiceEncoder, t3_prompt_len: int, wav: np.nd
     feats = feats - feats.mean(dim=0, keepdim=True)
     xvector = (speaker_encoder or s3gen.speaker_encoder)(feats[None].to(device, dtype)).float()
     # Both token prompts (S3Gen's from the 10 s reference, T3's from the first 6 s) in one batched pass.
-    t3_ref = torch.from_numpy(wav16[: T3_PROMPT_SECONDS * S3_SR].copy())[None]
+    t3_ref = torch.from_numpy(wav16[: t3_prompt_seconds * S3_SR].copy())[None]
     prompt_tokens, t3_tokens = s3gen.tokenizer.tokenize([ref16, t3_ref], [None, t3_prompt_len])
     # Mel frames and tokens should line up 2:1. Like the reference, cut surplus tokens but keep every
     # mel frame (a 9.98 s prompt gives 499 frames and 249 tokens; the new audio then has 2N-1 frames).

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from cadence.checkpoint import load_weights
+from cadence.bench.reference_turbo import norm_loudness_numpy1
 from cadence.family import TURBO, TURBO_TAGS
-from cadence.layers.sampling import process_logits_turbo
+from cadence.layers.sampling import process_logits
 from cadence.text.normalize import normalize_turbo_text
 from cadence.text.turbo_tokenizer import TurboTokenizer
 from tests.conftest import rel_err
@@ -28,18 +29,15 @@ def turbo_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference_t3(turbo_ckpt, device):
-    """The reference's Turbo T3, built and loaded exactly as its `ChatterboxTurboTTS.from_local` does."""
-    from chatterbox.models.t3 import T3
-    from chatterbox.models.t3.modules.t3_config import T3Config
-    from safetensors.torch import load_file
-    hp = T3Config(text_tokens_dict_size=50276)
-    hp.llama_config_name, hp.speech_tokens_dict_size, hp.input_pos_emb = "GPT2_medium", 6563, None
-    hp.speech_cond_prompt_len, hp.use_perceiver_resampler, hp.emotion_adv = 375, False, False
-    t3 = T3(hp)
-    t3.load_state_dict(load_file(str(turbo_ckpt / TURBO.t3_file)))
-    del t3.tfmr.wte
-    return t3.to(device).eval()
+def reference_tts(turbo_ckpt, device):
+    """The reference Turbo, loaded by its own `from_local` from the checkpoint Cadence's maker wrote."""
+    from chatterbox.tts_turbo import ChatterboxTurboTTS
+    return ChatterboxTurboTTS.from_local(str(turbo_ckpt), device)
+
+
+@pytest.fixture(scope="module")
+def reference_t3(reference_tts):
+    return reference_tts.t3
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +91,7 @@ def _reference_teacher_forced(t3, text_ids, speaker, prompt, forced, knobs):
 
 @torch.no_grad()
 def test_t3_logits_and_sampling_distribution(turbo_ckpt, reference_t3, our_t3, device):
-    knobs = dict(TURBO.defaults)
+    knobs = {k: TURBO.defaults[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
     text_ids = TurboTokenizer(turbo_ckpt).encode(normalize_turbo_text(TEXT))
     speaker, prompt = _voice(device)
     g = torch.Generator().manual_seed(5)
@@ -116,8 +114,8 @@ def test_t3_logits_and_sampling_distribution(turbo_ckpt, reference_t3, our_t3, d
     worst_logit, worst_prob = 0.0, 0.0
     for i, token in enumerate(forced):
         logits = our_t3.speech_logits(hidden)
-        probs = process_logits_turbo(logits, counts, t(knobs["repetition_penalty"]), t(knobs["temperature"]),
-                                     t(knobs["top_p"]), t(knobs["top_k"], torch.long))
+        probs = process_logits(logits, None, counts, t(0.0), t(knobs["repetition_penalty"]), t(knobs["temperature"]),
+                               t(0.0), t(knobs["top_p"]), t(knobs["top_k"], torch.long), penalty_last=True)
         worst_logit = max(worst_logit, rel_err(logits.cpu(), ref_logits[i]))
         worst_prob = max(worst_prob, float((probs.cpu() - ref_probs[i]).abs().max()))
         if i == 0:
@@ -133,12 +131,8 @@ def test_t3_logits_and_sampling_distribution(turbo_ckpt, reference_t3, our_t3, d
 
 
 @pytest.fixture(scope="module")
-def reference_s3gen(turbo_ckpt, device):
-    from chatterbox.models.s3gen import S3Gen
-    from safetensors.torch import load_file
-    s3gen = S3Gen(meanflow=True)
-    s3gen.load_state_dict(load_file(str(turbo_ckpt / TURBO.s3gen_file)), strict=True)
-    return s3gen.to(device).eval()
+def reference_s3gen(reference_tts):
+    return reference_tts.s3gen
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +170,34 @@ def test_meanflow_mel_matches_reference(reference_s3gen, our_s3gen, device):
     err = rel_err(ours.cpu(), ref_mel.cpu())
     print(f"turbo meanflow mel rel err {err:.2e}")
     assert ours.shape == ref_mel.shape and err <= 1e-4, err
+
+
+def test_voice_conditioning_matches_reference(turbo_ckpt, reference_tts, ref_wav_path, device, monkeypatch):
+    """Same recording, both preparations: loudness-normalised to -27 LUFS, 15 s / 375-token T3 prompt, no
+    perceiver or emotion token. Under numpy 2 the reference's own normalisation yields float64 audio that its
+    S3 tokenizer refuses (upstream #499), so the oracle runs that step with numpy 1's semantics
+    (`norm_loudness_numpy1`); the value matches the reference's float64 result to 1e-6."""
+    import numpy as np
+    import pyloudnorm
+    import soundfile as sf
+
+    from cadence.tts import TTS
+    from cadence.voices.prepare import normalize_loudness
+    wav, sr = sf.read(str(ref_wav_path), dtype="float32")
+    expected = norm_loudness_numpy1(wav, sr)
+    assert np.allclose(reference_tts.norm_loudness(wav, sr), expected, rtol=1e-6, atol=0)  # numpy 2: float64
+    assert abs(pyloudnorm.Meter(sr).integrated_loudness(expected) + 27.0) < 0.01
+    assert np.array_equal(normalize_loudness(wav, sr, -27.0), expected)
+
+    monkeypatch.setattr(reference_tts, "norm_loudness", norm_loudness_numpy1)
+    reference_tts.prepare_conditionals(str(ref_wav_path), norm_loudness=True)
+    c = reference_tts.conds
+    ours = TTS.from_dir(turbo_ckpt, device=device, watermark=False, dtype="float32", enforce_eager=True)
+    voice = ours.prepare_voice(str(ref_wav_path))
+    assert torch.equal(voice.t3_prompt_tokens, c.t3.cond_prompt_speech_tokens.cpu())
+    assert torch.equal(voice.prompt_tokens, c.gen["prompt_token"].cpu())
+    errs = {"speaker_emb": rel_err(voice.speaker_emb, c.t3.speaker_emb.cpu()),
+            "prompt_feat": rel_err(voice.prompt_feat, c.gen["prompt_feat"].cpu()),
+            "xvector": rel_err(voice.xvector, c.gen["embedding"].cpu())}
+    print(f"turbo voice conditioning rel errs {errs}, T3 prompt {tuple(voice.t3_prompt_tokens.shape)}")
+    assert max(errs.values()) <= 1e-5, errs

@@ -51,9 +51,14 @@ def test_int8_plan_generates_on_cpu(tiny_ckpt):
     assert tts.generate("Hello.", seed=1, max_new_tokens=8).samples.size > 0
 
 
-def test_quantize_skips_biased_layers():
-    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4, bias=False))
-    assert quantize_int8_(m, torch.float32) == 1 and isinstance(m[1], Int8Linear) and isinstance(m[0], nn.Linear)
+def test_quantize_keeps_biases():
+    """GPT-2's projections (Turbo) carry a bias: quantised with it, added after the scaled matmul."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16, bias=False))
+    x = torch.randn(3, 16)
+    ref = m(x)
+    assert quantize_int8_(m, torch.float32) == 2 and isinstance(m[0], Int8Linear) and m[1].bias is None
+    assert torch.allclose(m(x), ref, rtol=0.05, atol=0.02)
 
 
 def test_doctor_runs_without_cuda():

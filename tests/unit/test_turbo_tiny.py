@@ -6,7 +6,7 @@ import torch
 
 from cadence.checkpoint import CheckpointError, load_weights, official_shapes
 from cadence.family import ENGLISH, TURBO, TURBO_TAGS, detect_family, family_named
-from cadence.layers.sampling import process_logits_turbo
+from cadence.layers.sampling import process_logits
 from cadence.text.turbo_tokenizer import TurboTokenizer
 
 
@@ -84,9 +84,60 @@ def test_turbo_sampling_order():
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]])
     counts = torch.tensor([[0, 1, 0, 0, 0]])
     one = lambda v, dt=torch.float32: torch.tensor([v], dtype=dt)  # noqa: E731
-    probs = process_logits_turbo(logits, counts, one(2.0), one(1.0), one(1.0), one(2, torch.long))
+    zero = one(0.0)
+    probs = process_logits(logits, None, counts, zero, one(2.0), one(1.0), zero, one(1.0), one(2, torch.long),
+                           penalty_last=True)
     # top-k keeps 3.0 and 2.0; then the penalty halves 2.0 (seen): softmax over (3, 1).
     expected = torch.tensor([3.0, 1.0]).softmax(-1)
     assert torch.allclose(probs[0, :2], expected) and probs[0, 2:].sum() == 0
-    probs = process_logits_turbo(logits, counts * 0, one(1.0), one(1.0), one(0.5), one(0, torch.long))
+    probs = process_logits(logits, None, counts * 0, zero, one(1.0), one(1.0), zero, one(0.5), one(0, torch.long),
+                           penalty_last=True)
     assert probs[0, 0] == 1.0  # top-p 0.5: the top token alone holds more than half
+    # Order matters: with top-k 1 after a penalty on the top token, penalty-first keeps 2.0 instead.
+    counts0 = torch.tensor([[1, 0, 0, 0, 0]])
+    first = process_logits(logits, None, counts0, zero, one(4.0), one(1.0), zero, one(1.0), one(1, torch.long))
+    last = process_logits(logits, None, counts0, zero, one(4.0), one(1.0), zero, one(1.0), one(1, torch.long),
+                          penalty_last=True)
+    assert first[0].argmax() == 1 and last[0].argmax() == 0
+
+
+def test_turbo_generate_int8_save_and_reload(turbo_tiny, tmp_path):
+    """Turbo through the library: refused knobs, family defaults, silence tail, and the int8 plan's saved T3
+    (biased GPT-2 projections) reloading to the same tokens."""
+    import shutil
+
+    from cadence.sampling_params import SamplingParams
+    from cadence.tts import TTS
+    tts = TTS.from_dir(turbo_tiny, device="cpu", watermark=False)
+    assert tts.family is TURBO
+    with pytest.raises(ValueError, match="min_p: not a knob of Chatterbox turbo"):
+        tts.generate("Hi.", min_p=0.1)
+    with pytest.raises(ValueError, match="cfg_weight"):
+        tts.generate("Hi.", params=SamplingParams(max_new_tokens=5))  # the original model's defaults
+    p = SamplingParams.for_family(TURBO, max_new_tokens=12, seed=3)
+    assert (p.top_k, p.top_p, p.cfg_weight, p.min_p) == (1000, 0.95, 0.0, 0.0)
+    audio = tts.generate("Well [laugh] hi.", params=p)
+    assert audio.samples.size == (len(audio.tokens) + TURBO.silence_tokens) * 2 * 480
+    ckpt = tmp_path / "ck"
+    shutil.copytree(turbo_tiny, ckpt)
+    q = TTS.from_dir(ckpt, device="cpu", watermark=False, memory_plan="int8")
+    first = q.generate("Well [laugh] hi.", params=p).tokens
+    q.save_quantized()
+    again = TTS.from_dir(ckpt, device="cpu", watermark=False, memory_plan="int8")
+    assert again.generate("Well [laugh] hi.", params=p).tokens == first
+
+
+def test_cli_turbo_checkpoint_and_refused_knob(tmp_path):
+    import subprocess
+    import sys
+    ck = tmp_path / "t"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cadence.cli", *a], capture_output=True, text=True)  # noqa: E731
+    r = run("checkpoint", "random", str(ck), "--family", "turbo", "--tiny")
+    assert r.returncode == 0 and "turbo" in r.stdout
+    r = run("say", "Hi [sigh].", "-o", str(tmp_path / "o.wav"), "--model", str(ck), "--exaggeration", "0.7",
+            "--no-watermark")
+    assert r.returncode == 2 and "exaggeration: not a knob of Chatterbox turbo" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run("say", "Hi [sigh].", "-o", str(tmp_path / "o.wav"), "--model", str(ck), "--max-new-tokens", "10",
+            "--seed", "1", "--no-watermark")
+    assert r.returncode == 0 and (tmp_path / "o.wav").is_file(), r.stderr

@@ -38,6 +38,12 @@ class CFMDecoder(nn.Module):
         self.cfg = cfg
         self.estimator = ConditionalDecoder(cfg.estimator)
 
+    @staticmethod
+    def initial_noise(randn, mel_dim: int, frames: int, new_frames: int) -> torch.Tensor:
+        """The solve's starting noise (1, mel_dim, frames) from `randn(shape)`, drawn as the reference does:
+        one draw over every frame."""
+        return randn((1, mel_dim, frames))
+
     def solve(self, noise, mu, mask, spks, cond, n_steps: int):
         """Euler integration from noise (B, 80, T) to mel."""
         t_grid = cosine_time_grid(n_steps, mu.device, torch.float32).to(mu.dtype)
@@ -64,6 +70,15 @@ class CFMDecoder(nn.Module):
 class MeanFlowDecoder(CFMDecoder):
     """Turbo's distilled CFM: a linear time grid (2 steps by default), each Euler step from t to r with one
     estimator pass that is told both times, and no classifier-free guidance (it was distilled with it)."""
+
+    @staticmethod
+    def initial_noise(randn, mel_dim: int, frames: int, new_frames: int) -> torch.Tensor:
+        """Turbo's reference draws the new frames' noise first, then noise over every frame, and lays the first
+        over the second's last `new_frames`."""
+        new = randn((1, mel_dim, new_frames))
+        noise = randn((1, mel_dim, frames))
+        noise[..., frames - new_frames:] = new
+        return noise
 
     def solve(self, noise, mu, mask, spks, cond, n_steps: int):
         t_grid = torch.linspace(0, 1, n_steps + 1, device=mu.device, dtype=torch.float32).to(mu.dtype)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool), Chatterbox Turbo in one call: a full-size random Turbo checkpoint, the
+# offline bench side by side with the reference Turbo (watermark on), the int8 plan, and the Turbo parity
+# tests on CUDA. Wheels for what the machine lacks travel in .whl (see docs/benchmarks.md). Results in $OUT.
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >/dev/null 2>&1
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+quiet() { grep -v -i "warn\|deprecat\|^INFO\|^  "; }
+CK=/tmp/ckt
+[ -f $CK/s3gen_meanflow.safetensors ] || timeout 200 python3 -m cadence.cli checkpoint random $CK --family turbo || exit 1
+for phase in ${PHASES:-bench int8 parity}; do
+  echo "== $phase $(date +%T)"
+  case $phase in
+    bench) timeout ${BENCH_T:-300} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --reference \
+             --watermark --repeats ${REPEATS:-3} --json "$OUT/turbo_bench.json" --md "$OUT/turbo_bench.md" 2>&1 \
+             | tee "$OUT/turbo_bench.log" | quiet | tail -40 ;;
+    compile) timeout ${COMPILE_T:-300} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --compile \
+             --watermark --repeats 2 --json "$OUT/turbo_compile.json" --md "$OUT/turbo_compile.md" 2>&1 | quiet | tail -25 ;;
+    int8)  timeout ${INT8_T:-150} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --memory-plan int8 \
+             --watermark --repeats 2 --json "$OUT/turbo_int8.json" --md "$OUT/turbo_int8.md" 2>&1 | quiet | tail -25 ;;
+    parity) CADENCE_PARITY_DEVICE=cuda timeout ${PARITY_T:-200} python3 -m pytest tests/parity/test_turbo_parity.py \
+             -q -s -p no:cacheprovider 2>&1 | tee "$OUT/turbo_parity_cuda.log" | grep -E "turbo |passed|failed|Error" ;;
+  esac
+done
