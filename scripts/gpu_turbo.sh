@@ -18,6 +18,7 @@ for phase in ${PHASES:-bench int8 parity}; do
              | tee "$OUT/turbo_bench.log" | quiet | tail -40 ;;
     compile) timeout ${COMPILE_T:-300} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --compile \
              --watermark --repeats 2 --json "$OUT/turbo_compile.json" --md "$OUT/turbo_compile.md" 2>&1 | quiet | tail -25 ;;
+    probe) timeout ${PROBE_T:-200} python3 scripts/turbo_t3_probe.py $CK "$OUT/turbo_t3_probe.json" 2>&1 | quiet | tail -60 ;;
     int8)  timeout ${INT8_T:-150} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --memory-plan int8 \
              --watermark --repeats 2 --json "$OUT/turbo_int8.json" --md "$OUT/turbo_int8.md" 2>&1 | quiet | tail -25 ;;
     parity) CADENCE_PARITY_DEVICE=cuda timeout ${PARITY_T:-200} python3 -m pytest tests/parity/test_turbo_parity.py \

@@ -193,17 +193,25 @@ def bench_reference(opt: BenchOptions, wav_path: str) -> dict:
         return {"t3_s": t3_s, "t3_tokens": int(toks.shape[1]), "t3_tok_per_s": toks.shape[1] / t3_s,
                 "s3gen_s": s3_s, "total_s": t3_s + s3_s, "audio_s": audio_s, "rtf": (t3_s + s3_s) / audio_s}
 
+    res.update(measure_cases(opt, run))
+    del ref
+    gc.collect()
+    return res
+
+
+def measure_cases(opt: BenchOptions, run) -> dict:
+    """A reference bench's cases: `run(case)` once per case at 16 tokens (warm-up), then `opt.repeats` times
+    each with the peak memory reset before and read after -> {case name: summary}."""
     for case in opt.cases:
-        run(Case(case.name, case.text, min(case.tokens, 16)))  # warm-up
+        run(Case(case.name, case.text, min(case.tokens, 16)))
+    out = {}
     for case in opt.cases:
         runs = []
         for _ in range(opt.repeats):
             _reset_peak(opt.device)
             runs.append({**run(case), **_mem(opt.device)})
-        res[case.name] = _case_summary(runs)
-    del ref
-    gc.collect()
-    return res
+        out[case.name] = _case_summary(runs)
+    return out
 
 
 def markdown(result: dict) -> str:

@@ -30,7 +30,7 @@ def bench_reference_turbo(opt, wav_path: str) -> dict:
     Turbo's three silence tokens, 2 meanflow steps."""
     from chatterbox.tts_turbo import ChatterboxTurboTTS, punc_norm
 
-    from .offline import Case, _case_summary, _mem, _reset_peak, _timed
+    from .offline import Case, _mem, _reset_peak, _timed, measure_cases
     res: dict = {"engine": "reference chatterbox-tts 0.1.7 (Turbo)"}
     _reset_peak(opt.device)
     ref, res["load_s"] = _timed(opt.device, lambda: ChatterboxTurboTTS.from_local(opt.model, opt.device))
@@ -60,14 +60,7 @@ def bench_reference_turbo(opt, wav_path: str) -> dict:
                 "s3gen_s": s3_s, "watermark_s": wm_s, "total_s": total, "audio_s": audio_s, "rtf": total / audio_s}
 
     try:
-        for case in opt.cases:
-            run(Case(case.name, case.text, min(case.tokens, 16)))  # warm-up
-        for case in opt.cases:
-            runs = []
-            for _ in range(opt.repeats):
-                _reset_peak(opt.device)
-                runs.append({**run(case), **_mem(opt.device)})
-            res[case.name] = _case_summary(runs)
+        res.update(measure_cases(opt, run))
     finally:
         block_eos.remove()
     del ref
