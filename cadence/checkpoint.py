@@ -64,10 +64,10 @@ def official_shapes(module: nn.Module) -> dict[str, tuple]:
 
 
 def pack_state(module: nn.Module, state: dict) -> dict:
-    """Official tensors -> the module's parameters: unused tensors dropped, (in, out) tensors transposed, packed
-    parameters from the owning module's `pack(name, parts)` if it has one, else the parts concatenated along
-    the output dimension."""
-    out = {k: v for k, v in state.items() if k not in _unused(module)}
+    """The file's used tensors -> the module's parameters: (in, out) tensors transposed, packed parameters from
+    the owning module's `pack(name, parts)` if it has one, else the parts concatenated along the output
+    dimension."""
+    out = dict(state)
     for name in _transposed(module):
         out[name] = out[name].t().contiguous()
     for name in module.state_dict(keep_vars=True):
@@ -122,11 +122,12 @@ def resolve(model: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import hf_hub_download
         local = None
+        token = os.environ.get("HF_TOKEN") or None  # gated repos (Turbo needed one at launch)
         for name in family_files(family):
-            local = hf_hub_download(repo_id=str(model), filename=name, token=os.environ.get("HF_TOKEN") or None)
+            local = hf_hub_download(repo_id=str(model), filename=name, token=token)
         for name in OPTIONAL_FILES:
             try:
-                hf_hub_download(repo_id=str(model), filename=name, token=os.environ.get("HF_TOKEN") or None)
+                hf_hub_download(repo_id=str(model), filename=name, token=token)
             except Exception:  # noqa: BLE001 - these files are optional
                 pass
     except Exception as exc:  # noqa: BLE001 - network, auth and offline errors all end here

@@ -32,7 +32,7 @@ class ModelFamily:
     hub_repo: str
     t3_file: str
     s3gen_file: str
-    tokenizer_files: tuple[str, ...]  # all of them, or (for Turbo) any one of the accepted forms
+    tokenizer_files: tuple[str, ...]  # the tokenizer files a checkpoint must hold
     t3_class: type
     t3_config: T3Config | T3TurboConfig
     t3_tiny_config: T3Config | T3TurboConfig

@@ -22,9 +22,7 @@ from .engine.t3_runner import T3Runner, clean_speech_tokens
 from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, t3_int8_targets
 from .memory.lease import OnDemand
 from .memory.placement import apply_placement, compile_regions
-from .models.s3gen import S3GEN_SR
-
-SILENCE_TOKEN = 4299  # S3Gen's silence token (the reference's S3GEN_SIL)
+from .models.s3gen import S3GEN_SR, SILENCE_TOKEN
 from .outputs import Audio
 from .sampling_params import SamplingParams
 from .tts_engine import EngineAPI

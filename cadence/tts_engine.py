@@ -58,7 +58,6 @@ class EngineAPI:
         """Yield `AudioChunk`s of `text` while T3 is still decoding (same knobs as `generate`): a small first
         chunk, then larger ones; joins are sample-continuous. Closing the iterator early cancels the request."""
         voice = self.voice_or_default(voice)
-        SamplingParams.check_names(knobs)
         handle = self.submit(Request(text, voice, SamplingParams.for_family(self.family, **knobs), watermark,
                                      stream=True))
         return _cancel_on_close(handle)

@@ -253,11 +253,10 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reference_for(model: str):
-    """The reference bench of the checkpoint's family: the original model's or Turbo's."""
-    from ..checkpoint import resolve
-    from ..family import TURBO, detect_family
-    if detect_family(resolve(model)) is TURBO:
+def reference_for(family):
+    """The reference bench of a model family: the original model's or Turbo's."""
+    from ..family import TURBO
+    if family is TURBO:
         from .reference_turbo import bench_reference_turbo
         return bench_reference_turbo
     return bench_reference
@@ -279,13 +278,14 @@ def run_bench(opt: BenchOptions, out_json: str | None, out_md: str | None) -> di
     opt.cases = [Case("short", SHORT_TEXT, opt.short_tokens), Case("long", LONG_TEXT, opt.long_tokens)]
     from ..checkpoint import resolve
     from ..family import detect_family
+    family = detect_family(resolve(opt.model))
     result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else "cpu",
-              "torch": torch.__version__, "family": detect_family(resolve(opt.model)).name, "watermark": opt.watermark,
+              "torch": torch.__version__, "family": family.name, "watermark": opt.watermark,
               "dtype": opt.dtype, "compile": opt.compile, "vocoder_dtype": opt.vocoder_dtype, "repeats": opt.repeats,
               "cases": [{"name": c.name, "tokens": c.tokens, "text": c.text} for c in opt.cases]}
     result["cadence"] = bench_cadence(opt, wav, sr)
     if opt.reference:
-        result["reference"] = reference_for(opt.model)(opt, wav_path)
+        result["reference"] = reference_for(family)(opt, wav_path)
     write_report(result, markdown(result), out_json, out_md)
     return result
 

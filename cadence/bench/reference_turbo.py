@@ -8,9 +8,6 @@ import gc
 
 import torch
 
-SILENCE = 4299  # the reference's S3GEN_SIL
-
-
 def norm_loudness_numpy1(wav, sr, target_lufs=-27):
     """The reference Turbo's `norm_loudness` as it computes under numpy 1.x: the same meter and gain, the
     product kept float32 (numpy 1's value-based casting). Under numpy 2 its float32 * float64 product is
@@ -30,6 +27,7 @@ def bench_reference_turbo(opt, wav_path: str) -> dict:
     Turbo's three silence tokens, 2 meanflow steps."""
     from chatterbox.tts_turbo import ChatterboxTurboTTS, punc_norm
 
+    from ..models.s3gen import SILENCE_TOKEN
     from .offline import Case, _mem, _reset_peak, _timed, measure_cases
     res: dict = {"engine": "reference chatterbox-tts 0.1.7 (Turbo)"}
     _reset_peak(opt.device)
@@ -49,7 +47,7 @@ def bench_reference_turbo(opt, wav_path: str) -> dict:
             toks, t3_s = _timed(opt.device, lambda: ref.t3.inference_turbo(
                 ref.conds.t3, ids, temperature=0.8, top_k=1000, top_p=0.95, repetition_penalty=1.2,
                 max_gen_len=case.tokens - 1))
-            speech = torch.cat((torch.randint(0, 6561, (case.tokens,), generator=gen), torch.full((3,), SILENCE)))
+            speech = torch.cat((torch.randint(0, 6561, (case.tokens,), generator=gen), torch.full((3,), SILENCE_TOKEN)))
             (wav_out, _), s3_s = _timed(opt.device, lambda: ref.s3gen.inference(
                 speech_tokens=speech.to(opt.device), ref_dict=ref.conds.gen, n_cfm_timesteps=2))
             wav = wav_out.squeeze(0).cpu().numpy()

@@ -99,10 +99,10 @@ class AudioRunner:
         lengths = torch.tensor([f.numel() for f in fulls], device=dev)
         tokens = torch.zeros(len(items), T, device=dev, dtype=torch.long)
         noise = torch.zeros(len(items), mel_dim, ratio * T, device=dev, dtype=dt)
-        for i, (f, (_, _, rng)) in enumerate(zip(fulls, items)):
+        for i, (f, (new, _, rng)) in enumerate(zip(fulls, items)):
             tokens[i, : f.numel()] = f
-            n_new = ratio * items[i][0].numel()
-            row = flow.decoder.initial_noise(lambda shape: self._randn(shape, rng), mel_dim, ratio * f.numel(), n_new)
+            row = flow.decoder.initial_noise(lambda shape: self._randn(shape, rng), mel_dim, ratio * f.numel(),
+                                             ratio * new.numel())
             noise[i, :, : ratio * f.numel()] = row[0].to(dt)
         mu, mask = flow.encode(tokens, lengths)
         cond = torch.zeros_like(mu)

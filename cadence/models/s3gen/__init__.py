@@ -18,6 +18,7 @@ from .hift import HiFTConfig, HiFTGenerator
 S3GEN_SR = 24000
 S3_SR = 16000
 SPEECH_VOCAB = 6561
+SILENCE_TOKEN = 4299  # S3Gen's silence token (the reference's S3GEN_SIL)
 
 
 @dataclass(frozen=True)
