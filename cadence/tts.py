@@ -140,9 +140,11 @@ class TTS(EngineAPI):
         def run() -> Voice:
             with self._prep_lease or contextlib.nullcontext():
                 f = self.family
-                return prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration,
-                                     self._speaker_encoder, t3_prompt_seconds=f.voice_t3_seconds,
-                                     target_lufs=f.voice_lufs, min_seconds=f.min_voice_seconds)
+                voice = prepare_voice(self.s3gen, self.ve, self.t3.cfg.prompt_len, wav, sr, exaggeration,
+                                      self._speaker_encoder, t3_prompt_seconds=f.voice_t3_seconds,
+                                      target_lufs=f.voice_lufs, min_seconds=f.min_voice_seconds)
+                voice.meta["family"] = f.name
+                return voice
         if self._engine is not None and not self._engine.on_gpu_thread():
             # The engine's GPU thread runs it between decode steps: lending the encoders to the GPU and their
             # graphs must not race the engine's CUDA graphs (e.g. a server re-preparing a library voice).
@@ -169,7 +171,7 @@ class TTS(EngineAPI):
         """The voice library at `root` (default: $CADENCE_VOICES or the per-user data dir), bound to this
         checkpoint: voices prepared by other weights are re-prepared from their stored audio."""
         if root is not None or self._library is None:
-            lib = VoiceLibrary(root, fingerprint=self.fingerprint,
+            lib = VoiceLibrary(root, fingerprint=self.fingerprint, family=self.family.name,
                                preparer=lambda wav, sr, ex: self.prepare_voice(wav, sample_rate=sr, exaggeration=ex))
             if root is not None:
                 return lib
@@ -191,6 +193,10 @@ class TTS(EngineAPI):
         voice = voice or self.default_voice
         if voice is None:
             raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
+        made_for = voice.meta.get("family", self.family.name)  # conds.pt voices carry none: taken as ours
+        if made_for != self.family.name:
+            raise ValueError(f"this voice was prepared for Chatterbox {made_for}; this model is Chatterbox "
+                             f"{self.family.name}: prepare it again with this model (a library voice is, by name)")
         return voice
 
     # --- generation ---------------------------------------------------------------------------
@@ -235,10 +241,9 @@ class TTS(EngineAPI):
         speech = clean_speech_tokens(tokens)
         t1 = time.perf_counter()
         if speech:
-            tail = [SILENCE_TOKEN] * self.family.silence_tokens  # Turbo ends on silence tokens, as trained
             with s3_lease:
-                wav = self.audio_runner.synthesize(torch.tensor(speech + tail), self.voice_cache.get(voice).voice,
-                                                   rng)[0]
+                wav = self.audio_runner.synthesize(torch.tensor(self.s3gen_tokens(speech)),
+                                                   self.voice_cache.get(voice).voice, rng)[0]
                 wav = wav.cpu().numpy()
         else:
             wav = np.zeros(0, dtype=np.float32)
@@ -252,6 +257,10 @@ class TTS(EngineAPI):
         timings["t3_tokens_per_s"] = len(tokens) / max(timings["t3"], 1e-9)
         return Audio(samples=wav.astype(np.float32), sample_rate=self.sample_rate, tokens=speech,
                      watermarked=marked, timings=timings)
+
+    def s3gen_tokens(self, speech: list[int]) -> list[int]:
+        """What S3Gen renders of a finished request's speech tokens: Turbo's end on silence tokens, as trained."""
+        return speech + [SILENCE_TOKEN] * self.family.silence_tokens
 
     def _t3(self, text: str, voice: Voice, params: SamplingParams, gen: torch.Generator,
             speech_only: bool = False) -> list[int]:

@@ -14,11 +14,7 @@ class EngineAPI:
 
     @property
     def engine(self) -> Engine:
-        """The batched engine (continuous batching, one GPU thread), started on first use. It batches CFG pairs:
-        a family without them (Turbo) is refused with a clear error until the engine batches single rows."""
-        if not self.family.cfg_pair:
-            raise ValueError(f"the batched engine (generate_many, stream, --file, serve) does not run Chatterbox "
-                             f"{self.family.name} yet; use generate() (cadence say TEXT) for this model")
+        """The batched engine (continuous batching, one GPU thread), started on first use."""
         if self._engine is None:
             self._engine = Engine(self)
         return self._engine

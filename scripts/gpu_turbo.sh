@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# On the GPU machine (device tool), Chatterbox Turbo in one call: a full-size random Turbo checkpoint, the
-# offline bench side by side with the reference Turbo (watermark on), the int8 plan, and the Turbo parity
-# tests on CUDA. Wheels for what the machine lacks travel in .whl (see docs/benchmarks.md). Results in $OUT.
+# On the GPU machine (device tool), Chatterbox Turbo: a full-size random Turbo checkpoint, then the PHASES asked
+# for: the GPU tests, the T3 step probe, the offline bench side by side with the reference Turbo (watermark on),
+# the compile and int8 plans, streaming first audio, the HTTP server under load, and the Turbo parity tests on
+# CUDA. Wheels for what the machine lacks travel in .whl (see docs/benchmarks.md). Results in $OUT.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1
@@ -10,7 +11,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 quiet() { grep -v -i "warn\|deprecat\|^INFO\|^  "; }
 CK=/tmp/ckt
 [ -f $CK/s3gen_meanflow.safetensors ] || timeout 200 python3 -m cadence.cli checkpoint random $CK --family turbo || exit 1
-for phase in ${PHASES:-bench int8 parity}; do
+for phase in ${PHASES:-tests probe bench int8 stream serve parity}; do
   echo "== $phase $(date +%T)"
   case $phase in
     bench) timeout ${BENCH_T:-300} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --reference \
@@ -21,6 +22,13 @@ for phase in ${PHASES:-bench int8 parity}; do
     probe) timeout ${PROBE_T:-200} python3 scripts/turbo_t3_probe.py $CK "$OUT/turbo_t3_probe.json" 2>&1 | quiet | tail -60 ;;
     int8)  timeout ${INT8_T:-150} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --memory-plan int8 \
              --watermark --repeats 2 --json "$OUT/turbo_int8.json" --md "$OUT/turbo_int8.md" 2>&1 | quiet | tail -25 ;;
+    tests) timeout ${TESTS_T:-300} python3 -m pytest ${GPU_TESTS:-tests/gpu/test_turbo_cuda.py tests/gpu/test_cuda.py \
+             tests/gpu/test_engine_cuda.py} -q -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; tail -15 "$OUT/pytest_gpu.log" ;;
+    stream) timeout ${STREAM_T:-240} python3 -m cadence.cli bench --stream --model $CK --device cuda --words ${WORDS:-2000} \
+             --json "$OUT/turbo_stream.json" --md "$OUT/turbo_stream.md" 2>&1 | quiet | tail -25 ;;
+    serve) timeout ${SERVE_T:-300} python3 -m cadence.cli bench serve --model $CK --device cuda \
+             --concurrency ${LEVELS:-1,16,64} --json "$OUT/turbo_serve.json" --md "$OUT/turbo_serve.md" 2>&1 \
+             | quiet | tail -25 ;;
     parity) CADENCE_PARITY_DEVICE=cuda timeout ${PARITY_T:-200} python3 -m pytest tests/parity/test_turbo_parity.py \
              -q -s -p no:cacheprovider 2>&1 | tee "$OUT/turbo_parity_cuda.log" | grep -E "turbo |passed|failed|Error" ;;
   esac

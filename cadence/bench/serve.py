@@ -61,7 +61,7 @@ async def _progress(base: str, results: list, every: float = 15.0) -> None:
 async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_tokens: int, stream: bool = True,
                  timeout_s: float | None = None) -> dict:
     rnd = random.Random(seed)
-    bodies = [{"model": "chatterbox", "input": LONG_TEXT[: rnd.randint(60, len(LONG_TEXT))], "voice": "default",
+    bodies = [{"model": "tts-1", "input": LONG_TEXT[: rnd.randint(60, len(LONG_TEXT))], "voice": "default",
                "response_format": "pcm", "seed": seed + i, "max_new_tokens": rnd.randint(75, max_tokens),
                "stream": stream}
               for i in range(n_requests)]

@@ -27,6 +27,10 @@ SENTENCES = ["The committee met on Tuesday to review the plan.", "Dr. Patel said
              "Nobody expected the old clock to start ticking again, yet at midnight it did."]
 
 
+def _params(tts, **knobs) -> SamplingParams:
+    return SamplingParams.for_family(tts.family, **knobs)
+
+
 def _watch(handle, t_submit: float, out: dict) -> None:
     arrivals, seconds = [], []
     for chunk in handle:
@@ -46,7 +50,7 @@ def stream_level(tts, voice, n: int, tokens: int, seed: int) -> dict:
     threads = []
     t = time.perf_counter()
     for i in range(n):
-        h = tts.submit(Request(LONG_TEXT, voice, SamplingParams(seed=seed + i, max_new_tokens=tokens),
+        h = tts.submit(Request(LONG_TEXT, voice, _params(tts, seed=seed + i, max_new_tokens=tokens),
                                speech_tokens_only=True, ignore_eos=True, stream=True))
         threads.append(threading.Thread(target=_watch, args=(h, time.perf_counter(), results[i])))
         threads[-1].start()
@@ -75,7 +79,7 @@ def long_text(tts, voice, words: int, seed: int) -> dict:
     sizes = [len(tts.text_ids(c)) for c in chunks]
     intact = " ".join(chunks).split() == text.split()
     t = time.perf_counter()
-    handles = [tts.submit(Request(c, voice, SamplingParams(seed=seed + i, max_new_tokens=min(1000, 10 * len(c.split()))),
+    handles = [tts.submit(Request(c, voice, _params(tts, seed=seed + i, max_new_tokens=min(1000, 10 * len(c.split()))),
                                   speech_tokens_only=True, ignore_eos=True)) for i, c in enumerate(chunks)]
     audio_s = sum(h.result().duration for h in handles)
     wall = time.perf_counter() - t

@@ -65,11 +65,11 @@ def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: i
         res["voice_cache_used_mb"] = tts.voice_cache.nbytes / 2**20
         v = lib.get("v0001")
         resident = tts.voice_cache.get(v)
-        tts.prefill(TEXT, v, SamplingParams())
+        tts.prefill(TEXT, v, SamplingParams.for_family(tts.family))
         res["resident_bytes_per_voice"] = resident.nbytes
         a, b = lib.get("v0002"), lib.get("v0003")
         for x in (a, b):
-            tts.prefill(TEXT, x, SamplingParams())
+            tts.prefill(TEXT, x, SamplingParams.for_family(tts.family))
         n = 1000
         _sync(dev)
         t = time.perf_counter()

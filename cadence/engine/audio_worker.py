@@ -104,8 +104,9 @@ class AudioWorker:
     def finished(self, requests: list[_Running]) -> None:
         """Requests whose T3 is done: render them (streams: their final window). A stream handed no window
         before brings its first audio here."""
-        self._put([(r, clean_speech_tokens(r.tokens), True, r.windows == 0) if r.stream is not None else r
-                   for r in requests])
+        tts = self.engine.tts
+        self._put([(r, tts.s3gen_tokens(clean_speech_tokens(r.tokens)), True, r.windows == 0)
+                   if r.stream is not None else r for r in requests])
 
     def windows(self, requests: list[_Running], tokens: list[list[int]]) -> None:
         """Streaming requests' next windows over these tokens so far (before their `windows` count is raised)."""
@@ -215,8 +216,8 @@ class AudioWorker:
                 continue
             for i, wav in zip(idx, waves):
                 r, tokens, final, _ = todo[i]
-                if wav.size or final:
-                    eng.post.submit(r, wav, tokens, s3_s, final)
+                if wav.size or final:  # a final chunk reports the speech tokens (without S3Gen's silence tail)
+                    eng.post.submit(r, wav, clean_speech_tokens(r.tokens) if final else [], s3_s, final)
 
     def _batch(self, live: list[_Running]) -> None:
         eng, t0 = self.engine, time.perf_counter()
@@ -225,8 +226,9 @@ class AudioWorker:
         waves: dict[int, np.ndarray] = {}
 
         def render(idx: list[int]) -> list[np.ndarray]:
-            items = [(torch.tensor(speech[todo[i]]), eng.tts.voice_cache.get(live[todo[i]].handle.request.voice).voice,
-                      live[todo[i]].rng) for i in idx]
+            tts = eng.tts
+            items = [(torch.tensor(tts.s3gen_tokens(speech[todo[i]])),
+                      tts.voice_cache.get(live[todo[i]].handle.request.voice).voice, live[todo[i]].rng) for i in idx]
             out = eng.tts.audio_runner.synthesize_batch(items)
             wait_for_device(eng.tts.device)
             return [w[0].cpu().numpy() for w in out]

@@ -1,7 +1,8 @@
 """Batched T3 decoding over request slots: continuous batching with a static KV cache.
 
-Slot s holds one request: rows 2s (conditional) and 2s + 1 (unconditional CFG row) of the KV cache. Every
-row carries its own position, so requests at different lengths share one decode step. A step covers the
+Slot s holds one request in `rows_per_slot` rows of the KV cache: rows 2s (conditional) and 2s + 1
+(unconditional CFG row) for a CFG pair, row s alone for a family without CFG (Turbo). Every row carries its
+own position, so requests at different lengths share one decode step. A step covers the
 first `b` slots (b from a ladder of batch sizes) and attends over the first A cache positions (A from a
 ladder of lengths); each (b, A, filters) variant is one CUDA graph on the GPU. All step inputs are static
 device buffers; the host only refills each request's sampling noise from the request's own generator, so
@@ -33,13 +34,16 @@ def batch_ladder(max_slots: int) -> list[int]:
 class BatchDecoder:
     """Static state for `slots` concurrent requests of at most `slot_len` positions each."""
 
-    def __init__(self, t3: T3, slots: int, slot_len: int, use_graphs: bool):
+    def __init__(self, t3: T3, slots: int, slot_len: int, use_graphs: bool, rows_per_slot: int = 2):
+        if rows_per_slot not in (1, 2):
+            raise ValueError(f"rows_per_slot must be 1 or 2 (a CFG pair), got {rows_per_slot}")
         c = t3.cfg
         dev, dt = t3.speech_head.weight.device, t3.speech_head.weight.dtype
         self.t3, self.slots, self.slot_len, self.use_graphs = t3, slots, slot_len, use_graphs
+        self.per_slot = rows_per_slot
         self.sizes = batch_ladder(slots)
         self.lengths = [a for a in LENGTH_LADDER if a < slot_len] + [slot_len]
-        rows = 2 * slots
+        rows = rows_per_slot * slots
         z = lambda *shape, dtype=torch.long: torch.zeros(*shape, device=dev, dtype=dtype)  # noqa: E731
         self.k = z(c.n_layers, rows, c.n_heads, slot_len, c.head_dim, dtype=dt)
         self.v = z(c.n_layers, rows, c.n_heads, slot_len, c.head_dim, dtype=dt)
@@ -72,40 +76,43 @@ class BatchDecoder:
     @torch.inference_mode()
     def admit(self, slot: int, prefill: torch.Tensor, params: SamplingParams, speech_only: bool = False,
               ignore_eos: bool = False) -> None:
-        """Prefill one request's CFG pair (2, L, C) into `slot` and load its sampling knobs."""
+        """Prefill one request's rows (rows_per_slot, L, C) into `slot` and load its sampling knobs."""
         L = prefill.shape[1]
-        r = slice(2 * slot, 2 * slot + 2)
+        r = self._rows(slot)
         h = self.t3.forward_backbone(prefill.to(self.hidden.dtype), self.k[:, r], self.v[:, r],
                                      torch.arange(L, device=self.device), None)
         self._load(slot, L, h, params, speech_only, ignore_eos)
 
     @torch.inference_mode()
     def admit_many(self, entries: list[tuple]) -> None:
-        """Several (slot, prefill (2, L_i, C), params, speech_only, ignore_eos) in one right-padded forward:
+        """Several (slot, prefill (rows_per_slot, L_i, C), params, speech_only, ignore_eos) in one right-padded forward:
         causal attention keeps each prompt from seeing its padding, whose keys land past the prompt where
         decoding overwrites them before any step attends there."""
         if len(entries) == 1:
             return self.admit(*entries[0])
-        c, dt = self.t3.cfg, self.hidden.dtype
+        c, dt, n = self.t3.cfg, self.hidden.dtype, self.per_slot
         lengths = [e[1].shape[1] for e in entries]
         T = max(lengths)
-        x = torch.zeros(2 * len(entries), T, c.dim, device=self.device, dtype=dt)
+        x = torch.zeros(n * len(entries), T, c.dim, device=self.device, dtype=dt)
         for i, e in enumerate(entries):
-            x[2 * i: 2 * i + 2, : lengths[i]] = e[1].to(dt)
+            x[n * i: n * i + n, : lengths[i]] = e[1].to(dt)
         shape = (c.n_layers, x.shape[0], c.n_heads, T, c.head_dim)
         k, v = torch.empty(shape, device=self.device, dtype=dt), torch.empty(shape, device=self.device, dtype=dt)
-        last = torch.tensor(lengths, device=self.device).repeat_interleave(2) - 1
+        last = torch.tensor(lengths, device=self.device).repeat_interleave(n) - 1
         h = self.t3.forward_backbone(x, k, v, torch.arange(T, device=self.device), None, last=last)
-        rows = torch.tensor([r for e in entries for r in (2 * e[0], 2 * e[0] + 1)], device=self.device)
+        rows = torch.tensor([r for e in entries for r in range(n * e[0], n * e[0] + n)], device=self.device)
         self.k[:, rows, :, :T] = k
         self.v[:, rows, :, :T] = v
         for i, e in enumerate(entries):
-            self._load(e[0], lengths[i], h[2 * i: 2 * i + 2], *e[2:])
+            self._load(e[0], lengths[i], h[n * i: n * i + n], *e[2:])
+
+    def _rows(self, slot: int) -> slice:
+        return slice(self.per_slot * slot, self.per_slot * slot + self.per_slot)
 
     def _load(self, slot: int, L: int, h: torch.Tensor, params: SamplingParams, speech_only: bool = False,
               ignore_eos: bool = False) -> None:
         c = self.t3.cfg
-        r = slice(2 * slot, 2 * slot + 2)
+        r = self._rows(slot)
         self.hidden[r] = h
         self.pos[r] = L
         self.speech_pos[slot] = 1
@@ -123,36 +130,39 @@ class BatchDecoder:
 
     def free(self, slot: int) -> None:
         self.active[slot] = 0
-        self.pos[2 * slot: 2 * slot + 2] = 0
+        self.pos[self._rows(slot)] = 0
 
     def tokens(self, slot: int, n: int) -> torch.Tensor:
         return self.out[slot, :n]
 
     # --- the step ----------------------------------------------------------------------------------------
     def _step(self, b: int, attend: int, use_top_k: bool, use_top_p: bool) -> None:
-        """One decode step for slots [0, b): sample every slot's next token, then run its CFG pair through
-        the backbone attending over positions [0, attend)."""
-        t3, c = self.t3, self.t3.cfg
-        rows = 2 * b
-        logits = t3.speech_logits(self.hidden[:rows]).float().view(b, 2, -1)  # (b, cond|uncond, V)
+        """One decode step for slots [0, b): sample every slot's next token, then run its rows through the
+        backbone attending over positions [0, attend)."""
+        t3, c, n = self.t3, self.t3.cfg, self.per_slot
+        rows = n * b
+        logits = t3.speech_logits(self.hidden[:rows]).float().view(b, n, -1)  # (b, cond[|uncond], V)
         banned = (self.speech_only[:b, None] & self.not_speech) | (self.ignore_eos[:b, None] & self.eos_only)
         logits = logits.masked_fill(banned[:, None], float("-inf"))
         kn = {k: t[:b] for k, t in self.knobs.items()}
-        probs = process_logits(logits[:, 0], logits[:, 1], self.counts[:b], kn["cfg"], kn["rep"], kn["temp"],
-                               kn["min_p"], kn["top_p"], self.top_k[:b], use_top_k, use_top_p)
+        probs = process_logits(logits[:, 0], logits[:, 1] if n == 2 else None, self.counts[:b], kn["cfg"],
+                               kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k[:b], use_top_k, use_top_p,
+                               penalty_last=t3.penalty_last)
         token = sample(probs, self.noise[:b])  # (b,)
         slots = torch.arange(b, device=token.device)
         self.out[slots, self.step[:b].clamp(max=self.slot_len - 1)] = token
         self.counts[:b].scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
+        if not t3.start_in_history:  # after its first step a request's penalty sees only generated tokens
+            self.counts[:b, c.start_speech] -= (self.step[:b] == 0).int() * self.active[:b].int()
         self.done[:b] |= token == c.stop_speech
         x = t3.speech_step_embed(token, self.speech_pos[:b]).to(self.hidden.dtype)
-        x = x.repeat_interleave(2, dim=0)[:, None]  # (2b, 1, C): both CFG rows take the sampled token
+        x = x.repeat_interleave(n, dim=0)[:, None]  # (n b, 1, C): a CFG pair's rows both take the sampled token
         pos = self.pos[:rows]
         # each row attends to its own positions so far (this step's key included), within the bucket
         mask = PrefixMask((pos + 1).clamp(max=attend).to(torch.int32), attend)
         self.hidden[:rows] = t3.forward_backbone(x, self.k[:, :rows], self.v[:, :rows], pos[:, None], mask)
         act = self.active[:b]
-        self.pos[:rows] = (pos + act.repeat_interleave(2)).clamp(max=self.slot_len - 1)
+        self.pos[:rows] = (pos + act.repeat_interleave(n)).clamp(max=self.slot_len - 1)
         self.speech_pos[:b] += act
         self.step[:b] += act
 

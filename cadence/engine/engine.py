@@ -48,6 +48,7 @@ class Engine:
         self.tts = tts
         cfg = tts.config
         self.slot_len = slot_len or cfg.kv_slot_len
+        self.rows_per_slot = 2 if tts.family.cfg_pair else 1  # a CFG pair, or one row (Turbo)
         self.max_batch = max_batch or cfg.max_batch or self._auto_batch()
         self.stats = EngineStats()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -73,7 +74,7 @@ class Engine:
         """As many slots as fit in half the free VRAM (the rest: S3Gen batches, graphs), at most 64."""
         t3, dev = self.tts.t3, self.tts.device
         c = t3.cfg
-        per_slot = 2 * 2 * c.n_layers * self.slot_len * c.dim * t3.speech_head.weight.element_size()
+        per_slot = 2 * self.rows_per_slot * c.n_layers * self.slot_len * c.dim * t3.speech_head.weight.element_size()
         if dev.type != "cuda":
             return 8
         free, _ = torch.cuda.mem_get_info(dev)
@@ -86,6 +87,7 @@ class Engine:
             raise RuntimeError("the engine is shut down")
         if not isinstance(request.params, SamplingParams):
             raise ValueError("request.params must be a SamplingParams")
+        request.params.check_family(self.tts.family)
         request.voice = self.tts.voice_or_default(request.voice)  # None: the built-in voice, as generate()
         if request.params.seed is None:
             request.params.seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
@@ -127,8 +129,8 @@ class Engine:
         warm_flow_graphs(self.tts, max_new_tokens, self.max_batch)
 
     def prefill_len(self, n_text_ids: int) -> int:
-        """Prompt positions: speaker, perceiver queries, emotion, framed text, two start tokens."""
-        return 1 + self.tts.t3.cfg.perceiver_queries + 1 + (n_text_ids + 2) + 2
+        """KV positions the prompt of a request with this many text ids takes (at most)."""
+        return self.tts.t3.prompt_positions(n_text_ids)
 
     def close(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stop the engine; with `drain`, requests already submitted finish first, else they are cancelled."""
@@ -148,7 +150,8 @@ class Engine:
         try:
             if self.tts.device.type == "cuda" and self.tts.device.index is not None:
                 torch.cuda.set_device(self.tts.device)
-            self.decoder = BatchDecoder(self.tts.t3, self.max_batch, self.slot_len, self.tts.t3_runner.use_graphs)
+            self.decoder = BatchDecoder(self.tts.t3, self.max_batch, self.slot_len, self.tts.t3_runner.use_graphs,
+                                        self.rows_per_slot)
             self.audio = AudioWorker(self)
         except BaseException as exc:  # noqa: BLE001 - reported to the constructor's caller
             self._error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
@@ -235,7 +238,7 @@ class Engine:
             try:
                 req = r.handle.request
                 r.rng = RequestRNG(req.params.seed, self.tts.device)
-                prefill = self.tts.prefill(req.text, req.voice, req.params, cfg_pair=True)
+                prefill = self.tts.prefill(req.text, req.voice, req.params, cfg_pair=self.rows_per_slot == 2)
             except Exception as exc:  # noqa: BLE001 - one bad request fails alone
                 self._fail(r, exc)
                 continue

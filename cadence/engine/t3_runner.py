@@ -53,13 +53,19 @@ class T3Runner:
             torch.cuda.empty_cache()
 
     def graph_decoder(self, rows: int, length: int):
-        """A captured decoder whose KV cache holds `length` positions (rounded up to 128); kept for reuse."""
+        """A captured decoder whose KV cache holds `length` positions (rounded up to 128); kept for reuse. One
+        per row count: a longer request replaces it (its length buckets serve the shorter ones too), so a
+        smaller cache is never kept beside a larger one."""
         from .t3_graph import T3GraphDecoder
         for d in self.decoders:
             if d.rows == rows and d.max_len >= length:
                 return d
-        if len(self.decoders) >= 2:
-            self.decoders.pop(0)
+        smaller = [d for d in self.decoders if d.rows == rows]
+        for d in smaller:
+            d.close()
+            self.decoders.remove(d)
+        if smaller:  # its graphs' pool stays reserved until the allocator's cache is emptied
+            torch.cuda.empty_cache()
         max_len = round_up(length, 128)
         d = T3GraphDecoder(self.t3, rows, max_len, max_steps=max_len)
         self.decoders = sorted(self.decoders + [d], key=lambda x: x.max_len)

@@ -18,7 +18,8 @@ def warm_bursts(engine) -> None:
     n = min(16, engine.max_batch)
     text = "Warming up: " + "the quick brown fox jumps over the lazy dog, " * 6
     for count, stream in ((1, True), (n, True), (1, False), (n, False)):
-        handles = [engine.submit(Request(text, voice, SamplingParams(seed=i, max_new_tokens=64), watermark=False,
+        params = [SamplingParams.for_family(engine.tts.family, seed=i, max_new_tokens=64) for i in range(count)]
+        handles = [engine.submit(Request(text, voice, params[i], watermark=False,
                                          speech_tokens_only=True, ignore_eos=True, stream=stream))
                    for i in range(count)]
         for h in handles:

@@ -27,13 +27,8 @@ def cached_attention(q, k, v, k_cache, v_cache, positions, attn_mask) -> torch.T
     `RowLengths` (one query per row, row b over its first lengths[b] positions); or None for a prefill that
     starts at position 0 (plain causal attention over the new keys only)."""
     from .decode_attention import RowLengths, prefix_attention
-    if positions.dim() == 1:
-        k_cache.index_copy_(2, positions, k)
-        v_cache.index_copy_(2, positions, v)
-    else:  # row b's single new key goes to its own position (B, H, D) <- (B, H, 1, D)
-        rows = torch.arange(q.shape[0], device=q.device)
-        k_cache[rows, :, positions[:, 0]] = k[:, :, 0]
-        v_cache[rows, :, positions[:, 0]] = v[:, :, 0]
+    from .kv_write import write_kv
+    write_kv(k, v, k_cache, v_cache, positions)
     if attn_mask is None:
         return causal_attention(q, k, v)
     if isinstance(attn_mask, RowLengths):  # the whole cache: the kernel reads no key past a row's length

@@ -33,17 +33,25 @@ def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torc
     # min-p: drop tokens below min_p times the top token's probability.
     probs = logits.softmax(-1)
     logits = torch.where(probs < min_p.float()[:, None] * probs.amax(-1, keepdim=True), neg_inf, logits)
-    if use_top_k:  # keep the k largest (k = 0: off)
+    if use_top_k and not use_top_p:  # keep the k largest (k = 0: off)
         k = top_k.clamp(min=0)
         kth = torch.sort(logits, dim=-1, descending=True).values.gather(
             -1, (k - 1).clamp(min=0, max=logits.shape[-1] - 1)[:, None])
         logits = torch.where((k[:, None] > 0) & (logits < kth), neg_inf, logits)
-    if use_top_p:  # drop the low tail whose cumulative probability is at most 1 - top_p; keep the top token
+    elif use_top_p:
+        # One ascending sort serves both filters: top-k drops the low end of it (masking keeps it sorted),
+        # then top-p drops the low tail whose cumulative probability is at most 1 - top_p (the top token stays).
         sorted_logits, order = torch.sort(logits, dim=-1)
+        V = logits.shape[-1]
+        drop = torch.zeros_like(sorted_logits, dtype=torch.bool)
+        if use_top_k:
+            k = top_k.clamp(min=0)
+            kth = sorted_logits.gather(-1, (V - k).clamp(min=0, max=V - 1)[:, None])  # the k-th largest
+            drop = (k[:, None] > 0) & (sorted_logits < kth)
+            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         tail = sorted_logits.softmax(-1).cumsum(-1) <= (1 - top_p.float()[:, None])
         tail[:, -1] = False
-        drop = torch.zeros_like(tail).scatter(-1, order, tail)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop | tail), float("-inf"))
     if penalty_last:
         logits = torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
     return logits.softmax(-1)

@@ -238,6 +238,11 @@ class T3(nn.Module):
         """Text ids framed by the start/stop text tokens, as T3 was trained."""
         return [self.cfg.start_text, *ids, self.cfg.stop_text]
 
+    def prompt_positions(self, n_text_ids: int) -> int:
+        """KV positions a request's prompt takes: speaker, perceiver queries, emotion, framed text, the start
+        token twice."""
+        return 1 + self.cfg.perceiver_queries + 1 + len(self.frame_text([0] * n_text_ids)) + 2
+
     def voice_embeds(self, speaker_emb: torch.Tensor, prompt_tokens: torch.Tensor) -> torch.Tensor:
         """The exaggeration-independent conditioning of one voice: speaker token + perceiver output.
         speaker_emb (B, 256), prompt_tokens (B, P) -> (B, 1 + Q, C). Computed once per voice."""

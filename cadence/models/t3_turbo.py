@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers.attention import cached_attention, layer_mask
+from ..layers.decode_linear import linear_residual, norm_linear
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,14 @@ class GPT2Attention(nn.Module):
         self.c_attn = TransposedLinear(cfg.dim, 3 * cfg.dim)
         self.c_proj = TransposedLinear(cfg.dim, cfg.dim)
 
-    def forward(self, x, k_cache, v_cache, positions, attn_mask):
-        """x (B, T, C) -> (B, T, C); cache and mask as `cached_attention` takes them."""
-        B, T, _ = x.shape
-        qkv = self.c_attn(x).view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
+    def attend(self, qkv, k_cache, v_cache, positions, attn_mask):
+        """qkv (B, T, 3C), c_attn's output -> the heads' attention output (B, T, C), before c_proj; cache and
+        mask as `cached_attention` takes them."""
+        B, T, _ = qkv.shape
+        qkv = qkv.view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
         q, k, v = qkv.split(self.n_heads, dim=1)
         out = cached_attention(q, k, v, k_cache, v_cache, positions, attn_mask)
-        return self.c_proj(out.transpose(1, 2).reshape(B, T, -1))
+        return out.transpose(1, 2).reshape(B, T, -1)
 
 
 class GPT2MLP(nn.Module):
@@ -78,8 +79,6 @@ class GPT2MLP(nn.Module):
         self.c_fc = TransposedLinear(cfg.dim, cfg.ffn_dim)
         self.c_proj = TransposedLinear(cfg.ffn_dim, cfg.dim)
 
-    def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # GPT-2's "gelu_new"
 
 
 class GPT2Block(nn.Module):
@@ -91,8 +90,12 @@ class GPT2Block(nn.Module):
         self.mlp = GPT2MLP(cfg)
 
     def forward(self, x, k_cache, v_cache, positions, attn_mask):
-        x = x + self.attn(self.ln_1(x), k_cache, v_cache, positions, attn_mask)
-        return x + self.mlp(self.ln_2(x))
+        """x + attn(ln_1(x)), then + mlp(ln_2(.)); each norm runs inside its matmul and each residual add in
+        the next one where the decode kernels apply (`decode_linear`), else as written."""
+        qkv = norm_linear(x, self.ln_1, self.attn.c_attn)
+        x = linear_residual(self.attn.attend(qkv, k_cache, v_cache, positions, attn_mask), self.attn.c_proj, x)
+        h = norm_linear(x, self.ln_2, self.mlp.c_fc, gelu=True)  # GPT-2's "gelu_new" (tanh)
+        return linear_residual(h, self.mlp.c_proj, x)
 
 
 class GPT2Backbone(nn.Module):
@@ -140,6 +143,11 @@ class T3Turbo(nn.Module):
     def frame_text(ids: list[int]) -> list[int]:
         """Turbo feeds the BPE ids as they are: no start/stop text tokens."""
         return list(ids)
+
+    def prompt_positions(self, n_text_ids: int) -> int:
+        """KV positions a request's prompt takes at most: speaker, up to `prompt_len` prompt speech tokens (a
+        shorter voice takes fewer), the text, the start token."""
+        return 1 + self.cfg.prompt_len + n_text_ids + 1
 
     def voice_embeds(self, speaker_emb: torch.Tensor, prompt_tokens: torch.Tensor) -> torch.Tensor:
         """speaker_emb (B, 256), prompt_tokens (B, P) -> (B, 1 + P, C): the speaker token, then the prompt's

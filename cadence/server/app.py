@@ -25,7 +25,18 @@ from .metrics import Metrics
 from .schemas import OPENAI_VOICES, SpeechRequest
 from .settings import ServerSettings
 
-MODEL_IDS = ("chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+
+
+def check_model(family, model: str | None) -> None:
+    """404 unless `model` (None: unset) is one of the loaded family's ids; a model of another family says so."""
+    from ..family import FAMILIES
+    if model is None or model in family.model_ids:
+        return
+    other = next((f for f in FAMILIES.values() if model in f.model_ids), None)
+    why = (f": it is Chatterbox {other.name}; this server runs Chatterbox {family.name} (run a second server for "
+           f"the other model)" if other else " not found")
+    raise ApiError(404, f"model {model!r}{why}; GET /v1/models lists this server's models", param="model",
+                   code="model_not_found")
 
 
 async def _first_chunk(chunks, request: Request, handle, timeout: float):
@@ -159,8 +170,9 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models():
+        ids = ready().family.model_ids
         return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "cadence"}
-                                           for m in MODEL_IDS]}
+                                           for m in ids]}
 
     @app.get("/", response_class=HTMLResponse)
     async def playground():
@@ -195,16 +207,14 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
                            param="input", code="input_too_long")
         if body.speed != 1.0:
             raise ApiError(400, f"speed {body.speed} is not supported (only 1.0)", param="speed")
-        if body.model not in MODEL_IDS:
-            raise ApiError(404, f"model {body.model!r} not found; GET /v1/models lists them", param="model",
-                           code="model_not_found")
+        check_model(t.family, body.model)
         if t.engine.load["waiting"] >= settings.max_queue:
             metrics.requests.labels("rejected").inc()
             raise ApiError(429, "server busy: the request queue is full", "rate_limit_error",
                            code="queue_full", headers={"Retry-After": "2"})
         voice = await asyncio.to_thread(resolve_voice, t, body.voice)
         try:
-            handle = t.submit(EngineRequest(text, voice, body.sampling_params(), stream=body.stream))
+            handle = t.submit(EngineRequest(text, voice, body.sampling_params(t.family), stream=body.stream))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         started = time.perf_counter()

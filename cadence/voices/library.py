@@ -1,6 +1,11 @@
 """`VoiceLibrary`: named, persistent voices in one directory, one `<name>.voice` file each (tensors, metadata and
 the source audio as 16-bit PCM at 24 kHz). Writes are atomic and serialised across processes by a file lock;
-a damaged file affects only its own voice."""
+a damaged file affects only its own voice.
+
+A voice file holds one preparation per model family: its main tensors are the family named in its metadata
+(`family`; files without one are the original model's), and a preparation for another family sits beside them
+under `<family>/<tensor>` keys, listed in the metadata's `prepared` map with the checkpoint it was made with.
+So one stored recording serves an English and a Turbo server from the same library, each preparing it once."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .store import VoiceFileError, load_voice, read_meta, save_voice
+from .store import TENSORS, VoiceFileError, load_voice, read_meta, save_voice
 from .voice import Voice
 
 SUFFIX = ".voice"
@@ -62,18 +67,23 @@ class VoiceInfo:
     bytes: int
     checkpoint: str
     source_sha256: str
+    family: str = "english"
+    families: tuple[str, ...] = ("english",)  # every family this file holds a preparation for
 
 
 class VoiceLibrary:
     """Voices stored under `root` (default `$CADENCE_VOICES`, else `$XDG_DATA_HOME/cadence/voices`).
 
-    `fingerprint` identifies the checkpoint in use: voices prepared by another checkpoint are re-prepared from
-    their stored audio when `preparer` (wav, sample_rate, exaggeration) -> Voice is given, else refused."""
+    `fingerprint` identifies the checkpoint in use and `family` its model family: a voice without a preparation
+    by that checkpoint is prepared from its stored audio when `preparer` (wav, sample_rate, exaggeration) ->
+    Voice is given (kept beside the other family's preparation), else refused."""
 
-    def __init__(self, root: str | os.PathLike | None = None, fingerprint: str | None = None, preparer=None):
+    def __init__(self, root: str | os.PathLike | None = None, fingerprint: str | None = None, preparer=None,
+                 family: str = "english"):
         self.root = Path(root).expanduser() if root else default_root()
         self.fingerprint = fingerprint
         self.preparer = preparer
+        self.family = family
 
     # --- locking and paths --------------------------------------------------------------------------
     @contextmanager
@@ -127,7 +137,8 @@ class VoiceLibrary:
         meta = {k: v for k, v in voice.meta.items() if k in ("prepare_s", "duration_s", "sample_rate", "source")}
         meta.update(name=name, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     checkpoint=self.fingerprint or voice.meta.get("checkpoint", ""), source_sha256=sha,
-                    cadence_version=_version(), has_source=pcm is not None)
+                    cadence_version=_version(), has_source=pcm is not None,
+                    family=voice.meta.get("family", self.family))
         if pcm is not None:
             meta["duration_s"] = round(len(pcm) / 24000, 3)
         stored = Voice(**voice.tensors(), exaggeration=float(voice.exaggeration), meta=meta)
@@ -139,14 +150,50 @@ class VoiceLibrary:
         return stored
 
     def _find_prepared(self, sha: str) -> Voice | None:
+        fp = self.fingerprint or ""
         for p in sorted(self.root.glob("*" + SUFFIX)) if self.root.is_dir() else []:
             try:  # headers only: a library of thousands of voices is not read whole on every add
                 meta = read_meta(p)
-                if meta.get("source_sha256") == sha and meta.get("checkpoint") == (self.fingerprint or ""):
-                    return load_voice(p)
+                ours = (meta.get("checkpoint") == fp and _family(meta) == self.family
+                        or meta.get("prepared", {}).get(self.family, {}).get("checkpoint") == fp)
+                if meta.get("source_sha256") == sha and ours:
+                    return self._preparation(*load_voice(p, with_extra=True))
             except VoiceFileError:
                 continue
         return None
+
+    def _preparation(self, voice: Voice, extra: dict) -> Voice | None:
+        """This checkpoint's preparation in a voice file (its main tensors or the ones kept for our family)."""
+        fp = self.fingerprint or ""
+        if _family(voice.meta) == self.family and voice.meta.get("checkpoint", "") == fp:
+            return voice
+        kept = voice.meta.get("prepared", {}).get(self.family)
+        if kept and kept.get("checkpoint") == fp and all(f"{self.family}/{k}" in extra for k in TENSORS):
+            meta = {**voice.meta, "family": self.family, "checkpoint": fp}
+            return Voice(**{k: extra[f"{self.family}/{k}"] for k in TENSORS}, exaggeration=voice.exaggeration,
+                         meta=meta)
+        return None
+
+    def _keep_preparation(self, name: str, fresh: Voice) -> Voice:
+        """Write `fresh` (this checkpoint's preparation) into the voice file: over its main tensors when they are
+        of our family, else beside them, so the other family's preparation stays. The file is read again under
+        the lock: another process may have added its own family's preparation meanwhile."""
+        with self._locked():
+            stored, extra = load_voice(self.path(name), with_extra=True)
+            return self._merge(name, stored, extra, fresh)
+
+    def _merge(self, name: str, stored: Voice, extra: dict, fresh: Voice) -> Voice:
+        if _family(stored.meta) == self.family:
+            meta = {**stored.meta, "checkpoint": self.fingerprint or "", "prepare_s": fresh.meta.get("prepare_s")}
+            voice = Voice(**fresh.tensors(), exaggeration=stored.exaggeration, meta=meta)
+        else:
+            ours = {f"{self.family}/{k}": t.detach().cpu().contiguous() for k, t in fresh.tensors().items()}
+            prepared = {**stored.meta.get("prepared", {}), self.family: {"checkpoint": self.fingerprint or ""}}
+            voice = Voice(**stored.tensors(), exaggeration=stored.exaggeration,
+                          meta={**stored.meta, "prepared": prepared})
+            extra = {**extra, **ours}
+        save_voice(self.path(name), voice, extra)
+        return self._preparation(voice, extra)
 
     def remove(self, name: str) -> None:
         with self._locked():
@@ -196,17 +243,20 @@ class VoiceLibrary:
         if not path.exists():
             raise VoiceError(f"no voice named {validate_name(name)!r} in {self.root}")
         voice, extra = load_voice(path, with_extra=True)
-        stored_for = voice.meta.get("checkpoint", "")
-        if self.fingerprint and stored_for != self.fingerprint:
-            if self.preparer is None or "source_pcm16" not in extra:
-                raise VoiceError(
-                    f"voice {voice.meta.get('name', name)!r} was prepared with another checkpoint "
-                    f"({stored_for[:12] or 'unknown'} vs {self.fingerprint[:12]}) and has no stored audio to "
-                    "re-prepare it from; add it again from its recording")
-            pcm = extra["source_pcm16"].numpy()
-            fresh = self.preparer(pcm.astype(np.float32) / 32768.0, 24000, voice.exaggeration)
-            return self._store(voice.meta.get("name", name), fresh, pcm, voice.meta.get("source_sha256", ""), True)
-        return voice
+        if not self.fingerprint:  # a library bound to no checkpoint reads voices as they are
+            return voice
+        mine = self._preparation(voice, extra)
+        if mine is not None:
+            return mine
+        if self.preparer is None or "source_pcm16" not in extra:
+            stored_for = voice.meta.get("checkpoint", "")
+            raise VoiceError(
+                f"voice {voice.meta.get('name', name)!r} was prepared for another checkpoint (Chatterbox "
+                f"{_family(voice.meta)}, {stored_for[:12] or 'unknown'}; this is Chatterbox {self.family}, "
+                f"{self.fingerprint[:12]}) and has no stored audio to prepare it from; add it again from its recording")
+        pcm = extra["source_pcm16"].numpy()
+        fresh = self.preparer(pcm.astype(np.float32) / 32768.0, 24000, voice.exaggeration)
+        return self._keep_preparation(validate_name(name), fresh)
 
     def info(self, name: str) -> VoiceInfo:
         path = self.path(name)
@@ -216,7 +266,8 @@ class VoiceLibrary:
         m = v.meta
         return VoiceInfo(name=m.get("name", name), duration_s=float(m.get("duration_s", 0.0)),
                          exaggeration=v.exaggeration, created=m.get("created", ""), bytes=path.stat().st_size,
-                         checkpoint=m.get("checkpoint", ""), source_sha256=m.get("source_sha256", ""))
+                         checkpoint=m.get("checkpoint", ""), source_sha256=m.get("source_sha256", ""),
+                         family=_family(m), families=tuple(sorted({_family(m), *m.get("prepared", {})})))
 
     def list(self) -> tuple[list[VoiceInfo], list[str]]:
         """(readable voices sorted by name, one error line per damaged file)."""
@@ -227,6 +278,10 @@ class VoiceLibrary:
             except (VoiceFileError, VoiceError) as exc:
                 errors.append(str(exc))
         return infos, errors
+
+
+def _family(meta: dict) -> str:
+    return meta.get("family", "english")  # voice files from before Turbo hold the original model's voices
 
 
 def _to_pcm16(wav: np.ndarray) -> np.ndarray:

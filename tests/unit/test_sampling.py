@@ -58,3 +58,25 @@ def test_exponential_race_matches_distribution():
 def test_sampling_params_reject_bad_values(kw):
     with pytest.raises(ValueError):
         SamplingParams(**kw)
+
+
+def _two_sorts(logits, top_k, top_p):
+    """Top-k then top-p as two separate filters, each with its own sort (HF's warpers, one after the other)."""
+    kth = torch.sort(logits, dim=-1, descending=True).values.gather(-1, (top_k - 1).clamp(0, logits.shape[-1] - 1)[:, None])
+    logits = torch.where((top_k[:, None] > 0) & (logits < kth), float("-inf"), logits)
+    s, order = torch.sort(logits, dim=-1)
+    tail = s.softmax(-1).cumsum(-1) <= (1 - top_p[:, None])
+    tail[:, -1] = False
+    return logits.masked_fill(torch.zeros_like(tail).scatter(-1, order, tail), float("-inf")).softmax(-1)
+
+
+def test_one_sort_for_top_k_and_top_p_equals_two_filters():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 500, generator=g) * 3
+    top_k = torch.tensor([0, 1, 5, 100, 499, 1000])
+    top_p = torch.tensor([0.9, 0.95, 1.0, 0.5, 0.99, 0.8])
+    one = lambda v: torch.full((6,), v)  # noqa: E731
+    got = process_logits(logits, None, torch.zeros(6, 500, dtype=torch.int32), one(0.0), one(1.0), one(1.0),
+                         one(0.0), top_p, top_k, use_top_k=True, use_top_p=True, penalty_last=True)
+    assert torch.equal(got, _two_sorts(logits, top_k, top_p))
+    assert (got[1] > 0).sum() == 1 and (got[2] > 0).sum() == 5

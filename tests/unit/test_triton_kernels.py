@@ -45,6 +45,47 @@ assert float(torch.ops.cadence.snake(x, alpha, mask)[1, :, 1234:].abs().max()) =
 print("ok")
 """
 
+# The decode step's fused linears (LayerNorm prologue, bias, GELU, residual epilogue) against the eager math, one
+# row (reduction) and several (tensor-core tile); fp32, which the interpreter can multiply.
+DECODE_LINEAR_CHECK = r"""
+import torch, torch.nn.functional as F
+from cadence.layers.decode_linear import launch
+g = torch.Generator().manual_seed(0)
+for M, K, N in ((1, 96, 40), (3, 64, 33), (1, 300, 20)):
+    x = torch.randn(M, K, generator=g); w = torch.randn(N, K, generator=g) / K ** 0.5; b = torch.randn(N, generator=g)
+    lw, lb = torch.randn(K, generator=g), torch.randn(K, generator=g); r = torch.randn(M, N, generator=g)
+    for dot in (False, True):
+        if dot and M == 1: continue
+        ref = F.gelu(F.linear(F.layer_norm(x, (K,), lw, lb, 1e-5), w, b), approximate="tanh")
+        out = launch(x, w, b, (lw, lb, 1e-5), True, use_dot=dot)
+        e1 = float((out - ref).abs().max())
+        ref2 = r + F.linear(x, w, b)
+        out2 = launch(x, w, b, residual=r, use_dot=dot)
+        e2 = float((out2 - ref2).abs().max())
+        assert e1 < 1e-4 and e2 < 1e-4
+print("ok")
+"""
+
+# A decode step's keys and values written in one kernel, a shared position or one per row, into a layer of a
+# layered cache from strided views of c_attn's output.
+KV_WRITE_CHECK = r"""
+import torch
+from cadence.layers.kv_write import launch
+g = torch.Generator().manual_seed(0)
+B, H, S, D = 3, 4, 20, 16
+qkv = torch.randn(B, 3 * H, 1, D, generator=g)
+k, v = qkv[:, H:2*H], qkv[:, 2*H:]
+for pos in (torch.tensor([7]), torch.tensor([[1], [5], [19]])):
+    kc, vc = torch.zeros(2, B, H, S, D), torch.zeros(2, B, H, S, D)
+    launch(k, v, kc[1], vc[1], pos)
+    rk, rv = torch.zeros(B, H, S, D), torch.zeros(B, H, S, D)
+    for b in range(B):
+        p = int(pos.view(-1)[b if pos.dim() == 2 else 0])
+        rk[b, :, p], rv[b, :, p] = k[b, :, 0], v[b, :, 0]
+    assert torch.equal(kc[1], rk) and torch.equal(vc[1], rv) and not kc[0].any()
+print("ok")
+"""
+
 
 def _interpreted(code: str) -> None:
     pytest.importorskip("triton")
@@ -59,6 +100,14 @@ def test_prefix_attention_kernel_equals_masked_sdpa_in_the_interpreter():
 
 def test_snake_kernel_equals_eager_snake_in_the_interpreter():
     _interpreted(SNAKE_CHECK)
+
+
+def test_decode_linear_kernels_equal_the_eager_math_in_the_interpreter():
+    _interpreted(DECODE_LINEAR_CHECK)
+
+
+def test_kv_write_kernel_equals_index_copies_in_the_interpreter():
+    _interpreted(KV_WRITE_CHECK)
 
 
 def test_fallback_equals_the_bool_mask_it_replaces():
