@@ -1,14 +1,15 @@
-"""Fused linears for decode steps (a few rows): LayerNorm folded into the matmul's prologue, bias, GELU and the
+"""Fused linears for a one-row decode step: LayerNorm folded into the matmul's prologue, bias, GELU and the
 residual add into its epilogue, so a GPT-2 block's decode step is four matmul kernels instead of eight
 kernels (two norms, four matmuls, a GELU, two adds).
 
 Why: a decode step of Turbo's T3 reads ~0.6 GB of weights in 24 layers of small kernels, and on an H200 it is
-bound by how many kernels run one after another, not by bandwidth (the int8 plan, half the bytes, was no
-faster). Each program here computes BLOCK_N output features for every row: it normalises the rows itself
-(they are a few KB, read from L2 by every program), then streams its weight rows once.
+bound by how many kernels run one after another and how long each takes to reach full bandwidth (the int8
+plan, half the bytes, was no faster). Each program here loads BLOCK_N whole weight rows and the input row in one
+go, with no loop (all its loads in flight at once), normalises the row in registers and reduces.
 
 `norm_linear` and `linear_residual` give the eager math (the same ops in the same order) wherever the kernel
-does not apply: CPU, more than MAX_ROWS rows, a linear that is not a plain bf16/fp16 `nn.Linear` (int8)."""
+does not apply: CPU, more than one row (cuBLAS's tiles serve batches), a linear that is not a plain bf16/fp16
+`nn.Linear` with a bias (int8)."""
 
 from __future__ import annotations
 
@@ -22,82 +23,56 @@ try:
 except ImportError:  # pragma: no cover - Triton ships with CUDA builds of torch
     triton = None
 
-MAX_ROWS = 16  # more rows than this: cuBLAS's tiles win, the eager math runs
-BLOCK_N = 16  # output features per program
-BLOCK_K = 256  # input features per step of a program's loop
+TILE = 8192  # weight elements a program loads at once: BLOCK_N rows of K (8 rows of 1024, 2 of 4096)
 
 if triton is not None:
     @triton.jit
-    def _decode_linear_kernel(x_ptr, ln_w_ptr, ln_b_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, N, K, eps,
-                              stride_xm, stride_wn, stride_rm, stride_om,
+    def _decode_linear_kernel(x_ptr, ln_w_ptr, ln_b_ptr, w_ptr, b_ptr, res_ptr, out_ptr, N, K, eps, stride_wn,
                               HAS_NORM: tl.constexpr, GELU: tl.constexpr, HAS_RES: tl.constexpr,
-                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                              USE_DOT: tl.constexpr):
-        """out[m, n] = act(norm(x)[m] . w[n] + b[n]) (+ res[m, n]) for the BLOCK_N features n of this program."""
+                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """out[n] = act(norm(x) . w[n] + b[n]) (+ res[n]) for the BLOCK_N features n of this program."""
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        rm = tl.arange(0, BLOCK_M)
-        row_live = rm < M
-        if HAS_NORM:  # LayerNorm statistics in fp32, two passes over the (small) rows
-            total = tl.zeros((BLOCK_M,), tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                rk = k0 + tl.arange(0, BLOCK_K)
-                x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :],
-                            mask=row_live[:, None] & (rk[None, :] < K), other=0.0).to(tl.float32)
-                total += tl.sum(x, 1)
-            mean = total / K
-            sq = tl.zeros((BLOCK_M,), tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                rk = k0 + tl.arange(0, BLOCK_K)
-                live = row_live[:, None] & (rk[None, :] < K)
-                x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=live, other=0.0).to(tl.float32)
-                dev = tl.where(live, x - mean[:, None], 0.0)
-                sq += tl.sum(dev * dev, 1)
-            rstd = 1.0 / tl.sqrt(sq / K + eps)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            k_live = rk < K
-            x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :],
-                        mask=row_live[:, None] & k_live[None, :], other=0.0).to(tl.float32)
-            if HAS_NORM:
-                g = tl.load(ln_w_ptr + rk, mask=k_live, other=0.0).to(tl.float32)
-                beta = tl.load(ln_b_ptr + rk, mask=k_live, other=0.0).to(tl.float32)
-                x = (x - mean[:, None]) * rstd[:, None] * g[None, :] + beta[None, :]
-            # the normalised rows take the weights' precision, as the eager LayerNorm's output does
-            x = x.to(w_ptr.dtype.element_ty)
-            w = tl.load(w_ptr + rn[None, :] * stride_wn + rk[:, None], mask=(rn[None, :] < N) & k_live[:, None],
-                        other=0.0)  # (BLOCK_K, BLOCK_N)
-            if USE_DOT:
-                acc += tl.dot(x, w)
-            else:  # one row (or the CPU interpreter): a reduction, no padded tensor-core tile
-                acc += tl.sum(x.to(tl.float32)[:, :, None] * w.to(tl.float32)[None, :, :], 1)
-        acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        rk = tl.arange(0, BLOCK_K)
+        k_live = rk < K
+        n_live = rn < N
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=n_live[:, None] & k_live[None, :],
+                    other=0.0)  # (BLOCK_N, BLOCK_K): issued first, the rest overlaps it
+        x = tl.load(x_ptr + rk, mask=k_live, other=0.0).to(tl.float32)
+        if HAS_NORM:  # LayerNorm in fp32 over the row held in registers
+            mean = tl.sum(x, 0) / K
+            dev = tl.where(k_live, x - mean, 0.0)
+            rstd = 1.0 / tl.sqrt(tl.sum(dev * dev, 0) / K + eps)
+            g = tl.load(ln_w_ptr + rk, mask=k_live, other=0.0).to(tl.float32)
+            beta = tl.load(ln_b_ptr + rk, mask=k_live, other=0.0).to(tl.float32)
+            x = dev * rstd * g + beta
+        # the normalised row takes the weights' precision, as the eager LayerNorm's output does
+        x = x.to(w_ptr.dtype.element_ty).to(tl.float32)
+        acc = tl.sum(w.to(tl.float32) * x[None, :], 1)  # (BLOCK_N,)
+        acc += tl.load(b_ptr + rn, mask=n_live, other=0.0).to(tl.float32)
         if GELU:  # GPT-2's tanh GELU: 0.5 (1 + tanh(z)) = sigmoid(2 z)
             z = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
             acc = acc * tl.sigmoid(2.0 * z)
-        out_mask = row_live[:, None] & (rn[None, :] < N)
         if HAS_RES:
-            acc += tl.load(res_ptr + rm[:, None] * stride_rm + rn[None, :], mask=out_mask, other=0.0).to(tl.float32)
-        tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+            acc += tl.load(res_ptr + rn, mask=n_live, other=0.0).to(tl.float32)
+        tl.store(out_ptr + rn, acc.to(out_ptr.dtype.element_ty), mask=n_live)
 
 
 def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, norm: tuple | None = None,
-           gelu: bool = False, residual: torch.Tensor | None = None, use_dot: bool | None = None) -> torch.Tensor:
-    """The kernel itself: x (M, K) with M <= MAX_ROWS, weight (N, K), bias (N,), norm (weight, bias, eps) of a
-    LayerNorm over K, residual (M, N) -> (M, N) in the weight's dtype."""
-    M, K = x.shape
+           gelu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """The kernel itself: x (1, K), weight (N, K), bias (N,), norm (weight, bias, eps) of a LayerNorm over K,
+    residual (1, N) -> (1, N) in the weight's dtype."""
+    K = x.shape[-1]
     N = weight.shape[0]
     x = x.contiguous()
-    out = torch.empty(M, N, device=x.device, dtype=weight.dtype)
-    block_m = 1 if M == 1 else 16
-    dot = (block_m == 16 and x.is_cuda) if use_dot is None else use_dot
+    out = torch.empty(1, N, device=x.device, dtype=weight.dtype)
+    block_k = triton.next_power_of_2(K)
+    block_n = max(1, TILE // block_k)
     ln_w, ln_b, eps = norm if norm is not None else (bias, bias, 0.0)
     res = residual.contiguous() if residual is not None else out
-    _decode_linear_kernel[(triton.cdiv(N, BLOCK_N),)](
-        x, ln_w, ln_b, weight, bias, res, out, M, N, K, eps, x.stride(0), weight.stride(0), res.stride(0),
-        out.stride(0), HAS_NORM=norm is not None, GELU=gelu, HAS_RES=residual is not None,
-        BLOCK_M=block_m, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, USE_DOT=dot, num_warps=4)
+    _decode_linear_kernel[(triton.cdiv(N, block_n),)](
+        x, ln_w, ln_b, weight, bias, res, out, N, K, eps, weight.stride(0), HAS_NORM=norm is not None,
+        GELU=gelu, HAS_RES=residual is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4)
     return out
 
 
@@ -128,7 +103,7 @@ def applies(x: torch.Tensor, linear: nn.Module) -> bool:
     return (triton is not None and x.is_cuda and isinstance(linear, nn.Linear)
             and type(linear).forward is nn.Linear.forward and linear.bias is not None
             and linear.weight.dtype in (torch.bfloat16, torch.float16) and x.dtype == linear.weight.dtype
-            and x.numel() // x.shape[-1] <= MAX_ROWS)
+            and x.numel() == x.shape[-1] and x.shape[-1] <= TILE)
 
 
 def norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear, gelu: bool = False) -> torch.Tensor:
