@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+TOP_K_MAX = 100_000  # any k at or above the speech vocabulary keeps every token; larger ones only overflow
 
 @dataclass(slots=True)
 class SamplingParams:
@@ -46,8 +47,8 @@ class SamplingParams:
               f"repetition_penalty must be in [1, 5], got {self.repetition_penalty}")
         check(0.0 <= num("min_p") < 1.0, f"min_p must be in [0, 1), got {self.min_p}")
         check(0.0 < num("top_p") <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
-        check(isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
-              f"top_k must be an integer >= 0, got {self.top_k!r}")
+        check(isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and 0 <= self.top_k <= TOP_K_MAX,
+              f"top_k must be an integer in [0, {TOP_K_MAX}], got {self.top_k!r}")
         check(isinstance(self.max_new_tokens, int) and not isinstance(self.max_new_tokens, bool)
               and 1 <= self.max_new_tokens <= 4000,
               f"max_new_tokens must be an integer in [1, 4000], got {self.max_new_tokens!r}")

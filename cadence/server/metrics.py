@@ -12,6 +12,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("cadence_requests", "Speech requests by outcome", ["status"], registry=r)
+        self.responses = Counter("cadence_http_responses", "HTTP responses by route and status code, refusals "
+                                 "(4xx) included", ["route", "code"], registry=r)
         self.latency = Histogram("cadence_request_seconds", "Speech request latency (submit to last byte)",
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.ttfa = Histogram("cadence_time_to_first_audio_seconds", "Submit to first audio bytes",

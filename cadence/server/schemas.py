@@ -6,15 +6,23 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..sampling_params import SamplingParams
+from ..sampling_params import TOP_K_MAX, SamplingParams
+
+DEFAULT_MAX_NEW_TOKENS = 1000
+
+
+class VoiceRef(BaseModel):
+    id: str = Field(..., description="a voice name, as the string form takes it")
 
 
 class SpeechRequest(BaseModel):
     model: str | None = Field(None, description="one of GET /v1/models (they all name the loaded checkpoint); "
                                               "unset: the loaded model")
     input: str = Field(..., description="the text to speak")
-    voice: str = Field("default", description="a library voice name; 'default' (or an OpenAI voice name such as "
-                                              "'alloy' when no library voice has it) is the checkpoint's voice")
+    voice: str | VoiceRef = Field("default", description="a library voice name, or {\"id\": name} (the OpenAI "
+                                                        "client's custom-voice form); 'default' (or an OpenAI voice "
+                                                        "name such as 'alloy' when no library voice has it) is the "
+                                                        "checkpoint's voice")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
     speed: float = Field(1.0, description="only 1.0 is supported")
     stream_format: Literal["audio", "sse"] = "audio"
@@ -28,15 +36,23 @@ class SpeechRequest(BaseModel):
     temperature: float | None = Field(None, gt=0.0, le=5.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     min_p: float | None = Field(None, ge=0.0, lt=1.0)
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=TOP_K_MAX)
     repetition_penalty: float | None = Field(None, ge=1.0, le=5.0)
-    max_new_tokens: int = Field(1000, ge=1, le=4000)
+    max_new_tokens: int | None = Field(None, ge=1, le=4000, description="unset: 1000, or the loaded model's "
+                                                                       "limit when that is lower")
     seed: int | None = Field(None, ge=0, lt=2 ** 63)
 
-    def sampling_params(self, family) -> SamplingParams:
-        """The request's knobs over `family`'s defaults."""
-        return SamplingParams.for_family(family, **{k: getattr(self, k) for k in SamplingParams.names()})
+    @property
+    def voice_name(self) -> str:
+        return self.voice if isinstance(self.voice, str) else self.voice.id
+
+    def sampling_params(self, family, max_speech_tokens: int) -> SamplingParams:
+        """The request's knobs over `family`'s defaults; an unset max_new_tokens within the model's limit."""
+        knobs = {k: getattr(self, k) for k in SamplingParams.names()}
+        if knobs["max_new_tokens"] is None:
+            knobs["max_new_tokens"] = min(DEFAULT_MAX_NEW_TOKENS, max_speech_tokens)
+        return SamplingParams.for_family(family, **knobs)
 
 
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",
-                           "verse"})
+                           "verse", "marin", "cedar"})

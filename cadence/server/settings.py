@@ -30,6 +30,8 @@ class ServerSettings:
     request_timeout_s: float = 300.0
     """A request still unfinished after this long is cancelled (504)."""
     watermark: bool = True
+    encode_workers: int = 0
+    """Threads encoding responses (mp3, opus, aac, flac) off the event loop; 0 = one per CPU core, at most 16."""
     warmup: bool = True
     """Capture the engine's CUDA graphs at start (/health says "starting" meanwhile) instead of on first requests."""
     stream_prompt_s: float | None = 4.0
@@ -58,6 +60,9 @@ class ServerSettings:
         for name in ("max_input_chars", "max_queue"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be positive")
+        if int(self.encode_workers) < 0:
+            raise ValueError(f"encode_workers must be >= 0 (0: one per CPU core), got {self.encode_workers}")
+        self.encode_workers = int(self.encode_workers) or min(16, os.cpu_count() or 1)
         if float(self.max_body_mb) <= 0 or float(self.request_timeout_s) <= 0:
             raise ValueError("max_body_mb and request_timeout_s must be positive")
 
@@ -80,7 +85,7 @@ class ServerSettings:
 def _parse(name: str, raw: str):
     if name == "cors_origins":
         return [o.strip() for o in raw.split(",") if o.strip()]
-    if name in ("port", "max_input_chars", "max_queue"):
+    if name in ("port", "max_input_chars", "max_queue", "encode_workers"):
         return int(raw)
     if name in ("max_body_mb", "request_timeout_s"):
         return float(raw)

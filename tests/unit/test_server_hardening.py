@@ -1,0 +1,112 @@
+"""What a hostile client or a demanding user sends the server: numbers past what the engine honours, bursts
+against the queue limit, malformed JSON, the OpenAI client's other forms; each answered with a clear 4xx (or
+served), never a 5xx, and counted."""
+
+import asyncio
+import base64
+import json
+
+import httpx
+import pytest
+
+from tests.unit.test_server import serve_in_thread
+
+SPEECH = "/v1/audio/speech"
+
+
+@pytest.fixture(scope="module")
+def burst_server(tiny_ckpt, tmp_path_factory):
+    seen = []
+
+    def spy(tts):  # the engine's load as each accepted request is submitted
+        real = tts.submit
+
+        def submit(request):
+            seen.append(dict(tts.engine.load))
+            return real(request)
+        tts.submit = submit
+    gen = serve_in_thread(tiny_ckpt, {"max_batch": 2}, prepare=spy, max_queue=2,
+                          library=str(tmp_path_factory.mktemp("voices")))
+    base = next(gen)
+    yield base, seen
+    next(gen, None)
+
+
+@pytest.fixture(scope="module")
+def wide_server(tiny_ckpt, tmp_path_factory):
+    yield from serve_in_thread(tiny_ckpt, {"max_batch": 8}, max_queue=1, api_key="k3y",
+                               library=str(tmp_path_factory.mktemp("voices")))
+
+
+def _burst(base, n, body, headers=None):
+    async def go():
+        async with httpx.AsyncClient(timeout=120, headers=headers) as c:
+            return await asyncio.gather(*(c.post(base + SPEECH, json=dict(body, seed=i)) for i in range(n)))
+    return asyncio.run(go())
+
+
+def test_a_burst_cannot_pass_the_queue_limit_together(burst_server):
+    base, seen = burst_server
+    seen.clear()
+    replies = _burst(base, 16, {"input": "A burst of requests at once.", "max_new_tokens": 200, "stream": False,
+                                "response_format": "pcm"})
+    codes = [r.status_code for r in replies]
+    assert set(codes) <= {200, 429} and 429 in codes and 200 in codes
+    # every accepted request found fewer waiting than free slots + max_queue (2 slots, queue 2)
+    assert all(s["waiting"] - max(s["max_batch"] - s["running"], 0) < 2 for s in seen), seen
+    assert len(seen) == codes.count(200)
+
+
+def test_free_slots_take_a_burst_without_429(wide_server):
+    replies = _burst(wide_server, 8, {"input": "Eight at once.", "max_new_tokens": 20, "response_format": "pcm"},
+                     {"Authorization": "bearer k3y"})  # the scheme in lower case is still Bearer
+    assert [r.status_code for r in replies] == [200] * 8
+
+
+@pytest.mark.parametrize("top_k", [9223372036854775808, 1e30, 100001])
+def test_numbers_past_the_engine_are_400(burst_server, top_k):
+    base, _ = burst_server
+    r = httpx.post(base + SPEECH, content=json.dumps({"input": "Hi.", "top_k": top_k}),
+                   headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "top_k", r.text
+
+
+def test_malformed_json_names_no_parameter(burst_server):
+    base, _ = burst_server
+    r = httpx.post(base + SPEECH, content=b'{"input": "Hi.", "voice": ', headers={"Content-Type": "application/json"})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] is None and err["code"] == "invalid_json"
+    assert "not valid JSON" in err["message"]
+
+
+def test_openai_client_forms_and_lists(burst_server):
+    base, _ = burst_server
+    for voice in ({"id": "alloy"}, "marin", "cedar"):
+        r = httpx.post(base + SPEECH, json={"model": "tts-1", "input": "Hi.", "voice": voice, "max_new_tokens": 8,
+                                            "response_format": "pcm"}, timeout=60)
+        assert r.status_code == 200 and r.content, (voice, r.text)
+    assert "tts-1" in [m["id"] for m in httpx.get(base + "/v1/audio/models").json()["models"]]
+
+
+def test_unset_max_new_tokens_fits_the_loaded_model(burst_server):
+    base, _ = burst_server  # the tiny model holds 512 speech positions: the default 1000 is clamped, not refused
+    r = httpx.post(base + SPEECH, json={"input": "Hi.", "response_format": "pcm", "seed": 3}, timeout=120)
+    assert r.status_code == 200, r.text
+
+
+def test_sse_usage_counts_output_tokens(burst_server):
+    base, _ = burst_server
+    r = httpx.post(base + SPEECH, json={"input": "Hello there.", "stream_format": "sse", "max_new_tokens": 12,
+                                        "response_format": "pcm", "seed": 1}, timeout=60)
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    done = events[-1]
+    assert done["type"] == "speech.audio.done" and all(base64.b64decode(e["audio"]) for e in events[:-1])
+    u = done["usage"]
+    assert u["output_tokens"] > 0 and u["total_tokens"] == u["input_tokens"] + u["output_tokens"]
+
+
+def test_refusals_are_counted_in_metrics(burst_server):
+    base, _ = burst_server
+    httpx.post(base + SPEECH, json={"input": ""})
+    text = httpx.get(base + "/metrics").text
+    assert 'cadence_http_responses_total{code="400",route="/v1/audio/speech"}' in text
