@@ -1,4 +1,4 @@
-"""Voice management over HTTP: upload (multipart), list, show, delete; and Open WebUI's voice list."""
+"""Voice management over HTTP: upload (multipart), list, show, rename, delete; and Open WebUI's voice list."""
 
 from __future__ import annotations
 
@@ -10,32 +10,65 @@ import numpy as np
 import soundfile as sf
 from fastapi import FastAPI, File, Form, UploadFile
 
+from pydantic import BaseModel, Field
+
+from ..voices.library import MAX_SOURCE_SECONDS, VoiceError, VoiceExists, validate_name
 from .errors import ApiError
+
+
+class VoiceRename(BaseModel):
+    name: str = Field(..., description="the voice's new name")
 
 
 def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
     """`ready()` -> the loaded TTS (503 before); `library()` -> the app's one VoiceLibrary."""
 
     def decode(data: bytes, filename: str) -> tuple[np.ndarray, int]:
+        """The upload's first MAX_SOURCE_SECONDS as mono float32, decoding no further (an hour of mp3 is not
+        decoded to keep 30 s of it)."""
         try:
-            wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+            with sf.SoundFile(io.BytesIO(data)) as f:
+                wav = f.read(frames=int(MAX_SOURCE_SECONDS * f.samplerate), dtype="float32", always_2d=True)
+                return wav.mean(axis=1), f.samplerate
         except Exception:  # noqa: BLE001 - libsndfile could not read it: try FFmpeg (mp3, m4a, webm, ...)
-            try:
-                import av
-                with av.open(io.BytesIO(data)) as c:
-                    stream = c.streams.audio[0]
-                    frames = [f.to_ndarray().reshape(-1, f.samples).mean(0) for f in
-                              (r for frame in c.decode(stream) for r in [frame.reformat(format="flt", layout="mono")])]
-                    return np.concatenate(frames).astype(np.float32), stream.rate
-            except Exception:  # noqa: BLE001
-                raise ApiError(400, f"could not decode {filename!r} as audio", param="file",
-                               code="bad_audio") from None
-        return wav.mean(axis=1), sr
+            pass
+        try:
+            import av
+            with av.open(io.BytesIO(data)) as c:
+                stream = c.streams.audio[0]
+                limit, got, frames = int(MAX_SOURCE_SECONDS * stream.rate), 0, []
+                for frame in c.decode(stream):
+                    mono = frame.reformat(format="flt", layout="mono").to_ndarray().reshape(-1)
+                    frames.append(mono)
+                    got += mono.size
+                    if got >= limit:
+                        break
+                return np.concatenate(frames)[:limit].astype(np.float32), stream.rate
+        except Exception:  # noqa: BLE001
+            raise ApiError(400, f"could not decode {filename!r} as audio", param="file", code="bad_audio") from None
 
-    @app.post("/v1/voices", status_code=201)
+    def stored(name: str) -> str:
+        """A valid name (400 naming `name` otherwise) that the library holds (404 otherwise)."""
+        try:
+            name = validate_name(name)
+        except VoiceError as exc:
+            raise ApiError(400, str(exc), param="name", code="invalid_name") from None
+        if name not in library():
+            raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
+        return name
+
+    def exists(name: str) -> ApiError:
+        return ApiError(409, f"voice {name!r} already exists (send overwrite=true to replace it)", param="name",
+                        code="voice_exists")
+
+    @app.post("/v1/voices", status_code=201, responses={400: {}, 409: {}, 413: {}})
     async def add_voice(name: str = Form(...), file: UploadFile = File(...), exaggeration: float = Form(0.5),
                         overwrite: bool = Form(False)):
         t = ready()
+        try:
+            name = validate_name(name)
+        except VoiceError as exc:
+            raise ApiError(400, str(exc), param="name", code="invalid_name") from None
         if not 0.0 <= exaggeration <= 2.0:
             raise ApiError(400, f"exaggeration must be in [0, 2], got {exaggeration}", param="exaggeration")
         data = await file.read()
@@ -44,39 +77,47 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
                            param="file", code="body_too_large")
         if not data:
             raise ApiError(400, "the uploaded file is empty", param="file", code="bad_audio")
-        wav, sr = await asyncio.to_thread(decode, data, file.filename or "upload")
         lib = library()
         if name in lib and not overwrite:
-            raise ApiError(409, f"voice {name!r} already exists (send overwrite=true to replace it)", param="name",
-                           code="voice_exists")
+            raise exists(name)
+        wav, sr = await asyncio.to_thread(decode, data, file.filename or "upload")
         t.engine  # started: TTS.prepare_voice then runs the preparation on its GPU thread, between decode steps
         try:
             await asyncio.to_thread(lib.add, name, wav, sample_rate=sr, exaggeration=exaggeration, overwrite=overwrite)
+        except VoiceExists:  # another upload of the name won the race
+            raise exists(name) from None
         except ValueError as exc:
-            raise ApiError(400, str(exc), param="name" if "name" in str(exc) else "file") from None
+            raise ApiError(400, str(exc), param="file", code="bad_audio") from None
         return asdict(lib.info(name))
+
+    @app.patch("/v1/voices/{name}", responses={400: {}, 404: {}, 409: {}})
+    async def rename_voice(name: str, body: VoiceRename):
+        old = stored(name)
+        try:
+            await asyncio.to_thread(library().rename, old, body.name)
+        except VoiceExists:
+            raise exists(body.name) from None
+        except VoiceError as exc:
+            raise ApiError(400, str(exc), param="name", code="invalid_name") from None
+        return asdict(await asyncio.to_thread(library().info, body.name))
 
     @app.get("/v1/voices")
     async def list_voices():
         infos, errors = await asyncio.to_thread(library().list)
         return {"object": "list", "data": [asdict(i) for i in infos], "errors": errors}
 
-    @app.get("/v1/voices/{name}")
+    @app.get("/v1/voices/{name}", responses={400: {}, 404: {}, 422: {}})
     async def show_voice(name: str):
-        lib = library()
-        if name not in lib:
-            raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
+        name = stored(name)
         try:
-            return asdict(await asyncio.to_thread(lib.info, name))
-        except ValueError as exc:
-            raise ApiError(422, str(exc), param="name") from None
+            return asdict(await asyncio.to_thread(library().info, name))
+        except ValueError as exc:  # a damaged file: its message names the file alone
+            raise ApiError(422, str(exc), param="name", code="voice_damaged") from None
 
-    @app.delete("/v1/voices/{name}")
+    @app.delete("/v1/voices/{name}", responses={400: {}, 404: {}})
     async def delete_voice(name: str):
-        lib = library()
-        if name not in lib:
-            raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
-        await asyncio.to_thread(lib.remove, name)
+        name = stored(name)
+        await asyncio.to_thread(library().remove, name)
         return {"id": name, "deleted": True}
 
     @app.get("/v1/audio/voices")

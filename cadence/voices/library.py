@@ -33,6 +33,13 @@ class VoiceError(ValueError):
     """A refused name, a missing voice, or a voice that cannot be used with this checkpoint."""
 
 
+class VoiceExists(VoiceError):
+    """A voice of that name is already stored (and overwrite was not asked for)."""
+
+
+MAX_SOURCE_SECONDS = 30.0  # source audio kept per voice: the models read its first 10 s (S3Gen) and 15 s (Turbo's T3)
+
+
 def default_root() -> Path:
     env = os.environ.get("CADENCE_VOICES")
     if env:
@@ -110,13 +117,16 @@ class VoiceLibrary:
         from ..audio.io import read_audio, resample, to_mono
         path = self.path(name)
         if not overwrite and path.exists():
-            raise VoiceError(f"voice {validate_name(name)!r} already exists (use overwrite)")
+            raise VoiceExists(f"voice {validate_name(name)!r} already exists (use overwrite)")
         if isinstance(audio, (str, os.PathLike)):
             wav, sr = read_audio(audio)
         else:
             if sample_rate is None:
                 raise ValueError("sample_rate is required when audio is an array")
             wav, sr = to_mono(audio), int(sample_rate)
+        if not np.all(np.isfinite(wav)):
+            raise VoiceError("the audio contains NaN or infinite samples")
+        wav = wav[: int(MAX_SOURCE_SECONDS * sr)]  # a bounded source clip: an hour-long upload keeps 30 s
         pcm = _to_pcm16(resample(wav, sr, 24000))
         sha = hashlib.sha256(pcm.tobytes()).hexdigest()
         twin = self._find_prepared(sha)
@@ -145,7 +155,7 @@ class VoiceLibrary:
         extra = {"source_pcm16": torch.from_numpy(pcm)} if pcm is not None else {}
         with self._locked():
             if not overwrite and self.path(name).exists():
-                raise VoiceError(f"voice {name!r} already exists (use overwrite)")
+                raise VoiceExists(f"voice {name!r} already exists (use overwrite)")
             save_voice(self.path(name), stored, extra)
         return stored
 
@@ -208,7 +218,7 @@ class VoiceLibrary:
             if not src.exists():
                 raise VoiceError(f"no voice named {validate_name(old)!r}")
             if dst.exists():
-                raise VoiceError(f"voice {validate_name(new)!r} already exists")
+                raise VoiceExists(f"voice {validate_name(new)!r} already exists")
             voice, extra = load_voice(src, with_extra=True)
             voice.meta["name"] = validate_name(new)
             save_voice(dst, voice, extra)  # rewritten so the file's own name field stays true
@@ -227,7 +237,7 @@ class VoiceLibrary:
         voice.meta["name"] = name
         with self._locked():
             if not overwrite and self.path(name).exists():
-                raise VoiceError(f"voice {name!r} already exists (use overwrite)")
+                raise VoiceExists(f"voice {name!r} already exists (use overwrite)")
             save_voice(self.path(name), voice, extra)
         return voice
 
@@ -241,7 +251,7 @@ class VoiceLibrary:
     def get(self, name: str) -> Voice:
         path = self.path(name)
         if not path.exists():
-            raise VoiceError(f"no voice named {validate_name(name)!r} in {self.root}")
+            raise VoiceError(f"no voice named {validate_name(name)!r}")
         voice, extra = load_voice(path, with_extra=True)
         if not self.fingerprint:  # a library bound to no checkpoint reads voices as they are
             return voice

@@ -19,7 +19,8 @@ TENSORS = ("speaker_emb", "t3_prompt_tokens", "prompt_tokens", "prompt_feat", "x
 
 
 class VoiceFileError(ValueError):
-    """A voice file is missing, truncated, corrupt or of another format."""
+    """A voice file is missing, truncated, corrupt or of another format. Its message names the file, never the
+    directory it is in (a server's messages must not reveal its paths)."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -66,12 +67,12 @@ def read_meta(path: Path) -> dict:
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
         if header.get("format") != FORMAT:
-            raise VoiceFileError(f"{path}: not a Cadence voice file (format {header.get('format')!r})")
+            raise VoiceFileError(f"{path.name}: not a Cadence voice file (format {header.get('format')!r})")
         return json.loads(header["meta"])
     except VoiceFileError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise VoiceFileError(f"{path}: corrupt or truncated voice file ({type(exc).__name__}: {exc})") from exc
+        raise VoiceFileError(f"{path.name}: corrupt or truncated voice file ({type(exc).__name__}: {exc})") from exc
 
 
 def load_voice(path: Path, with_extra: bool = False):
@@ -80,18 +81,18 @@ def load_voice(path: Path, with_extra: bool = False):
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
             if header.get("format") != FORMAT:
-                raise VoiceFileError(f"{path}: not a Cadence voice file (format {header.get('format')!r})")
+                raise VoiceFileError(f"{path.name}: not a Cadence voice file (format {header.get('format')!r})")
             meta = json.loads(header["meta"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except VoiceFileError:
         raise
     except FileNotFoundError as exc:
-        raise VoiceFileError(f"{path}: voice file not found") from exc
+        raise VoiceFileError(f"{path.name}: voice file not found") from exc
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types on truncation/corruption
-        raise VoiceFileError(f"{path}: corrupt or truncated voice file ({type(exc).__name__}: {exc})") from exc
+        raise VoiceFileError(f"{path.name}: corrupt or truncated voice file ({type(exc).__name__}: {exc})") from exc
     missing = [k for k in TENSORS if k not in tensors]
     if missing:
-        raise VoiceFileError(f"{path}: voice file lacks {', '.join(missing)}")
+        raise VoiceFileError(f"{path.name}: voice file lacks {', '.join(missing)}")
     _check_shapes(path, tensors)
     exaggeration = float(meta.pop("exaggeration", 0.5))
     voice = Voice(**{k: tensors[k] for k in TENSORS}, exaggeration=exaggeration, meta=meta)
@@ -105,5 +106,5 @@ def _check_shapes(path, t) -> None:
           and t["prompt_feat"].dim() == 3 and t["xvector"].dim() == 2
           and t["prompt_feat"].shape[1] >= t["prompt_tokens"].shape[1] * 2 - 1)
     if not ok or not all(torch.isfinite(t[k].float()).all() for k in ("speaker_emb", "prompt_feat", "xvector")):
-        raise VoiceFileError(f"{path}: voice tensors have unexpected shapes or non-finite values")
+        raise VoiceFileError(f"{path.name}: voice tensors have unexpected shapes or non-finite values")
 

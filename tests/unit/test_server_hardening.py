@@ -25,10 +25,10 @@ def burst_server(tiny_ckpt, tmp_path_factory):
             seen.append(dict(tts.engine.load))
             return real(request)
         tts.submit = submit
-    gen = serve_in_thread(tiny_ckpt, {"max_batch": 2}, prepare=spy, max_queue=2,
-                          library=str(tmp_path_factory.mktemp("voices")))
+    root = tmp_path_factory.mktemp("voices")
+    gen = serve_in_thread(tiny_ckpt, {"max_batch": 2}, prepare=spy, max_queue=2, library=str(root))
     base = next(gen)
-    yield base, seen
+    yield base, seen, root
     next(gen, None)
 
 
@@ -46,7 +46,7 @@ def _burst(base, n, body, headers=None):
 
 
 def test_a_burst_cannot_pass_the_queue_limit_together(burst_server):
-    base, seen = burst_server
+    base, seen, _ = burst_server
     seen.clear()
     replies = _burst(base, 16, {"input": "A burst of requests at once.", "max_new_tokens": 200, "stream": False,
                                 "response_format": "pcm"})
@@ -65,14 +65,14 @@ def test_free_slots_take_a_burst_without_429(wide_server):
 
 @pytest.mark.parametrize("top_k", [9223372036854775808, 1e30, 100001])
 def test_numbers_past_the_engine_are_400(burst_server, top_k):
-    base, _ = burst_server
+    base, *_ = burst_server
     r = httpx.post(base + SPEECH, content=json.dumps({"input": "Hi.", "top_k": top_k}),
                    headers={"Content-Type": "application/json"}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "top_k", r.text
 
 
 def test_malformed_json_names_no_parameter(burst_server):
-    base, _ = burst_server
+    base, *_ = burst_server
     r = httpx.post(base + SPEECH, content=b'{"input": "Hi.", "voice": ', headers={"Content-Type": "application/json"})
     err = r.json()["error"]
     assert r.status_code == 400 and err["param"] is None and err["code"] == "invalid_json"
@@ -80,7 +80,7 @@ def test_malformed_json_names_no_parameter(burst_server):
 
 
 def test_openai_client_forms_and_lists(burst_server):
-    base, _ = burst_server
+    base, *_ = burst_server
     for voice in ({"id": "alloy"}, "marin", "cedar"):
         r = httpx.post(base + SPEECH, json={"model": "tts-1", "input": "Hi.", "voice": voice, "max_new_tokens": 8,
                                             "response_format": "pcm"}, timeout=60)
@@ -89,13 +89,13 @@ def test_openai_client_forms_and_lists(burst_server):
 
 
 def test_unset_max_new_tokens_fits_the_loaded_model(burst_server):
-    base, _ = burst_server  # the tiny model holds 512 speech positions: the default 1000 is clamped, not refused
+    base, *_ = burst_server  # the tiny model holds 512 speech positions: the default 1000 is clamped, not refused
     r = httpx.post(base + SPEECH, json={"input": "Hi.", "response_format": "pcm", "seed": 3}, timeout=120)
     assert r.status_code == 200, r.text
 
 
 def test_sse_usage_counts_output_tokens(burst_server):
-    base, _ = burst_server
+    base, *_ = burst_server
     r = httpx.post(base + SPEECH, json={"input": "Hello there.", "stream_format": "sse", "max_new_tokens": 12,
                                         "response_format": "pcm", "seed": 1}, timeout=60)
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
@@ -106,7 +106,71 @@ def test_sse_usage_counts_output_tokens(burst_server):
 
 
 def test_refusals_are_counted_in_metrics(burst_server):
-    base, _ = burst_server
+    base, *_ = burst_server
     httpx.post(base + SPEECH, json={"input": ""})
     text = httpx.get(base + "/metrics").text
     assert 'cadence_http_responses_total{code="400",route="/v1/audio/speech"}' in text
+
+
+def _upload(base, name, data, filename="v.wav", **form):
+    return httpx.post(base + "/v1/voices", data={"name": name, **form}, files={"file": (filename, data)}, timeout=120)
+
+
+def _wav_bytes(samples, subtype="PCM_16"):
+    import io
+
+    import soundfile as sf
+    buf = io.BytesIO()
+    sf.write(buf, samples, 24000, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def test_voice_uploads_are_bounded_checked_and_named(burst_server):
+    import numpy as np
+
+    from cadence.audio.encode import encode_all
+    from cadence.random_checkpoint import synthetic_voice
+    base, *_ = burst_server
+    bad = synthetic_voice(seconds=4.0).astype(np.float32)
+    bad[1000] = np.nan
+    r = _upload(base, "nan", _wav_bytes(bad, "FLOAT"))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file" and "NaN" in r.json()["error"]["message"]
+    # three minutes of mp3: decoded no further than the source clip the library keeps
+    long = encode_all(np.tile(synthetic_voice(seconds=10.0), 18), "mp3", 24000)
+    r = _upload(base, "long", long, "long.mp3")
+    assert r.status_code == 201 and r.json()["duration_s"] <= 30.0, r.text
+    r = _upload(base, "../evil", _wav_bytes(synthetic_voice(seconds=3.0)))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "name"
+
+
+def test_parallel_creates_of_one_name_get_409(burst_server):
+    from cadence.random_checkpoint import synthetic_voice
+    base, *_ = burst_server
+    data = _wav_bytes(synthetic_voice(seconds=3.0, seed=7))
+
+    async def go():
+        async with httpx.AsyncClient(timeout=120) as c:
+            return await asyncio.gather(*(c.post(base + "/v1/voices", data={"name": "twin"},
+                                                 files={"file": ("t.wav", data)}) for _ in range(5)))
+    replies = asyncio.run(go())
+    codes = sorted(r.status_code for r in replies)
+    assert codes == [201, 409, 409, 409, 409], [r.text for r in replies]
+    assert all(r.json()["error"]["code"] == "voice_exists" for r in replies if r.status_code == 409)
+
+
+def test_rename_over_http_and_no_paths_in_errors(burst_server):
+    from cadence.random_checkpoint import synthetic_voice
+    base, _, root = burst_server
+    assert _upload(base, "before", _wav_bytes(synthetic_voice(seconds=3.0, seed=9))).status_code == 201
+    r = httpx.patch(base + "/v1/voices/before", json={"name": "after"})
+    assert r.status_code == 200 and r.json()["name"] == "after"
+    assert httpx.get(base + "/v1/voices/before").status_code == 404
+    assert _upload(base, "other", _wav_bytes(synthetic_voice(seconds=3.0, seed=10))).status_code == 201
+    r = httpx.patch(base + "/v1/voices/after", json={"name": "other"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "voice_exists"
+    # a damaged library file: its errors name the file, never the server's directories
+    (root / "broken.voice").write_bytes(b"not a voice")
+    listing = httpx.get(base + "/v1/voices").json()
+    shown = httpx.get(base + "/v1/voices/broken")
+    assert listing["errors"] and str(root) not in json.dumps(listing)
+    assert shown.status_code == 422 and str(root) not in shown.text and "broken.voice" in shown.text
