@@ -1,9 +1,14 @@
 """Incremental audio encoders for streamed responses: feed float samples as they are produced, get the
 encoded bytes out at once. wav and pcm are written directly (16-bit); flac, mp3, opus (in Ogg) and aac (ADTS)
-go through PyAV's codecs (FFmpeg)."""
+go through PyAV's codecs (FFmpeg).
+
+FLAC is the exception: its header (STREAMINFO) holds the total sample count, which libsndfile needs (with the
+count unknown it reports an endless file), and a header already sent cannot be rewritten. So a FLAC response
+is encoded whole at the end, into a seekable buffer the muxer completes the header in."""
 
 from __future__ import annotations
 
+import io
 import struct
 
 import numpy as np
@@ -43,10 +48,11 @@ class StreamEncoder:
         self.fmt, self.sample_rate = fmt, sample_rate
         self._header = fmt == "wav"
         self._container = None
+        self._held: list[np.ndarray] | None = [] if fmt == "flac" else None
         if fmt in _AV:
             import av
             container_fmt, codec, rate = _AV[fmt]
-            self._sink = _Sink()
+            self._sink = io.BytesIO() if fmt == "flac" else _Sink()
             self._container = av.open(self._sink, mode="w", format=container_fmt)
             self._stream = self._container.add_stream(codec, rate=rate or sample_rate)
             self._stream.layout = "mono"
@@ -66,6 +72,9 @@ class StreamEncoder:
                     "<I", 0xFFFFFFFF)
                 self._header = False
             return out + _pcm16(samples)
+        if self._held is not None:  # FLAC: held until close (see the module's docstring)
+            self._held.append(samples)
+            return b""
         if samples.size:
             self._encode(samples)
         return self._sink.take()
@@ -85,18 +94,18 @@ class StreamEncoder:
     def close(self) -> bytes:
         if self._container is None:
             return self.write(np.zeros(0, np.float32)) if self._header else b""
+        if self._held is not None and self._held:
+            self._encode(np.concatenate(self._held))
         self._encode(None)
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         self._container.close()
-        return self._sink.take()
+        return self._sink.getvalue() if self._held is not None else self._sink.take()
 
 
 def encode_all(samples: np.ndarray, fmt: str, sample_rate: int) -> bytes:
     """A whole file; a wav gets its real sizes in the header (a streamed one cannot know them)."""
     if fmt == "wav":
-        import io
-
         import soundfile as sf
         buf = io.BytesIO()
         sf.write(buf, np.clip(np.asarray(samples, np.float32), -1, 1), sample_rate, format="WAV", subtype="PCM_16")

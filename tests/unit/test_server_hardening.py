@@ -174,3 +174,15 @@ def test_rename_over_http_and_no_paths_in_errors(burst_server):
     shown = httpx.get(base + "/v1/voices/broken")
     assert listing["errors"] and str(root) not in json.dumps(listing)
     assert shown.status_code == 422 and str(root) not in shown.text and "broken.voice" in shown.text
+
+
+def test_a_streamed_flac_response_is_readable_by_libsndfile(burst_server):
+    import io
+
+    import soundfile as sf
+    base, *_ = burst_server
+    body = {"input": "Hello there, friend.", "response_format": "flac", "max_new_tokens": 40, "seed": 2}
+    flac = httpx.post(base + SPEECH, json=body, timeout=60)
+    pcm = httpx.post(base + SPEECH, json=dict(body, response_format="pcm"), timeout=60)
+    wav, sr = sf.read(io.BytesIO(flac.content))  # a header with the sample count: not "array is too big"
+    assert sr == 24000 and wav.size == len(pcm.content) // 2 > 0
