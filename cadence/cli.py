@@ -155,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
             from .server import ServerSettings, create_app
             cors = [o.strip() for o in args.cors_origins.split(",")] if args.cors_origins else None
             settings = ServerSettings.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
-                                               memory_plan=args.memory_plan, library=args.library,
+                                               memory_plan=args.memory_plan, vram_budget=args.vram_budget,
+                                               dtype=args.dtype, max_batch=args.max_batch, library=args.library,
+                                               max_input_chars=args.max_input_chars, max_body_mb=args.max_body_mb,
+                                               encode_workers=args.encode_workers, warmup=args.warmup,
                                                api_key=args.api_key, cors_origins=cors, max_queue=args.max_queue,
                                                request_timeout_s=args.request_timeout_s, watermark=args.watermark,
                                                stream_prompt_s=args.stream_prompt_s,

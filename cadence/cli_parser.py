@@ -140,17 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--name")
     imp.add_argument("--overwrite", action="store_true")
-    sv = sub.add_parser("serve", help="OpenAI-compatible speech server (FastAPI + uvicorn)")
+    sv = sub.add_parser("serve", help="OpenAI-compatible speech server (FastAPI + uvicorn)",
+                        epilog="Every setting also reads CADENCE_<NAME> (e.g. CADENCE_MAX_BATCH=16); a flag wins.")
     sv.add_argument("--model", default=None, help="checkpoint directory or hub repo id (env CADENCE_MODEL)")
     sv.add_argument("--host", default=None, help="interface (default 127.0.0.1; env CADENCE_HOST)")
     sv.add_argument("--port", type=int, default=None, help="port (default 8000; env CADENCE_PORT)")
     sv.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
     sv.add_argument("--memory-plan", default=None, help="fp32, bf16, bf16-lowmem, int8, offload or auto")
+    sv.add_argument("--vram-budget", default=None, help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free)")
+    sv.add_argument("--dtype", default=None, help="T3 and flow weights: auto, bfloat16, float32, float16")
+    sv.add_argument("--max-batch", type=int, default=None, help="KV slots decoded together (default: sized to VRAM)")
     sv.add_argument("--library", default=None, help="voice library directory")
     sv.add_argument("--api-key", default=None, help="require this bearer token on /v1/* (env CADENCE_API_KEY)")
     sv.add_argument("--cors-origins", default=None, help="comma list of allowed CORS origins")
     sv.add_argument("--max-queue", type=int, default=None, help="waiting requests before 429 (default 256)")
     sv.add_argument("--request-timeout-s", type=float, default=None, help="cancel requests after this (default 300)")
+    sv.add_argument("--max-input-chars", type=int, default=None, help="longest input text (default 4096)")
+    sv.add_argument("--max-body-mb", type=float, default=None, help="largest request body, uploads too (default 25)")
+    sv.add_argument("--encode-workers", type=int, default=None, help="threads encoding audio (default: CPU cores)")
+    sv.add_argument("--no-warmup", dest="warmup", action="store_const", const=False, default=None,
+                    help="do not capture the engine's graphs before answering ready")
     sv.add_argument("--no-watermark", dest="watermark", action="store_const", const=False, default=None)
     sv.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile the models' repeated blocks at start: faster decoding and flow batches, "

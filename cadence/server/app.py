@@ -98,7 +98,8 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
         try:
             from ..tts import TTS
             state.tts = tts or TTS.from_dir(settings.model, device=settings.device, watermark=settings.watermark,
-                                            memory_plan=settings.memory_plan,
+                                            memory_plan=settings.memory_plan, vram_budget=settings.vram_budget,
+                                            dtype=settings.dtype, max_batch=settings.max_batch,
                                             stream_prompt_s=settings.stream_prompt_s,
                                             stream_history_s=settings.stream_history_s,
                                             first_audio_priority=settings.first_audio_priority,

@@ -15,6 +15,12 @@ class ServerSettings:
     port: int = 8000
     device: str = "auto"
     memory_plan: str = "auto"
+    vram_budget: str | None = None
+    """With memory_plan auto: the VRAM the models may use, e.g. 1.5GB, or auto (90% of free VRAM)."""
+    dtype: str = "auto"
+    """T3 and flow weights: auto (the plan's), bfloat16, float32 or float16."""
+    max_batch: int | None = None
+    """KV slots of the batched engine (requests decoded together); None sizes it to the free VRAM, at most 64."""
     library: str | None = None
     """Voice library directory (default: $CADENCE_VOICES or the per-user data dir)."""
     api_key: str | None = None
@@ -54,7 +60,7 @@ class ServerSettings:
         # the engine's own rule, checked before the model loads
         EngineConfig(stream_prompt_s=self.stream_prompt_s, stream_history_s=self.stream_history_s,
                      first_audio_priority=self.first_audio_priority, overlap_audio=self.overlap_audio,
-                     compile=self.compile)
+                     compile=self.compile, vram_budget=self.vram_budget, dtype=self.dtype, max_batch=self.max_batch)
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         for name in ("max_input_chars", "max_queue"):
@@ -85,7 +91,7 @@ class ServerSettings:
 def _parse(name: str, raw: str):
     if name == "cors_origins":
         return [o.strip() for o in raw.split(",") if o.strip()]
-    if name in ("port", "max_input_chars", "max_queue", "encode_workers"):
+    if name in ("port", "max_input_chars", "max_queue", "encode_workers", "max_batch"):
         return int(raw)
     if name in ("max_body_mb", "request_timeout_s"):
         return float(raw)

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import pytest
 
 import soundfile as sf
 
@@ -38,3 +39,21 @@ def test_serve_rejects_bad_settings_with_one_line(capsys):
     assert main(["serve", "--port", "70000"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "port must be in 1..65535" in err[0]
+
+
+@pytest.mark.parametrize("flags, message", [(["--max-batch", "0"], "max_batch must be an integer in [1, 1024]"),
+                                            (["--dtype", "int4"], "unknown dtype 'int4'"),
+                                            (["--vram-budget", "lots"], "cannot read a memory size from 'lots'"),
+                                            (["--encode-workers", "-1"], "encode_workers must be >= 0")])
+def test_serve_takes_the_library_knobs_and_checks_them_before_loading(capsys, flags, message):
+    from cadence.cli import main
+    assert main(["serve", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_serve_settings_flow_into_the_app_settings():
+    from cadence.server.settings import ServerSettings
+    s = ServerSettings.from_env(max_batch=12, dtype="float16", vram_budget="2GB", encode_workers=3)
+    assert (s.max_batch, s.dtype, s.vram_budget, s.encode_workers) == (12, "float16", "2GB", 3)
+    assert ServerSettings().encode_workers >= 1  # 0: one per CPU core
