@@ -44,5 +44,7 @@ class _Running:
     """Streaming: windows handed to the audio worker so far."""
     window_steps: int = 0
     """Streaming: decode steps done when the last window was handed over."""
+    lane: int | None = None
+    """The postprocess lane its chunks go through (in order), set at its first chunk."""
     failed: bool = False
     """Failed (its caller has the error): the engine frees its slot and nothing more is rendered or sent."""

@@ -228,3 +228,27 @@ def test_an_idle_engine_admits_a_burst_together(tiny_ckpt, monkeypatch):
         assert sizes[0] == 4, sizes
     finally:
         tts.close()
+
+
+def test_one_requests_watermark_does_not_hold_up_another(tiny_tts, monkeypatch):
+    """Postprocess lanes: a request whose watermark is still running (here: held until released) does not
+    delay another request's delivery on another lane."""
+    from cadence import watermark as wm
+    from cadence.engine.postprocess import Postprocess
+    eng = tiny_tts.engine
+    release = threading.Event()
+    monkeypatch.setattr(wm, "apply", lambda wav, sr: (release.wait(60), (wav, True))[1])
+    old, eng.post = eng.post, Postprocess(eng, lanes=2)
+    try:
+        held = tiny_tts.submit(Request("Held in its watermark.", None, SamplingParams(seed=1, max_new_tokens=20),
+                                       watermark=True))
+        time.sleep(0.5)  # let it reach its watermark first
+        free = tiny_tts.submit(Request("Not watermarked.", None, SamplingParams(seed=2, max_new_tokens=20),
+                                       watermark=False))
+        assert free.result(timeout=60).samples.size > 0 and not release.is_set()
+        release.set()
+        assert held.result(timeout=60).watermarked
+    finally:
+        release.set()
+        eng.post.shutdown()
+        eng.post = old
