@@ -34,6 +34,8 @@ def _say(args) -> None:
                  max_new_tokens=args.max_new_tokens)
     knobs = {k: v for k, v in knobs.items() if v is not None}  # unset: the loaded family's default
     SamplingParams(**knobs, seed=args.seed)  # ranges checked before the model loads
+    from .audio.speed import check_speed
+    check_speed(args.speed)
     if args.voice and args.voice_audio:
         raise CliError("give either --voice or --voice-audio, not both")
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
@@ -45,13 +47,14 @@ def _say(args) -> None:
     else:
         voice = None
     if args.file:
-        info = render_file(tts, text, out, voice=voice, seed=args.seed, **knobs)
+        info = render_file(tts, text, out, voice=voice, seed=args.seed, speed=args.speed, **knobs)
         tts.close()
         print(f"wrote {out} ({info['seconds']:.2f} s from {info['chunks']} chunks, {info['resumed']} resumed, "
               f"{info['wall_s']:.1f} s, seed {info['seed']})")
         return
     from .audio.encode import encode_all
-    audio = tts.generate(text, voice=voice, params=SamplingParams.for_family(tts.family, **knobs, seed=args.seed))
+    audio = tts.generate(text, voice=voice, params=SamplingParams.for_family(tts.family, **knobs, seed=args.seed),
+                         speed=args.speed)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(encode_all(audio.samples, fmt, audio.sample_rate))
     os.replace(tmp, out)

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
     say.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
     _add_knobs(say)
+    say.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25-4, pitch kept (default 1)")
     b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")
     b.add_argument("target", nargs="?", choices=["serve", "soak"],
                    help="'serve': HTTP load on a cadence serve process; 'soak': a bounded soak + cancellation storm")

@@ -45,7 +45,8 @@ def chunk_text(tts, text: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str
 
 
 def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int | None = None,
-                max_chunk_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True, **knobs) -> dict:
+                max_chunk_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True, speed: float = 1.0,
+                **knobs) -> dict:
     """Render `text` to `output` (format from its extension). Chunk i uses seed + i, so one seed gives one
     result; finished chunks are kept in `<output>.parts/` until the file is written."""
     out = Path(output)
@@ -61,7 +62,7 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 2) if seed is None else seed
     SamplingParams.for_family(tts.family, **knobs)  # validate once, before any work
     parts = Path(str(out) + ".parts")
-    key = hashlib.sha256(json.dumps([chunks, seed, sorted(knobs.items()), tts.fingerprint], default=str)
+    key = hashlib.sha256(json.dumps([chunks, seed, sorted(knobs.items()), speed, tts.fingerprint], default=str)
                          .encode()).hexdigest()
     manifest = parts / "manifest.json"
     if parts.is_dir() and (not manifest.is_file() or json.loads(manifest.read_text()).get("key") != key):
@@ -69,7 +70,8 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     parts.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps({"key": key, "chunks": len(chunks)}))
     done = {i for i in range(len(chunks)) if (parts / f"{i:05d}.wav").is_file()}
-    handles = {i: tts.submit(Request(chunks[i], voice, SamplingParams.for_family(tts.family, **{**knobs, "seed": seed + i})))
+    handles = {i: tts.submit(Request(chunks[i], voice, SamplingParams.for_family(tts.family, **{**knobs, "seed": seed + i}),
+                                     speed=speed))
                for i in range(len(chunks)) if i not in done}
     t0, audio_s = time.perf_counter(), 0.0
     for n, (i, h) in enumerate(handles.items(), 1):

@@ -215,11 +215,14 @@ class TTS(EngineAPI):
         return torch.tensor(self.t3.frame_text(self.text_ids(text)), device=self.device)
 
     def generate(self, text: str, voice: Voice | None = None, *, params: SamplingParams | None = None,
-                 watermark: bool | None = None, speech_tokens_only: bool = False, **knobs) -> Audio:
+                 watermark: bool | None = None, speech_tokens_only: bool = False, speed: float = 1.0,
+                 **knobs) -> Audio:
         """Synthesize `text`. Knobs are `SamplingParams` fields (exaggeration, cfg_weight, temperature,
         repetition_penalty, min_p, top_p, top_k, max_new_tokens, seed), given directly or as `params`.
         `speech_tokens_only` masks T3 ids that are neither speech tokens nor EOS (benchmarks on random
-        weights use it to keep every generated token)."""
+        weights use it to keep every generated token). `speed` (0.25-4) is the speaking rate, pitch kept."""
+        from .audio.speed import check_speed
+        speed = check_speed(speed)
         params = params or SamplingParams.for_family(self.family, **knobs)
         params.check_family(self.family)
         if params.max_new_tokens > self.t3.cfg.max_speech_tokens:
@@ -243,7 +246,7 @@ class TTS(EngineAPI):
         if speech:
             with s3_lease:
                 wav = self.audio_runner.synthesize(torch.tensor(self.s3gen_tokens(speech)),
-                                                   self.voice_cache.get(voice).voice, rng)[0]
+                                                   self.voice_cache.get(voice).voice, rng, speed=speed)[0]
                 wav = wav.cpu().numpy()
         else:
             wav = np.zeros(0, dtype=np.float32)

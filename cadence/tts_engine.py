@@ -25,10 +25,10 @@ class EngineAPI:
 
     def generate_many(self, texts: list[str], voice: Voice | list[Voice] | None = None, *,
                       watermark: bool | list[bool] | None = None, speech_tokens_only: bool = False,
-                      **knobs) -> list[Audio]:
+                      speed: float | list[float] = 1.0, **knobs) -> list[Audio]:
         """Synthesize several texts together on the batched engine. `voice`, `watermark` and every knob of
-        `generate` (exaggeration, cfg_weight, ..., seed) take one value for all texts or a list with one value
-        per text. A request's audio depends only on its own text, voice, knobs and seed, not on its batch-mates."""
+        `generate` (exaggeration, cfg_weight, ..., seed) and `speed` take one value for all texts or a list with
+        one value per text. A request's audio depends only on its own text, voice, knobs and seed, not on its batch-mates."""
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
             raise ValueError("texts must be a list of strings")
         SamplingParams.check_names(knobs)
@@ -42,20 +42,23 @@ class EngineAPI:
 
         voices = per_text("voice", voice)
         marks = per_text("watermark", watermark)
+        speeds = per_text("speed", speed)
         columns = {k: per_text(k, v) for k, v in knobs.items()}
         requests = [Request(text, self.voice_or_default(voices[i]),
                             SamplingParams.for_family(self.family, **{k: c[i] for k, c in columns.items()}),
-                            marks[i], speech_tokens_only)
+                            marks[i], speech_tokens_only, speed=speeds[i])
                     for i, text in enumerate(texts)]
         handles = [self.submit(r) for r in requests]
         return [h.result() for h in handles]
 
-    def stream(self, text: str, voice: Voice | None = None, *, watermark: bool | None = None, **knobs):
-        """Yield `AudioChunk`s of `text` while T3 is still decoding (same knobs as `generate`): a small first
-        chunk, then larger ones; joins are sample-continuous. Closing the iterator early cancels the request."""
+    def stream(self, text: str, voice: Voice | None = None, *, watermark: bool | None = None, speed: float = 1.0,
+               **knobs):
+        """Yield `AudioChunk`s of `text` while T3 is still decoding (same knobs as `generate`, `speed` too): a
+        small first chunk, then larger ones; joins are sample-continuous. Closing the iterator early cancels the
+        request."""
         voice = self.voice_or_default(voice)
         handle = self.submit(Request(text, voice, SamplingParams.for_family(self.family, **knobs), watermark,
-                                     stream=True))
+                                     stream=True, speed=speed))
         return _cancel_on_close(handle)
 
     def close(self) -> None:

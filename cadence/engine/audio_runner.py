@@ -81,8 +81,8 @@ class AudioRunner:
         return torch.from_numpy(np.concatenate(pieces))[None].to(self.device)
 
     def synthesize(self, tokens: torch.Tensor, voice: Voice, rng: RequestRNG,
-                   n_steps: int | None = None) -> torch.Tensor:
-        return self.vocode(self.mel(tokens, voice, rng, n_steps), rng)
+                   n_steps: int | None = None, speed: float = 1.0) -> torch.Tensor:
+        return self.vocode(_at_speed(self.mel(tokens, voice, rng, n_steps), speed), rng)
 
     # --- batches of requests ------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -143,10 +143,12 @@ class AudioRunner:
         return out
 
     def synthesize_batch(self, items: list[tuple[torch.Tensor, Voice, RequestRNG]], flow_frames: int = 24000,
-                         vocoder_frames: int = 6000, min_batch: int = 4) -> list[torch.Tensor]:
+                         vocoder_frames: int = 6000, min_batch: int = 4,
+                         speeds: list[float] | None = None) -> list[torch.Tensor]:
         """Requests grouped by length into padded batches of at most `flow_frames` (flow) and `vocoder_frames`
         (HiFT) padded mel frames -> waveforms (1, samples), in the order given. Groups smaller than
-        `min_batch` take the single-request path, whose CUDA-graph CFM solve beats a small eager batch."""
+        `min_batch` take the single-request path, whose CUDA-graph CFM solve beats a small eager batch.
+        `speeds`: each request's speaking rate (its mel stretched before the vocoder)."""
         ratio = self.s3gen.flow.cfg.token_mel_ratio
         order = sorted(range(len(items)), key=lambda i: int(items[i][0].numel()))
         mels: dict[int, torch.Tensor] = {}
@@ -154,12 +156,19 @@ class AudioRunner:
             small = len(group) < min_batch and self.cfm_graphs is not None
             for i, m in zip(group, [self.mel(*items[i]) for i in group] if small else
                             self.mel_batch([items[i] for i in group])):
-                mels[i] = m
+                mels[i] = _at_speed(m, speeds[i] if speeds else 1.0)
         waves: dict[int, torch.Tensor] = {}
         for group in _groups(order, lambda i: mels[i].shape[-1], vocoder_frames):
             for i, w in zip(group, self.vocode_batch([mels[i] for i in group], [items[i][2] for i in group])):
                 waves[i] = w
         return [waves[i] for i in range(len(items))]
+
+
+def _at_speed(mel: torch.Tensor, speed: float) -> torch.Tensor:
+    if speed == 1.0:
+        return mel
+    from ..audio.speed import stretch_mel
+    return stretch_mel(mel, speed)
 
 
 def _groups(order: list[int], size, budget: int) -> list[list[int]]:

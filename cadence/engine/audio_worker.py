@@ -229,7 +229,7 @@ class AudioWorker:
             tts = eng.tts
             items = [(torch.tensor(tts.s3gen_tokens(speech[todo[i]])),
                       tts.voice_cache.get(live[todo[i]].handle.request.voice).voice, live[todo[i]].rng) for i in idx]
-            out = eng.tts.audio_runner.synthesize_batch(items)
+            out = tts.audio_runner.synthesize_batch(items, speeds=[live[todo[i]].handle.request.speed for i in idx])
             wait_for_device(eng.tts.device)
             return [w[0].cpu().numpy() for w in out]
         groups = retry_alone_on_oom(render, len(todo), [live[i].rng for i in todo]) if todo else []

@@ -256,7 +256,7 @@ class Engine:
                 audio_rng = RequestRNG((req.params.seed + 0x5EED) % 2 ** 63, self.tts.device)
                 keep_prompt, keep_history = self.tts.config.stream_context_tokens()
                 r.stream = StreamState(self.tts.voice_cache.get(req.voice).voice, audio_rng,
-                                       prompt_keep=keep_prompt, history_keep=keep_history)
+                                       prompt_keep=keep_prompt, history_keep=keep_history, speed=req.speed)
             self._running[r.slot] = r
         self.stats.prefill_s += now - t0
 

@@ -32,7 +32,13 @@ class Request:
     """Benchmarks: never sample EOS, so exactly `max_new_tokens` tokens are generated."""
     stream: bool = False
     """Deliver audio in chunks while T3 is still decoding (S3Gen on token windows), not one chunk at the end."""
+    speed: float = 1.0
+    """Speaking rate, 0.25-4 (the mel stretched in time before the vocoder: same pitch). See `audio.speed`."""
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+    def __post_init__(self):
+        from ..audio.speed import check_speed
+        self.speed = check_speed(self.speed)
 
 
 @dataclass

@@ -43,6 +43,22 @@ class StreamState:
     src_noise: torch.Tensor | None = None  # (1, H, HOLD_FRAMES * 480) source noise of the overlap
     prompt_keep: int | None = None  # voice-prompt tokens (its end) each window conditions on; None: all
     history_keep: int | None = None  # tokens of audio already sent each window conditions on; None: all
+    speed: float = 1.0  # speaking rate: the vocoder reads `voc_mel`, the generated mel stretched in time
+    voc_mel: torch.Tensor | None = None  # (1, 80, E') the stretched frames so far (speed != 1)
+
+
+def vocoder_mel(st: StreamState, final: bool) -> torch.Tensor | None:
+    """The mel the vocoder renders: the generated one, or at another speed its stretched frames so far (each
+    computed once, from source frames that no later window changes)."""
+    if st.speed == 1.0 or st.mel is None:
+        return st.mel
+    from ..audio.speed import stretch_mel, stretched_count
+    have = 0 if st.voc_mel is None else st.voc_mel.shape[-1]
+    want = stretched_count(st.mel.shape[-1], st.speed, final)
+    if want > have:
+        more = stretch_mel(st.mel, st.speed, have, want)
+        st.voc_mel = more if st.voc_mel is None else torch.cat((st.voc_mel, more), dim=-1)
+    return st.voc_mel
 
 
 def _window(st: StreamState, tokens: list[int], final: bool, ratio: int, cut: int, dev):
@@ -124,18 +140,19 @@ def _vocode_windows(runner, items: list[tuple[StreamState, bool]]) -> list[np.nd
     out = [np.zeros(0, np.float32) for _ in items]
     rows = []
     for j, (st, final) in enumerate(items):
-        E = 0 if st.mel is None else st.mel.shape[-1]
+        vm = vocoder_mel(st, final)
+        E = 0 if vm is None else vm.shape[-1]
         if E - st.voc_start > (0 if final else HOLD_FRAMES):
-            rows.append((j, st, final, E))
+            rows.append((j, st, final, E, vm))
     if not rows:
         return out
     # Padded to a few shapes (rows to a power of two, frames to FRAME_BUCKET): cuDNN builds its convolution plans
     # per input shape, and a batch of a new shape paid for that build (tens of ms) inside the render.
-    T = round_up(max(E - st.voc_start for _, st, _, E in rows), FRAME_BUCKET)
+    T = round_up(max(E - st.voc_start for _, st, _, E, _ in rows), FRAME_BUCKET)
     B = next_pow2(len(rows))
     mel = torch.zeros(B, c.mel_dim, T, device=dev)
     noise = torch.zeros(B, n, T * spf, device=dev)
-    for i, (_, st, _, E) in enumerate(rows):
+    for i, (_, st, _, E, vm) in enumerate(rows):
         if st.phase is None:  # drawn as the single-request path draws it: on the host, Uniform(-pi, pi)
             st.phase = (-math.pi + torch.rand((1, n, 1), generator=st.rng.host) * 2 * math.pi).to(dev)
             st.offset = torch.zeros(1, n, 1, device=dev)
@@ -143,22 +160,22 @@ def _vocode_windows(runner, items: list[tuple[StreamState, bool]]) -> list[np.nd
         reuse = 0 if st.src_noise is None else st.src_noise.shape[-1]
         fresh = torch.randn((1, n, L - reuse), generator=st.rng.device, device=st.rng.device.device).to(dev)
         noise[i, :, :L] = fresh[0] if reuse == 0 else torch.cat((st.src_noise, fresh), dim=-1)[0]
-        mel[i, :, : E - st.voc_start] = st.mel[0, :, st.voc_start:E]
-    frames = [E - st.voc_start for _, st, _, E in rows]
+        mel[i, :, : E - st.voc_start] = vm[0, :, st.voc_start:E]
+    frames = [E - st.voc_start for _, st, _, E, _ in rows]
     padded = frames + [1] * (B - len(rows))  # rows past the batch: one silent frame each, discarded
     fdt, sdt = hift.f0_predictor.classifier.weight.dtype, hift.m_source.l_linear.weight.dtype
     f0_mask = (torch.arange(T, device=dev)[None] < torch.tensor(padded, device=dev)[:, None])[:, None]
     f0 = hift.f0_predictor(mel.to(fdt), f0_mask.to(fdt))
     f0 = F.interpolate(f0[:, None], scale_factor=float(spf), mode="nearest").to(sdt)
     spare = [torch.zeros(B - len(rows), n, 1, device=dev)] if B > len(rows) else []
-    phase = torch.cat([st.phase for _, st, _, _ in rows] + spare).to(sdt)
-    offset = torch.cat([st.offset for _, st, _, _ in rows] + spare).to(sdt)
+    phase = torch.cat([st.phase for _, st, *_ in rows] + spare).to(sdt)
+    offset = torch.cat([st.offset for _, st, *_ in rows] + spare).to(sdt)
     source = hift.m_source(f0, phase, noise.to(sdt), offset)
     wav = hift.decode(mel, source, padded).float()
     wait_for_device(dev)
     wav = wav.cpu().numpy()
     cycles = hift.m_source.cycles(f0)
-    for i, (j, st, final, E) in enumerate(rows):
+    for i, (j, st, final, E, _) in enumerate(rows):
         out[j] = _emit(runner, st, wav[i, : frames[i] * spf].copy(), final, E, cycles[i:i + 1], noise[i:i + 1])
     return out
 

@@ -24,7 +24,8 @@ class SpeechRequest(BaseModel):
                                                         "name such as 'alloy' when no library voice has it) is the "
                                                         "checkpoint's voice")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
-    speed: float = Field(1.0, description="only 1.0 is supported")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate, 0.25-4 (pitch kept: the mel is "
+                                                            "stretched in time before the vocoder)")
     stream_format: Literal["audio", "sse"] = "audio"
     stream: bool = Field(True, description="send audio while the model is still generating (first audio in a "
                                            "fraction of a second); false renders it in one piece, batched with "

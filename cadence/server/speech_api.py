@@ -78,8 +78,6 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
         if len(text) > settings.max_input_chars:
             raise ApiError(400, f"input has {len(text)} characters; at most {settings.max_input_chars} per request",
                            param="input", code="input_too_long")
-        if body.speed != 1.0:
-            raise ApiError(400, f"speed {body.speed} is not supported (only 1.0)", param="speed")
         check_model(t.family, body.model)
         loop = asyncio.get_running_loop()
         voice = await asyncio.to_thread(resolve_voice, t, body.voice_name)
@@ -93,7 +91,7 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
             raise ApiError(429, "server busy: the request queue is full", "rate_limit_error",
                            code="queue_full", headers={"Retry-After": "2"})
         try:
-            handle = t.submit(EngineRequest(text, voice, params, stream=body.stream))
+            handle = t.submit(EngineRequest(text, voice, params, stream=body.stream, speed=body.speed))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         started = time.perf_counter()
