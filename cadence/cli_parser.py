@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from .audio.encode import FORMATS
 from .family import ENGLISH, FAMILIES, TURBO, TURBO_TAGS
 from .sampling_params import SamplingParams
 
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--level-timeout-s", type=float, default=None,
                    help="with serve: give a level up after this long, recording the server's thread stacks")
     b.add_argument("--server-log", help="with serve: write the server's output to this file (default: discarded)")
+    b.add_argument("--format", choices=FORMATS, default="mp3", help="with serve: response_format (default mp3, the "
+                                                                     "OpenAI default)")
     b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
     b.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     b.add_argument("--voice-audio", help="reference recording (default: a built-in synthetic 10 s clip)")

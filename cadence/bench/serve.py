@@ -28,6 +28,7 @@ def _port() -> int:
 
 
 async def _one(client: httpx.AsyncClient, url: str, body: dict) -> dict:
+    """One request: its status, time to first bytes and latency (audio seconds come from the server's counter)."""
     t0 = time.perf_counter()
     ttfa, n = None, 0
     try:
@@ -41,7 +42,7 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict) -> dict:
                 n += len(data)
     except httpx.HTTPError as exc:
         return {"status": type(exc).__name__}
-    return {"status": 200, "ttfa_s": ttfa or 0.0, "latency_s": time.perf_counter() - t0, "audio_s": n / 2 / 24000}
+    return {"status": 200, "ttfa_s": ttfa or 0.0, "latency_s": time.perf_counter() - t0, "bytes": n}
 
 
 async def _progress(base: str, results: list, every: float = 15.0) -> None:
@@ -58,13 +59,18 @@ async def _progress(base: str, results: list, every: float = 15.0) -> None:
                           **{k: health.get(k) for k in ("running", "waiting", "error")}, **counters}), flush=True)
 
 
-async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_tokens: int, stream: bool = True,
-                 timeout_s: float | None = None) -> dict:
+def level_bodies(n_requests: int, seed: int, max_tokens: int, stream: bool, fmt: str) -> list[dict]:
+    """A level's request bodies: texts and token counts drawn from `seed` (the engine-only run replays them)."""
     rnd = random.Random(seed)
-    bodies = [{"model": "tts-1", "input": LONG_TEXT[: rnd.randint(60, len(LONG_TEXT))], "voice": "default",
-               "response_format": "pcm", "seed": seed + i, "max_new_tokens": rnd.randint(75, max_tokens),
-               "stream": stream}
-              for i in range(n_requests)]
+    return [{"model": "tts-1", "input": LONG_TEXT[: rnd.randint(60, len(LONG_TEXT))], "voice": "default",
+             "response_format": fmt, "seed": seed + i, "max_new_tokens": rnd.randint(75, max_tokens),
+             "stream": stream} for i in range(n_requests)]
+
+
+async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_tokens: int, stream: bool = True,
+                 timeout_s: float | None = None, fmt: str = "pcm") -> dict:
+    bodies = level_bodies(n_requests, seed, max_tokens, stream, fmt)
+    before = read_metrics(base).get("cadence_audio_seconds_total", 0.0)
     results: list[dict] = []
     queue = list(reversed(bodies))
 
@@ -91,8 +97,9 @@ async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_to
     def pct(key, q):
         return float(np.percentile([r[key] for r in ok], q)) if ok else 0.0
 
-    audio = sum(r["audio_s"] for r in ok)
-    return {"concurrency": concurrency, "stream": stream, "requests": n_requests, "ok": len(ok), "errors": errors,
+    audio = read_metrics(base).get("cadence_audio_seconds_total", 0.0) - before  # what the server produced
+    return {"concurrency": concurrency, "stream": stream, "format": fmt, "requests": n_requests, "ok": len(ok),
+            "errors": errors,
             "timed_out": timed_out, "wall_s": wall,
             "audio_s": audio, "x_realtime": audio / wall, "ttfa_p50_s": pct("ttfa_s", 50),
             "ttfa_p99_s": pct("ttfa_s", 99), "latency_p50_s": pct("latency_s", 50),
@@ -120,15 +127,16 @@ def engine_counters(base: str) -> dict:
     return out
 
 
-def start_server(model: str, device: str, log: str | None = None,
-                 compile: bool | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, device: str, log: str | None = None, compile: bool | None = None,
+                 watermark: bool = False) -> tuple[subprocess.Popen, str]:
     """`cadence serve` in its own process on a free loopback port, once /health says ready; its output goes to
     the file `log` (default: discarded). `compile`: the server's `--compile` (None: its default)."""
     port = _port()
     out = open(log, "ab") if log else subprocess.DEVNULL
-    flags = [] if compile is None else ["--compile" if compile else "--no-compile"]
+    flags = ([] if compile is None else ["--compile" if compile else "--no-compile"]) + ([] if watermark else
+                                                                                          ["--no-watermark"])
     server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
-                               "--port", str(port), "--no-watermark", *flags],
+                               "--port", str(port), *flags],
                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
                               stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
     if log:
@@ -164,23 +172,27 @@ def wait_idle(base: str, timeout: float, poll: float = 0.1) -> dict:
 def run_serve_bench(model: str, device: str, levels: list[int], requests_per_client: int = 2, max_tokens: int = 750,
                     out_json: str | None = None, out_md: str | None = None, modes=(True, False),
                     level_timeout_s: float | None = None, server_log: str | None = None,
-                    compile: bool | None = None) -> dict:
-    """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen). A level
-    still running after `level_timeout_s` is given up: the server is asked for its thread stacks (SIGUSR1, into
-    `server_log`) and the bench goes on to the next level with what finished. `compile`: the server's
-    `--compile`."""
+                    compile: bool | None = None, fmt: str = "mp3", watermark: bool = False,
+                    engine_only: bool = True) -> dict:
+    """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen), its
+    responses in `fmt` (mp3: the OpenAI default). A level still running after `level_timeout_s` is given up:
+    the server is asked for its thread stacks (SIGUSR1, into `server_log`) and the bench goes on to the next
+    level with what finished. `compile`: the server's `--compile`. With `engine_only`, the same levels then run
+    on the batched engine in this process (`engine_replay`), for the HTTP layer's share."""
     import signal
-    server, base = start_server(model, device, server_log, compile)
+    t_start = time.perf_counter()
+    server, base = start_server(model, device, server_log, compile, watermark)
+    ready_s = time.perf_counter() - t_start
     try:
         asyncio.run(_level(base, 2, 2, 0, 100))  # warm-up
         health = httpx.get(base + "/health").json()
         res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "compile": bool(compile),
-               "levels": []}
+               "format": fmt, "watermark": watermark, "ready_s": ready_s, "levels": []}
         for stream in modes:
             for c in levels:
                 before = engine_counters(base)
                 level = asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens, stream,
-                                           level_timeout_s))
+                                           level_timeout_s, fmt))
                 if level["timed_out"] and hasattr(signal, "SIGUSR1"):
                     server.send_signal(signal.SIGUSR1)
                     wait_idle(base, 60)
@@ -193,19 +205,31 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
     finally:
         server.terminate()
         server.wait(60)
+    if engine_only:
+        from .engine_replay import replay
+        plan = [(lv["concurrency"], level_bodies(lv["requests"], 1000 + lv["concurrency"], max_tokens, lv["stream"], fmt))
+                for lv in res["levels"]]
+        for lv, eng in zip(res["levels"], replay(model, device, plan, watermark)):
+            lv["engine_only_x_realtime"] = eng["x_realtime"]
+            lv["http_share_of_engine"] = lv["x_realtime"] / eng["x_realtime"] if eng["x_realtime"] else 0.0
     write_report(res, markdown(res), out_json, out_md)
     return res
 
 
 def markdown(res: dict) -> str:
     compiled = ", compiled" if res.get("compile") else ""
-    lines = [f"`cadence serve` on {res['device']} (plan {res['plan']}{compiled}), driven over HTTP from another "
-             "process; streamed 16-bit PCM.", "",
-             "| clients | mode | requests ok / sent | errors | × real time | TTFA p50 | TTFA p99 | latency p50 "
-             "| latency p99 |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"`cadence serve` on {res['device']} (plan {res['plan']}{compiled}, watermark "
+             f"{'on' if res.get('watermark') else 'off'}), driven over HTTP from another process; responses as "
+             f"{res.get('format', 'pcm')}; ready {res.get('ready_s', 0):.1f} s after start. Engine only: the same "
+             "requests on the batched engine in one process, no HTTP.", "",
+             "| clients | mode | requests ok / sent | errors | × real time | engine only | HTTP / engine | TTFA p50 "
+             "| TTFA p99 | latency p50 | latency p99 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for lv in res["levels"]:
         mode = ("streamed" if lv.get("stream", True) else "one piece") + (" (gave up)" if lv.get("timed_out") else "")
+        eng = lv.get("engine_only_x_realtime")
+        share = f"{100 * lv['http_share_of_engine']:.0f}%" if eng else "–"
         lines.append(f"| {lv['concurrency']} | {mode} | {lv['ok']} / {lv['requests']} | {lv['errors'] or 0} | "
-                     f"**{lv['x_realtime']:.1f}** | {lv['ttfa_p50_s']:.2f} s | {lv['ttfa_p99_s']:.2f} s | "
+                     f"**{lv['x_realtime']:.1f}** | {f'{eng:.1f}' if eng else '–'} | {share} | "
+                     f"{lv['ttfa_p50_s']:.2f} s | {lv['ttfa_p99_s']:.2f} s | "
                      f"{lv['latency_p50_s']:.2f} s | {lv['latency_p99_s']:.2f} s |")
     return "\n".join(lines) + "\n"

@@ -182,13 +182,17 @@ def test_bench_serve_drives_a_separate_server_process(tiny_ckpt, tmp_path):
         assert 1.0 <= eng["mean_batch"] <= 2.0
     assert streamed["ttfa_p50_s"] < streamed["latency_p50_s"]  # audio arrives before the request ends
     assert "| 2 | streamed | 2 / 2 |" in (tmp_path / "s.md").read_text()
+    assert res["format"] == "mp3" and res["ready_s"] > 0  # the OpenAI default format, the time to ready
+    for level in (streamed, whole):  # the same requests on the engine alone, beside the HTTP figure
+        assert level["engine_only_x_realtime"] > 0 and level["http_share_of_engine"] > 0
 
 
 def test_bench_serve_gives_up_a_stuck_level_with_the_servers_stacks(tiny_ckpt, tmp_path):
     from cadence.bench.serve import run_serve_bench
     log = tmp_path / "server.log"
     res = run_serve_bench(str(tiny_ckpt), "cpu", [1], requests_per_client=1, max_tokens=400, modes=(True,),
-                          level_timeout_s=0.05, server_log=str(log), out_md=str(tmp_path / "s.md"))
+                          level_timeout_s=0.05, server_log=str(log), out_md=str(tmp_path / "s.md"),
+                          engine_only=False)
     assert res["levels"][0]["timed_out"] and "(gave up)" in (tmp_path / "s.md").read_text()
     text = log.read_text()
     assert "most recent call first" in text and "cadence/engine" in text  # SIGUSR1: every thread's stack

@@ -1,0 +1,52 @@
+"""The serve bench's levels replayed on the batched engine itself, in this process: the same request bodies, the
+same number of clients each sending its requests one after another, no HTTP and no encoding. Beside the HTTP
+figures it says what the server's layer costs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ..engine.request import Request
+from ..sampling_params import SamplingParams
+
+
+def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> dict:
+    """x real time of `bodies` (speech request bodies) through `tts.submit` from `concurrency` client threads."""
+    todo = list(reversed(bodies))
+    lock = threading.Lock()
+    audio, latencies = [], []
+
+    def client():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                body = todo.pop()
+            params = SamplingParams.for_family(tts.family, seed=body["seed"], max_new_tokens=body["max_new_tokens"])
+            t0 = time.perf_counter()
+            handle = tts.submit(Request(body["input"], None, params, watermark=watermark, stream=body["stream"]))
+            seconds = sum(chunk.samples.size / chunk.sample_rate for chunk in handle)
+            with lock:
+                audio.append(seconds)
+                latencies.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"concurrency": concurrency, "stream": bodies[0]["stream"] if bodies else True, "requests": len(bodies),
+            "audio_s": sum(audio), "wall_s": wall, "x_realtime": sum(audio) / wall}
+
+
+def replay(model: str, device: str, levels: list[tuple[int, list[dict]]], watermark: bool) -> list[dict]:
+    """Each (concurrency, bodies) level on a freshly loaded engine (warmed up as the server is)."""
+    from ..tts import TTS
+    tts = TTS.from_dir(model, device=device, watermark=watermark)
+    try:
+        tts.engine.warmup()
+        return [engine_level(tts, bodies, c, watermark) for c, bodies in levels]
+    finally:
+        tts.close()
