@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             run_serve_bench(args.model, args.device, levels, requests_per_client=args.requests_per_client,
                             max_tokens=args.long_tokens, out_json=args.out_json, out_md=args.out_md,
                             level_timeout_s=args.level_timeout_s, server_log=args.server_log,
-                            compile=args.compile or None, fmt=args.format, watermark=args.watermark)
+                            compile=args.compile or None, fmt=args.format, watermark=args.watermark,
+                            modes={"both": (True, False), "streamed": (True,), "one-piece": (False,)}[args.modes])
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency
             levels = _levels(args.concurrency)

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--level-timeout-s", type=float, default=None,
                    help="with serve: give a level up after this long, recording the server's thread stacks")
     b.add_argument("--server-log", help="with serve: write the server's output to this file (default: discarded)")
+    b.add_argument("--modes", choices=("both", "streamed", "one-piece"), default="both",
+                   help="with serve: streamed requests, one-piece ones, or both (default)")
     b.add_argument("--format", choices=FORMATS, default="mp3", help="with serve: response_format (default mp3, the "
                                                                      "OpenAI default)")
     b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")

@@ -125,7 +125,8 @@ class Engine:
             warm_bursts(self)
 
     def _warmup(self, max_new_tokens: int) -> None:
-        self.decoder.warmup()
+        d = self.tts.family.defaults  # the filters the family's default requests use (Turbo: top-k and top-p)
+        self.decoder.warmup(flags=sorted({(False, False), (d["top_k"] > 0, d["top_p"] < 1.0)}))
         warm_flow_graphs(self.tts, max_new_tokens, self.max_batch)
 
     def prefill_len(self, n_text_ids: int) -> int:

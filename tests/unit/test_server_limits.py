@@ -66,10 +66,10 @@ def oom_server(tiny_ckpt, tmp_path_factory):
     def inject(tts):
         real = tts.audio_runner.synthesize_batch
 
-        def synthesize_batch(items):
+        def synthesize_batch(items, **options):
             if any(rng.seed == POISON for _, _, rng in items):
                 raise _oom()
-            return real(items)
+            return real(items, **options)
         tts.audio_runner.synthesize_batch = synthesize_batch
     yield from serve_in_thread(tiny_ckpt, {}, prepare=inject, library=str(tmp_path_factory.mktemp("voices")))
 
