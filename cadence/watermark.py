@@ -33,6 +33,11 @@ def _load():
         return _state.get("marker")
 
 
+def preload() -> bool:
+    """Load Perth now (a few seconds of imports); True when it is available."""
+    return _load() is not None
+
+
 def apply(wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, bool]:
     """Watermark `wav`; returns (audio, watermarked). When Perth is not installed, warns once, clearly,
     and returns the audio unmarked."""

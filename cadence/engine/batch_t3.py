@@ -67,6 +67,8 @@ class BatchDecoder:
         self.eos_only[c.stop_speech] = True
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle() if use_graphs else None
+        self.lazy = False  # a step without its graph yet runs eagerly and asks for the graph (background warm-up)
+        self.wanted: list[tuple] = []
 
     @property
     def device(self):
@@ -194,15 +196,25 @@ class BatchDecoder:
     @torch.inference_mode()
     def run_step(self, b: int, attend: int, use_top_k: bool, use_top_p: bool) -> None:
         key = (b, attend, use_top_k, use_top_p)
-        if self.use_graphs:
-            self._graph(key).replay()
-        else:
+        if not self.use_graphs:
             self._step(*key)
+        elif key in self.graphs or not self.lazy:
+            self._graph(key).replay()
+        else:  # not captured yet: this step eagerly, the capture later, between rounds (`BackgroundWarmup`)
+            if key not in self.wanted:
+                self.wanted.append(key)
+            self._step(*key)
+
+    def capture(self, key: tuple) -> None:
+        """Capture the graph of `key` (b, attend, use_top_k, use_top_p) now, if it is not yet."""
+        if self.use_graphs:
+            self._graph(key)
+
+    def graph_keys(self, flags=((False, False),)) -> list[tuple]:
+        """Every (batch size, length, *flags) graph a warm-up captures, smallest batches and lengths first."""
+        return [(b, a, *f) for b in self.sizes for a in self.lengths for f in flags] if self.use_graphs else []
 
     def warmup(self, flags=((False, False),)) -> None:
         """Capture every (batch size, length) graph now rather than on first use."""
-        if self.use_graphs:
-            for b in self.sizes:
-                for a in self.lengths:
-                    for f in flags:
-                        self._graph((b, a, *f))
+        for key in self.graph_keys(flags):
+            self._graph(key)

@@ -6,6 +6,8 @@ and its attention masks padded keys, so the real frames never see them."""
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from ..models.s3gen.flow import CFMDecoder
@@ -27,6 +29,11 @@ class CFMGraphs:
         self.cfm, self.bucket, self.batch_bucket, self.max_graphs = cfm, bucket, batch_bucket, max_graphs
         self.captured: dict[tuple[int, int, int], _Captured] = {}
         self.pool = torch.cuda.graph_pool_handle()
+        # Background warm-up captures from the engine thread while the audio worker solves: one capture at a time,
+        # and with `lazy` a solve whose graph is not there yet runs eagerly and asks for it.
+        self.lock = threading.Lock()
+        self.lazy = False
+        self.wanted: list[tuple[int, int, int]] = []
 
     def shape_for(self, rows: int, frames: int) -> tuple[int, int]:
         """The (rows, frames) bucket a solve of this size replays."""
@@ -37,6 +44,10 @@ class CFMGraphs:
     def prepare(self, rows: int, frames: int, n_steps: int, device, dtype) -> _Captured:
         """The graph for `rows` rows of up to `frames` mel frames (rounded up to the bucket), captured if new."""
         key = (*self.shape_for(rows, frames), n_steps)
+        with self.lock:
+            return self._prepare(key, device, dtype)
+
+    def _prepare(self, key, device, dtype) -> _Captured:
         c = self.captured.get(key)
         if c is None:
             if len(self.captured) >= self.max_graphs:
@@ -52,6 +63,12 @@ class CFMGraphs:
     def solve(self, noise, mu, mask, spks, cond, n_steps: int):
         """Same signature and result as `CFMDecoder.solve`: noise, mu, cond (B, 80, T), mask (B, 1, T), spks (B, 80)."""
         B, _, T = mu.shape
+        key = (*self.shape_for(B, T), n_steps)
+        if self.lazy and key not in self.captured:
+            with self.lock:
+                if key not in self.wanted:
+                    self.wanted.append(key)
+            return self.cfm.solve(noise, mu, mask, spks, cond, n_steps)
         c = self.prepare(B, T, n_steps, mu.device, mu.dtype)
         for dst, src in ((c.noise, noise), (c.mu, mu), (c.cond, cond), (c.mask, mask), (c.spks, spks)):
             dst.zero_()
@@ -64,25 +81,32 @@ class CFMGraphs:
 
 
 def warm_flow_graphs(tts, max_new_tokens: int, max_batch: int) -> None:
-    """Capture the flow graphs the engine's requests would otherwise capture on first use: one request's solve
-    for outputs of up to `max_new_tokens` tokens, and streaming windows of every batch size up to `max_batch`
-    and every length up to the bounded context plus the largest window (an unbounded context captures its
-    longer windows when they come)."""
-    from .streaming import WINDOW_TOKENS
+    """Capture the flow graphs the engine's requests would otherwise capture on first use (`flow_graph_shapes`)."""
     runner = tts.audio_runner
-    graphs = runner.cfm_graphs
-    if graphs is None:
+    if runner.cfm_graphs is None:
         return
-    flow, dev, dt = tts.s3gen.flow.cfg, runner.device, runner.flow_dtype
+    for rows, frames, steps in flow_graph_shapes(tts, max_new_tokens, max_batch):
+        runner.cfm_graphs.prepare(rows, frames, steps, runner.device, runner.flow_dtype)
+
+
+def flow_graph_shapes(tts, max_new_tokens: int, max_batch: int) -> list[tuple[int, int, int]]:
+    """(rows, frames, steps) of one request's solve for outputs of up to `max_new_tokens` tokens, and of
+    streaming windows of every batch size up to `max_batch` and every length up to the bounded context plus the
+    largest window (an unbounded context captures its longer windows when they come)."""
+    from .streaming import WINDOW_TOKENS
+    graphs = tts.audio_runner.cfm_graphs
+    if graphs is None:
+        return []
+    flow = tts.s3gen.flow.cfg
     prompt = 250  # S3Gen's token prompt: at most 10 s at 25 Hz
-    for frames in range(graphs.bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, graphs.bucket):
-        graphs.prepare(1, frames, flow.n_timesteps, dev, dt)
+    shapes = [(1, frames, flow.n_timesteps) for frames in
+              range(graphs.bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, graphs.bucket)]
     keep_prompt, keep_history = tts.config.stream_context_tokens()
     longest = (min(prompt, keep_prompt or prompt) + (keep_history or WINDOW_TOKENS[-1]) + WINDOW_TOKENS[-1]
                + tts.config.eos_check_every + flow.lookahead)
     rows = 2
     while rows < 2 * max_batch:
-        for frames in range(graphs.batch_bucket, flow.token_mel_ratio * longest + graphs.batch_bucket,
-                            graphs.batch_bucket):
-            graphs.prepare(rows, frames, flow.n_timesteps, dev, dt)
+        shapes += [(rows, frames, flow.n_timesteps) for frames in
+                   range(graphs.batch_bucket, flow.token_mel_ratio * longest + graphs.batch_bucket, graphs.batch_bucket)]
         rows *= 2
+    return shapes

@@ -23,7 +23,7 @@ from .rng import RequestRNG, wait_for_device
 from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
 from .cfm_graph import warm_flow_graphs
-from .warmup import warm_bursts
+from .warmup import BackgroundWarmup, warm_bursts
 from .gpu_turns import GpuTurns
 from .oom import retry_alone_on_oom
 from .postprocess import Postprocess
@@ -64,6 +64,7 @@ class Engine:
         self._error: BaseException | None = None
         self.decoder: BatchDecoder | None = None
         self.audio: AudioWorker | None = None
+        self.warm = BackgroundWarmup(self)
         self._thread = threading.Thread(target=self._main, name="cadence-engine", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -116,10 +117,15 @@ class Engine:
         """True when called from the engine's own GPU thread (inside `call`)."""
         return threading.current_thread() is self._thread
 
-    def warmup(self, max_new_tokens: int = 1000) -> None:
+    def warmup(self, max_new_tokens: int = 1000, background: bool = False) -> None:
         """Capture now what the first requests would otherwise capture: every T3 decode graph (batch size x
         attention length), the single-request CFM graphs for outputs of up to `max_new_tokens` tokens and the
-        batched ones of streaming windows; then warm-up bursts of requests (`warmup.warm_bursts`)."""
+        batched ones of streaming windows; then warm-up bursts of requests (`warmup.warm_bursts`). With
+        `background`, return at once and capture them while serving (`warmup.BackgroundWarmup`; `load` says how
+        many are left as `warming`)."""
+        if background:
+            self.call(lambda: self.warm.plan(max_new_tokens)).result()
+            return
         self.call(lambda: self._warmup(max_new_tokens)).result()
         if self.tts.device.type == "cuda":  # the CPU has no device allocator to warm
             warm_bursts(self)
@@ -144,7 +150,8 @@ class Engine:
     @property
     def load(self) -> dict:
         return {"running": len(self._running), "waiting": len(self._waiting) + self._inbox.qsize(),
-                "max_batch": self.max_batch, "cancelled": self.stats.cancelled}
+                "max_batch": self.max_batch, "cancelled": self.stats.cancelled,
+                "warming": self.warm.pending if self.decoder is not None else 0}
 
     # --- the GPU thread ------------------------------------------------------------------------------------
     def _main(self) -> None:
@@ -161,6 +168,11 @@ class Engine:
         self._ready.set()
         while True:
             self._collect()
+            if self.warm.pending:  # background captures: one between rounds, back to back while idle
+                with self.turns.turn():
+                    self.warm.run_one()
+                    while self.warm.pending and self._idle() and self._inbox.empty():
+                        self.warm.run_one()
             if self._stop.is_set() and (not self._drain or not (self._waiting or self._running or self._finished
                                                                  or self.audio.busy)):
                 break
@@ -189,9 +201,12 @@ class Engine:
         for r in [*self._waiting, *self._running.values(), *self._finished]:
             r.handle._fail(RequestCancelled("the engine shut down"))
 
+    def _idle(self) -> bool:
+        return not (self._waiting or self._running or self._finished)
+
     def _collect(self) -> None:
-        idle = not (self._waiting or self._running or self._finished)
-        if idle and not self._stop.is_set():
+        idle = self._idle()
+        if idle and not self._stop.is_set() and not self.warm.pending:
             self._wake.wait(0.1)
         self._wake.clear()
         self._take_inbox()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from ..sampling_params import SamplingParams
 from .request import Request
 
@@ -24,3 +26,54 @@ def warm_bursts(engine) -> None:
                    for i in range(count)]
         for h in handles:
             h.result()
+
+
+class BackgroundWarmup:
+    """The engine's graph captures done while it serves: a server answers `ready` once its weights are loaded,
+    and the decode and flow graphs are captured on the GPU thread afterwards, a few at a time between decode
+    rounds (all of them while idle). Until its graph is there, a step or a solve runs eagerly (same kernels,
+    no capture stall on a request's path) and its shape moves to the front of the queue."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.tasks: deque[tuple[str, tuple]] = deque()
+
+    @property
+    def pending(self) -> int:
+        return len(self.tasks) + len(self._decoder.wanted) + len(self._flow.wanted if self._flow else ())
+
+    @property
+    def _decoder(self):
+        return self.engine.decoder
+
+    @property
+    def _flow(self):
+        return self.engine.tts.audio_runner.cfm_graphs
+
+    def plan(self, max_new_tokens: int) -> None:
+        """Queue every graph `Engine.warmup` would capture; from now on missing graphs run eagerly."""
+        from .cfm_graph import flow_graph_shapes
+        eng = self.engine
+        d = eng.tts.family.defaults
+        flags = sorted({(False, False), (d["top_k"] > 0, d["top_p"] < 1.0)})
+        self.tasks.extend(("decode", k) for k in self._decoder.graph_keys(flags))
+        self.tasks.extend(("flow", s) for s in flow_graph_shapes(eng.tts, max_new_tokens, eng.max_batch))
+        self._decoder.lazy = True
+        if self._flow is not None:
+            self._flow.lazy = True
+
+    def run_one(self) -> None:
+        """Capture the next graph: one a request asked for first, else the next of the plan."""
+        decoder, flow, runner = self._decoder, self._flow, self.engine.tts.audio_runner
+        if decoder.wanted:
+            decoder.capture(decoder.wanted.pop(0))
+        elif flow is not None and flow.wanted:
+            with flow.lock:
+                key = flow.wanted.pop(0)
+            flow.prepare(*key, runner.device, runner.flow_dtype)
+        elif self.tasks:
+            kind, key = self.tasks.popleft()
+            if kind == "decode":
+                decoder.capture(key)
+            else:
+                flow.prepare(*key, runner.device, runner.flow_dtype)

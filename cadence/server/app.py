@@ -106,8 +106,11 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
                                             overlap_audio=settings.overlap_audio, compile=settings.compile)
             # One library object for the app's life (its lock file and re-preparation are per instance).
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
-            if settings.warmup:  # start the GPU thread and capture its graphs now, not on the first requests
-                state.tts.engine.warmup()
+            if settings.warmup:  # the GPU thread captures its graphs while serving, missing ones run eagerly
+                state.tts.engine.warmup(background=True)
+            if settings.watermark:  # Perth's network and librosa load now, not in the first request
+                from .. import watermark
+                watermark.preload()
             state.status = "ready"
         except Exception as exc:  # noqa: BLE001 - reported by /health
             state.status, state.error = "error", f"{type(exc).__name__}: {exc}"

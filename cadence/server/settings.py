@@ -39,7 +39,8 @@ class ServerSettings:
     encode_workers: int = 0
     """Threads encoding responses (mp3, opus, aac, flac) off the event loop; 0 = one per CPU core, at most 16."""
     warmup: bool = True
-    """Capture the engine's CUDA graphs at start (/health says "starting" meanwhile) instead of on first requests."""
+    """Capture the engine's CUDA graphs while serving, from the start (/health's `warming` counts those left;
+    a step whose graph is not there yet runs eagerly) instead of on first use."""
     stream_prompt_s: float | None = 4.0
     """Streaming: seconds of the voice prompt each S3Gen window conditions on; None (or 'all') = the whole prompt.
     See `EngineConfig.stream_prompt_s`."""

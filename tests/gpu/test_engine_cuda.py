@@ -60,3 +60,24 @@ def test_engine_memory_is_flat_across_batches(fp32_gpu):
         fp32_gpu.generate_many(TEXTS, seed=[i * 10 + j for j in range(5)], max_new_tokens=40)
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() - before < 4 << 20
+
+
+def test_background_warmup_serves_at_once_and_captures_while_serving(tiny_ckpt):
+    """Requests submitted while the graphs are still being captured run (their steps eagerly until their graph is
+    there), give the tokens a fully warmed engine gives, and the warm-up finishes."""
+    from cadence.tts import TTS
+    knobs = dict(seed=[1, 2, 3], max_new_tokens=[30, 64, 45])
+    warm = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, dtype="float32", max_batch=4)
+    warm.engine.warmup()
+    want = warm.generate_many(TEXTS[:3], speech_tokens_only=True, **knobs)
+    warm.close()
+    tts = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, dtype="float32", max_batch=4)
+    tts.engine.warmup(background=True)
+    assert tts.engine.load["warming"] > 0
+    got = tts.generate_many(TEXTS[:3], speech_tokens_only=True, **knobs)
+    assert [a.tokens for a in got] == [b.tokens for b in want]
+    deadline = time.time() + 120
+    while tts.engine.load["warming"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert tts.engine.load["warming"] == 0 and tts.engine.decoder.graphs
+    tts.close()
