@@ -185,4 +185,17 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
     from .speech_api import add_speech_routes
     add_speech_routes(app, settings, ready, library, metrics)
 
+    def openapi():
+        """The schema, with the responses the server really sends: validation errors are 400, never 422."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for ops in schema["paths"].values():
+                for op in ops.values():
+                    responses = op.get("responses", {})
+                    if responses.get("422", {}).get("description") == "Validation Error":
+                        del responses["422"]
+            app.openapi_schema = schema
+        return app.openapi_schema
+    app.openapi = openapi
+
     return app

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from ..audio.encode import CONTENT_TYPES, StreamEncoder
 from ..engine.request import Request as EngineRequest
 from ..engine.request import RequestCancelled
-from .errors import ApiError
+from .errors import ApiError, documented
 from .schemas import OPENAI_VOICES, SpeechRequest
 
 
@@ -69,7 +69,7 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
         raise ApiError(404, f"voice {name!r} not found; GET /v1/voices lists them", param="voice",
                        code="voice_not_found")
 
-    @app.post("/v1/audio/speech", responses={400: {}, 401: {}, 404: {}, 413: {}, 429: {}, 503: {}, 504: {}})
+    @app.post("/v1/audio/speech", responses=documented(400, 401, 404, 413, 429, 503, 504))
     async def speech(body: SpeechRequest, request: Request):
         t = ready()
         text = body.input

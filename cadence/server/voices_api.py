@@ -13,7 +13,7 @@ from fastapi import FastAPI, File, Form, UploadFile
 from pydantic import BaseModel, Field
 
 from ..voices.library import MAX_SOURCE_SECONDS, VoiceError, VoiceExists, validate_name
-from .errors import ApiError
+from .errors import ApiError, documented
 
 
 class VoiceRename(BaseModel):
@@ -61,7 +61,7 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
         return ApiError(409, f"voice {name!r} already exists (send overwrite=true to replace it)", param="name",
                         code="voice_exists")
 
-    @app.post("/v1/voices", status_code=201, responses={400: {}, 409: {}, 413: {}})
+    @app.post("/v1/voices", status_code=201, responses=documented(400, 401, 409, 413))
     async def add_voice(name: str = Form(...), file: UploadFile = File(...), exaggeration: float = Form(0.5),
                         overwrite: bool = Form(False)):
         t = ready()
@@ -90,7 +90,7 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
             raise ApiError(400, str(exc), param="file", code="bad_audio") from None
         return asdict(lib.info(name))
 
-    @app.patch("/v1/voices/{name}", responses={400: {}, 404: {}, 409: {}})
+    @app.patch("/v1/voices/{name}", responses=documented(400, 401, 404, 409))
     async def rename_voice(name: str, body: VoiceRename):
         old = stored(name)
         try:
@@ -106,7 +106,7 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
         infos, errors = await asyncio.to_thread(library().list)
         return {"object": "list", "data": [asdict(i) for i in infos], "errors": errors}
 
-    @app.get("/v1/voices/{name}", responses={400: {}, 404: {}, 422: {}})
+    @app.get("/v1/voices/{name}", responses=documented(400, 401, 404, 422))
     async def show_voice(name: str):
         name = stored(name)
         try:
@@ -114,7 +114,7 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
         except ValueError as exc:  # a damaged file: its message names the file alone
             raise ApiError(422, str(exc), param="name", code="voice_damaged") from None
 
-    @app.delete("/v1/voices/{name}", responses={400: {}, 404: {}})
+    @app.delete("/v1/voices/{name}", responses=documented(400, 401, 404))
     async def delete_voice(name: str):
         name = stored(name)
         await asyncio.to_thread(library().remove, name)

@@ -186,3 +186,12 @@ def test_a_streamed_flac_response_is_readable_by_libsndfile(burst_server):
     pcm = httpx.post(base + SPEECH, json=dict(body, response_format="pcm"), timeout=60)
     wav, sr = sf.read(io.BytesIO(flac.content))  # a header with the sample count: not "array is too big"
     assert sr == 24000 and wav.size == len(pcm.content) // 2 > 0
+
+
+def test_the_published_schema_documents_the_errors_the_server_sends(burst_server):
+    base, *_ = burst_server
+    spec = httpx.get(base + "/openapi.json").json()
+    speech = spec["paths"]["/v1/audio/speech"]["post"]["responses"]
+    assert {"400", "404", "413", "429"} <= set(speech) and "422" not in speech  # validation errors are 400
+    assert "409" in spec["paths"]["/v1/voices"]["post"]["responses"]
+    assert "ErrorBody" in json.dumps(speech["400"])
