@@ -19,6 +19,10 @@ def _say(args) -> None:
         raise CliError(f"output extension must be one of {' '.join(EXTENSIONS)}, got {out.name}")
     if not out.parent.exists():
         raise CliError(f"output directory does not exist: {out.parent}")
+    if out.is_dir():
+        raise CliError(f"output {out} is a directory; name a file")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise CliError(f"cannot write {out}: permission denied")  # found before loading, not after synthesising
     if (args.text is None) == (args.file is None):
         raise CliError("give the text or --file, one of them")
     text = args.text
@@ -146,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         import signal  # a bench stopped by SIGTERM (`timeout`) still stops the server it started
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        if args.command == "bench" and str(args.device).startswith("cuda"):
+            import torch
+            if not torch.cuda.is_available():
+                raise CliError(f"--device {args.device}, but this machine has no CUDA device; use --device cpu")
         if args.command == "say":
             _say(args)
         elif args.command == "doctor":

@@ -61,6 +61,8 @@ def _add_knobs(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cadence", description="Fast Chatterbox text-to-speech.")
+    from . import __version__
+    ap.add_argument("--version", action="version", version=f"cadence {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     say = sub.add_parser("say", help="synthesize text to a WAV file",
                          epilog="Chatterbox Turbo reads paralinguistic tags in the text, each one token: "

@@ -17,7 +17,6 @@ import soundfile as sf
 
 from .audio.encode import encode_all
 from .engine.request import Request
-from .sampling_params import SamplingParams
 from .text.split import DEFAULT_MAX_TOKENS, split_text
 
 EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".opus": "opus", ".ogg": "opus", ".aac": "aac",
@@ -60,7 +59,7 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     if voice is None:
         raise ValueError("no voice: this checkpoint has no conds.pt; pass --voice or --voice-audio")
     seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 2) if seed is None else seed
-    SamplingParams.for_family(tts.family, **knobs)  # validate once, before any work
+    tts.params(**knobs)  # validate once, before any work
     parts = Path(str(out) + ".parts")
     key = hashlib.sha256(json.dumps([chunks, seed, sorted(knobs.items()), speed, tts.fingerprint], default=str)
                          .encode()).hexdigest()
@@ -70,7 +69,7 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     parts.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps({"key": key, "chunks": len(chunks)}))
     done = {i for i in range(len(chunks)) if (parts / f"{i:05d}.wav").is_file()}
-    handles = {i: tts.submit(Request(chunks[i], voice, SamplingParams.for_family(tts.family, **{**knobs, "seed": seed + i}),
+    handles = {i: tts.submit(Request(chunks[i], voice, tts.params(**{**knobs, "seed": seed + i}),
                                      speed=speed))
                for i in range(len(chunks)) if i not in done}
     t0, audio_s = time.perf_counter(), 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+DEFAULT_MAX_NEW_TOKENS = 1000  # 40 s of speech; TTS.params lowers it to what a smaller checkpoint holds
 TOP_K_MAX = 100_000  # any k at or above the speech vocabulary keeps every token; larger ones only overflow
 
 @dataclass(slots=True)
@@ -23,7 +24,7 @@ class SamplingParams:
     """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 disables)."""
     top_k: int = 0
     """Keep only the k most likely tokens (0 disables)."""
-    max_new_tokens: int = 1000
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     """Upper bound on generated speech tokens (25 tokens = 1 s of audio)."""
     seed: int | None = None
     """Seed of this request's own random stream; None draws a fresh one."""

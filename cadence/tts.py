@@ -24,7 +24,7 @@ from .memory.lease import OnDemand
 from .memory.placement import apply_placement, compile_regions
 from .models.s3gen import S3GEN_SR, SILENCE_TOKEN
 from .outputs import Audio
-from .sampling_params import SamplingParams
+from .sampling_params import DEFAULT_MAX_NEW_TOKENS, SamplingParams
 from .tts_engine import EngineAPI
 from .voices.cache import VoiceCache
 from .voices.library import VoiceLibrary
@@ -188,8 +188,12 @@ class TTS(EngineAPI):
             return self.default_voice
         return lib.get(name)
 
-    def voice_or_default(self, voice: Voice | None) -> Voice:
-        """`voice`, or the checkpoint's built-in one (conds.pt) when None."""
+    def voice_or_default(self, voice: Voice | str | None) -> Voice:
+        """`voice`, a library voice by name, or the checkpoint's built-in one (conds.pt) when None."""
+        if isinstance(voice, str):  # a library voice by name ("default": the built-in one)
+            return self.voice(voice)
+        if voice is not None and not isinstance(voice, Voice):
+            raise ValueError(f"voice must be a Voice, a library voice name or None, got {type(voice).__name__}")
         voice = voice or self.default_voice
         if voice is None:
             raise ValueError("no voice: pass voice=tts.prepare_voice(...) (this checkpoint has no conds.pt)")
@@ -204,6 +208,8 @@ class TTS(EngineAPI):
         """Normalised, tokenised text (without the start/stop framing); ValueError if it is too long."""
         if not isinstance(text, str):
             raise ValueError(f"text must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError("text is empty")
         c = self.t3.cfg
         ids = self.tokenizer.encode(self.family.normalize(text))
         framing = len(self.t3.frame_text([]))
@@ -223,7 +229,9 @@ class TTS(EngineAPI):
         weights use it to keep every generated token). `speed` (0.25-4) is the speaking rate, pitch kept."""
         from .audio.speed import check_speed
         speed = check_speed(speed)
-        params = params or SamplingParams.for_family(self.family, **knobs)
+        if not isinstance(text, str) or not text.strip():
+            self.text_ids(text)  # the same ValueError as every other path: not a string, or empty
+        params = params or self.params(**knobs)
         params.check_family(self.family)
         if params.max_new_tokens > self.t3.cfg.max_speech_tokens:
             raise ValueError(f"max_new_tokens={params.max_new_tokens} exceeds this model's "
@@ -260,6 +268,13 @@ class TTS(EngineAPI):
         timings["t3_tokens_per_s"] = len(tokens) / max(timings["t3"], 1e-9)
         return Audio(samples=wav.astype(np.float32), sample_rate=self.sample_rate, tokens=speech,
                      watermarked=marked, timings=timings)
+
+    def params(self, **knobs) -> SamplingParams:
+        """`SamplingParams` for this model: the knobs given over its family's defaults, and an unset
+        `max_new_tokens` within what the loaded T3 holds (1000, or fewer on a small checkpoint)."""
+        if knobs.get("max_new_tokens") is None:
+            knobs["max_new_tokens"] = min(DEFAULT_MAX_NEW_TOKENS, self.t3.cfg.max_speech_tokens)
+        return SamplingParams.for_family(self.family, **knobs)
 
     def s3gen_tokens(self, speech: list[int]) -> list[int]:
         """What S3Gen renders of a finished request's speech tokens: Turbo's end on silence tokens, as trained."""

@@ -45,7 +45,7 @@ class EngineAPI:
         speeds = per_text("speed", speed)
         columns = {k: per_text(k, v) for k, v in knobs.items()}
         requests = [Request(text, self.voice_or_default(voices[i]),
-                            SamplingParams.for_family(self.family, **{k: c[i] for k, c in columns.items()}),
+                            self.params(**{k: c[i] for k, c in columns.items()}),
                             marks[i], speech_tokens_only, speed=speeds[i])
                     for i, text in enumerate(texts)]
         handles = [self.submit(r) for r in requests]
@@ -57,7 +57,7 @@ class EngineAPI:
         small first chunk, then larger ones; joins are sample-continuous. Closing the iterator early cancels the
         request."""
         voice = self.voice_or_default(voice)
-        handle = self.submit(Request(text, voice, SamplingParams.for_family(self.family, **knobs), watermark,
+        handle = self.submit(Request(text, voice, self.params(**knobs), watermark,
                                      stream=True, speed=speed))
         return _cancel_on_close(handle)
 

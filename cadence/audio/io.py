@@ -15,6 +15,8 @@ class AudioError(ValueError):
 
 def to_mono(wav: np.ndarray) -> np.ndarray:
     wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim == 2 and wav.shape[0] <= 8 < wav.shape[1]:  # (channels, frames), as torchaudio gives it
+        wav = wav.T
     if wav.ndim == 2:  # (frames, channels)
         wav = wav.mean(axis=1)
     if wav.ndim != 1:

@@ -6,9 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..sampling_params import TOP_K_MAX, SamplingParams
-
-DEFAULT_MAX_NEW_TOKENS = 1000
+from ..sampling_params import DEFAULT_MAX_NEW_TOKENS, TOP_K_MAX, SamplingParams
 
 
 class VoiceRef(BaseModel):

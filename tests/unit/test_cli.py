@@ -57,3 +57,40 @@ def test_serve_settings_flow_into_the_app_settings():
     s = ServerSettings.from_env(max_batch=12, dtype="float16", vram_budget="2GB", encode_workers=3)
     assert (s.max_batch, s.dtype, s.vram_budget, s.encode_workers) == (12, "float16", "2GB", 3)
     assert ServerSettings().encode_workers >= 1  # 0: one per CPU core
+
+
+def test_cli_refusals_before_any_work(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cadence.cli", *a], capture_output=True, text=True)  # noqa: E731
+    (tmp_path / "dir.wav").mkdir()
+    cases = [(("say", "hi", "-o", str(tmp_path / "dir.wav")), "is a directory"),
+             (("bench", "--device", "cuda"), "no CUDA device")]
+    for args, fragment in cases:
+        r = run(*args)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], (args, r.stderr)
+    assert not list(tmp_path.glob("*.tmp"))
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("cadence ")
+
+
+def test_library_refuses_empty_text_and_takes_voice_names(tiny_tts, tmp_path):
+    import numpy as np
+
+    from cadence.random_checkpoint import synthetic_voice
+    from cadence.audio.io import to_mono
+    with pytest.raises(ValueError, match="text is empty"):
+        tiny_tts.generate("  ")
+    with pytest.raises(ValueError, match="no voice named 'bob'"):
+        tiny_tts.generate("hi", voice="bob", max_new_tokens=5)
+    with pytest.raises(ValueError, match="voice must be a Voice"):
+        tiny_tts.generate("hi", voice=3, max_new_tokens=5)
+    assert tiny_tts.generate("hi", voice="default", max_new_tokens=5, seed=1).samples.size > 0
+    stereo = np.stack([synthetic_voice(seconds=1.0)] * 2)  # (channels, frames)
+    assert to_mono(stereo).shape == (24000,)
+
+
+def test_an_unset_max_new_tokens_fits_a_small_checkpoint(tiny_tts):
+    assert tiny_tts.t3.cfg.max_speech_tokens == 512
+    assert tiny_tts.params().max_new_tokens == 512 and tiny_tts.params(max_new_tokens=20).max_new_tokens == 20
+    with pytest.raises(ValueError, match="exceeds this model's 512"):  # set explicitly: refused, not clamped
+        tiny_tts.generate("hi", max_new_tokens=1000)
