@@ -106,6 +106,8 @@ class ModelConfig:
 def resolve(model: str | os.PathLike) -> Path:
     """A local directory in the official layout, or a hub repo id downloaded through huggingface_hub."""
     path = Path(model).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path} is a file; a checkpoint is a directory in the official layout (or a hub id)")
     if path.is_dir():
         try:
             family = detect_family(path)
@@ -119,6 +121,10 @@ def resolve(model: str | os.PathLike) -> Path:
     if text.startswith((".", "/", "~")) or text.count("/") != 1 or os.sep != "/" and os.sep in text:
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     family = next((f for f in FAMILIES.values() if f.hub_repo == text), ENGLISH)
+    import logging
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings would reach the console twice; the error below says it all
     try:
         from huggingface_hub import hf_hub_download
         local = None
@@ -134,6 +140,8 @@ def resolve(model: str | os.PathLike) -> Path:
         raise CheckpointError(
             f"could not download {model!r} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
             "if this machine is offline, pass a local directory in the official layout") from exc
+    finally:
+        hub_log.setLevel(level)
     return Path(local).parent
 
 

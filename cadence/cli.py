@@ -264,10 +264,14 @@ def main(argv: list[str] | None = None) -> int:
             make = make_random_turbo_checkpoint if args.family == "turbo" else make_random_checkpoint
             path = make(args.dir, seed=args.seed, tiny=args.tiny)
             print(f"wrote random {'tiny' if args.tiny else 'full-size'} {args.family} checkpoint to {path}")
-    except (CliError, ValueError, FileNotFoundError, PermissionError) as exc:
+    except (CliError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"cadence: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # one line, and out at once: the engine's threads are not joined on the way
+        print("cadence: interrupted (a `say --file` resumes from its finished chunks)", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)
     return 0
 
 

@@ -24,16 +24,44 @@ def to_mono(wav: np.ndarray) -> np.ndarray:
     return wav
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file to mono float32. wav/flac/ogg through libsndfile; mp3 where libsndfile supports it."""
+def read_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file to mono float32 (at most its first `max_seconds`)."""
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path} is a directory, not an audio file")
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
+    return decode_audio(path.read_bytes(), path.name, max_seconds)
+
+
+def decode_audio(data: bytes, name: str, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Encoded audio -> (mono float32, rate): wav/flac/ogg/mp3 through libsndfile, anything else FFmpeg reads
+    (m4a/AAC, webm, ...) through PyAV. With `max_seconds`, decoding stops there: an hour-long file costs what
+    its first seconds cost."""
+    import io
     try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - soundfile raises several types
-        raise AudioError(f"cannot decode audio {path.name}: {exc}") from exc
-    return to_mono(wav), int(sr)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            frames = -1 if max_seconds is None else int(max_seconds * f.samplerate)
+            return to_mono(f.read(frames=frames, dtype="float32", always_2d=True)), int(f.samplerate)
+    except Exception:  # noqa: BLE001 - libsndfile could not read it: try FFmpeg
+        pass
+    try:
+        import av
+        with av.open(io.BytesIO(data)) as c:
+            stream = c.streams.audio[0]
+            limit = None if max_seconds is None else int(max_seconds * stream.rate)
+            to_flt = av.AudioResampler(format="flt", layout="mono", rate=stream.rate)
+            got, frames = 0, []
+            for frame in c.decode(stream):
+                for out in to_flt.resample(frame):
+                    frames.append(out.to_ndarray().reshape(-1))
+                    got += frames[-1].size
+                if limit is not None and got >= limit:
+                    break
+            wav = np.concatenate(frames) if frames else np.zeros(0, np.float32)
+            return wav[:limit].astype(np.float32), int(stream.rate)
+    except Exception as exc:  # noqa: BLE001 - PyAV raises several types
+        raise AudioError(f"cannot decode audio {name}: not a format libsndfile or FFmpeg reads") from exc
 
 
 def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:

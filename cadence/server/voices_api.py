@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from dataclasses import asdict
 
-import numpy as np
-import soundfile as sf
 from fastapi import FastAPI, File, Form, UploadFile
 
 from pydantic import BaseModel, Field
 
+from ..audio.io import decode_audio
 from ..voices.library import MAX_SOURCE_SECONDS, VoiceError, VoiceExists, validate_name
 from .errors import ApiError, documented
 
@@ -22,30 +20,6 @@ class VoiceRename(BaseModel):
 
 def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
     """`ready()` -> the loaded TTS (503 before); `library()` -> the app's one VoiceLibrary."""
-
-    def decode(data: bytes, filename: str) -> tuple[np.ndarray, int]:
-        """The upload's first MAX_SOURCE_SECONDS as mono float32, decoding no further (an hour of mp3 is not
-        decoded to keep 30 s of it)."""
-        try:
-            with sf.SoundFile(io.BytesIO(data)) as f:
-                wav = f.read(frames=int(MAX_SOURCE_SECONDS * f.samplerate), dtype="float32", always_2d=True)
-                return wav.mean(axis=1), f.samplerate
-        except Exception:  # noqa: BLE001 - libsndfile could not read it: try FFmpeg (mp3, m4a, webm, ...)
-            pass
-        try:
-            import av
-            with av.open(io.BytesIO(data)) as c:
-                stream = c.streams.audio[0]
-                limit, got, frames = int(MAX_SOURCE_SECONDS * stream.rate), 0, []
-                for frame in c.decode(stream):
-                    mono = frame.reformat(format="flt", layout="mono").to_ndarray().reshape(-1)
-                    frames.append(mono)
-                    got += mono.size
-                    if got >= limit:
-                        break
-                return np.concatenate(frames)[:limit].astype(np.float32), stream.rate
-        except Exception:  # noqa: BLE001
-            raise ApiError(400, f"could not decode {filename!r} as audio", param="file", code="bad_audio") from None
 
     def stored(name: str) -> str:
         """A valid name (400 naming `name` otherwise) that the library holds (404 otherwise)."""
@@ -80,7 +54,10 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
         lib = library()
         if name in lib and not overwrite:
             raise exists(name)
-        wav, sr = await asyncio.to_thread(decode, data, file.filename or "upload")
+        try:
+            wav, sr = await asyncio.to_thread(decode_audio, data, file.filename or "upload", MAX_SOURCE_SECONDS)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), param="file", code="bad_audio") from None
         t.engine  # started: TTS.prepare_voice then runs the preparation on its GPU thread, between decode steps
         try:
             await asyncio.to_thread(lib.add, name, wav, sample_rate=sr, exaggeration=exaggeration, overwrite=overwrite)

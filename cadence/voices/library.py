@@ -119,7 +119,7 @@ class VoiceLibrary:
         if not overwrite and path.exists():
             raise VoiceExists(f"voice {validate_name(name)!r} already exists (use overwrite)")
         if isinstance(audio, (str, os.PathLike)):
-            wav, sr = read_audio(audio)
+            wav, sr = read_audio(audio, MAX_SOURCE_SECONDS)
         else:
             if sample_rate is None:
                 raise ValueError("sample_rate is required when audio is an array")

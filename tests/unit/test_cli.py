@@ -94,3 +94,21 @@ def test_an_unset_max_new_tokens_fits_a_small_checkpoint(tiny_tts):
     assert tiny_tts.params().max_new_tokens == 512 and tiny_tts.params(max_new_tokens=20).max_new_tokens == 20
     with pytest.raises(ValueError, match="exceeds this model's 512"):  # set explicitly: refused, not clamped
         tiny_tts.generate("hi", max_new_tokens=1000)
+
+
+def test_audio_and_model_paths_are_named_for_what_they_are(tmp_path, tiny_ckpt):
+    from cadence.audio.encode import encode_all
+    from cadence.audio.io import read_audio
+    from cadence.random_checkpoint import synthetic_voice
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cadence.cli", *a], capture_output=True, text=True)  # noqa: E731
+    (tmp_path / "somefile").write_text("x")
+    r = run("say", "hi", "-o", str(tmp_path / "o.wav"), "--model", str(tmp_path / "somefile"))
+    assert r.returncode == 2 and "is a file; a checkpoint is a directory" in r.stderr
+    r = run("say", "hi", "-o", str(tmp_path / "o.wav"), "--model", str(tiny_ckpt), "--voice-audio", str(tmp_path))
+    assert r.returncode == 2 and "is a directory, not an audio file" in r.stderr
+    aac = tmp_path / "ref.aac"  # ADTS AAC: libsndfile cannot read it, FFmpeg can
+    aac.write_bytes(encode_all(synthetic_voice(seconds=3.0), "aac", 24000))
+    wav, sr = read_audio(aac)
+    assert sr == 24000 and abs(wav.size / sr - 3.0) < 0.2
+    wav, _ = read_audio(aac, max_seconds=1.0)
+    assert wav.size == 24000
