@@ -54,6 +54,7 @@ class CFMGraphs:
                 self.captured.pop(next(iter(self.captured)))
             c = _Captured(key[0], key[1], self.cfm.cfg.mel_dim, device, dtype)
             c.mask.fill_(1)
+            n_steps = key[2]
             c.graph, c.out = capture(lambda: self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps),
                                      self.pool)
             self.captured[key] = c
