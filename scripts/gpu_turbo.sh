@@ -4,7 +4,7 @@
 # the compile and int8 plans, streaming first audio, the HTTP server under load, and the Turbo parity tests on
 # CUDA. Wheels for what the machine lacks travel in .whl (see docs/benchmarks.md). Results in $OUT.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >/dev/null 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl $(ls .whl_srv/*.whl 2>/dev/null) >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
