@@ -29,7 +29,7 @@ class MemoryPlan:
 
 
 # Peaks: `cadence bench --memory-plan NAME`, one process per plan, NVIDIA H100, 30 s clip, peak allocated
-# (docs/session5/plan_*_h100.json; docs/benchmarks.md, session 5).
+# (docs/results/2026-11-26-h100/plans-streaming-server/plan_*_h100.json; docs/benchmarks.md, memory plans on an H100).
 PLANS: dict[str, MemoryPlan] = {
     "fp32": MemoryPlan("fp32", torch.float32, torch.float32, torch.float32, expected_peak_mb=3518,
                        note="parity path, reference numerics"),
