@@ -142,9 +142,23 @@ def _check_bench_family(args) -> None:
         raise CliError(f"--family {family.name}, but {args.model} is a Chatterbox {found.name} checkpoint")
 
 
+def _innermost(parser, args):
+    """The (sub)parser of the command line's deepest command: `cadence voices add` -> the `add` parser."""
+    import argparse
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if chosen is None:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command it was given to, with that command's usage (not the top-level one)
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     import threading
     if args.command == "bench" and threading.current_thread() is threading.main_thread():
         import signal  # a bench stopped by SIGTERM (`timeout`) still stops the server it started
@@ -262,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "checkpoint" and args.action == "random":
             from .random_checkpoint import make_random_checkpoint, make_random_turbo_checkpoint
             make = make_random_turbo_checkpoint if args.family == "turbo" else make_random_checkpoint
+            if Path(args.dir).exists() and not Path(args.dir).is_dir():
+                raise CliError(f"{args.dir} is a file; name a directory for the checkpoint")
             path = make(args.dir, seed=args.seed, tiny=args.tiny)
             print(f"wrote random {'tiny' if args.tiny else 'full-size'} {args.family} checkpoint to {path}")
     except (CliError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:

@@ -214,7 +214,8 @@ class TTS(EngineAPI):
         ids = self.tokenizer.encode(self.family.normalize(text))
         framing = len(self.t3.frame_text([]))
         if len(ids) + framing > c.max_text_tokens:
-            raise ValueError(f"text is too long: {len(ids)} tokens (at most {c.max_text_tokens - framing} per request)")
+            raise ValueError(f"text is too long: {len(ids)} tokens (at most {c.max_text_tokens - framing} per request); "
+                             "render long text with `cadence say --file` or `cadence.longform.render_file`")
         return ids
 
     def text_tokens(self, text: str) -> torch.Tensor:

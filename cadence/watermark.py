@@ -46,6 +46,8 @@ def apply(wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, bool]:
         if not _state.get("warned"):
             _state["warned"] = True
             log.warning("Perth watermark unavailable (%s); output is NOT watermarked. "
-                        "Install it with: pip install 'cadence-tts[watermark]'", _state.get("error"))
+                        "Install it with: pip install 'cadence-tts[watermark]' && pip install --no-deps "
+                        "resemble-perth==1.0.1 (Perth pins an old torch, so it goes in without its dependencies)",
+                        _state.get("error"))
         return wav, False
     return np.asarray(marker.apply_watermark(wav, sample_rate=sample_rate), dtype=np.float32), True

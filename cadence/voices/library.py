@@ -109,13 +109,21 @@ class VoiceLibrary:
     def __contains__(self, name: str) -> bool:
         return self.path(name).is_file()
 
+    @staticmethod
+    def check_new_name(name: str) -> str:
+        """A name a new voice may take: valid, and not `default` (the checkpoint's own voice goes by it)."""
+        name = validate_name(name)
+        if name.lower() == "default":
+            raise VoiceError("'default' names the checkpoint's built-in voice; choose another name")
+        return name
+
     # --- writing ------------------------------------------------------------------------------------
     def add(self, name: str, audio, sample_rate: int | None = None, exaggeration: float = 0.5,
             overwrite: bool = False) -> Voice:
         """Prepare `audio` (a path or an array with `sample_rate`) and store it as `name`. The same audio
         already prepared for this checkpoint is reused, not prepared again."""
         from ..audio.io import read_audio, resample, to_mono
-        path = self.path(name)
+        path = self.path(self.check_new_name(name))
         if not overwrite and path.exists():
             raise VoiceExists(f"voice {validate_name(name)!r} already exists (use overwrite)")
         if isinstance(audio, (str, os.PathLike)):
@@ -175,7 +183,8 @@ class VoiceLibrary:
     def _preparation(self, voice: Voice, extra: dict) -> Voice | None:
         """This checkpoint's preparation in a voice file (its main tensors or the ones kept for our family)."""
         fp = self.fingerprint or ""
-        if _family(voice.meta) == self.family and voice.meta.get("checkpoint", "") == fp:
+        # checkpoint "": a conds.pt taken as it is (the reference's own format), good for any checkpoint of its family
+        if _family(voice.meta) == self.family and voice.meta.get("checkpoint", "") in (fp, ""):
             return voice
         kept = voice.meta.get("prepared", {}).get(self.family)
         if kept and kept.get("checkpoint") == fp and all(f"{self.family}/{k}" in extra for k in TENSORS):
@@ -208,7 +217,7 @@ class VoiceLibrary:
     def remove(self, name: str) -> None:
         with self._locked():
             path = self.path(name)
-            if not path.exists():
+            if not path.is_file():
                 raise VoiceError(f"no voice named {validate_name(name)!r}")
             path.unlink()
 
@@ -228,6 +237,8 @@ class VoiceLibrary:
         """One portable file (tensors, metadata and source audio) that `import_file` reads anywhere."""
         voice, extra = load_voice(self.path(name), with_extra=True)
         dest = Path(dest)
+        if dest.is_dir():  # into a directory: under the voice's own name
+            dest = dest / (validate_name(name) + SUFFIX)
         save_voice(dest, voice, extra)
         return dest
 

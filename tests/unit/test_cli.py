@@ -112,3 +112,32 @@ def test_audio_and_model_paths_are_named_for_what_they_are(tmp_path, tiny_ckpt):
     assert sr == 24000 and abs(wav.size / sr - 3.0) < 0.2
     wav, _ = read_audio(aac, max_seconds=1.0)
     assert wav.size == 24000
+
+
+def test_more_refusals_name_the_command_and_the_problem(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cadence.cli", *a], capture_output=True, text=True)  # noqa: E731
+    (tmp_path / "afile").write_text("x")
+    r = run("checkpoint", "random", str(tmp_path / "afile"), "--tiny")
+    assert r.returncode == 2 and "is a file; name a directory" in r.stderr and "Traceback" not in r.stderr
+    r = run("say", "hi", "-o", str(tmp_path / "o.wav"), "--bogus")
+    assert r.returncode == 2 and r.stderr.startswith("usage: cadence say") and "--bogus" in r.stderr
+    r = run("voices", "list", "--library", str(tmp_path / "lib"))  # --library after the action, as say takes it
+    assert r.returncode == 0 and "NAME" in r.stdout
+    (tmp_path / "lib" / "adir.voice").mkdir(parents=True)
+    r = run("voices", "--library", str(tmp_path / "lib"), "rm", "adir")
+    assert r.returncode == 2 and "no voice named 'adir'" in r.stderr
+
+
+def test_default_is_not_a_library_name_and_conds_imports_are_usable(tiny_tts, tmp_path):
+    from cadence.voices.library import VoiceError, VoiceLibrary
+    from cadence.random_checkpoint import synthetic_voice
+    lib = tiny_tts.library(tmp_path / "v")
+    with pytest.raises(VoiceError, match="'default' names the checkpoint's built-in voice"):
+        lib.add("Default", synthetic_voice(seconds=3.0), sample_rate=24000)
+    conds = tmp_path / "conds.pt"
+    tiny_tts.default_voice.save_conds_pt(conds)
+    VoiceLibrary(tmp_path / "v").import_conds(conds, "imported")  # as `cadence voices import` does: no model bound
+    v = lib.get("imported")  # taken as prepared for this checkpoint: usable, not refused as foreign
+    assert v.t3_prompt_tokens.shape == tiny_tts.default_voice.t3_prompt_tokens.shape
+    out = lib.export("imported", tmp_path)
+    assert out == tmp_path / "imported.voice" and out.is_file()
