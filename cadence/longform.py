@@ -17,19 +17,21 @@ import soundfile as sf
 
 from .audio.encode import encode_all
 from .engine.request import Request
-from .text.split import DEFAULT_MAX_TOKENS, split_text
+from .text.split import DEFAULT_MAX_TOKENS, split_paragraphs, split_text
 
 EXTENSIONS = {".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".opus": "opus", ".ogg": "opus", ".aac": "aac",
               ".pcm": "pcm"}
 
 
-def join_audio(waves: list[np.ndarray], sample_rate: int, pause_s: float = 0.15, fade_s: float = 0.01) -> np.ndarray:
-    """Chunks joined by `pause_s` of silence, each chunk's edges faded over `fade_s` (no clicks at the cuts)."""
+def join_audio(waves: list[np.ndarray], sample_rate: int, pause_s: float = 0.15, fade_s: float = 0.01,
+               paragraph_ends: set[int] = frozenset(), paragraph_pause_s: float = 0.6) -> np.ndarray:
+    """Chunks joined by `pause_s` of silence (`paragraph_pause_s` after a chunk whose index is in
+    `paragraph_ends`), each chunk's edges faded over `fade_s` (no clicks at the cuts)."""
     fade = int(fade_s * sample_rate)
     ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, fade, dtype=np.float32))
-    gap = np.zeros(int(pause_s * sample_rate), np.float32)
     out = []
     for i, w in enumerate(waves):
+        gap = np.zeros(int((paragraph_pause_s if i - 1 in paragraph_ends else pause_s) * sample_rate), np.float32)
         w = np.asarray(w, np.float32).copy()
         k = min(fade, w.size)
         if k:
@@ -43,6 +45,15 @@ def chunk_text(tts, text: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str
     return split_text(text, count=lambda s: len(tts.text_ids(s)), max_tokens=max_tokens)
 
 
+def paragraph_chunks(tts, text: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> tuple[list[str], set[int]]:
+    """The chunks of `text` and the indices of those that end a paragraph (a longer pause follows them)."""
+    chunks, ends = [], set()
+    for paragraph in split_paragraphs(text, count=lambda s: len(tts.text_ids(s)), max_tokens=max_tokens):
+        chunks += paragraph
+        ends.add(len(chunks) - 1)
+    return chunks, ends
+
+
 def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int | None = None,
                 max_chunk_tokens: int = DEFAULT_MAX_TOKENS, progress: bool = True, speed: float = 1.0,
                 **knobs) -> dict:
@@ -52,7 +63,7 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     fmt = EXTENSIONS.get(out.suffix.lower())
     if fmt is None:
         raise ValueError(f"unknown output extension {out.suffix!r}; use one of {', '.join(EXTENSIONS)}")
-    chunks = chunk_text(tts, text, max_chunk_tokens)
+    chunks, paragraph_ends = paragraph_chunks(tts, text, max_chunk_tokens)
     if not chunks:
         raise ValueError("the text is empty")
     voice = voice or tts.default_voice
@@ -87,7 +98,7 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     if progress and handles:
         print(file=sys.stderr)
     waves = [sf.read(str(parts / f"{i:05d}.wav"), dtype="float32")[0] for i in range(len(chunks))]
-    audio = join_audio(waves, tts.sample_rate)
+    audio = join_audio(waves, tts.sample_rate, paragraph_ends=paragraph_ends)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(encode_all(audio, fmt, tts.sample_rate))
     os.replace(tmp, out)

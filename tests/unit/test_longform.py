@@ -101,3 +101,29 @@ def test_say_file_cli_writes_the_format_of_the_extension(tiny_ckpt, tmp_path):
         assert c.streams.audio[0].codec_context.name == "flac"
     assert main(["say", "--file", str(src), "-o", str(tmp_path / "book.xyz"), "--model", str(tiny_ckpt)]) == 2
     assert main(["say", "hello", "--file", str(src), "-o", str(out), "--model", str(tiny_ckpt)]) == 2
+
+
+def test_paragraphs_never_share_a_chunk_and_cut_sentences_stand_alone():
+    from cadence.text.split import split_paragraphs
+    long_sentence = "He walked down the corridor slowly, " + " ".join(["step"] * 30) + " along with him."
+    text = "A short one. " + long_sentence + " The hallway was dark.\n\nNew paragraph here. And more."
+    paragraphs = split_paragraphs(text, max_tokens=12)
+    assert len(paragraphs) == 2 and paragraphs[1] == ["New paragraph here. And more."]
+    first = paragraphs[0]
+    # the cut sentence's last piece ends the sentence; the next sentence starts a chunk of its own
+    assert any(c.endswith("along with him.") for c in first) and first[-1] == "The hallway was dark."
+    assert all(len(c.split()) <= 12 for c in first)
+
+
+def test_a_word_longer_than_the_budget_is_cut_not_fatal():
+    word = "x" * 700
+    chunks = split_text(f"Start. {word} end.", count=len, max_tokens=100)
+    assert all(len(c) <= 100 for c in chunks) and "".join(chunks).replace(" ", "").count("x") == 700
+
+
+def test_paragraph_ends_get_a_longer_pause():
+    sr = 1000
+    waves = [np.ones(100, np.float32)] * 3
+    plain = join_audio(waves, sr)
+    para = join_audio(waves, sr, paragraph_ends={0})
+    assert para.size - plain.size == int(0.6 * sr) - int(0.15 * sr)
