@@ -18,6 +18,7 @@ from cadence.bench.serve import wait_idle
 from cadence.random_checkpoint import synthetic_voice
 
 KEY = "test-key"
+SETTINGS: dict = {}  # base URL -> the ServerSettings its app reads (a test may change one between requests)
 
 
 def _free_port() -> int:
@@ -41,6 +42,7 @@ def serve_in_thread(tiny_ckpt, tts_options: dict, prepare=None, **settings):
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{s.port}"
+    SETTINGS[base] = s
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -144,7 +146,7 @@ def test_auth_size_limit_bad_upload_health_metrics_models_playground(server):
     assert big.status_code == 413 and "exceeds" in big.json()["error"]["message"]
     bad = httpx.post(server + "/v1/voices", headers={"Authorization": f"Bearer {KEY}"}, data={"name": "bad"},
                      files={"file": ("bad.wav", b"not audio at all", "audio/wav")})
-    assert bad.status_code == 400 and "could not decode" in bad.json()["error"]["message"]
+    assert bad.status_code == 400 and "cannot decode audio" in bad.json()["error"]["message"]
     assert httpx.get(server + "/health").json()["status"] == "ready"
     metrics = httpx.get(server + "/metrics").text
     assert "cadence_requests_total" in metrics and "cadence_time_to_first_audio_seconds_bucket" in metrics
