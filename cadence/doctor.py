@@ -9,8 +9,26 @@ import torch
 from .memory.plan import PLANS, choose_plan
 
 
+def _components() -> list[str]:
+    """Versions and availability of what Cadence uses besides torch, and where voices are kept."""
+    import importlib.util
+    import os
+
+    from . import __version__
+    from .voices.library import default_root
+    try:
+        import av
+        pyav = f"PyAV {av.__version__} (mp3, opus, aac, flac, m4a)"
+    except ImportError:
+        pyav = "PyAV missing: only wav/pcm output and wav/flac/ogg/mp3 input"
+    perth = ("Perth watermark installed" if importlib.util.find_spec("perth") else
+             "Perth watermark missing: output is not watermarked (pip install --no-deps resemble-perth==1.0.1)")
+    return [f"cadence {__version__}", f"CPU: {os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads",
+            pyav, perth, f"voice library: {default_root()} (CADENCE_VOICES or --library to change)"]
+
+
 def report(vram_budget: str | None = None) -> list[str]:
-    lines = [f"python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}"]
+    lines = [f"python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}", *_components()]
     if torch.cuda.is_available():
         dev = torch.device("cuda")
         props = torch.cuda.get_device_properties(dev)
@@ -38,5 +56,6 @@ def report(vram_budget: str | None = None) -> list[str]:
         lines.append("MPS: available; Cadence would run fp32 weights on it (written for, not tested on MPS)")
     else:
         lines.append("MPS: not available on this machine (on Apple silicon Cadence would use fp32 on MPS; untested)")
-    lines.append("plans: " + "; ".join(f"{p.name} = {p.note}" for p in PLANS.values()))
+    lines.append("memory plans:")
+    lines += [f"  {p.name}: {p.note}" for p in PLANS.values()]
     return lines

@@ -63,8 +63,12 @@ def test_quantize_keeps_biases():
 
 def test_doctor_runs_without_cuda():
     from cadence.doctor import report
-    text = "\n".join(report())
+    lines = report()
+    text = "\n".join(lines)
     assert "plans:" in text and ("no CUDA device" in text or "VRAM" in text)
+    assert lines[1].startswith("cadence ") and "CPU:" in text and "voice library:" in text
+    assert "Perth watermark" in text and ("PyAV" in text)
+    assert sum(line.startswith("  ") for line in lines) >= 5  # one plan per line
 
 
 def test_saved_int8_checkpoint_loads_identically(tiny_ckpt, tmp_path):
