@@ -10,6 +10,10 @@ from pathlib import Path
 from .cli_parser import DEFAULT_MODEL, CliError, build_parser
 from .sampling_params import SamplingParams
 
+def _status(message: str) -> None:
+    print(f"cadence: {message}", file=sys.stderr, flush=True)
+
+
 def _say(args) -> None:
     from .longform import EXTENSIONS, render_file
     from .tts import TTS
@@ -42,8 +46,11 @@ def _say(args) -> None:
     check_speed(args.speed)
     if args.voice and args.voice_audio:
         raise CliError("give either --voice or --voice-audio, not both")
+    status = _status if sys.stderr.isatty() else (lambda _: None)  # at a terminal: what it is doing meanwhile
+    status(f"loading {args.model} ...")
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
                        vram_budget=args.vram_budget)
+    status(f"{tts.family.name} model on {tts.device} ({tts.plan.name}); speaking ...")
     if args.voice_audio:
         voice = tts.prepare_voice(args.voice_audio)
     elif args.voice:

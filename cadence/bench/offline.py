@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -89,6 +90,9 @@ def write_report(result: dict, md: str | None, out_json: str | None, out_md: str
             with open(out_md, "w") as f:
                 f.write(md)
         print(md)
+    written = [p for p in (out_json, out_md if md is not None else None) if p]
+    if written:
+        print(f"wrote {', '.join(written)}", file=sys.stderr)
 
 
 def _reset_peak(dev):
