@@ -17,8 +17,14 @@ def _status(message: str) -> None:
 def _say(args) -> None:
     from .longform import EXTENSIONS, render_file
     from .tts import TTS
-    out = Path(args.output)
-    fmt = EXTENSIONS.get(out.suffix.lower())
+    to_stdout = args.output == "-"
+    if to_stdout:  # the audio to standard output, in --format (default wav); messages to stderr
+        import tempfile
+        fmt = args.format or "wav"
+        out = Path(tempfile.mkdtemp(prefix="cadence-")) / f"out.{fmt}"
+    else:
+        out = Path(args.output)
+        fmt = args.format or EXTENSIONS.get(out.suffix.lower())
     if fmt is None:
         raise CliError(f"output extension must be one of {' '.join(EXTENSIONS)}, got {out.name}")
     if not out.parent.exists():
@@ -32,7 +38,7 @@ def _say(args) -> None:
     text = args.text
     if args.file:
         try:
-            text = Path(args.file).read_text(encoding="utf-8")
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read {args.file}: {exc}") from None
     if not text.strip():
@@ -60,18 +66,29 @@ def _say(args) -> None:
     if args.file:
         info = render_file(tts, text, out, voice=voice, seed=args.seed, speed=args.speed, **knobs)
         tts.close()
-        print(f"wrote {out} ({info['seconds']:.2f} s from {info['chunks']} chunks, {info['resumed']} resumed, "
-              f"{info['wall_s']:.1f} s, seed {info['seed']})")
+        _deliver(out, to_stdout, f"({info['seconds']:.2f} s from {info['chunks']} chunks, {info['resumed']} resumed, "
+                                 f"{info['wall_s']:.1f} s, seed {info['seed']})")
         return
     from .audio.encode import encode_all
-    audio = tts.generate(text, voice=voice, params=SamplingParams.for_family(tts.family, **knobs, seed=args.seed),
-                         speed=args.speed)
+    audio = tts.generate(text, voice=voice, params=tts.params(**knobs, seed=args.seed), speed=args.speed)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(encode_all(audio.samples, fmt, audio.sample_rate))
     os.replace(tmp, out)
     t = audio.timings
-    print(f"wrote {out} ({audio.duration:.2f} s, {len(audio.tokens)} tokens, {t['total']:.2f} s, "
-          f"RTF {audio.rtf:.3f}{', watermarked' if audio.watermarked else ''})")
+    _deliver(out, to_stdout, f"({audio.duration:.2f} s, {len(audio.tokens)} tokens, {t['total']:.2f} s, "
+                             f"RTF {audio.rtf:.3f}{', watermarked' if audio.watermarked else ''})")
+
+
+def _deliver(out: Path, to_stdout: bool, summary: str) -> None:
+    """The finished file: reported, or (with `-o -`) copied to standard output and removed."""
+    if not to_stdout:
+        print(f"wrote {out} {summary}")
+        return
+    sys.stdout.buffer.write(out.read_bytes())
+    sys.stdout.buffer.flush()
+    out.unlink()
+    out.parent.rmdir()
+    print(f"cadence: wrote stdout {summary}", file=sys.stderr)
 
 
 def _voices(args) -> None:

@@ -68,9 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog="Chatterbox Turbo reads paralinguistic tags in the text, each one token: "
                                 + " ".join(TURBO_TAGS) + '. Example: "Well [laugh] that was fun."')
     say.add_argument("text", nargs="?", help="the text to speak (or --file)")
-    say.add_argument("--file", help="a text file of any length: split into chunks, rendered together, resumable")
+    say.add_argument("--file", help="a text file of any length (- for stdin): split into chunks, rendered "
+                                    "together, resumable")
     say.add_argument("-o", "--output", required=True, help="output path; format from the extension "
-                                                            "(.wav .flac .mp3 .opus .ogg .aac .pcm)")
+                                                            "(.wav .flac .mp3 .opus .ogg .aac .pcm); - for stdout")
+    say.add_argument("--format", choices=FORMATS, default=None,
+                     help="output format (default: from the extension; wav for -o -)")
     say.add_argument("--voice-audio", help="reference recording to clone (wav/flac/mp3/ogg, any rate)")
     say.add_argument("--voice", help="a library voice by name ('default': the checkpoint's built-in voice)")
     say.add_argument("--library", help="voice library directory (default: $CADENCE_VOICES or the user data dir)")

@@ -141,3 +141,14 @@ def test_default_is_not_a_library_name_and_conds_imports_are_usable(tiny_tts, tm
     assert v.t3_prompt_tokens.shape == tiny_tts.default_voice.t3_prompt_tokens.shape
     out = lib.export("imported", tmp_path)
     assert out == tmp_path / "imported.voice" and out.is_file()
+
+
+def test_stdin_text_and_stdout_audio(tiny_ckpt, tmp_path):
+    import io
+    for extra, stdin in ((["Hello there."], None), (["--file", "-"], "Hello there. A second sentence.")):
+        r = subprocess.run([sys.executable, "-m", "cadence.cli", "say", *extra, "-o", "-", "--model", str(tiny_ckpt),
+                            "--max-new-tokens", "12", "--seed", "1", "--no-watermark"],
+                           input=stdin.encode() if stdin else None, capture_output=True)
+        assert r.returncode == 0, r.stderr.decode()
+        wav, sr = sf.read(io.BytesIO(r.stdout))
+        assert sr == 24000 and wav.size > 0 and b"wrote stdout" in r.stderr
