@@ -271,8 +271,12 @@ def random_state(module: nn.Module, seed: int, overrides: dict | None = None) ->
 
 
 def fingerprint(path: Path) -> str:
-    """A cheap identity of a checkpoint's weights: each file's size, safetensors header and first and last MiB.
-    Voices remember it, so a voice prepared by other weights is never silently used."""
+    """A cheap identity of a checkpoint's weights: each file's size, its safetensors header (as canonical JSON:
+    the writer stores metadata in no fixed order, so the same weights written twice must still match) and the
+    first and last MiB of its tensor data. Voices remember it, so a voice prepared by other weights is never
+    silently used."""
+    import json
+    import struct
     h = hashlib.sha256()
     family = detect_family(path)
     for name in ("ve.safetensors", family.t3_file, family.s3gen_file):
@@ -280,7 +284,9 @@ def fingerprint(path: Path) -> str:
         size = p.stat().st_size
         h.update(f"{name}:{size}".encode())
         with open(p, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            h.update(json.dumps(json.loads(f.read(n)), sort_keys=True).encode())
             h.update(f.read(1 << 20))
-            f.seek(max(0, size - (1 << 20)))
+            f.seek(max(8 + n, size - (1 << 20)))
             h.update(f.read(1 << 20))
     return h.hexdigest()

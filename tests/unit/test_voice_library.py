@@ -202,3 +202,12 @@ def test_voice_bench_runs_and_stays_bounded(tiny_ckpt):
     assert res["disk_bytes_tensors_only"] < res["disk_bytes_with_source_audio"]
     assert res["voice_cache_used_mb"] <= 1.0
     assert "| switch between cached voices |" in markdown(res)
+
+
+def test_the_same_checkpoint_written_twice_has_one_fingerprint(tmp_path):
+    from cadence.checkpoint import fingerprint
+    from cadence.random_checkpoint import make_random_checkpoint
+    a = make_random_checkpoint(tmp_path / "a", seed=0, tiny=True)
+    b = make_random_checkpoint(tmp_path / "b", seed=0, tiny=True)  # safetensors orders its metadata at random
+    c = make_random_checkpoint(tmp_path / "c", seed=1, tiny=True)
+    assert fingerprint(a) == fingerprint(b) != fingerprint(c)
