@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from .voices.store import readable_by_all
+
 from .audio.dsp import slaney_mel_filters
 from .checkpoint import ModelConfig, build, random_state
 
@@ -104,6 +106,7 @@ def _save_s3gen(s3gen, path: Path, seed: int, meta: dict) -> None:
         "tokenizer.window": torch.hann_window(tok.n_fft),
     }
     save_file(random_state(s3gen, seed, real_buffers), str(path), metadata=meta)
+    readable_by_all(path)
 
 
 def make_random_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = False, with_conds: bool = True) -> Path:
@@ -115,6 +118,8 @@ def make_random_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = Fals
     t3, s3gen, ve = build(cfg)
     save_file(random_state(ve, seed), str(out / "ve.safetensors"), metadata=meta)
     save_file(random_state(t3, seed + 1), str(out / "t3_cfg.safetensors"), metadata=meta)
+    for name in ("ve.safetensors", "t3_cfg.safetensors"):
+        readable_by_all(out / name)
     _save_s3gen(s3gen, out / "s3gen.safetensors", seed + 2, meta)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(cfg.t3.text_vocab), ensure_ascii=False))
     if with_conds:
@@ -164,6 +169,8 @@ def make_random_turbo_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool 
         t3, ve, s3gen = TURBO.build_t3(tiny), VoiceEncoder(), S3Gen(TURBO.s3gen(tiny))
     save_file(random_state(ve, seed), str(out / "ve.safetensors"), metadata=meta)
     save_file(random_state(t3, seed + 1), str(out / TURBO.t3_file), metadata=meta)
+    for name in ("ve.safetensors", TURBO.t3_file):
+        readable_by_all(out / name)
     _save_s3gen(s3gen, out / TURBO.s3gen_file, seed + 2, meta)
     gpt2_tokenizer_files(out)
     if with_conds:

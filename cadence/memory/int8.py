@@ -75,6 +75,8 @@ def save_int8(module: nn.Module, path: str | Path, fingerprint: str) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(path), metadata={"format": "pt", "cadence_quant": "int8-weight-only",
                                           "checkpoint": fingerprint})
+    from ..voices.store import readable_by_all
+    readable_by_all(Path(path))
 
 
 def load_int8_into(module: nn.Module, path: str | Path, fingerprint: str, dtype: torch.dtype) -> bool:

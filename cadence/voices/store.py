@@ -34,16 +34,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def readable_by_all(path: Path) -> None:
+    """Give `path` the mode a plain `open` would (0666 less the umask): safetensors' writer and mkstemp make
+    files 0600, which hides them from a server running as another user."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write(path: Path, write) -> None:
     """`write(tmp_path)` then fsync and rename over `path`: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=str(path.parent))
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide voices from other users of a shared library
     try:
         write(Path(tmp))
+        readable_by_all(Path(tmp))  # after the write: the writer may have made the file anew, 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

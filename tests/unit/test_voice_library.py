@@ -211,3 +211,17 @@ def test_the_same_checkpoint_written_twice_has_one_fingerprint(tmp_path):
     b = make_random_checkpoint(tmp_path / "b", seed=0, tiny=True)  # safetensors orders its metadata at random
     c = make_random_checkpoint(tmp_path / "c", seed=1, tiny=True)
     assert fingerprint(a) == fingerprint(b) != fingerprint(c)
+
+
+def test_voice_files_and_random_checkpoints_are_readable_by_other_users(tmp_path, lib):
+    import stat
+
+    from cadence.random_checkpoint import make_random_checkpoint
+    umask = os.umask(0o022)
+    try:
+        ck = make_random_checkpoint(tmp_path / "ck", seed=0, tiny=True)
+        lib.add("shared", _wav(), sample_rate=24000)
+        files = [ck / "ve.safetensors", ck / "t3_cfg.safetensors", ck / "s3gen.safetensors", lib.path("shared")]
+        assert all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in files), [oct(f.stat().st_mode) for f in files]
+    finally:
+        os.umask(umask)
