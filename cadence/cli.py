@@ -54,8 +54,10 @@ def _say(args) -> None:
         raise CliError("give either --voice or --voice-audio, not both")
     status = _status if sys.stderr.isatty() else (lambda _: None)  # at a terminal: what it is doing meanwhile
     status(f"loading {args.model} ...")
+    engine = {k: getattr(args, k) for k in ("dtype", "vocoder_dtype", "prepare_device", "enforce_eager", "compile")
+              if getattr(args, k) is not None}  # unset: EngineConfig's defaults
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
-                       vram_budget=args.vram_budget)
+                       vram_budget=args.vram_budget, **engine)
     status(f"{tts.family.name} model on {tts.device} ({tts.plan.name}); speaking ...")
     if args.voice_audio:
         voice = tts.prepare_voice(args.voice_audio)

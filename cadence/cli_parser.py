@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
     say.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
     say.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
+    say.add_argument("--dtype", default=None, help="T3 and flow weights: auto (the plan's), bfloat16, float32, float16")
+    say.add_argument("--vocoder-dtype", default=None, help="HiFT weights: auto (the plan's), float32 or bfloat16")
+    say.add_argument("--prepare-device", default=None, help="where voices are prepared: auto, cuda or cpu")
+    say.add_argument("--eager", dest="enforce_eager", action="store_const", const=True, default=None,
+                     help="no CUDA graphs (debugging, parity)")
+    say.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="torch.compile the models' repeated blocks (a minute's start on a cold cache)")
     _add_knobs(say)
     say.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25-4, pitch kept (default 1)")
     b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")

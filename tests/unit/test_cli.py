@@ -152,3 +152,14 @@ def test_stdin_text_and_stdout_audio(tiny_ckpt, tmp_path):
         assert r.returncode == 0, r.stderr.decode()
         wav, sr = sf.read(io.BytesIO(r.stdout))
         assert sr == 24000 and wav.size > 0 and b"wrote stdout" in r.stderr
+
+
+def test_say_takes_the_engine_options(tiny_ckpt, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cadence.cli", "say", "Hi.", "-o", str(tmp_path / "o.wav"), "--model",
+                        str(tiny_ckpt), "--max-new-tokens", "8", "--seed", "1", "--no-watermark", "--dtype", "float32",
+                        "--vocoder-dtype", "float32", "--prepare-device", "cpu", "--eager", "--no-compile"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "cadence.cli", "say", "Hi.", "-o", str(tmp_path / "o.wav"), "--model",
+                        str(tiny_ckpt), "--dtype", "int4"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown dtype 'int4'" in r.stderr
