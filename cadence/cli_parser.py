@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--vram-budget", default=None, help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free)")
     sv.add_argument("--dtype", default=None, help="T3 and flow weights: auto, bfloat16, float32, float16")
     sv.add_argument("--max-batch", type=int, default=None, help="KV slots decoded together (default: sized to VRAM)")
+    sv.add_argument("--kv-slot-len", type=int, default=None, help="KV positions per slot (default 1536)")
+    sv.add_argument("--vocoder-dtype", default=None, help="HiFT weights: auto, float32 or bfloat16")
+    sv.add_argument("--prepare-device", default=None, help="where uploaded voices are prepared: auto, cuda or cpu")
+    sv.add_argument("--voice-cache-mb", type=int, default=None, help="device memory for resident voices (256)")
+    sv.add_argument("--eager", dest="enforce_eager", action="store_const", const=True, default=None,
+                    help="no CUDA graphs (debugging)")
     sv.add_argument("--library", default=None, help="voice library directory")
     sv.add_argument("--api-key", default=None, help="require this bearer token on /v1/* (env CADENCE_API_KEY)")
     sv.add_argument("--cors-origins", default=None, help="comma list of allowed CORS origins")

@@ -21,6 +21,16 @@ class ServerSettings:
     """T3 and flow weights: auto (the plan's), bfloat16, float32 or float16."""
     max_batch: int | None = None
     """KV slots of the batched engine (requests decoded together); None sizes it to the free VRAM, at most 64."""
+    kv_slot_len: int = 1536
+    """KV positions per slot: a request's prompt plus its max_new_tokens must fit (`EngineConfig.kv_slot_len`)."""
+    vocoder_dtype: str = "auto"
+    """HiFT weights: auto (the plan's), float32 or bfloat16."""
+    prepare_device: str = "auto"
+    """Where uploaded voices are prepared: auto (on the GPU only while preparing), cuda or cpu."""
+    voice_cache_mb: int = 256
+    """Device memory for resident prepared voices (least recently used ones leave)."""
+    enforce_eager: bool = False
+    """No CUDA graphs (debugging)."""
     library: str | None = None
     """Voice library directory (default: $CADENCE_VOICES or the per-user data dir)."""
     api_key: str | None = None
@@ -61,7 +71,10 @@ class ServerSettings:
         # the engine's own rule, checked before the model loads
         EngineConfig(stream_prompt_s=self.stream_prompt_s, stream_history_s=self.stream_history_s,
                      first_audio_priority=self.first_audio_priority, overlap_audio=self.overlap_audio,
-                     compile=self.compile, vram_budget=self.vram_budget, dtype=self.dtype, max_batch=self.max_batch)
+                     compile=self.compile, vram_budget=self.vram_budget, dtype=self.dtype, max_batch=self.max_batch,
+                     kv_slot_len=self.kv_slot_len, vocoder_dtype=self.vocoder_dtype,
+                     prepare_device=self.prepare_device, voice_cache_mb=self.voice_cache_mb,
+                     enforce_eager=self.enforce_eager)
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         for name in ("max_input_chars", "max_queue"):
@@ -92,14 +105,14 @@ class ServerSettings:
 def _parse(name: str, raw: str):
     if name == "cors_origins":
         return [o.strip() for o in raw.split(",") if o.strip()]
-    if name in ("port", "max_input_chars", "max_queue", "encode_workers", "max_batch"):
+    if name in ("port", "max_input_chars", "max_queue", "encode_workers", "max_batch", "kv_slot_len", "voice_cache_mb"):
         return int(raw)
     if name in ("max_body_mb", "request_timeout_s"):
         return float(raw)
     if name in ("stream_prompt_s", "stream_history_s"):
         from ..config import stream_seconds
         return stream_seconds(raw, name)
-    if name in ("watermark", "warmup", "first_audio_priority", "overlap_audio", "compile"):
+    if name in ("watermark", "warmup", "first_audio_priority", "overlap_audio", "compile", "enforce_eager"):
         return _flag(name, raw)
     return raw
 

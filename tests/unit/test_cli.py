@@ -44,7 +44,10 @@ def test_serve_rejects_bad_settings_with_one_line(capsys):
 @pytest.mark.parametrize("flags, message", [(["--max-batch", "0"], "max_batch must be an integer in [1, 1024]"),
                                             (["--dtype", "int4"], "unknown dtype 'int4'"),
                                             (["--vram-budget", "lots"], "cannot read a memory size from 'lots'"),
-                                            (["--encode-workers", "-1"], "encode_workers must be >= 0")])
+                                            (["--encode-workers", "-1"], "encode_workers must be >= 0"),
+                                            (["--kv-slot-len", "10"], "kv_slot_len must be an integer in [64, 8192]"),
+                                            (["--voice-cache-mb", "0"], "voice_cache_mb must be a positive integer"),
+                                            (["--vocoder-dtype", "int4"], "unknown dtype 'int4'")])
 def test_serve_takes_the_library_knobs_and_checks_them_before_loading(capsys, flags, message):
     from cadence.cli import main
     assert main(["serve", *flags]) == 2
@@ -54,8 +57,11 @@ def test_serve_takes_the_library_knobs_and_checks_them_before_loading(capsys, fl
 
 def test_serve_settings_flow_into_the_app_settings():
     from cadence.server.settings import ServerSettings
-    s = ServerSettings.from_env(max_batch=12, dtype="float16", vram_budget="2GB", encode_workers=3)
+    s = ServerSettings.from_env(max_batch=12, dtype="float16", vram_budget="2GB", encode_workers=3, kv_slot_len=1024,
+                                vocoder_dtype="bfloat16", prepare_device="cpu", voice_cache_mb=64, enforce_eager=True)
     assert (s.max_batch, s.dtype, s.vram_budget, s.encode_workers) == (12, "float16", "2GB", 3)
+    assert (s.kv_slot_len, s.vocoder_dtype, s.prepare_device, s.voice_cache_mb, s.enforce_eager) == (
+        1024, "bfloat16", "cpu", 64, True)
     assert ServerSettings().encode_workers >= 1  # 0: one per CPU core
 
 
