@@ -18,14 +18,9 @@ import torch
 
 from ..engine.request import Request
 from ..random_checkpoint import synthetic_voice
-from ..sampling_params import SamplingParams
 from .offline import LONG_TEXT, _mem, _reset_peak, _sync, write_report
 
 TOKENS_PER_S = 25
-
-
-def _params(tts, **knobs) -> SamplingParams:
-    return SamplingParams.for_family(tts.family, **knobs)
 
 
 def _percentile(values, q):
@@ -38,7 +33,7 @@ def _run_level(tts, voices, lengths, seed) -> dict:
     rnd = random.Random(seed)
     _sync(tts.device)
     t0 = time.perf_counter()
-    handles = [eng.submit(Request(LONG_TEXT, rnd.choice(voices), _params(tts, seed=seed + i, max_new_tokens=n),
+    handles = [eng.submit(Request(LONG_TEXT, rnd.choice(voices), tts.params(seed=seed + i, max_new_tokens=n),
                                   speech_tokens_only=True, ignore_eos=True))
                for i, n in enumerate(lengths)]
     audios = [h.result() for h in handles]
@@ -58,13 +53,13 @@ def _run_level(tts, voices, lengths, seed) -> dict:
 def _busy_latency(tts, voices, seed) -> dict:
     """One 10 s request alone, then the same request submitted into 15 running 30 s requests."""
     eng = tts.engine
-    probe = Request(LONG_TEXT, voices[0], _params(tts, seed=seed, max_new_tokens=250), speech_tokens_only=True,
+    probe = Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=250), speech_tokens_only=True,
                     ignore_eos=True)
     alone = eng.submit(probe).result().timings["total"]
-    others = [eng.submit(Request(LONG_TEXT, voices[i % len(voices)], _params(tts, seed=seed + 1 + i, max_new_tokens=750),
+    others = [eng.submit(Request(LONG_TEXT, voices[i % len(voices)], tts.params(seed=seed + 1 + i, max_new_tokens=750),
                                  speech_tokens_only=True, ignore_eos=True)) for i in range(15)]
     time.sleep(0.2)
-    busy = eng.submit(Request(LONG_TEXT, voices[0], _params(tts, seed=seed, max_new_tokens=250),
+    busy = eng.submit(Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=250),
                               speech_tokens_only=True, ignore_eos=True)).result().timings["total"]
     for h in others:
         h.result()

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from ..engine.request import Request
-from ..sampling_params import SamplingParams
 from ..text.split import DEFAULT_MAX_TOKENS, split_text
 from .offline import LONG_TEXT, write_report
 
@@ -25,10 +24,6 @@ SENTENCES = ["The committee met on Tuesday to review the plan.", "Dr. Patel said
              "close enough.", "Why would anyone walk twelve miles in the rain?", "\"Because the bridge was out,\" "
              "she replied, laughing.", "By evening the river had risen another foot; the roads were closed.",
              "Nobody expected the old clock to start ticking again, yet at midnight it did."]
-
-
-def _params(tts, **knobs) -> SamplingParams:
-    return SamplingParams.for_family(tts.family, **knobs)
 
 
 def _watch(handle, t_submit: float, out: dict) -> None:
@@ -50,7 +45,7 @@ def stream_level(tts, voice, n: int, tokens: int, seed: int) -> dict:
     threads = []
     t = time.perf_counter()
     for i in range(n):
-        h = tts.submit(Request(LONG_TEXT, voice, _params(tts, seed=seed + i, max_new_tokens=tokens),
+        h = tts.submit(Request(LONG_TEXT, voice, tts.params(seed=seed + i, max_new_tokens=tokens),
                                speech_tokens_only=True, ignore_eos=True, stream=True))
         threads.append(threading.Thread(target=_watch, args=(h, time.perf_counter(), results[i])))
         threads[-1].start()
@@ -79,7 +74,7 @@ def long_text(tts, voice, words: int, seed: int) -> dict:
     sizes = [len(tts.text_ids(c)) for c in chunks]
     intact = " ".join(chunks).split() == text.split()
     t = time.perf_counter()
-    handles = [tts.submit(Request(c, voice, _params(tts, seed=seed + i, max_new_tokens=min(1000, 10 * len(c.split()))),
+    handles = [tts.submit(Request(c, voice, tts.params(seed=seed + i, max_new_tokens=min(1000, 10 * len(c.split()))),
                                   speech_tokens_only=True, ignore_eos=True)) for i, c in enumerate(chunks)]
     audio_s = sum(h.result().duration for h in handles)
     wall = time.perf_counter() - t

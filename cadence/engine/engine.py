@@ -23,7 +23,7 @@ from .rng import RequestRNG, wait_for_device
 from .state import EngineStats, _Running
 from .audio_worker import AudioWorker, window_due
 from .cfm_graph import warm_flow_graphs
-from .warmup import BackgroundWarmup, warm_bursts
+from .warmup import BackgroundWarmup, default_filter_flags, warm_bursts
 from .gpu_turns import GpuTurns
 from .oom import retry_alone_on_oom
 from .postprocess import Postprocess
@@ -131,8 +131,7 @@ class Engine:
             warm_bursts(self)
 
     def _warmup(self, max_new_tokens: int) -> None:
-        d = self.tts.family.defaults  # the filters the family's default requests use (Turbo: top-k and top-p)
-        self.decoder.warmup(flags=sorted({(False, False), (d["top_k"] > 0, d["top_p"] < 1.0)}))
+        self.decoder.warmup(flags=default_filter_flags(self.tts.family))  # Turbo's defaults use top-k and top-p
         warm_flow_graphs(self.tts, max_new_tokens, self.max_batch)
 
     def prefill_len(self, n_text_ids: int) -> int:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..sampling_params import SamplingParams
 from .request import Request
+
+
+def default_filter_flags(family) -> list[tuple[bool, bool]]:
+    """(use_top_k, use_top_p) variants a warm-up captures: none, and those of the family's default requests."""
+    d = family.defaults
+    return sorted({(False, False), (d["top_k"] > 0, d["top_p"] < 1.0)})
 
 
 def warm_bursts(engine) -> None:
@@ -20,7 +25,7 @@ def warm_bursts(engine) -> None:
     n = min(16, engine.max_batch)
     text = "Warming up: " + "the quick brown fox jumps over the lazy dog, " * 6
     for count, stream in ((1, True), (n, True), (1, False), (n, False)):
-        params = [SamplingParams.for_family(engine.tts.family, seed=i, max_new_tokens=64) for i in range(count)]
+        params = [engine.tts.params(seed=i, max_new_tokens=64) for i in range(count)]
         handles = [engine.submit(Request(text, voice, params[i], watermark=False,
                                          speech_tokens_only=True, ignore_eos=True, stream=stream))
                    for i in range(count)]
@@ -54,8 +59,7 @@ class BackgroundWarmup:
         """Queue every graph `Engine.warmup` would capture; from now on missing graphs run eagerly."""
         from .cfm_graph import flow_graph_shapes
         eng = self.engine
-        d = eng.tts.family.defaults
-        flags = sorted({(False, False), (d["top_k"] > 0, d["top_p"] < 1.0)})
+        flags = default_filter_flags(eng.tts.family)
         self.tasks.extend(("decode", k) for k in self._decoder.graph_keys(flags))
         self.tasks.extend(("flow", s) for s in flow_graph_shapes(eng.tts, max_new_tokens, eng.max_batch))
         self._decoder.lazy = True

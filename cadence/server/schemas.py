@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..sampling_params import DEFAULT_MAX_NEW_TOKENS, TOP_K_MAX, SamplingParams
+from ..sampling_params import TOP_K_MAX, SamplingParams
 
 
 class VoiceRef(BaseModel):
@@ -45,12 +45,10 @@ class SpeechRequest(BaseModel):
     def voice_name(self) -> str:
         return self.voice if isinstance(self.voice, str) else self.voice.id
 
-    def sampling_params(self, family, max_speech_tokens: int) -> SamplingParams:
-        """The request's knobs over `family`'s defaults; an unset max_new_tokens within the model's limit."""
-        knobs = {k: getattr(self, k) for k in SamplingParams.names()}
-        if knobs["max_new_tokens"] is None:
-            knobs["max_new_tokens"] = min(DEFAULT_MAX_NEW_TOKENS, max_speech_tokens)
-        return SamplingParams.for_family(family, **knobs)
+    def knobs(self) -> dict:
+        """The request's sampling knobs (None: unset), for `TTS.params`: the loaded family's defaults fill the
+        unset ones, an unset max_new_tokens within the model's limit."""
+        return {k: getattr(self, k) for k in SamplingParams.names()}
 
 
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer",

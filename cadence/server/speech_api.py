@@ -82,7 +82,7 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
         loop = asyncio.get_running_loop()
         voice = await asyncio.to_thread(resolve_voice, t, body.voice_name)
         try:
-            params = body.sampling_params(t.family, t.t3.cfg.max_speech_tokens)
+            params = t.params(**body.knobs())
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         # The queue check and the submit with no await between them: a burst cannot pass the check together.

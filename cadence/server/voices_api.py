@@ -10,7 +10,7 @@ from fastapi import FastAPI, File, Form, UploadFile
 from pydantic import BaseModel, Field
 
 from ..audio.io import decode_audio
-from ..voices.library import MAX_SOURCE_SECONDS, VoiceError, VoiceExists, validate_name
+from ..voices.library import MAX_SOURCE_SECONDS, VoiceError, VoiceExists, VoiceLibrary, validate_name
 from .errors import ApiError, documented
 
 
@@ -21,12 +21,16 @@ class VoiceRename(BaseModel):
 def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
     """`ready()` -> the loaded TTS (503 before); `library()` -> the app's one VoiceLibrary."""
 
-    def stored(name: str) -> str:
-        """A valid name (400 naming `name` otherwise) that the library holds (404 otherwise)."""
+    def valid(name: str, check) -> str:
+        """`check(name)` (a library name rule), its refusal as a 400 naming the `name` field."""
         try:
-            name = validate_name(name)
+            return check(name)
         except VoiceError as exc:
             raise ApiError(400, str(exc), param="name", code="invalid_name") from None
+
+    def stored(name: str) -> str:
+        """A valid name (400 naming `name` otherwise) that the library holds (404 otherwise)."""
+        name = valid(name, validate_name)
         if name not in library():
             raise ApiError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
         return name
@@ -39,10 +43,7 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
     async def add_voice(name: str = Form(...), file: UploadFile = File(...), exaggeration: float = Form(0.5),
                         overwrite: bool = Form(False)):
         t = ready()
-        try:
-            name = validate_name(name)
-        except VoiceError as exc:
-            raise ApiError(400, str(exc), param="name", code="invalid_name") from None
+        name = valid(name, VoiceLibrary.check_new_name)  # 'default' too: the checkpoint's own voice
         if not 0.0 <= exaggeration <= 2.0:
             raise ApiError(400, f"exaggeration must be in [0, 2], got {exaggeration}", param="exaggeration")
         data = await file.read()

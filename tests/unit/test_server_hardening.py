@@ -141,6 +141,8 @@ def test_voice_uploads_are_bounded_checked_and_named(burst_server):
     assert r.status_code == 201 and r.json()["duration_s"] <= 30.0, r.text
     r = _upload(base, "../evil", _wav_bytes(synthetic_voice(seconds=3.0)))
     assert r.status_code == 400 and r.json()["error"]["param"] == "name"
+    r = _upload(base, "default", _wav_bytes(synthetic_voice(seconds=3.0)))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "name" and "built-in voice" in r.text
 
 
 def test_parallel_creates_of_one_name_get_409(burst_server):
