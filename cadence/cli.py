@@ -54,7 +54,8 @@ def _say(args) -> None:
         raise CliError("give either --voice or --voice-audio, not both")
     status = _status if sys.stderr.isatty() else (lambda _: None)  # at a terminal: what it is doing meanwhile
     status(f"loading {args.model} ...")
-    engine = {k: getattr(args, k) for k in ("dtype", "vocoder_dtype", "prepare_device", "enforce_eager", "compile")
+    engine = {k: getattr(args, k) for k in ("dtype", "vocoder_dtype", "prepare_device", "enforce_eager", "compile",
+                                            "watermark_device")
               if getattr(args, k) is not None}  # unset: EngineConfig's defaults
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
                        vram_budget=args.vram_budget, **engine)
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                                                voice_cache_mb=args.voice_cache_mb, enforce_eager=args.enforce_eager,
                                                api_key=args.api_key, cors_origins=cors, max_queue=args.max_queue,
                                                request_timeout_s=args.request_timeout_s, watermark=args.watermark,
+                                               watermark_device=args.watermark_device,
                                                stream_prompt_s=args.stream_prompt_s,
                                                stream_history_s=args.stream_history_s,
                                                first_audio_priority=args.first_audio_priority,
@@ -257,10 +259,16 @@ def main(argv: list[str] | None = None) -> int:
             levels = _levels(args.concurrency or "1,8,32")
             if args.requests_per_client < 1:
                 raise CliError("--requests-per-client must be positive")
+            if args.request_tokens is not None and args.request_tokens < 1:
+                raise CliError("--request-tokens must be positive")
+            if args.cold_probe < 0:
+                raise CliError("--cold-probe must be 0 (skip) or a number of clients")
             run_serve_bench(args.model, args.device, levels, requests_per_client=args.requests_per_client,
                             max_tokens=args.long_tokens, out_json=args.out_json, out_md=args.out_md,
                             level_timeout_s=args.level_timeout_s, server_log=args.server_log,
                             compile=args.compile or None, fmt=args.format, watermark=args.watermark,
+                            watermark_device=args.watermark_device, client=args.client,
+                            request_tokens=args.request_tokens, cold_probe=args.cold_probe,
                             modes={"both": (True, False), "streamed": (True,), "one-piece": (False,)}[args.modes])
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency
@@ -287,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                                reference=args.reference, repeats=args.repeats, short_tokens=args.short_tokens,
                                long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager,
                                compile=args.compile or None, vocoder_dtype=args.vocoder_dtype,
-                               memory_plan=args.memory_plan, consecutive=args.consecutive, watermark=args.watermark)
+                               memory_plan=args.memory_plan, consecutive=args.consecutive, watermark=args.watermark,
+                               watermark_device=args.watermark_device or "cpu")
             result = run_bench(opt, args.out_json, args.out_md)
             if args.fidelity:
                 import json

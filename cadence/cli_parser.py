@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
     say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
     say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
+    say.add_argument("--watermark-device", default=None, help="where the watermark runs: cpu (default), auto or cuda")
     say.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
     say.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
     say.add_argument("--dtype", default=None, help="T3 and flow weights: auto (the plan's), bfloat16, float32, float16")
@@ -111,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--family", choices=sorted(FAMILIES), default=None,
                    help="the model family to measure: without --model, its hub repo; with one, checked against it")
     b.add_argument("--watermark", action="store_true", help="apply the Perth watermark (counted in total and RTF)")
+    b.add_argument("--watermark-device", default=None, help="with --watermark: cpu (default), auto or cuda")
+    b.add_argument("--client", choices=("openai", "httpx"), default="openai",
+                   help="with serve: the OpenAI Python client (default) or plain httpx")
+    b.add_argument("--cold-probe", type=int, default=8,
+                   help="with serve: clients sending 2 requests each the moment the server is ready, and again "
+                        "once warm (0: skip)")
+    b.add_argument("--request-tokens", type=int, default=None,
+                   help="with serve: every request's max_new_tokens (default: drawn from 75..--long-tokens)")
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--short-tokens", type=int, default=75, help="short clip: T3 tokens (75 = 3 s)")
     b.add_argument("--long-tokens", type=int, default=750, help="long clip: T3 tokens (750 = 30 s)")
@@ -189,7 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--encode-workers", type=int, default=None, help="threads encoding audio (default: CPU cores)")
     sv.add_argument("--no-warmup", dest="warmup", action="store_const", const=False, default=None,
                     help="do not capture the engine's graphs before answering ready")
-    sv.add_argument("--no-watermark", dest="watermark", action="store_const", const=False, default=None)
+    sv.add_argument("--no-watermark", dest="watermark", action="store_const", const=False, default=None,
+                    help="serve without the Perth watermark")
+    sv.add_argument("--watermark-device", default=None,
+                    help="where the watermark runs: cpu (a thread pool sized to the machine; default), auto or cuda")
     sv.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile the models' repeated blocks at start: faster decoding and flow batches, "
                          "about a minute longer start on a cold cache (env CADENCE_COMPILE; default off)")

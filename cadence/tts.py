@@ -65,6 +65,10 @@ class TTS(EngineAPI):
         self.watermark = watermark
         self.model_dir = model_dir
         self.config = config or EngineConfig()
+        wm_dev = self.config.watermark_device
+        self.watermark_device = str(torch.device("cpu") if wm_dev == "cpu" else
+                                    device if wm_dev == "auto" else pick_device(wm_dev))
+        """Where the Perth watermark runs (`EngineConfig.watermark_device`), resolved."""
         self.plan, self.plan_reason = self.config.resolve_plan(device)
         graphs = device.type == "cuda" and not self.config.enforce_eager
         # Under offload T3's decode graphs are captured per lease (its weights move) and released with it;
@@ -263,7 +267,7 @@ class TTS(EngineAPI):
         t2 = time.perf_counter()
         marked = False
         if (self.watermark if watermark is None else watermark) and wav.size:
-            wav, marked = wm.apply(wav, self.sample_rate)
+            wav, marked = wm.apply(wav, self.sample_rate, self.watermark_device)
         timings["watermark"] = time.perf_counter() - t2
         timings["total"] = time.perf_counter() - t0
         timings["t3_tokens_per_s"] = len(tokens) / max(timings["t3"], 1e-9)

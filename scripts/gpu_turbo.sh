@@ -4,9 +4,7 @@
 # the compile and int8 plans, streaming first audio, the HTTP server under load, and the Turbo parity tests on
 # CUDA. Wheels for what the machine lacks travel in .whl (see docs/benchmarks.md). Results in $OUT.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl $(ls .whl_srv/*.whl 2>/dev/null) >/dev/null 2>&1
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 quiet() { grep -v -i "warn\|deprecat\|^INFO\|^  "; }
 CK=/tmp/ckt
@@ -15,7 +13,7 @@ for phase in ${PHASES:-tests probe bench int8 stream serve parity}; do
   echo "== $phase $(date +%T)"
   case $phase in
     bench) timeout ${BENCH_T:-300} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --reference \
-             --watermark --repeats ${REPEATS:-3} --json "$OUT/turbo_bench.json" --md "$OUT/turbo_bench.md" 2>&1 \
+             --watermark --watermark-device ${WM_DEVICE:-cpu} --repeats ${REPEATS:-3} --json "$OUT/turbo_bench.json" --md "$OUT/turbo_bench.md" 2>&1 \
              | tee "$OUT/turbo_bench.log" | quiet | tail -40 ;;
     compile) timeout ${COMPILE_T:-300} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --compile \
              --watermark --repeats 2 --json "$OUT/turbo_compile.json" --md "$OUT/turbo_compile.md" 2>&1 | quiet | tail -25 ;;
@@ -27,8 +25,9 @@ for phase in ${PHASES:-tests probe bench int8 stream serve parity}; do
     stream) timeout ${STREAM_T:-240} python3 -m cadence.cli bench --stream --model $CK --device cuda --words ${WORDS:-2000} \
              --json "$OUT/turbo_stream.json" --md "$OUT/turbo_stream.md" 2>&1 | quiet | tail -25 ;;
     serve) timeout ${SERVE_T:-300} python3 -m cadence.cli bench serve --model $CK --device cuda --watermark \
-             --concurrency ${LEVELS:-16,64} --modes ${MODES:-one-piece} --format ${FORMAT:-mp3} --server-log "$OUT/turbo_server.log" --json "$OUT/turbo_serve.json" --md "$OUT/turbo_serve.md" 2>&1 \
-             | quiet | tail -25 ;;
+             --watermark-device ${WM_DEVICE:-cpu} --concurrency ${LEVELS:-16,64} --modes ${MODES:-one-piece} \
+             --format ${FORMAT:-mp3} --requests-per-client ${RPC:-2} --server-log "$OUT/turbo_server.log" \
+             --json "$OUT/turbo_serve.json" --md "$OUT/turbo_serve.md" 2>&1 | quiet | tail -25 ;;
     parity) CADENCE_PARITY_DEVICE=cuda timeout ${PARITY_T:-200} python3 -m pytest tests/parity/test_turbo_parity.py \
              -q -s -p no:cacheprovider 2>&1 | tee "$OUT/turbo_parity_cuda.log" | grep -E "turbo |passed|failed|Error" ;;
   esac

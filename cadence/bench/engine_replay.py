@@ -41,10 +41,13 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> 
             "audio_s": sum(audio), "wall_s": wall, "x_realtime": sum(audio) / wall}
 
 
-def replay(model: str, device: str, levels: list[tuple[int, list[dict]]], watermark: bool) -> list[dict]:
-    """Each (concurrency, bodies) level on a freshly loaded engine (warmed up as the server is)."""
+def replay(model: str, device: str, levels: list[tuple[int, list[dict]]], watermark: bool,
+           watermark_device: str | None = None) -> list[dict]:
+    """Each (concurrency, bodies) level on a freshly loaded engine (warmed up as the server is; its watermark on
+    `watermark_device`, None: the engine's default)."""
     from ..tts import TTS
-    tts = TTS.from_dir(model, device=device, watermark=watermark)
+    options = {"watermark_device": watermark_device} if watermark_device else {}
+    tts = TTS.from_dir(model, device=device, watermark=watermark, **options)
     try:
         tts.engine.warmup()
         return [engine_level(tts, bodies, c, watermark) for c, bodies in levels]

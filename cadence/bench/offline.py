@@ -43,6 +43,8 @@ class BenchOptions:
     seed: int = 1
     watermark: bool = False
     """Apply the Perth watermark (its time counts in total and RTF), on both sides."""
+    watermark_device: str = "cpu"
+    """Where Cadence's watermark runs (`EngineConfig.watermark_device`)."""
     consecutive: int = 0
     """After the timed cases, this many more short generations in a row, device memory read after each
     (the memory-flatness check: no growth in allocated or reserved)."""
@@ -115,6 +117,7 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
     res: dict = {"engine": "cadence"}
     _reset_peak(opt.device)
     tts, res["load_s"] = _timed(opt.device, lambda: TTS.from_dir(opt.model, device=opt.device, watermark=opt.watermark,
+                                                                  watermark_device=opt.watermark_device,
                                                                   dtype=opt.dtype, enforce_eager=opt.enforce_eager,
                                                                   compile=opt.compile,
                                                                   vocoder_dtype=opt.vocoder_dtype,

@@ -1,8 +1,9 @@
 """`cadence bench serve`: HTTP load on a `cadence serve` started in a separate process.
 
-For each concurrency level, C clients each send requests back to back (streamed, 16-bit PCM) until the level's
-request count is reached; reported: time to first audio and total latency p50/p99, aggregate audio seconds per
-wall second, and errors by status."""
+For each concurrency level, C clients each send requests back to back until the level's request count is
+reached, through the real OpenAI Python client (`client="openai"`, its streaming-response form) or plain httpx;
+reported: time to first audio and total latency p50/p99, aggregate audio seconds per wall second, and errors by
+status."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import time
 import httpx
 import numpy as np
 
+from .http_clients import level_client, one_httpx, one_openai
 from .offline import LONG_TEXT, write_report
 
 
@@ -25,24 +27,6 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-async def _one(client: httpx.AsyncClient, url: str, body: dict) -> dict:
-    """One request: its status, time to first bytes and latency (audio seconds come from the server's counter)."""
-    t0 = time.perf_counter()
-    ttfa, n = None, 0
-    try:
-        async with client.stream("POST", url, json=body) as r:
-            if r.status_code != 200:
-                await r.aread()
-                return {"status": r.status_code}
-            async for data in r.aiter_bytes():
-                if data and ttfa is None:
-                    ttfa = time.perf_counter() - t0
-                n += len(data)
-    except httpx.HTTPError as exc:
-        return {"status": type(exc).__name__}
-    return {"status": 200, "ttfa_s": ttfa or 0.0, "latency_s": time.perf_counter() - t0, "bytes": n}
 
 
 async def _progress(base: str, results: list, every: float = 15.0) -> None:
@@ -59,29 +43,35 @@ async def _progress(base: str, results: list, every: float = 15.0) -> None:
                           **{k: health.get(k) for k in ("running", "waiting", "error")}, **counters}), flush=True)
 
 
-def level_bodies(n_requests: int, seed: int, max_tokens: int, stream: bool, fmt: str) -> list[dict]:
-    """A level's request bodies: texts and token counts drawn from `seed` (the engine-only run replays them)."""
+def level_bodies(n_requests: int, seed: int, max_tokens: int, stream: bool, fmt: str,
+                 request_tokens: int | None = None) -> list[dict]:
+    """A level's request bodies: texts and token counts drawn from `seed` (the engine-only run replays them);
+    `request_tokens` gives every request that many tokens instead of 75..`max_tokens`."""
     rnd = random.Random(seed)
     return [{"model": "tts-1", "input": LONG_TEXT[: rnd.randint(60, len(LONG_TEXT))], "voice": "default",
-             "response_format": fmt, "seed": seed + i, "max_new_tokens": rnd.randint(75, max_tokens),
+             "response_format": fmt, "seed": seed + i,
+             "max_new_tokens": request_tokens or rnd.randint(min(75, max_tokens), max_tokens),
              "stream": stream} for i in range(n_requests)]
 
 
 async def _level(base: str, concurrency: int, n_requests: int, seed: int, max_tokens: int, stream: bool = True,
-                 timeout_s: float | None = None, fmt: str = "pcm") -> dict:
-    bodies = level_bodies(n_requests, seed, max_tokens, stream, fmt)
+                 timeout_s: float | None = None, fmt: str = "pcm", client_kind: str = "httpx",
+                 request_tokens: int | None = None) -> dict:
+    bodies = level_bodies(n_requests, seed, max_tokens, stream, fmt, request_tokens)
     before = read_metrics(base).get("cadence_audio_seconds_total", 0.0)
     results: list[dict] = []
     queue = list(reversed(bodies))
 
     async def worker(client):
         while queue:
-            results.append(await _one(client, base + "/v1/audio/speech", queue.pop()))
+            body = queue.pop()
+            results.append(await (one_openai(client, body) if client_kind == "openai" else
+                                  one_httpx(client, base + "/v1/audio/speech", body)))
 
     t0 = time.perf_counter()
     timed_out = False
     progress = asyncio.create_task(_progress(base, results))
-    async with httpx.AsyncClient(timeout=600) as client:
+    async with level_client(base, client_kind, concurrency) as client:
         try:
             await asyncio.wait_for(asyncio.gather(*(worker(client) for _ in range(concurrency))), timeout_s)
         except asyncio.TimeoutError:
@@ -128,13 +118,14 @@ def engine_counters(base: str) -> dict:
 
 
 def start_server(model: str, device: str, log: str | None = None, compile: bool | None = None,
-                 watermark: bool = False) -> tuple[subprocess.Popen, str]:
+                 watermark: bool = False, watermark_device: str | None = None) -> tuple[subprocess.Popen, str]:
     """`cadence serve` in its own process on a free loopback port, once /health says ready; its output goes to
     the file `log` (default: discarded). `compile`: the server's `--compile` (None: its default)."""
     port = _port()
     out = open(log, "ab") if log else subprocess.DEVNULL
     flags = ([] if compile is None else ["--compile" if compile else "--no-compile"]) + ([] if watermark else
                                                                                           ["--no-watermark"])
+    flags += ["--watermark-device", watermark_device] if watermark_device else []
     server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
                                "--port", str(port), *flags],
                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -173,29 +164,46 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
                     out_json: str | None = None, out_md: str | None = None, modes=(True, False),
                     level_timeout_s: float | None = None, server_log: str | None = None,
                     compile: bool | None = None, fmt: str = "mp3", watermark: bool = False,
-                    engine_only: bool = True) -> dict:
+                    engine_only: bool = True, client: str = "openai", watermark_device: str | None = None,
+                    request_tokens: int | None = None, cold_probe: int = 8) -> dict:
     """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen), its
     responses in `fmt` (mp3: the OpenAI default). A level still running after `level_timeout_s` is given up:
     the server is asked for its thread stacks (SIGUSR1, into `server_log`) and the bench goes on to the next
     level with what finished. `compile`: the server's `--compile`. With `engine_only`, the same levels then run
-    on the batched engine in this process (`engine_replay`), for the HTTP layer's share."""
+    on the batched engine in this process (`engine_replay`), for the HTTP layer's share. `client`: openai (the
+    OpenAI Python client) or httpx. `watermark_device`: the server's `--watermark-device` (None: its default).
+    `request_tokens`: every request's max_new_tokens (None: drawn from 75..`max_tokens`). `cold_probe`: that
+    many clients send two requests each the moment the server says ready, and again once it is warm (0: skip),
+    for how the first traffic after start compares with the steady state."""
     import signal
     t_start = time.perf_counter()
-    server, base = start_server(model, device, server_log, compile, watermark)
+    if client not in ("openai", "httpx"):
+        raise ValueError(f"client must be openai or httpx, got {client!r}")
+    server, base = start_server(model, device, server_log, compile, watermark, watermark_device)
     ready_s = time.perf_counter() - t_start
+    # The first traffic after ready (graphs still being captured), then the same requests once warm.
+    probe = (lambda: asyncio.run(_level(base, cold_probe, 2 * cold_probe, 7, max_tokens, modes[0], None, fmt,
+                                        client, request_tokens))) if cold_probe else None
+    after_ready = probe() if probe else None
     while httpx.get(base + "/health").json().get("warming", 0):  # steady-state figures: graphs all captured
         time.sleep(0.5)
     warm_s = time.perf_counter() - t_start
     try:
-        asyncio.run(_level(base, 2, 2, 0, 100))  # warm-up
+        asyncio.run(_level(base, 2, 2, 0, 100, client_kind=client))  # warm-up
+        when_warm = probe() if probe else None
         health = httpx.get(base + "/health").json()
         res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "compile": bool(compile),
-               "format": fmt, "watermark": watermark, "ready_s": ready_s, "warm_s": warm_s, "levels": []}
+               "format": fmt, "watermark": watermark, "watermark_device": watermark_device,
+               "client": client, "request_tokens": request_tokens, "ready_s": ready_s, "warm_s": warm_s, "levels": []}
+        if probe:
+            res["first_traffic"] = {"after_ready": after_ready, "when_warm": when_warm,
+                                    "latency_p50_ratio": after_ready["latency_p50_s"] / max(when_warm["latency_p50_s"],
+                                                                                         1e-9)}
         for stream in modes:
             for c in levels:
                 before = engine_counters(base)
                 level = asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens, stream,
-                                           level_timeout_s, fmt))
+                                           level_timeout_s, fmt, client, request_tokens))
                 if level["timed_out"] and hasattr(signal, "SIGUSR1"):
                     server.send_signal(signal.SIGUSR1)
                     wait_idle(base, 60)
@@ -210,9 +218,9 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
         server.wait(60)
     if engine_only:
         from .engine_replay import replay
-        plan = [(lv["concurrency"], level_bodies(lv["requests"], 1000 + lv["concurrency"], max_tokens, lv["stream"], fmt))
-                for lv in res["levels"]]
-        for lv, eng in zip(res["levels"], replay(model, device, plan, watermark)):
+        plan = [(lv["concurrency"], level_bodies(lv["requests"], 1000 + lv["concurrency"], max_tokens, lv["stream"],
+                                                 fmt, request_tokens)) for lv in res["levels"]]
+        for lv, eng in zip(res["levels"], replay(model, device, plan, watermark, watermark_device)):
             lv["engine_only_x_realtime"] = eng["x_realtime"]
             lv["http_share_of_engine"] = lv["x_realtime"] / eng["x_realtime"] if eng["x_realtime"] else 0.0
     write_report(res, markdown(res), out_json, out_md)
@@ -223,11 +231,20 @@ def markdown(res: dict) -> str:
     compiled = ", compiled" if res.get("compile") else ""
     lines = [f"`cadence serve` on {res['device']} (plan {res['plan']}{compiled}, watermark "
              f"{'on' if res.get('watermark') else 'off'}), driven over HTTP from another process; responses as "
-             f"{res.get('format', 'pcm')}; ready {res.get('ready_s', 0):.1f} s after start, its graphs all captured "
+             f"{res.get('format', 'pcm')} through the {res.get('client', 'httpx')} client"
+             f"{'; watermark on ' + res['watermark_device'] if res.get('watermark') and res.get('watermark_device') else ''}"
+             f"; ready {res.get('ready_s', 0):.1f} s after start, its graphs all captured "
              f"{res.get('warm_s', 0):.1f} s after start. Engine only: the same "
              "requests on the batched engine in one process, no HTTP.", "",
              "| clients | mode | requests ok / sent | errors | × real time | engine only | HTTP / engine | TTFA p50 "
              "| TTFA p99 | latency p50 | latency p99 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    first = res.get("first_traffic")
+    if first:
+        a, w = first["after_ready"], first["when_warm"]
+        lines[0] += (f" First traffic: {a['concurrency']} clients × 2 requests sent the moment it said ready took "
+                     f"{a['latency_p50_s']:.2f} s p50 ({a['x_realtime']:.1f}× real time), the same once warm "
+                     f"{w['latency_p50_s']:.2f} s p50 ({w['x_realtime']:.1f}×): {first['latency_p50_ratio']:.2f}× "
+                     "the warm latency.")
     for lv in res["levels"]:
         mode = ("streamed" if lv.get("stream", True) else "one piece") + (" (gave up)" if lv.get("timed_out") else "")
         eng = lv.get("engine_only_x_realtime")

@@ -53,7 +53,7 @@ class Postprocess:
             t0 = time.perf_counter()
             marked = False
             if (tts.watermark if req.watermark is None else req.watermark) and wav.size:
-                wav, marked = wm.apply(wav, tts.sample_rate)
+                wav, marked = wm.apply(wav, tts.sample_rate, tts.watermark_device)
             now = time.perf_counter()
             if not r.t_first_audio:
                 r.t_first_audio = now

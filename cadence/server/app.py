@@ -104,6 +104,7 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
                                             prepare_device=settings.prepare_device,
                                             voice_cache_mb=settings.voice_cache_mb,
                                             enforce_eager=settings.enforce_eager,
+                                            watermark_device=settings.watermark_device,
                                             stream_prompt_s=settings.stream_prompt_s,
                                             stream_history_s=settings.stream_history_s,
                                             first_audio_priority=settings.first_audio_priority,
@@ -114,7 +115,7 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
                 state.tts.engine.warmup(background=True)
             if settings.watermark:  # Perth's network and librosa load now, not in the first request
                 from .. import watermark
-                watermark.preload()
+                watermark.preload(state.tts.watermark_device)
             state.status = "ready"
         except Exception as exc:  # noqa: BLE001 - reported by /health
             state.status, state.error = "error", f"{type(exc).__name__}: {exc}"

@@ -46,6 +46,10 @@ class ServerSettings:
     request_timeout_s: float = 300.0
     """A request still unfinished after this long is cancelled (504)."""
     watermark: bool = True
+    """Apply the Perth watermark to every response (`--no-watermark` turns it off for all)."""
+    watermark_device: str = "cpu"
+    """Where the watermark runs: cpu (a pool of postprocess threads sized to the machine), auto (the engine's
+    device) or a device name. See `EngineConfig.watermark_device`."""
     encode_workers: int = 0
     """Threads encoding responses (mp3, opus, aac, flac) off the event loop; 0 = one per CPU core, at most 16."""
     warmup: bool = True
@@ -74,7 +78,7 @@ class ServerSettings:
                      compile=self.compile, vram_budget=self.vram_budget, dtype=self.dtype, max_batch=self.max_batch,
                      kv_slot_len=self.kv_slot_len, vocoder_dtype=self.vocoder_dtype,
                      prepare_device=self.prepare_device, voice_cache_mb=self.voice_cache_mb,
-                     enforce_eager=self.enforce_eager)
+                     enforce_eager=self.enforce_eager, watermark_device=self.watermark_device)
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         for name in ("max_input_chars", "max_queue"):

@@ -237,7 +237,7 @@ def test_one_requests_watermark_does_not_hold_up_another(tiny_tts, monkeypatch):
     from cadence.engine.postprocess import Postprocess
     eng = tiny_tts.engine
     release = threading.Event()
-    monkeypatch.setattr(wm, "apply", lambda wav, sr: (release.wait(60), (wav, True))[1])
+    monkeypatch.setattr(wm, "apply", lambda wav, sr, device="cpu": (release.wait(60), (wav, True))[1])
     old, eng.post = eng.post, Postprocess(eng, lanes=2)
     try:
         held = tiny_tts.submit(Request("Held in its watermark.", None, SamplingParams(seed=1, max_new_tokens=20),
@@ -252,3 +252,24 @@ def test_one_requests_watermark_does_not_hold_up_another(tiny_tts, monkeypatch):
         release.set()
         eng.post.shutdown()
         eng.post = old
+
+
+def test_watermark_device_is_one_knob_from_config_to_the_postprocess_lane(tiny_ckpt, monkeypatch):
+    """`watermark_device` resolves once (cpu, auto = the engine's device, or a name) and is where the lanes
+    watermark; a bad value is a ValueError before anything loads."""
+    from cadence import watermark as wm
+    from cadence.config import EngineConfig
+    from cadence.tts import TTS
+    with pytest.raises(ValueError, match="watermark_device"):
+        EngineConfig(watermark_device="")
+    with pytest.raises(ValueError, match="device must be"):
+        TTS.from_dir(tiny_ckpt, device="cpu", watermark_device="tpu")
+    seen = []
+    monkeypatch.setattr(wm, "apply", lambda wav, sr, device="cpu": (seen.append(device), (wav, True))[1])
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=True, watermark_device="auto")
+    try:
+        assert tts.watermark_device == "cpu"
+        out = tts.submit(Request("Marked where it was asked.", None, SamplingParams(seed=3, max_new_tokens=12)))
+        assert out.result(timeout=60).watermarked and seen and set(seen) == {"cpu"}
+    finally:
+        tts.close()

@@ -174,7 +174,7 @@ def test_client_disconnect_cancels_the_request_in_the_engine(server):
 
 def test_bench_serve_drives_a_separate_server_process(tiny_ckpt, tmp_path):
     from cadence.bench.serve import run_serve_bench
-    res = run_serve_bench(str(tiny_ckpt), "cpu", [2], requests_per_client=1, max_tokens=120,
+    res = run_serve_bench(str(tiny_ckpt), "cpu", [2], requests_per_client=1, max_tokens=120, cold_probe=2,
                           out_json=str(tmp_path / "s.json"), out_md=str(tmp_path / "s.md"))
     streamed, whole = res["levels"]
     for level in (streamed, whole):
@@ -187,6 +187,10 @@ def test_bench_serve_drives_a_separate_server_process(tiny_ckpt, tmp_path):
     assert res["format"] == "mp3" and res["ready_s"] > 0  # the OpenAI default format, the time to ready
     for level in (streamed, whole):  # the same requests on the engine alone, beside the HTTP figure
         assert level["engine_only_x_realtime"] > 0 and level["http_share_of_engine"] > 0
+    assert res["client"] == "openai"  # through the real OpenAI client
+    first = res["first_traffic"]  # sent the moment it said ready, then once warm
+    assert first["after_ready"]["ok"] == first["when_warm"]["ok"] == 4 and first["latency_p50_ratio"] > 0
+    assert "First traffic: 2 clients" in (tmp_path / "s.md").read_text()
 
 
 def test_bench_serve_gives_up_a_stuck_level_with_the_servers_stacks(tiny_ckpt, tmp_path):
@@ -194,7 +198,7 @@ def test_bench_serve_gives_up_a_stuck_level_with_the_servers_stacks(tiny_ckpt, t
     log = tmp_path / "server.log"
     res = run_serve_bench(str(tiny_ckpt), "cpu", [1], requests_per_client=1, max_tokens=400, modes=(True,),
                           level_timeout_s=0.05, server_log=str(log), out_md=str(tmp_path / "s.md"),
-                          engine_only=False)
+                          engine_only=False, cold_probe=0)
     assert res["levels"][0]["timed_out"] and "(gave up)" in (tmp_path / "s.md").read_text()
     text = log.read_text()
     assert "most recent call first" in text and "cadence/engine" in text  # SIGUSR1: every thread's stack

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool): `cadence bench serve` runs through the OpenAI client, watermark on, for either
+# family. RUNS: space-separated FAMILY:MODES:LEVELS:FORMAT:WATERMARK_DEVICE:REQUESTS_PER_CLIENT, e.g.
+# "english:one-piece:32,64:mp3:cpu:3 turbo:one-piece:16,64:mp3:cuda:2". TOKENS: each request's max_new_tokens
+# (300). GPU_TESTS: test files to run first. BENCH: "turbo" or "english" for the offline bench with the reference
+# side by side (watermark on, on WM_DEVICE). Results in $OUT: one JSON per run, the logs in logs.tgz.
+set -uo pipefail
+source scripts/gpu_env.sh
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+quiet() { grep -v -i "warn\|deprecat\|^INFO\|^  "; }
+mkdir -p /tmp/logs
+[ -f /tmp/cke/s3gen.safetensors ] || timeout 200 python3 -m cadence.cli checkpoint random /tmp/cke || exit 1
+[ -f /tmp/ckt/s3gen_meanflow.safetensors ] || timeout 200 python3 -m cadence.cli checkpoint random /tmp/ckt \
+  --family turbo || exit 1
+if [ -n "${GPU_TESTS:-}" ]; then
+  timeout ${TESTS_T:-200} python3 -m pytest $GPU_TESTS -q -p no:cacheprovider > /tmp/logs/pytest_gpu.log 2>&1
+  tail -6 /tmp/logs/pytest_gpu.log
+fi
+for run in ${RUNS:-}; do
+  IFS=: read -r fam modes levels fmt wmdev rpc <<< "$run"
+  ck=/tmp/cke; [ "$fam" = turbo ] && ck=/tmp/ckt
+  tag=${fam}_${modes}_${levels//,/-}_${fmt}_wm-${wmdev}
+  echo "== $tag $(date +%T)"
+  timeout ${SERVE_T:-280} python3 -m cadence.cli bench serve --model $ck --device cuda --watermark \
+    --watermark-device "$wmdev" --concurrency "$levels" --modes "$modes" --format "$fmt" --requests-per-client "$rpc" \
+    --request-tokens ${TOKENS:-300} --level-timeout-s ${LEVEL_T:-120} --server-log /tmp/logs/server_$tag.log \
+    --json "$OUT/serve_$tag.json" --md /tmp/logs/serve_$tag.md 2>&1 | tee /tmp/logs/bench_$tag.log | quiet | tail -12
+  cat /tmp/logs/serve_$tag.md 2>/dev/null
+  pkill -f "cadence.cli serve"
+done
+for fam in ${BENCH:-}; do
+  ck=/tmp/cke; [ "$fam" = turbo ] && ck=/tmp/ckt
+  echo "== bench $fam wm-${WM_DEVICE:-cpu} $(date +%T)"
+  timeout ${BENCH_T:-300} python3 -m cadence.cli bench --family $fam --model $ck --device cuda --reference --watermark \
+    --watermark-device ${WM_DEVICE:-cpu} --repeats ${REPEATS:-3} --json "$OUT/bench_${fam}_wm-${WM_DEVICE:-cpu}.json" \
+    --md /tmp/logs/bench_$fam.md 2>&1 | tee /tmp/logs/bench_$fam.log | quiet | tail -30
+done
+tar czf "$OUT/logs.tgz" -C /tmp logs
