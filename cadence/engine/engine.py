@@ -9,7 +9,6 @@ When every slot is taken, new requests wait in the queue: the KV cache is alloca
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -37,10 +36,6 @@ FIRST_AUDIO_HOLD_S = 0.5  # the longest decode waits for first windows (EngineCo
 # and rendered them in separate batches (16 streams on an H100: first audio ~350 ms instead of ~250 ms).
 GATHER_GAP_S = 0.002
 GATHER_MAX_S = 0.010
-# The GPU thread gives up the GIL in every CUDA call that waits and must take it back after; with the server's
-# event loop, encoders and postprocess lanes busy in Python, CPython's default 5 ms switch interval let each
-# take-back wait up to 5 ms, several per decode round. A shorter interval bounds that wait.
-GIL_SWITCH_S = 0.0005
 
 
 class Engine:
@@ -52,8 +47,6 @@ class Engine:
             raise ValueError("the offload memory plan runs one request at a time; use generate() or another plan")
         self.tts = tts
         cfg = tts.config
-        if tts.device.type == "cuda":
-            sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
         self.slot_len = slot_len or cfg.kv_slot_len
         self.rows_per_slot = 2 if tts.family.cfg_pair else 1  # a CFG pair, or one row (Turbo)
         self.max_batch = max_batch or cfg.max_batch or self._auto_batch()
