@@ -91,6 +91,10 @@ class StreamEncoder:
             for packet in self._stream.encode(f):
                 self._container.mux(packet)
 
+    def finish(self, samples: np.ndarray) -> bytes:
+        """`write(samples)` then `close()`: the last samples and the end of the stream, as one call."""
+        return self.write(samples) + self.close()
+
     def close(self) -> bytes:
         if self._container is None:
             return self.write(np.zeros(0, np.float32)) if self._header else b""

@@ -30,6 +30,8 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> 
             with lock:
                 audio.append(seconds)
                 latencies.append(time.perf_counter() - t0)
+    st = tts.engine.stats
+    before = (st.decode_steps, st.slot_steps, st.t3_s, st.s3gen_s, st.prefill_s)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for t in threads:
@@ -37,8 +39,13 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> 
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    steps, slot_steps, t3_s, s3gen_s, prefill_s = (a - b for a, b in zip(
+        (st.decode_steps, st.slot_steps, st.t3_s, st.s3gen_s, st.prefill_s), before))
+    # the same counters the serve bench reads from /metrics for the HTTP run
+    engine = {"prefill_busy_s": prefill_s, "t3_busy_s": t3_s, "s3gen_busy_s": s3gen_s, "decode_steps": steps,
+              "request_steps": slot_steps, "mean_batch": slot_steps / steps if steps else 0.0}
     return {"concurrency": concurrency, "stream": bodies[0]["stream"] if bodies else True, "requests": len(bodies),
-            "audio_s": sum(audio), "wall_s": wall, "x_realtime": sum(audio) / wall}
+            "audio_s": sum(audio), "wall_s": wall, "x_realtime": sum(audio) / wall, "engine": engine}
 
 
 def replay(model: str, device: str, levels: list[tuple[int, list[dict]]], watermark: bool,

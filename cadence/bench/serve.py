@@ -222,6 +222,7 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
                                                  fmt, request_tokens)) for lv in res["levels"]]
         for lv, eng in zip(res["levels"], replay(model, device, plan, watermark, watermark_device)):
             lv["engine_only_x_realtime"] = eng["x_realtime"]
+            lv["engine_only"] = eng["engine"]
             lv["http_share_of_engine"] = lv["x_realtime"] / eng["x_realtime"] if eng["x_realtime"] else 0.0
     write_report(res, markdown(res), out_json, out_md)
     return res

@@ -115,15 +115,16 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
         async def audio_chunks():
             chunk, total = first, 0.0
             try:
-                while True:
+                while not chunk.final:
                     total += chunk.samples.size / chunk.sample_rate
                     yield await loop.run_in_executor(encoders, encoder.write, chunk.samples)
-                    if chunk.final:
-                        usage["output_tokens"] = len(chunk.tokens)
-                        break
                     remaining = max(0.01, deadline - time.perf_counter())
                     chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
-                yield await loop.run_in_executor(encoders, encoder.close)
+                total += chunk.samples.size / chunk.sample_rate
+                usage["output_tokens"] = len(chunk.tokens)
+                # the last chunk (a one-piece response's only one) and the encoder's tail in one pool task: under
+                # load a separate close() queued behind other responses' encoding
+                yield await loop.run_in_executor(encoders, encoder.finish, chunk.samples)
                 metrics.requests.labels("ok").inc()
                 metrics.latency.observe(time.perf_counter() - started)
                 metrics.audio_seconds.inc(total)
