@@ -16,7 +16,8 @@ import time
 import httpx
 
 from .offline import write_report
-from .serve import _one, read_metrics, start_server, wait_idle
+from .http_clients import one_httpx
+from .serve import read_metrics, start_server, wait_idle
 
 
 def _rss_mb(pid: int) -> float:
@@ -42,7 +43,7 @@ async def _soak(base: str, pid: int, clients: int, seconds: float, max_tokens: i
             while time.perf_counter() < stop:
                 body = {"input": f"Soak request {k}-{i}, short and steady.", "response_format": "pcm",
                         "seed": 1000 * k + i, "max_new_tokens": rnd.randint(20, max_tokens)}
-                results.append(await _one(c, base + "/v1/audio/speech", body))
+                results.append(await one_httpx(c, base + "/v1/audio/speech", body))
                 i += 1
 
     async def sampler():
@@ -91,7 +92,7 @@ def run_soak(model: str, device: str, clients: int = 16, seconds: float = 600, m
         res["vram_growth_second_half_mb"] = max(m["vram_mb"] for m in half) - min(m["vram_mb"] for m in half)
         asyncio.run(_storm(base, storm))
         res["after_storm"] = wait_idle(base, 120, poll=0.5)
-        after = asyncio.run(_one(httpx.AsyncClient(timeout=120), base + "/v1/audio/speech",
+        after = asyncio.run(one_httpx(httpx.AsyncClient(timeout=120), base + "/v1/audio/speech",
                                  {"input": "Still serving?", "response_format": "pcm", "max_new_tokens": 30}))
         res["served_after_storm"] = after["status"] == 200
     finally:
