@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             import torch
             if not torch.cuda.is_available():
                 raise CliError(f"--device {args.device}, but this machine has no CUDA device; use --device cpu")
+        if args.command == "bench" and args.device == "auto":  # the benches take a concrete device
+            from .tts import pick_device
+            args.device = str(pick_device("auto"))
         if args.command == "say":
             _say(args)
         elif args.command == "doctor":

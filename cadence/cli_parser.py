@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--voice", help="a library voice by name ('default': the checkpoint's built-in voice)")
     say.add_argument("--library", help="voice library directory (default: $CADENCE_VOICES or the user data dir)")
     say.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
-    say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present)")
     say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
     say.add_argument("--watermark-device", default=None, help="where the watermark runs: cpu (default), auto or cuda")
     say.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--format", choices=FORMATS, default="mp3", help="with serve: response_format (default mp3, the "
                                                                      "OpenAI default)")
     b.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
-    b.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
+    b.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present)")
     b.add_argument("--voice-audio", help="reference recording (default: a built-in synthetic 10 s clip)")
     b.add_argument("--reference", action="store_true", help="also run chatterbox-tts side by side (the same family)")
     b.add_argument("--family", choices=sorted(FAMILIES), default=None,
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("audio", help="a reference recording (wav, flac, mp3, ogg, m4a, ...; at most its first 30 s kept)")
     add.add_argument("--exaggeration", type=float, default=0.5, help="its default emotion intensity, 0-2")
     add.add_argument("--model", default=DEFAULT_MODEL, help="the checkpoint that prepares it")
-    add.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    add.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present)")
     add.add_argument("--overwrite", action="store_true", help="replace a voice of that name")
     verb("list", "a table of stored voices")
     verb("show", "one voice's details").add_argument("name", help="a stored voice")
@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", default=None, help="checkpoint directory or hub repo id (env CADENCE_MODEL)")
     sv.add_argument("--host", default=None, help="interface (default 127.0.0.1; env CADENCE_HOST)")
     sv.add_argument("--port", type=int, default=None, help="port (default 8000; env CADENCE_PORT)")
-    sv.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
+    sv.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (CUDA if present; env "
+                                                    "CADENCE_DEVICE)")
     sv.add_argument("--memory-plan", default=None, help="fp32, bf16, bf16-lowmem, int8, offload or auto")
     sv.add_argument("--vram-budget", default=None, help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free)")
     sv.add_argument("--dtype", default=None, help="T3 and flow weights: auto, bfloat16, float32, float16")
@@ -218,5 +219,5 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--seed", type=int, default=0)
     qz = cks.add_parser("quantize", help="save the int8 T3 next to the checkpoint for faster int8 loads")
     qz.add_argument("dir", help="checkpoint directory")
-    qz.add_argument("--device", default="auto")
+    qz.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present)")
     return ap

@@ -169,3 +169,23 @@ def test_say_takes_the_engine_options(tiny_ckpt, tmp_path):
     r = subprocess.run([sys.executable, "-m", "cadence.cli", "say", "Hi.", "-o", str(tmp_path / "o.wav"), "--model",
                         str(tiny_ckpt), "--dtype", "int4"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown dtype 'int4'" in r.stderr
+
+
+def test_device_has_one_meaning_on_every_command():
+    """--device: the same choices, the same help and auto (CUDA if present) on every command that takes it."""
+    from cadence.cli_parser import build_parser
+    parser = build_parser()
+    seen = []
+
+    def walk(p):
+        for action in p._actions:
+            if "--device" in getattr(action, "option_strings", ()):
+                seen.append((p.prog, action.default, action.help))
+            for sub in (getattr(action, "choices", None) or {}).values() if hasattr(action, "_name_parser_map") else ():
+                walk(sub)
+    walk(parser)
+    progs = {prog for prog, _, _ in seen}
+    assert {"cadence say", "cadence bench", "cadence serve", "cadence voices add"} <= progs, progs
+    for prog, default, help_text in seen:
+        assert default in ("auto", None), (prog, default)  # serve: None = CADENCE_DEVICE or auto
+        assert help_text.startswith("cpu, cuda, cuda:N, mps or auto (CUDA if present"), (prog, help_text)
