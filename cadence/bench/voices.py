@@ -4,6 +4,7 @@ device memory stays flat while many stored voices take turns."""
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 import time
 
@@ -17,8 +18,14 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
+def _progress(line: str) -> None:
+    print(f"bench --voices: {line}", file=sys.stderr, flush=True)
+
+
 def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: int = 100, tokens: int = 25,
-                 prepare_device: str = "auto", voice_cache_mb: int = 256) -> dict:
+                 prepare_device: str = "auto", voice_cache_mb: int = 256, progress=_progress) -> dict:
+    """The measurements, with a line to `progress` (stderr by default) as each stage starts and every tenth of
+    the long ones."""
     from ..random_checkpoint import synthetic_voice
     from ..sampling_params import SamplingParams
     from ..tts import TTS
@@ -29,6 +36,7 @@ def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: i
     res: dict = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
                  "prepare_device": prepare_device, "voice_cache_mb": voice_cache_mb, "n_store": n_store, "n_use": n_use, "tokens_per_request": tokens}
     times = []
+    progress(f"loaded {model} on {dev}; preparing a 10 s voice 6 times")
     for _ in range(6):
         _sync(dev)
         t = time.perf_counter()
@@ -42,7 +50,10 @@ def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: i
         res["disk_bytes_with_source_audio"] = lib.path("with-audio").stat().st_size
         t = time.perf_counter()
         g = torch.Generator().manual_seed(0)
+        every = max(1, n_store // 10)
         for i in range(n_store):
+            if i % every == 0:
+                progress(f"storing voices: {i}/{n_store}")
             v = voice.to("cpu")
             v.speaker_emb = v.speaker_emb + 0.01 * torch.randn(v.speaker_emb.shape, generator=g)
             v.xvector = v.xvector + 0.01 * torch.randn(v.xvector.shape, generator=g)
@@ -52,7 +63,10 @@ def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: i
         tts.generate(TEXT, voice=lib.get("v0000"), seed=0, max_new_tokens=tokens, speech_tokens_only=True)
         base = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
         mem, load_s = [], []
+        every = max(1, n_use // 10)
         for i in range(n_use):
+            if i % every == 0:
+                progress(f"generating with stored voices: {i}/{n_use}")
             t = time.perf_counter()
             v = lib.get(f"v{i * (n_store // n_use):04d}")
             load_s.append(time.perf_counter() - t)
@@ -71,6 +85,7 @@ def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: i
         for x in (a, b):
             tts.prefill(TEXT, x, SamplingParams.for_family(tts.family))
         n = 1000
+        progress(f"switching between two cached voices {n} times")
         _sync(dev)
         t = time.perf_counter()
         for i in range(n):

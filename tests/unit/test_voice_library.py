@@ -198,7 +198,11 @@ def test_cli_voices(tiny_ckpt, tmp_path, ref_wav_path):
 
 def test_voice_bench_runs_and_stays_bounded(tiny_ckpt):
     from cadence.bench.voices import bench_voices, markdown
-    res = bench_voices(str(tiny_ckpt), "cpu", n_store=12, n_use=6, tokens=4, voice_cache_mb=1)
+    lines = []
+    res = bench_voices(str(tiny_ckpt), "cpu", n_store=12, n_use=6, tokens=4, voice_cache_mb=1, progress=lines.append)
+    # it says what it is doing as it goes: each stage, and the long ones every tenth
+    assert lines[0].startswith("loaded ") and "storing voices: 0/12" in lines and "storing voices: 11/12" in lines
+    assert "generating with stored voices: 5/6" in lines and lines[-1].startswith("switching")
     assert res["disk_bytes_tensors_only"] < res["disk_bytes_with_source_audio"]
     assert res["voice_cache_used_mb"] <= 1.0
     assert "| switch between cached voices |" in markdown(res)
