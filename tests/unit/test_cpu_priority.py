@@ -1,0 +1,28 @@
+"""Helper threads beside a GPU engine run below its threads on the CPU; beside a CPU engine they do not."""
+
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cadence.engine.cpu_priority import HELPER_NICE, helper_initializer, lower_this_thread
+
+
+def _nice_of_a_pool_thread(initializer) -> int:
+    with ThreadPoolExecutor(max_workers=1, initializer=initializer) as pool:
+        return pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="nice is per thread on Linux only")
+def test_helpers_beside_a_gpu_engine_run_at_lower_priority_and_only_they():
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert _nice_of_a_pool_thread(helper_initializer(on_gpu=True)) == min(19, mine + HELPER_NICE)
+    assert _nice_of_a_pool_thread(helper_initializer(on_gpu=False)) == mine  # a CPU engine: unchanged
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's own thread too
+
+
+def test_lowering_is_refused_quietly_where_nice_is_per_process(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert lower_this_thread() is False
