@@ -2,16 +2,18 @@
 # On the GPU machine (device tool): `cadence bench serve` runs through the OpenAI client, watermark on, for either
 # family. RUNS: space-separated FAMILY:MODES:LEVELS:FORMAT:WATERMARK_DEVICE:REQUESTS_PER_CLIENT, e.g.
 # "english:one-piece:32,64:mp3:cpu:3 turbo:one-piece:16,64:mp3:cuda:2". TOKENS: each request's max_new_tokens
-# (300). GPU_TESTS: test files to run first. BENCH: "turbo" or "english" for the offline bench with the reference
+# (300). COLD: clients of the first-traffic probe (8; 0 skips it). GPU_TESTS: test files to run first. BENCH: "turbo" or "english" for the offline bench with the reference
 # side by side (watermark on, on WM_DEVICE). Results in $OUT: one JSON per run, the logs in logs.tgz.
 set -uo pipefail
 source scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 quiet() { grep -v -i "warn\|deprecat\|^INFO\|^  "; }
 mkdir -p /tmp/logs
-[ -f /tmp/cke/s3gen.safetensors ] || timeout 200 python3 -m cadence.cli checkpoint random /tmp/cke || exit 1
-[ -f /tmp/ckt/s3gen_meanflow.safetensors ] || timeout 200 python3 -m cadence.cli checkpoint random /tmp/ckt \
-  --family turbo || exit 1
+# only the checkpoints the runs need
+if [[ "${RUNS:-} ${BENCH:-}" == *english* ]] && [ ! -f /tmp/cke/s3gen.safetensors ]; then
+  timeout 200 python3 -m cadence.cli checkpoint random /tmp/cke || exit 1; fi
+if [[ "${RUNS:-} ${BENCH:-}" == *turbo* ]] && [ ! -f /tmp/ckt/s3gen_meanflow.safetensors ]; then
+  timeout 200 python3 -m cadence.cli checkpoint random /tmp/ckt --family turbo || exit 1; fi
 if [ -n "${GPU_TESTS:-}" ]; then
   timeout ${TESTS_T:-200} python3 -m pytest $GPU_TESTS -q -p no:cacheprovider > /tmp/logs/pytest_gpu.log 2>&1
   tail -6 /tmp/logs/pytest_gpu.log
@@ -23,7 +25,7 @@ for run in ${RUNS:-}; do
   echo "== $tag $(date +%T)"
   timeout ${SERVE_T:-280} python3 -m cadence.cli bench serve --model $ck --device cuda --watermark \
     --watermark-device "$wmdev" --concurrency "$levels" --modes "$modes" --format "$fmt" --requests-per-client "$rpc" \
-    --request-tokens ${TOKENS:-300} --level-timeout-s ${LEVEL_T:-120} --server-log /tmp/logs/server_$tag.log \
+    --request-tokens ${TOKENS:-300} --cold-probe ${COLD:-8} --level-timeout-s ${LEVEL_T:-120} --server-log /tmp/logs/server_$tag.log \
     --json "$OUT/serve_$tag.json" --md /tmp/logs/serve_$tag.md 2>&1 | tee /tmp/logs/bench_$tag.log | quiet | tail -12
   cat /tmp/logs/serve_$tag.md 2>/dev/null
   pkill -f "cadence.cli serve"
