@@ -3,7 +3,11 @@ by seed. Speed and memory do not depend on weight values, so benchmarks and pari
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -109,10 +113,31 @@ def _save_s3gen(s3gen, path: Path, seed: int, meta: dict) -> None:
     readable_by_all(path)
 
 
+@contextlib.contextmanager
+def _written_whole(out: Path):
+    """Yields a temporary sibling directory to write into; its files move into `out` only once all are written,
+    conds.pt last. A run that fails midway leaves `out` as it was: a partial checkpoint would later load, or be
+    skipped over by a script, as if it were whole."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        out.mkdir(exist_ok=True)
+        for f in sorted(tmp.iterdir(), key=lambda p: p.name == "conds.pt"):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def make_random_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = False, with_conds: bool = True) -> Path:
-    """Write ve/t3_cfg/s3gen safetensors, tokenizer.json and (optionally) a conds.pt default voice."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ve/t3_cfg/s3gen safetensors, tokenizer.json and (optionally) a conds.pt default voice; all of them
+    or, on a failure, none."""
+    with _written_whole(Path(out_dir)) as tmp:
+        _write_english(tmp, seed, tiny, with_conds)
+    return Path(out_dir)
+
+
+def _write_english(out: Path, seed: int, tiny: bool, with_conds: bool) -> None:
     cfg = ModelConfig.tiny() if tiny else ModelConfig.english()
     meta = {"format": "pt", "cadence_config": "tiny" if tiny else "english", "cadence_seed": str(seed)}
     t3, s3gen, ve = build(cfg)
@@ -122,9 +147,9 @@ def make_random_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = Fals
         readable_by_all(out / name)
     _save_s3gen(s3gen, out / "s3gen.safetensors", seed + 2, meta)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(cfg.t3.text_vocab), ensure_ascii=False))
+    readable_by_all(out / "tokenizer.json")
     if with_conds:
         _write_default_voice(out)
-    return out
 
 
 def gpt2_tokenizer_files(out: Path) -> None:
@@ -158,12 +183,16 @@ def gpt2_tokenizer_files(out: Path) -> None:
 def make_random_turbo_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = False,
                                  with_conds: bool = True) -> Path:
     """Write Turbo's ve.safetensors, t3_turbo_v1.safetensors, s3gen_meanflow.safetensors and GPT-2 tokenizer
-    files, random by seed."""
+    files, random by seed; all of them or, on a failure, none."""
+    with _written_whole(Path(out_dir)) as tmp:
+        _write_turbo(tmp, seed, tiny, with_conds)
+    return Path(out_dir)
+
+
+def _write_turbo(out: Path, seed: int, tiny: bool, with_conds: bool) -> None:
     from .family import TURBO
     from .models.s3gen import S3Gen
     from .models.voice_encoder import VoiceEncoder
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"format": "pt", "cadence_config": "tiny" if tiny else "turbo", "cadence_seed": str(seed)}
     with torch.device("meta"):
         t3, ve, s3gen = TURBO.build_t3(tiny), VoiceEncoder(), S3Gen(TURBO.s3gen(tiny))
@@ -175,7 +204,6 @@ def make_random_turbo_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool 
     gpt2_tokenizer_files(out)
     if with_conds:
         _write_default_voice(out)
-    return out
 
 
 def _write_default_voice(out: Path) -> None:

@@ -10,9 +10,9 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 quiet() { grep -v -i "warn\|deprecat\|^INFO\|^  "; }
 mkdir -p /tmp/logs
 # only the checkpoints the runs need
-if [[ "${RUNS:-} ${BENCH:-}" == *english* ]] && [ ! -f /tmp/cke/s3gen.safetensors ]; then
+if [[ "${RUNS:-} ${BENCH:-}" == *english* ]] && [ ! -f /tmp/cke/conds.pt ]; then
   timeout 200 python3 -m cadence.cli checkpoint random /tmp/cke || exit 1; fi
-if [[ "${RUNS:-} ${BENCH:-}" == *turbo* ]] && [ ! -f /tmp/ckt/s3gen_meanflow.safetensors ]; then
+if [[ "${RUNS:-} ${BENCH:-}" == *turbo* ]] && [ ! -f /tmp/ckt/conds.pt ]; then
   timeout 200 python3 -m cadence.cli checkpoint random /tmp/ckt --family turbo || exit 1; fi
 if [ -n "${GPU_TESTS:-}" ]; then
   timeout ${TESTS_T:-200} python3 -m pytest $GPU_TESTS -q -p no:cacheprovider > /tmp/logs/pytest_gpu.log 2>&1

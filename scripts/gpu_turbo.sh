@@ -8,7 +8,7 @@ source scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 quiet() { grep -v -i "warn\|deprecat\|^INFO\|^  "; }
 CK=/tmp/ckt
-[ -f $CK/s3gen_meanflow.safetensors ] || timeout 200 python3 -m cadence.cli checkpoint random $CK --family turbo || exit 1
+[ -f $CK/conds.pt ] || timeout 200 python3 -m cadence.cli checkpoint random $CK --family turbo || exit 1
 for phase in ${PHASES:-tests probe bench int8 stream serve parity}; do
   echo "== $phase $(date +%T)"
   case $phase in

@@ -229,3 +229,22 @@ def test_voice_files_and_random_checkpoints_are_readable_by_other_users(tmp_path
         assert all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in files), [oct(f.stat().st_mode) for f in files]
     finally:
         os.umask(umask)
+
+
+def test_a_random_checkpoint_that_fails_midway_leaves_nothing_that_looks_whole(tmp_path, monkeypatch):
+    """Its files move into place only once all are written: a failure (here: in the default voice, written
+    last) leaves no directory a later run or script would take for a checkpoint, and no temporary one."""
+    from cadence import random_checkpoint as rc
+
+    def broken(out):
+        raise RuntimeError("no pyloudnorm")
+    monkeypatch.setattr(rc, "_write_default_voice", broken)
+    for make in (rc.make_random_checkpoint, rc.make_random_turbo_checkpoint):
+        with pytest.raises(RuntimeError, match="pyloudnorm"):
+            make(tmp_path / "ck", tiny=True)
+        assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    out = rc.make_random_checkpoint(tmp_path / "ck", tiny=True)
+    assert (out / "conds.pt").is_file() and (out / "ve.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert oct((out / "tokenizer.json").stat().st_mode & 0o044) == oct(0o044)  # readable by all
