@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -116,7 +117,6 @@ def _voices(args) -> None:
             print(f"cadence: warning: {e}", file=sys.stderr)
     elif args.action == "show":
         import dataclasses
-        import json
         print(json.dumps(dataclasses.asdict(lib.info(args.name)), indent=1))
     elif args.action == "rm":
         lib.remove(args.name)
@@ -252,6 +252,17 @@ def main(argv: list[str] | None = None) -> int:
                 context["compile"] = True
             run_stream_bench(args.model, args.device, _levels(args.concurrency or "1,16"), words=args.words,
                              out_json=args.out_json, out_md=args.out_md, **context)
+        elif args.command == "bench" and args.target == "plot":
+            from .bench.plot import write_plot
+            if not args.results or not args.plot:
+                raise CliError("bench plot needs --results FILE.json [...] and --plot OUT.svg")
+            missing = [r for r in args.results if not os.path.isfile(r)]
+            if missing:
+                raise CliError(f"--results: no such file: {missing[0]}")
+            try:
+                print(f"wrote {write_plot(args.results, args.plot)}")
+            except (ValueError, KeyError, json.JSONDecodeError) as exc:
+                raise CliError(f"--results: {exc}") from None
         elif args.command == "bench" and args.target == "soak":
             from .bench.soak import run_soak
             if args.seconds <= 0 or args.clients < 1:
@@ -302,8 +313,6 @@ def main(argv: list[str] | None = None) -> int:
                                watermark_device=args.watermark_device or "cpu")
             result = run_bench(opt, args.out_json, args.out_md)
             if args.fidelity:
-                import json
-
                 from .bench.fidelity import fidelity
                 result["fidelity"] = fidelity(args.model, args.device, "bfloat16" if args.dtype == "auto" else args.dtype,
                                               "float32" if args.vocoder_dtype == "auto" else args.vocoder_dtype)

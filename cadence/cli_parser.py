@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_knobs(say)
     say.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25-4, pitch kept (default 1)")
     b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")
-    b.add_argument("target", nargs="?", choices=["serve", "soak"],
-                   help="'serve': HTTP load on a cadence serve process; 'soak': a bounded soak + cancellation storm")
+    b.add_argument("target", nargs="?", choices=["serve", "soak", "plot"],
+                   help="'serve': HTTP load on a cadence serve process; 'soak': a bounded soak + cancellation storm; "
+                        "'plot': a chart of --reference results (--results, --plot)")
+    b.add_argument("--results", nargs="+", help="with plot: `cadence bench --reference` JSON files")
     b.add_argument("--seconds", type=float, default=600, help="with soak: how long the clients run")
     b.add_argument("--clients", type=int, default=16, help="with soak: concurrent clients")
     b.add_argument("--requests-per-client", type=int, default=2, help="with serve: requests each client sends")
@@ -137,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prepare-device", default="auto", help="with --voices: auto (lent on demand), cuda or cpu")
     b.add_argument("--voice-cache-mb", type=int, default=256, help="with --voices: device voice cache bound")
     b.add_argument("--concurrency", help="batched engine under N simultaneous requests, e.g. 1,4,16,32,64")
-    b.add_argument("--plot", help="with --concurrency: write the throughput curve as an SVG here")
+    b.add_argument("--plot", help="with --concurrency: write the throughput curve as an SVG here; with plot: the "
+                                  "chart's SVG file")
     b.add_argument("--stream", action="store_true", help="streaming TTFA/underruns (1 and 16 streams) and "
                                                          "10,000-word long-text throughput")
     b.add_argument("--words", type=int, default=10000, help="with --stream: words of long text")

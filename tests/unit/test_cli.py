@@ -189,3 +189,23 @@ def test_device_has_one_meaning_on_every_command():
     for prog, default, help_text in seen:
         assert default in ("auto", None), (prog, default)  # serve: None = CADENCE_DEVICE or auto
         assert help_text.startswith("cpu, cuda, cuda:N, mps or auto (CUDA if present"), (prog, help_text)
+
+
+def test_bench_plot_draws_the_readme_chart_from_raw_results_and_refuses_other_files(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cadence.cli", *a], capture_output=True, text=True)  # noqa: E731
+    from pathlib import Path
+    results = Path(__file__).resolve().parents[2] / "docs" / "results"
+    raw = [str(results / "2026-11-26-h200/benchmarks.json"), str(results / "2026-12-02-h200/turbo_bench.json")]
+    out = tmp_path / "chart.svg"
+    r = run("bench", "plot", "--results", *raw, "--plot", str(out))
+    assert r.returncode == 0, r.stderr
+    svg = out.read_text()
+    assert svg.startswith("<svg") and svg.count('fill="#2b6cb0"') == 5  # the legend + 2 results x 2 panels
+    assert ">0.054<" in svg and ">0.490<" in svg and ">1621<" in svg  # the medians and peaks of those files
+    for bad, fragment in (([str(results.parents[1] / "README.md")], "not JSON"),
+                          ([str(results / "2026-12-02-h200/serve_turbo_mp3_wm-cpu.json")],
+                           "not a `cadence bench --reference` result"),
+                          (["nope.json"], "no such file")):
+        r = run("bench", "plot", "--results", *bad, "--plot", str(out))
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], (bad, r.stderr)
