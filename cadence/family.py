@@ -61,8 +61,8 @@ ENGLISH = ModelFamily(
     tokenizer_files=("tokenizer.json",), t3_class=T3, t3_config=T3Config.english(),
     t3_tiny_config=T3Config.tiny(), s3gen_config=S3GenConfig.english(), s3gen_tiny_config=S3GenConfig.tiny(),
     cfg_pair=True,
-    defaults=dict(temperature=0.8, cfg_weight=0.5, exaggeration=0.5, repetition_penalty=1.2, min_p=0.05,
-                  top_p=1.0, top_k=0),
+    # no exaggeration: unset, a request takes its voice's own (stored with the voice, 0.5 unless chosen)
+    defaults=dict(temperature=0.8, cfg_weight=0.5, repetition_penalty=1.2, min_p=0.05, top_p=1.0, top_k=0),
     unused_knobs=(), silence_tokens=0, min_voice_seconds=1.0, voice_t3_seconds=6, voice_lufs=None,
     normalize=normalize_text, load_tokenizer=lambda d: TextTokenizer(Path(d) / "tokenizer.json"))
 

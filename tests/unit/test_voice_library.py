@@ -248,3 +248,16 @@ def test_a_random_checkpoint_that_fails_midway_leaves_nothing_that_looks_whole(t
     assert (out / "conds.pt").is_file() and (out / "ve.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
     assert oct((out / "tokenizer.json").stat().st_mode & 0o044) == oct(0o044)  # readable by all
+
+
+def test_an_unset_exaggeration_takes_the_voices_stored_one(tiny_tts):
+    """A voice stored with exaggeration 0.9 is spoken at 0.9 unless a request sets one: the family's defaults
+    hold no exaggeration, so `TTS.params()` (the server's and the CLI's path) leaves it unset."""
+    from cadence.random_checkpoint import synthetic_voice
+    voice = tiny_tts.prepare_voice(synthetic_voice(seconds=3.0, seed=4), sample_rate=24000, exaggeration=0.9)
+    unset = tiny_tts.params()
+    assert unset.exaggeration is None
+    text = "Stored emotion."
+    stored = tiny_tts.prefill(text, voice, unset)
+    assert torch.equal(stored, tiny_tts.prefill(text, voice, tiny_tts.params(exaggeration=0.9)))
+    assert not torch.equal(stored, tiny_tts.prefill(text, voice, tiny_tts.params(exaggeration=0.5)))
