@@ -153,11 +153,18 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
     # --- health, metrics, models ------------------------------------------------------------------------
     @app.get("/health")
     async def health():
-        body = {"status": state.status, "model": settings.model}
+        body = {"status": state.status, "model": settings.model, "auth": bool(settings.api_key)}
         if state.error:
             body["error"] = state.error
         if state.tts is not None and state.status == "ready":
-            body.update(device=str(state.tts.device), plan=state.tts.plan.name, **state.tts.engine.load)
+            t = state.tts
+            # the family's knobs and their defaults (absent: unset, e.g. exaggeration = the voice's own), which
+            # the playground shows; the knobs its model lacks are refused when set
+            knobs = {k: t.family.defaults.get(k) for k in ("exaggeration", "cfg_weight", "temperature",
+                                                           "repetition_penalty", "min_p", "top_p", "top_k")
+                     if k not in t.family.unused_knobs}
+            body.update(device=str(t.device), plan=t.plan.name, family=t.family.name, sample_rate=t.sample_rate,
+                        knobs=knobs, max_new_tokens=t.params().max_new_tokens, **t.engine.load)
         return JSONResponse(body, 200 if state.status != "error" else 503)
 
     @app.get("/metrics")

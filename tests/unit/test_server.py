@@ -218,17 +218,38 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
 
 
 def test_playground_in_headless_chromium(server, tmp_path):
+    """The playground as a user meets it: the loaded model's knobs with their defaults, a voice uploaded,
+    previewed and deleted, speech streamed and played as it arrives (Speak disabled meanwhile), a bad knob
+    reported inline, no console errors, and a page that renders (screenshots checked) on a desktop and a phone."""
+    import io
     import shutil
+
+    from PIL import Image
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (scripts/setup.sh --test installs it where apt is usable)")
     wav = tmp_path / "mine.wav"
     sf.write(str(wav), synthetic_voice(seconds=3.0, seed=8), 24000)
+
+    def rendered(png: bytes) -> Image.Image:
+        img = Image.open(io.BytesIO(png)).convert("RGB")
+        colors = img.resize((64, 64)).getcolors(64 * 64)
+        assert len(colors) > 8, "the page rendered blank"
+        return img
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page()
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(server + "/")
+        page.wait_for_function("document.getElementById('cfg_weight') !== null")
+        assert page.get_attribute("#cfg_weight", "placeholder") == "0.5"  # the family's default
+        assert page.get_attribute("#exaggeration", "placeholder") == "the voice's"  # unset: the voice's own
+        assert "Chatterbox english" in page.inner_text("#model")
+        page.wait_for_function("document.getElementById('voiceError').textContent.includes('API key')")
         page.fill("#apikey", KEY)
         page.dispatch_event("#apikey", "change")
         page.wait_for_function("document.querySelectorAll('#voice option').length >= 1")
@@ -240,13 +261,32 @@ def test_playground_in_headless_chromium(server, tmp_path):
         page.fill("#text", "Hello from the browser.")
         page.fill("#seed", "5")
         page.fill("#max_new_tokens", "40")
-        page.select_option("#format", "wav")
+        page.select_option("#format", "wav")  # streamed: played as it arrives, a wav to download
+        page.evaluate("window.seen = []; new MutationObserver(() => seen.push(document.getElementById('speak')"
+                      ".disabled)).observe(document.getElementById('speak'), {attributes: true})")
         page.click("#speak")
-        page.wait_for_function("/^(done|error)/.test(document.getElementById('status').textContent)", timeout=120000)
-        assert page.inner_text("#status").startswith("done"), page.inner_text("#status")
+        page.wait_for_function("/^(done)/.test(document.getElementById('status').textContent) || "
+                               "document.getElementById('speakError').textContent", timeout=120000)
+        assert page.inner_text("#status").startswith("done"), page.inner_text("#speakError")
+        assert page.evaluate("seen")[:1] == [True] and page.evaluate("seen")[-1] is False  # disabled while busy
         page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=30000)
         duration = page.evaluate("document.getElementById('player').duration")
         href = page.get_attribute("#download", "href")
+        desktop = rendered(page.screenshot(full_page=True))
+        page.fill("#temperature", "9")  # out of range: refused inline, before any request
+        page.click("#speak")
+        page.wait_for_function("document.getElementById('speakError').textContent.length > 0", timeout=30000)
+        assert "temperature" in page.inner_text("#speakError")
+        page.fill("#temperature", "")
+        page.click("#voices li:has-text('browser-voice') >> text=preview")
+        page.wait_for_function("/^done/.test(document.getElementById('status').textContent)", timeout=120000)
+        page.click("#voices li:has-text('browser-voice') >> text=delete")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('deleted')", timeout=30000)
+        assert "browser-voice" not in page.inner_text("#voices")
+        page.set_viewport_size({"width": 390, "height": 844})
+        phone = rendered(page.screenshot(full_page=True))
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
         browser.close()
     assert duration > 0.1 and href.startswith("blob:")
-    httpx.delete(server + "/v1/voices/browser-voice", headers={"Authorization": f"Bearer {KEY}"})
+    assert desktop.width >= 800 and phone.width == 390
+    assert errors == [], errors
