@@ -238,6 +238,17 @@ def main(argv: list[str] | None = None) -> int:
             res = bench_voices(args.model, args.device, prepare_device=args.prepare_device,
                                voice_cache_mb=args.voice_cache_mb)
             write_report(res, markdown(res), args.out_json, args.out_md)
+        elif args.command == "bench" and args.speeds:
+            from .bench.offline import write_report
+            from .bench.speed import markdown as speed_md
+            from .bench.speed import run_speed_bench
+            try:
+                speeds = [float(x) for x in args.speeds.split(",") if x.strip()]
+            except ValueError:
+                raise CliError(f"--speeds must be a comma list of rates in [0.25, 4], got {args.speeds!r}") from None
+            _check_bench_counts(args)
+            res = run_speed_bench(args.model, args.device, speeds, repeats=args.repeats, tokens=args.short_tokens)
+            write_report(res, speed_md(res), args.out_json, args.out_md)
         elif args.command == "bench" and args.stream:
             from .bench.stream import run_stream_bench
             if args.words < 1:

@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--stream", action="store_true", help="streaming TTFA/underruns (1 and 16 streams) and "
                                                          "10,000-word long-text throughput")
     b.add_argument("--words", type=int, default=10000, help="with --stream: words of long text")
+    b.add_argument("--speeds", help="measure `speed`: its pitch keeping and S3Gen cost at these rates, e.g. "
+                                    "0.5,0.75,1.25,1.5,2")
     _add_stream_context(b, None)
     b.add_argument("--json", dest="out_json", default="bench.json", help="JSON output path")
     b.add_argument("--md", dest="out_md", default="bench.md", help="Markdown table output path")

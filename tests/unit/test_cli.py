@@ -69,7 +69,9 @@ def test_cli_refusals_before_any_work(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "cadence.cli", *a], capture_output=True, text=True)  # noqa: E731
     (tmp_path / "dir.wav").mkdir()
     cases = [(("say", "hi", "-o", str(tmp_path / "dir.wav")), "is a directory"),
-             (("bench", "--device", "cuda"), "no CUDA device")]
+             (("bench", "--device", "cuda"), "no CUDA device"),
+             (("bench", "--speeds", "0.5,9", "--device", "cpu"), "speed must be a number in [0.25, 4.0]"),
+             (("bench", "--speeds", "fast", "--device", "cpu"), "--speeds must be a comma list")]
     for args, fragment in cases:
         r = run(*args)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]

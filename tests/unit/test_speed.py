@@ -62,3 +62,16 @@ def test_speed_over_http(tmp_path_factory, tiny_ckpt):
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "speed"
     finally:
         next(gen, None)
+
+
+def test_the_speed_bench_measures_pitch_kept_and_resampling_moved():
+    """`cadence bench --speeds`' quality half, on its test signal of known pitch: the mel stretch keeps the
+    pitch (well within a semitone) and the length (source / speed, within 1%); resampling, beside it, moves
+    the pitch by an octave at 0.5x and 2x. A stretch that resampled would fail the first check."""
+    pytest.importorskip("librosa")
+    from cadence.bench.speed import pitch_and_length
+    rows = {r["speed"]: r for r in pitch_and_length((0.5, 2.0), seconds=3.0, n_iter=16)}
+    for speed, r in rows.items():
+        assert abs(r["pitch_cents"]) < 100, r
+        assert abs(r["length_ratio"] - 1) < 0.01, r
+        assert abs(abs(r["resampled_pitch_cents"]) - 1200) < 60, r
