@@ -153,10 +153,16 @@ def start_server(model: str, device: str, log: str | None = None, compile: bool 
 def wait_idle(base: str, timeout: float, poll: float = 0.1) -> dict:
     """Poll /health until the engine holds no running or waiting request (or `timeout` passes); the last health."""
     deadline = time.time() + timeout
+    health: dict = {}
     while True:
-        health = httpx.get(base + "/health").json()
-        if (health["running"] == 0 and health["waiting"] == 0) or time.time() > deadline:
-            return health
+        try:
+            health = httpx.get(base + "/health").json()
+        except httpx.HTTPError:  # one poll lost (e.g. the connection reset while the server dumped its stacks)
+            if time.time() > deadline:
+                raise
+        else:
+            if (health["running"] == 0 and health["waiting"] == 0) or time.time() > deadline:
+                return health
         time.sleep(poll)
 
 
