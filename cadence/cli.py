@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError(f"--results: no such file: {missing[0]}")
             try:
                 print(f"wrote {write_plot(args.results, args.plot)}")
-            except (ValueError, KeyError, json.JSONDecodeError) as exc:
+            except (ValueError, KeyError) as exc:
                 raise CliError(f"--results: {exc}") from None
         elif args.command == "bench" and args.target == "soak":
             from .bench.soak import run_soak

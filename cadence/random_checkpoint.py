@@ -147,7 +147,6 @@ def _write_english(out: Path, seed: int, tiny: bool, with_conds: bool) -> None:
         readable_by_all(out / name)
     _save_s3gen(s3gen, out / "s3gen.safetensors", seed + 2, meta)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(cfg.t3.text_vocab), ensure_ascii=False))
-    readable_by_all(out / "tokenizer.json")
     if with_conds:
         _write_default_voice(out)
 

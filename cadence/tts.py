@@ -66,8 +66,7 @@ class TTS(EngineAPI):
         self.model_dir = model_dir
         self.config = config or EngineConfig()
         wm_dev = self.config.watermark_device
-        self.watermark_device = str(torch.device("cpu") if wm_dev == "cpu" else
-                                    device if wm_dev == "auto" else pick_device(wm_dev))
+        self.watermark_device = str(device if wm_dev == "auto" else pick_device(wm_dev))
         """Where the Perth watermark runs (`EngineConfig.watermark_device`), resolved."""
         self.plan, self.plan_reason = self.config.resolve_plan(device)
         graphs = device.type == "cuda" and not self.config.enforce_eager

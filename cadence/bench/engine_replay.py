@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import asdict
 
 from ..engine.request import Request
 from ..sampling_params import SamplingParams
@@ -30,8 +31,7 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> 
             with lock:
                 audio.append(seconds)
                 latencies.append(time.perf_counter() - t0)
-    st = tts.engine.stats
-    before = (st.decode_steps, st.slot_steps, st.t3_s, st.s3gen_s, st.prefill_s)
+    before = asdict(tts.engine.stats)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for t in threads:
@@ -39,11 +39,11 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> 
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    steps, slot_steps, t3_s, s3gen_s, prefill_s = (a - b for a, b in zip(
-        (st.decode_steps, st.slot_steps, st.t3_s, st.s3gen_s, st.prefill_s), before))
-    # the same counters the serve bench reads from /metrics for the HTTP run
-    engine = {"prefill_busy_s": prefill_s, "t3_busy_s": t3_s, "s3gen_busy_s": s3gen_s, "decode_steps": steps,
-              "request_steps": slot_steps, "mean_batch": slot_steps / steps if steps else 0.0}
+    d = {k: v - before[k] for k, v in asdict(tts.engine.stats).items()}
+    # the same counters, under the same names, as the serve bench reads from /metrics for the HTTP run
+    engine = {"prefill_busy_s": d["prefill_s"], "t3_busy_s": d["t3_s"], "s3gen_busy_s": d["s3gen_s"],
+              "decode_steps": d["decode_steps"], "request_steps": d["slot_steps"],
+              "mean_batch": d["slot_steps"] / d["decode_steps"] if d["decode_steps"] else 0.0}
     return {"concurrency": concurrency, "stream": bodies[0]["stream"] if bodies else True, "requests": len(bodies),
             "audio_s": sum(audio), "wall_s": wall, "x_realtime": sum(audio) / wall, "engine": engine}
 

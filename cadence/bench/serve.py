@@ -153,7 +153,6 @@ def start_server(model: str, device: str, log: str | None = None, compile: bool 
 def wait_idle(base: str, timeout: float, poll: float = 0.1) -> dict:
     """Poll /health until the engine holds no running or waiting request (or `timeout` passes); the last health."""
     deadline = time.time() + timeout
-    health: dict = {}
     while True:
         try:
             health = httpx.get(base + "/health").json()
@@ -190,11 +189,11 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
     # The first traffic after ready (graphs still being captured), then the same requests once warm.
     probe = (lambda: asyncio.run(_level(base, cold_probe, 2 * cold_probe, 7, max_tokens, modes[0], None, fmt,
                                         client, request_tokens))) if cold_probe else None
-    after_ready = probe() if probe else None
-    while httpx.get(base + "/health").json().get("warming", 0):  # steady-state figures: graphs all captured
-        time.sleep(0.5)
-    warm_s = time.perf_counter() - t_start
     try:
+        after_ready = probe() if probe else None
+        while httpx.get(base + "/health").json().get("warming", 0):  # steady-state figures: graphs all captured
+            time.sleep(0.5)
+        warm_s = time.perf_counter() - t_start
         asyncio.run(_level(base, 2, 2, 0, 100, client_kind=client))  # warm-up
         when_warm = probe() if probe else None
         health = httpx.get(base + "/health").json()

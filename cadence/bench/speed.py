@@ -1,4 +1,4 @@
-"""`cadence bench --speed`: what OpenAI's `speed` (0.25-4) costs and how well it keeps pitch.
+"""`cadence bench --speeds`: what OpenAI's `speed` (0.25-4) costs and how well it keeps pitch.
 
 Quality, independent of the weights: a speech-like test signal with a known pitch contour goes through S3Gen's
 log-mel, the mel is stretched exactly as the engine stretches it (`cadence.audio.speed.stretch_mel`), and both
@@ -13,7 +13,6 @@ its ratio to speed 1 (the flow's work does not change with speed; the vocoder's 
 from __future__ import annotations
 
 import statistics
-import time
 
 import numpy as np
 import torch
@@ -67,18 +66,15 @@ def cost(tts, speeds=SPEEDS, tokens: int = 250, repeats: int = 3) -> list[dict]:
     """S3Gen seconds for `tokens` random speech tokens at each speed (median of `repeats`, after a warm-up)."""
     from ..engine.rng import RequestRNG
     from ..random_checkpoint import synthetic_voice
+    from .offline import _timed
     voice = tts.prepare_voice(synthetic_voice(), sample_rate=SR)
     gen = torch.Generator().manual_seed(0)
     speech = torch.randint(0, 6561, (tokens,), generator=gen).to(tts.device)
 
     def once(speed):
-        if tts.device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        wav = tts.audio_runner.synthesize(speech, voice, RequestRNG(1, tts.device), speed=speed)
-        if tts.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t, wav.shape[-1] / SR
+        wav, seconds = _timed(tts.device, lambda: tts.audio_runner.synthesize(speech, voice, RequestRNG(1, tts.device),
+                                                                               speed=speed))
+        return seconds, wav.shape[-1] / SR
     rows = []
     for speed in speeds:
         once(speed)

@@ -30,7 +30,7 @@ def lower_this_thread(increment: int = HELPER_NICE) -> bool:
     return True
 
 
-def helper_initializer(on_gpu: bool):
-    """The thread-pool initializer for helper threads: lowered beside a GPU engine; none beside a CPU engine,
-    whose own thread is the CPU work and would starve them."""
-    return lower_this_thread if on_gpu else None
+def lower_beside_gpu(device) -> bool:
+    """A helper thread's pool initializer: lower it beside an engine on a GPU (`device`); beside a CPU engine,
+    whose own thread is the CPU work and would starve it, leave it as it is. True when lowered."""
+    return device.type == "cuda" and lower_this_thread()

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import watermark as wm
-from .cpu_priority import helper_initializer
+from .cpu_priority import lower_beside_gpu
 from .host_memory import HostTrimmer
 from .request import AudioChunk
 from .state import _Running
@@ -30,8 +30,8 @@ class Postprocess:
     def __init__(self, engine, lanes: int | None = None):
         self.engine = engine
         # beside a GPU engine, below its threads on the CPU (`cpu_priority`): the watermark must not delay a step
-        init = helper_initializer(engine.tts.device.type == "cuda")
-        self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cadence-post-{i}", initializer=init)
+        self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cadence-post-{i}",
+                                          initializer=lower_beside_gpu, initargs=(engine.tts.device,))
                        for i in range(lanes or lane_count())]
         self._next = 0
         self._trimmer = HostTrimmer()

@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..sampling_params import SamplingParams
 from .errors import ApiError, error_body
 from .metrics import Metrics
 from .settings import ServerSettings
@@ -160,9 +161,8 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
             t = state.tts
             # the family's knobs and their defaults (absent: unset, e.g. exaggeration = the voice's own), which
             # the playground shows; the knobs its model lacks are refused when set
-            knobs = {k: t.family.defaults.get(k) for k in ("exaggeration", "cfg_weight", "temperature",
-                                                           "repetition_penalty", "min_p", "top_p", "top_k")
-                     if k not in t.family.unused_knobs}
+            knobs = {k: t.family.defaults.get(k) for k in SamplingParams.names()
+                     if k not in ("max_new_tokens", "seed", *t.family.unused_knobs)}
             body.update(device=str(t.device), plan=t.plan.name, family=t.family.name, sample_rate=t.sample_rate,
                         knobs=knobs, max_new_tokens=t.params().max_new_tokens, **t.engine.load)
         return JSONResponse(body, 200 if state.status != "error" else 503)

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from ..audio.encode import CONTENT_TYPES, StreamEncoder
-from ..engine.cpu_priority import helper_initializer
+from ..engine.cpu_priority import lower_beside_gpu
 from ..engine.request import Request as EngineRequest
 from ..engine.request import RequestCancelled
 from .errors import ApiError, documented
@@ -60,11 +60,9 @@ def queue_full(load: dict, max_queue: int) -> bool:
 def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
     # Encoders (mp3, opus, aac, flac: FFmpeg through PyAV, which releases the GIL) run here, never on the loop.
     # Beside a GPU engine, below its threads on the CPU (`cadence.engine.cpu_priority`): encoding never delays a
-    # decode step.
-    import torch
-    on_gpu = settings.device != "cpu" and torch.cuda.is_available()
+    # decode step. A pool thread starts with the first response it encodes, so the loaded engine's device is known.
     encoders = ThreadPoolExecutor(max_workers=settings.encode_workers, thread_name_prefix="cadence-encode",
-                                  initializer=helper_initializer(on_gpu))
+                                  initializer=lambda: lower_beside_gpu(ready().device))
 
     def resolve_voice(t, name: str):
         lib = library()

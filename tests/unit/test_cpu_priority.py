@@ -6,20 +6,22 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
-from cadence.engine.cpu_priority import HELPER_NICE, helper_initializer, lower_this_thread
+from cadence.engine.cpu_priority import HELPER_NICE, lower_beside_gpu, lower_this_thread
 
 
-def _nice_of_a_pool_thread(initializer) -> int:
-    with ThreadPoolExecutor(max_workers=1, initializer=initializer) as pool:
+def _nice_of_a_pool_thread(engine_device: str) -> int:
+    with ThreadPoolExecutor(max_workers=1, initializer=lower_beside_gpu,
+                            initargs=(torch.device(engine_device),)) as pool:
         return pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="nice is per thread on Linux only")
 def test_helpers_beside_a_gpu_engine_run_at_lower_priority_and_only_they():
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert _nice_of_a_pool_thread(helper_initializer(on_gpu=True)) == min(19, mine + HELPER_NICE)
-    assert _nice_of_a_pool_thread(helper_initializer(on_gpu=False)) == mine  # a CPU engine: unchanged
+    assert _nice_of_a_pool_thread("cuda") == min(19, mine + HELPER_NICE)
+    assert _nice_of_a_pool_thread("cpu") == mine  # a CPU engine: unchanged
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's own thread too
 
 
