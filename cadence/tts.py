@@ -248,7 +248,7 @@ class TTS(EngineAPI):
         t3_lease, s3_lease = self._stage_leases
         with t3_lease:
             try:
-                tokens = self._t3(text, voice, params, rng.device, speech_tokens_only)
+                tokens = self._t3(text, voice, params, seed, speech_tokens_only)
             finally:  # under offload the decode graphs point at lent weights: they go with the lease
                 if self.plan.offload:
                     self.t3_runner.release()
@@ -284,10 +284,10 @@ class TTS(EngineAPI):
         """What S3Gen renders of a finished request's speech tokens: Turbo's end on silence tokens, as trained."""
         return speech + [SILENCE_TOKEN] * self.family.silence_tokens
 
-    def _t3(self, text: str, voice: Voice, params: SamplingParams, gen: torch.Generator,
+    def _t3(self, text: str, voice: Voice, params: SamplingParams, seed: int,
             speech_only: bool = False) -> list[int]:
         prefill = self.prefill(text, voice, params)
-        return self.t3_runner.generate(prefill, params, gen, speech_only=speech_only).tokens
+        return self.t3_runner.generate(prefill, params, seed, speech_only=speech_only).tokens
 
     @torch.inference_mode()
     def prefill(self, text: str, voice: Voice, params: SamplingParams, cfg_pair: bool | None = None) -> torch.Tensor:

@@ -5,14 +5,16 @@ Slot s holds one request in `rows_per_slot` rows of the KV cache: rows 2s (condi
 own position, so requests at different lengths share one decode step. A step covers the
 first `b` slots (b from a ladder of batch sizes) and attends over the first A cache positions (A from a
 ladder of lengths); each (b, A, filters) variant is one CUDA graph on the GPU. All step inputs are static
-device buffers; the host only refills each request's sampling noise from the request's own generator, so
-a request's tokens depend on its seed and step alone, never on its batch-mates."""
+device buffers, the sampling noise included: each row's draws are a function of its request's seed and step
+(`layers.race_noise`), computed inside the step, so a request's tokens depend on its seed and step alone, never
+on its batch-mates, and the host does nothing per request per step."""
 
 from __future__ import annotations
 
 import torch
 
 from ..layers.decode_attention import PrefixMask
+from ..layers.race_noise import race_noise_into
 from ..layers.sampling import process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
@@ -51,6 +53,7 @@ class BatchDecoder:
         self.pos = z(rows)  # next cache position of each row
         self.speech_pos = z(slots)
         self.step = z(slots)
+        self.seeds = z(slots)  # each request's seed: its sampling noise is drawn from (seed, step)
         self.active = z(slots)  # 1 while a request owns the slot: positions of free slots stay put
         self.counts = z(slots, c.speech_vocab, dtype=torch.int32)
         self.noise = torch.ones(slots, c.speech_vocab, device=dev)
@@ -119,6 +122,7 @@ class BatchDecoder:
         self.pos[r] = L
         self.speech_pos[slot] = 1
         self.step[slot] = 0
+        self.seeds[slot] = params.seed or 0
         self.counts[slot].zero_()
         self.counts[slot, c.start_speech] = 1  # the reference's history starts with the start token
         self.done[slot] = False
@@ -150,7 +154,7 @@ class BatchDecoder:
         probs = process_logits(logits[:, 0], logits[:, 1] if n == 2 else None, self.counts[:b], kn["cfg"],
                                kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k[:b], use_top_k, use_top_p,
                                penalty_last=t3.penalty_last)
-        token = sample(probs, self.noise[:b])  # (b,)
+        token = sample(probs, race_noise_into(self.noise[:b], self.seeds[:b], self.step[:b]))  # (b,)
         slots = torch.arange(b, device=token.device)
         self.out[slots, self.step[:b].clamp(max=self.slot_len - 1)] = token
         self.counts[:b].scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))

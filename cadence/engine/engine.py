@@ -267,7 +267,7 @@ class Engine:
             req = r.handle.request
             r.t_admit = now
             if req.stream:
-                # S3Gen draws from its own stream here: interleaved with T3's draws it would change the tokens
+                # a stream's windows draw from a stream of their own, apart from the one-piece path's S3Gen draws
                 audio_rng = RequestRNG((req.params.seed + 0x5EED) % 2 ** 63, self.tts.device)
                 keep_prompt, keep_history = self.tts.config.stream_context_tokens()
                 r.stream = StreamState(self.tts.voice_cache.get(req.voice).voice, audio_rng,
@@ -296,9 +296,6 @@ class Engine:
         flags = (any(p.top_k > 0 for p in params), any(p.top_p < 1.0 for p in params))
         for _ in range(self.tts.config.eos_check_every):
             attend = d.length_for(max(r.prefill_len + r.steps for r in running.values()) + 1)
-            for slot, r in running.items():  # past its limit a slot idles until the host looks: draw nothing
-                if r.steps < r.handle.request.params.max_new_tokens:
-                    d.noise[slot].exponential_(generator=r.rng.device)
             d.run_step(b, attend, *flags)
             for r in running.values():
                 r.steps += 1

@@ -1,13 +1,14 @@
 """T3 decoding with CUDA graphs: one captured step per attention-length bucket over one static KV cache.
 
 A step reads only static device buffers (last hidden state, positions, knobs, token counts, noise) and
-writes the next hidden state, the sampled token and the done flag; the host replays graphs, refills the
-exponential noise from the request's generator, and looks at the done flag every few steps."""
+writes the next hidden state, the sampled token and the done flag; the step draws its own noise from the
+request's seed and step (`layers.race_noise`); the host replays graphs and looks at the done flag every few steps."""
 
 from __future__ import annotations
 
 import torch
 
+from ..layers.race_noise import race_noise_into
 from ..layers.sampling import process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
@@ -32,6 +33,7 @@ class T3GraphDecoder:
         self.step = torch.zeros(1, device=dev, dtype=torch.long)
         self.counts = torch.zeros(1, c.speech_vocab, device=dev, dtype=torch.int32)
         self.noise = torch.ones(1, c.speech_vocab, device=dev, dtype=torch.float32)
+        self.seed = torch.zeros(1, device=dev, dtype=torch.long)
         self.allowed = torch.ones(c.speech_vocab, device=dev, dtype=torch.bool)
         self.out = torch.zeros(max_steps + 1, device=dev, dtype=torch.long)
         self.done = torch.zeros(1, device=dev, dtype=torch.bool)
@@ -49,7 +51,7 @@ class T3GraphDecoder:
         probs = process_logits(logits[:1], logits[1:2] if self.rows == 2 else None, self.counts, kn["cfg"],
                                kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k, use_top_k, use_top_p,
                                penalty_last=t3.penalty_last)
-        token = sample(probs, self.noise)
+        token = sample(probs, race_noise_into(self.noise, self.seed, self.step))
         self.out.index_copy_(0, self.step.clamp(max=self.max_steps), token)
         self.counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
         self.done |= token == c.stop_speech
@@ -83,7 +85,7 @@ class T3GraphDecoder:
         raise ValueError(f"sequence of {length} positions exceeds the KV cache ({self.max_len})")
 
     @torch.inference_mode()
-    def generate(self, prefill: torch.Tensor, params: SamplingParams, generator: torch.Generator,
+    def generate(self, prefill: torch.Tensor, params: SamplingParams, seed: int,
                  steps: int, eos_check_every: int, speech_only: bool = False) -> list[int]:
         t3, c = self.t3, self.t3.cfg
         rows, L, _ = prefill.shape
@@ -98,6 +100,7 @@ class T3GraphDecoder:
         self.pos.fill_(L)
         self.speech_pos.fill_(1)
         self.step.zero_()
+        self.seed.fill_(seed)
         self.counts.zero_()
         self.counts[0, c.start_speech] = 1
         self.done.zero_()
@@ -111,7 +114,6 @@ class T3GraphDecoder:
         self.top_k.fill_(params.top_k)
         n = 0
         for i in range(steps):
-            self.noise.exponential_(generator=generator)
             self.graphs[(self.bucket_for(L + i + 1), *flags)].replay()
             if i == 0 and not t3.start_in_history:  # later steps' penalty sees only the generated tokens
                 self.counts[0, c.start_speech] -= 1

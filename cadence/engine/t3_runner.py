@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..layers.race_noise import race_noise
 from ..layers.sampling import process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
@@ -86,16 +87,17 @@ class T3Runner:
         return self.cache
 
     @torch.inference_mode()
-    def generate(self, prefill: torch.Tensor, params: SamplingParams, generator: torch.Generator,
+    def generate(self, prefill: torch.Tensor, params: SamplingParams, seed: int,
                  forced_tokens: list[int] | None = None, keep_logits: bool = False,
                  speech_only: bool = False) -> T3Result:
-        """prefill (rows, L, C): rows = 2 for a CFG pair. With `forced_tokens` the given tokens are fed
+        """prefill (rows, L, C): rows = 2 for a CFG pair. The sampling noise of step i is a function of (seed, i)
+        alone (`layers.race_noise`), as in the batched engine. With `forced_tokens` the given tokens are fed
         instead of sampled ones (teacher forcing) and generation runs exactly that many steps. `speech_only`
         masks ids that are neither speech tokens nor EOS."""
         if self.use_graphs and forced_tokens is None and not keep_logits:
             rows, L, _ = prefill.shape
             dec = self.graph_decoder(rows, L + params.max_new_tokens)
-            tokens = dec.generate(prefill, params, generator, params.max_new_tokens, self.eos_check_every, speech_only)
+            tokens = dec.generate(prefill, params, seed, params.max_new_tokens, self.eos_check_every, speech_only)
             return T3Result(tokens=tokens, prefill_len=L)
         t3, dev = self.t3, self.device
         cfg = t3.cfg
@@ -111,7 +113,7 @@ class T3Runner:
         min_p, top_p, top_k = knob(params.min_p), knob(params.top_p), knob(params.top_k, torch.long)
         counts = torch.zeros(1, V, device=dev, dtype=torch.int32)
         counts[0, cfg.start_speech] = 1  # the reference's history starts with the start token
-        noise = torch.empty(1, V, device=dev, dtype=torch.float32)
+        seeds = torch.tensor([seed], device=dev, dtype=torch.long)
         out = torch.full((steps,), -1, device=dev, dtype=torch.long)
         forced = torch.tensor(forced_tokens, device=dev, dtype=torch.long) if forced_tokens is not None else None
         logits_log = [] if keep_logits else None
@@ -133,7 +135,7 @@ class T3Runner:
                 logits_log.append(logits.float().cpu())
             probs = process_logits(logits[:1], logits[1:2] if rows == 2 else None, counts,
                                    cfg_w, rep, temp, min_p, top_p, top_k, penalty_last=t3.penalty_last)
-            noise.exponential_(generator=generator)
+            noise = race_noise(seeds, torch.full((1,), i, device=dev, dtype=torch.long), V)
             token = sample(probs, noise) if forced is None else forced[i:i + 1]
             out[i:i + 1] = token
             counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))

@@ -16,10 +16,9 @@ def test_cuda_matches_cpu_teacher_forced(tiny_ckpt):
     gpu = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, dtype="float32")
     p = SamplingParams(max_new_tokens=16, seed=1)
     voice = cpu.default_voice
-    run = cpu.t3_runner.generate(cpu.prefill("Hello there.", voice, p), p, torch.Generator().manual_seed(1),
-                                 keep_logits=True)
-    out = gpu.t3_runner.generate(gpu.prefill("Hello there.", voice, p), p,
-                                 torch.Generator(device="cuda").manual_seed(1), forced_tokens=run.tokens,
+    run = cpu.t3_runner.generate(cpu.prefill("Hello there.", voice, p), p, 1, keep_logits=True)
+    out = gpu.t3_runner.generate(gpu.prefill("Hello there.", voice, p), p, 1,
+                                 forced_tokens=run.tokens,
                                  keep_logits=True)
     assert max(rel_err(a, b) for a, b in zip(out.logits, run.logits)) < 1e-3
 

@@ -80,3 +80,20 @@ def test_one_sort_for_top_k_and_top_p_equals_two_filters():
                          one(0.0), top_p, top_k, use_top_k=True, use_top_p=True, penalty_last=True)
     assert torch.equal(got, _two_sorts(logits, top_k, top_p))
     assert (got[1] > 0).sum() == 1 and (got[2] > 0).sum() == 5
+
+
+def test_race_noise_is_a_function_of_seed_and_step_alone():
+    """A row's draws depend on its own (seed, step) only: the same alone or beside other rows, different for
+    another seed or step, and Exp(1)-distributed (mean and variance 1, the uniform behind it flat)."""
+    from cadence.layers.race_noise import race_noise
+    seeds = torch.tensor([5, 5, 6, 2 ** 63 - 1], dtype=torch.long)
+    steps = torch.tensor([0, 1, 0, 0], dtype=torch.long)
+    batch = race_noise(seeds, steps, 8194)
+    for i in range(4):
+        assert torch.equal(race_noise(seeds[i:i + 1], steps[i:i + 1], 8194)[0], batch[i])
+    assert not torch.equal(batch[0], batch[1]) and not torch.equal(batch[0], batch[2])
+    assert float(torch.corrcoef(batch[:3])[0, 1:].abs().max()) < 0.05
+    draws = race_noise(torch.arange(64), torch.zeros(64, dtype=torch.long), 8194).flatten()
+    assert abs(float(draws.mean()) - 1) < 0.01 and abs(float(draws.var()) - 1) < 0.03
+    hist = torch.histc(torch.exp(-draws), bins=10, min=0, max=1) / draws.numel()
+    assert float((hist - 0.1).abs().max()) < 0.005

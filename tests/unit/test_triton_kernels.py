@@ -81,6 +81,21 @@ for pos in (torch.tensor([7]), torch.tensor([[1], [5], [19]])):
 print("ok")
 """
 
+# The sampling noise: the Triton kernel draws the same integers as the torch form (equal to float rounding after
+# the logarithm), for full 63-bit seeds and rows of one batch at different steps.
+RACE_NOISE_CHECK = r"""
+import torch
+from cadence.layers.race_noise import _race_noise_kernel, race_noise_torch
+seeds = torch.tensor([0, 1, 2 ** 63 - 1, 123456789012345, 7], dtype=torch.long)
+steps = torch.tensor([0, 0, 999, 5, 6], dtype=torch.long)
+for V in (8194, 100):
+    out = torch.empty(5, V)
+    _race_noise_kernel[(5, (V + 1023) // 1024)](out, seeds, steps, V, BLOCK=1024)
+    err = float(((out - race_noise_torch(seeds, steps, V)).abs() / out).max())
+    assert err < 1e-5, (V, err)
+print("ok")
+"""
+
 
 def _interpreted(code: str) -> None:
     pytest.importorskip("triton")
@@ -103,6 +118,10 @@ def test_decode_linear_kernels_equal_the_eager_math_in_the_interpreter():
 
 def test_kv_write_kernel_equals_index_copies_in_the_interpreter():
     _interpreted(KV_WRITE_CHECK)
+
+
+def test_race_noise_kernel_equals_the_torch_draws_in_the_interpreter():
+    _interpreted(RACE_NOISE_CHECK)
 
 
 def test_fallback_equals_the_bool_mask_it_replaces():

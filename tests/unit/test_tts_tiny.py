@@ -44,8 +44,8 @@ def test_teacher_forcing_reproduces_sampled_run(tiny_tts):
     p = SamplingParams(**params_kw)
     voice = tiny_tts.default_voice
     pre = tiny_tts.prefill("Test.", voice, p)
-    run = tiny_tts.t3_runner.generate(pre, p, torch.Generator().manual_seed(3), keep_logits=True)
-    forced = tiny_tts.t3_runner.generate(pre, p, torch.Generator().manual_seed(3), forced_tokens=run.tokens,
+    run = tiny_tts.t3_runner.generate(pre, p, 3, keep_logits=True)
+    forced = tiny_tts.t3_runner.generate(pre, p, 3, forced_tokens=run.tokens,
                                          keep_logits=True)
     for a, b in zip(run.logits, forced.logits):
         assert torch.equal(a, b)
