@@ -3,8 +3,8 @@
 # family. RUNS: space-separated FAMILY:MODES:LEVELS:FORMAT:WATERMARK_DEVICE:REQUESTS_PER_CLIENT, e.g.
 # "english:one-piece:32,64:mp3:cpu:3 turbo:one-piece:16,64:mp3:cuda:2". TOKENS: each request's max_new_tokens
 # (300). COLD: clients of the first-traffic probe (8; 0 skips it). GPU_TESTS: test files to run first. BENCH: "turbo" or "english" for the offline bench with the reference
-# side by side (watermark on, on WM_DEVICE). PROFILE="AFTER:SECONDS": py-spy samples each run's server for SECONDS,
-# AFTER seconds into the run (once with every thread, once only the thread holding the GIL; py-spy's wheel in
+# side by side (watermark on, on WM_DEVICE). PROFILE="LEVEL:SECONDS": py-spy samples each run's server for SECONDS,
+# from 2 s after the level of LEVEL clients has finished (so during the next level) (once with every thread, once only the thread holding the GIL; py-spy's wheel in
 # .whl_srv). Results in $OUT: one JSON per run, the logs (and profiles) in logs.tgz.
 set -uo pipefail
 source scripts/gpu_env.sh
@@ -26,11 +26,14 @@ for run in ${RUNS:-}; do
   tag=${fam}_${modes}_${levels//,/-}_${fmt}_wm-${wmdev}
   echo "== $tag $(date +%T)"
   if [ -n "${PROFILE:-}" ]; then
-    ( IFS=: read -r after secs <<< "$PROFILE"; sleep "$after"; pid=$(pgrep -f "cadence.cli serve" | head -1)
+    ( IFS=: read -r after secs <<< "$PROFILE"
+      for _ in $(seq 1200); do grep -q "\"concurrency\": $after," /tmp/logs/bench_$tag.log 2>/dev/null && break; sleep 0.5; done
+      sleep 2
+      pid=$(pgrep -f "cadence.cli serve" | head -1)
       [ -n "$pid" ] && /tmp/site/bin/py-spy record -p "$pid" -d "$secs" -r 200 --threads --nonblocking -f raw \
         -o /tmp/logs/prof_all_$tag.txt > /tmp/logs/prof_$tag.log 2>&1
       [ -n "$pid" ] && /tmp/site/bin/py-spy record -p "$pid" -d "$secs" -r 200 --threads --gil --nonblocking -f raw \
-        -o /tmp/logs/prof_gil_$tag.txt >> /tmp/logs/prof_$tag.log 2>&1 ) &
+        -o /tmp/logs/prof_gil_$tag.txt >> /tmp/logs/prof_$tag.log 2>&1 ) > /dev/null 2>&1 &
   fi
   timeout ${SERVE_T:-280} python3 -m cadence.cli bench serve --model $ck --device cuda --watermark \
     --watermark-device "$wmdev" --concurrency "$levels" --modes "$modes" --format "$fmt" --requests-per-client "$rpc" \

@@ -25,10 +25,10 @@ for part in $parts; do
     srv) get .whl_srv fastapi starlette uvicorn python-multipart pydantic pydantic-core annotated-types \
            typing-inspection openai distro jiter sniffio py-spy soundfile soxr pyloudnorm cffi pycparser future ;;
     av) get .whl_av av ;;
-    wm) get .whl_wm librosa audioread pooch decorator soxr soundfile "setuptools<81"
+    wm) get .whl_wm "librosa==0.11.0" audioread pooch decorator soxr soundfile "setuptools<81"
         "$PY" scripts/perth_slim.py pack .whl_wm ;;
     ref) get .whl "chatterbox-tts==0.1.7" "s3tokenizer==0.3.0" "conformer==0.3.2" "diffusers==0.29.0" omegaconf \
-           antlr4-python3-runtime librosa audioread pooch decorator pyloudnorm future soundfile soxr ;;
+           antlr4-python3-runtime "librosa==0.11.0" audioread pooch decorator pyloudnorm future soundfile soxr ;;
     *) echo "unknown part: $part (srv, av, wm, ref)" >&2; exit 2 ;;
   esac
 done
