@@ -23,7 +23,7 @@ for part in $parts; do
   case $part in
     # The GPU image has starlette's neighbours (anyio, httpx, h11, prometheus-client, uvloop) but not these.
     srv) get .whl_srv fastapi starlette uvicorn python-multipart pydantic pydantic-core annotated-types \
-           typing-inspection opentelemetry-api importlib-metadata openai httpx2 httpcore2 truststore distro jiter sniffio platformdirs py-spy soundfile soxr pyloudnorm cffi pycparser future ;;
+           typing-inspection opentelemetry-api importlib-metadata openai httpx2 httpcore2 truststore anyio idna h11 distro jiter sniffio platformdirs py-spy soundfile soxr pyloudnorm cffi pycparser future ;;
     av) get .whl_av av ;;
     wm) get .whl_wm "librosa==0.11.0" audioread pooch decorator soxr soundfile "setuptools<81"
         "$PY" scripts/perth_slim.py pack .whl_wm ;;
