@@ -30,7 +30,18 @@ def lower_this_thread(increment: int = HELPER_NICE) -> bool:
     return True
 
 
-def lower_beside_gpu(device) -> bool:
+def lower_beside_gpu(device, torch_threads: int | None = None) -> bool:
     """A helper thread's pool initializer: lower it beside an engine on a GPU (`device`); beside a CPU engine,
-    whose own thread is the CPU work and would starve it, leave it as it is. True when lowered."""
-    return device.type == "cuda" and lower_this_thread()
+    whose own thread is the CPU work and would starve it, leave it as it is. True when lowered.
+
+    `torch_threads`: the intra-op threads this helper's own CPU torch work may use (the Perth watermark's STFT and
+    network on the lanes). Every thread that calls a parallel torch op gets a team of its own, as many threads as
+    there are cores by default, so eight lanes would run up to eight teams on as many cores as one, spinning
+    against each other and the GPU threads; OpenMP's and MKL's thread counts are per calling thread, so this
+    bounds this helper's team alone."""
+    if device.type != "cuda":
+        return False
+    if torch_threads is not None:
+        import torch
+        torch.set_num_threads(max(1, int(torch_threads)))
+    return lower_this_thread()

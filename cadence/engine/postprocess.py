@@ -30,9 +30,12 @@ class Postprocess:
     def __init__(self, engine, lanes: int | None = None):
         self.engine = engine
         # beside a GPU engine, below its threads on the CPU (`cpu_priority`): the watermark must not delay a step
+        n = lanes or lane_count()
+        # each lane's torch work in a team of its own: together the lanes' teams fill at most the cores
+        team = max(1, (os.cpu_count() or 2) // n)
         self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cadence-post-{i}",
-                                          initializer=lower_beside_gpu, initargs=(engine.tts.device,))
-                       for i in range(lanes or lane_count())]
+                                          initializer=lower_beside_gpu, initargs=(engine.tts.device, team))
+                       for i in range(n)]
         self._next = 0
         self._trimmer = HostTrimmer()
 

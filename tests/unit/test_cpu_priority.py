@@ -28,3 +28,12 @@ def test_helpers_beside_a_gpu_engine_run_at_lower_priority_and_only_they():
 def test_lowering_is_refused_quietly_where_nice_is_per_process(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert lower_this_thread() is False
+
+
+def test_a_helpers_torch_team_is_bounded_in_its_own_thread_only():
+    """The watermark lanes' torch work: the team size is set for the helper's thread, not for the process."""
+    mine = torch.get_num_threads()
+    with ThreadPoolExecutor(max_workers=1, initializer=lower_beside_gpu,
+                            initargs=(torch.device("cuda"), 1)) as pool:
+        assert pool.submit(torch.get_num_threads).result() == 1
+    assert torch.get_num_threads() == mine
