@@ -122,11 +122,11 @@ def resolve(model: str | os.PathLike) -> Path:
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     family = next((f for f in FAMILIES.values() if f.hub_repo == text), ENGLISH)
     import logging
+    from huggingface_hub import hf_hub_download  # first: its import sets its loggers' levels
     hub_log = logging.getLogger("huggingface_hub")
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)  # its retry warnings would reach the console twice; the error below says it all
     try:
-        from huggingface_hub import hf_hub_download
         local = None
         token = os.environ.get("HF_TOKEN") or None  # gated repos (Turbo needed one at launch)
         for name in family_files(family):

@@ -211,3 +211,15 @@ def test_bench_plot_draws_the_readme_chart_from_raw_results_and_refuses_other_fi
         r = run("bench", "plot", "--results", *bad, "--plot", str(out))
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], (bad, r.stderr)
+
+
+def test_an_unreachable_hub_is_one_line(tmp_path):
+    """A hub id on a machine that cannot reach the hub: one line naming the model and the way out, none of the
+    hub library's retry warnings (an endpoint on a closed loopback port: refused at once, no outside traffic)."""
+    env = {**__import__("os").environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": "0"}
+    r = subprocess.run([sys.executable, "-m", "cadence.cli", "say", "Hi", "-o", str(tmp_path / "o.wav"), "--model",
+                        "ResembleAI/chatterbox"], capture_output=True, text=True, timeout=300, env=env)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "could not download 'ResembleAI/chatterbox'" in lines[0] and "local directory" in lines[0]
