@@ -56,7 +56,7 @@ def _say(args) -> None:
     status = _status if sys.stderr.isatty() else (lambda _: None)  # at a terminal: what it is doing meanwhile
     status(f"loading {args.model} ...")
     engine = {k: getattr(args, k) for k in ("dtype", "vocoder_dtype", "prepare_device", "enforce_eager", "compile",
-                                            "watermark_device")
+                                            "watermark_device", "max_batch", "kv_slot_len", "voice_cache_mb")
               if getattr(args, k) is not None}  # unset: EngineConfig's defaults
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
                        vram_budget=args.vram_budget, **engine)
@@ -144,6 +144,11 @@ def _levels(text: str) -> list[int]:
     if not levels or min(levels) < 1 or max(levels) > 1024:
         raise CliError("--concurrency levels must be between 1 and 1024")
     return levels
+
+
+def _slots(args) -> dict:
+    """The batched engine's slot options given on the command line (unset ones left to EngineConfig)."""
+    return {k: getattr(args, k) for k in ("max_batch", "kv_slot_len") if getattr(args, k) is not None}
 
 
 def _check_bench_counts(args) -> None:
@@ -261,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                     context[name] = getattr(args, name)
             if args.compile:
                 context["compile"] = True
+            context.update(_slots(args))
             run_stream_bench(args.model, args.device, _levels(args.concurrency or "1,16"), words=args.words,
                              out_json=args.out_json, out_md=args.out_md, **context)
         elif args.command == "bench" and args.target == "plot":
@@ -293,13 +299,15 @@ def main(argv: list[str] | None = None) -> int:
                             level_timeout_s=args.level_timeout_s, server_log=args.server_log,
                             compile=args.compile or None, fmt=args.format, watermark=args.watermark,
                             watermark_device=args.watermark_device, client=args.client,
-                            request_tokens=args.request_tokens, cold_probe=args.cold_probe,
+                            request_tokens=args.request_tokens, cold_probe=args.cold_probe, server_options={
+                                **_slots(args), "memory_plan": args.memory_plan, "vram_budget": args.vram_budget},
                             modes={"both": (True, False), "streamed": (True,), "one-piece": (False,)}[args.modes])
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency
             levels = _levels(args.concurrency)
             run_concurrency(args.model, args.device, levels, seed=1, memory_plan=args.memory_plan,
-                            out_json=args.out_json, out_md=args.out_md, plot=args.plot)
+                            out_json=args.out_json, out_md=args.out_md, plot=args.plot,
+                            vram_budget=args.vram_budget, **_slots(args))
         elif args.command == "bench" and args.plans:
             from .bench.offline import BenchOptions, run_plans
             from .memory.plan import PLANS
@@ -321,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                                long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager,
                                compile=args.compile or None, vocoder_dtype=args.vocoder_dtype,
                                memory_plan=args.memory_plan, consecutive=args.consecutive, watermark=args.watermark,
-                               watermark_device=args.watermark_device or "cpu")
+                               watermark_device=args.watermark_device or "cpu", vram_budget=args.vram_budget)
             result = run_bench(opt, args.out_json, args.out_md)
             if args.fidelity:
                 from .bench.fidelity import fidelity

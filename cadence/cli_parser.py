@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                      help="torch.compile the models' repeated blocks (a minute's start on a cold cache)")
     _add_knobs(say)
+    say.add_argument("--max-batch", type=int, default=None,
+                     help="with --file: chunks decoded together (KV slots; default: sized to VRAM)")
+    say.add_argument("--kv-slot-len", type=int, default=None, help="with --file: KV positions per slot (default 1536)")
+    say.add_argument("--voice-cache-mb", type=int, default=None, help="device memory for resident voices (256)")
     say.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25-4, pitch kept (default 1)")
     b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")
     b.add_argument("target", nargs="?", choices=["serve", "soak", "plot"],
@@ -128,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype", default="auto", help="T3 and flow weights: auto, bfloat16, float32, float16")
     b.add_argument("--vocoder-dtype", default="auto", help="HiFT weights: auto (the plan's), float32 or bfloat16")
     b.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
+    b.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
+    b.add_argument("--max-batch", type=int, default=None,
+                   help="with --concurrency, --stream and serve: KV slots (default: sized to VRAM)")
+    b.add_argument("--kv-slot-len", type=int, default=None,
+                   help="with --concurrency, --stream and serve: KV positions per slot (default 1536)")
     b.add_argument("--plans", help="compare memory plans: 'all' or a comma list, e.g. bf16,int8,offload")
     b.add_argument("--consecutive", type=int, default=0,
                    help="with --plans or a plan bench (CUDA): N more short generations, device memory read after each")

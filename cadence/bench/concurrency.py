@@ -27,8 +27,16 @@ def _percentile(values, q):
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
 
 
+def _fit(tts, n: int) -> int:
+    """`n` tokens, or fewer where the loaded model or the engine's slots hold fewer (a small checkpoint)."""
+    eng = tts.engine
+    room = eng.slot_len - eng.prefill_len(len(tts.text_ids(LONG_TEXT))) - tts.config.eos_check_every
+    return max(1, min(n, tts.t3.cfg.max_speech_tokens, room))
+
+
 def _run_level(tts, voices, lengths, seed) -> dict:
     eng = tts.engine
+    lengths = [_fit(tts, n) for n in lengths]
     s0 = dict(vars(eng.stats))
     rnd = random.Random(seed)
     _sync(tts.device)
@@ -53,13 +61,14 @@ def _run_level(tts, voices, lengths, seed) -> dict:
 def _busy_latency(tts, voices, seed) -> dict:
     """One 10 s request alone, then the same request submitted into 15 running 30 s requests."""
     eng = tts.engine
-    probe = Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=250), speech_tokens_only=True,
-                    ignore_eos=True)
+    probe = Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=_fit(tts, 250)),
+                    speech_tokens_only=True, ignore_eos=True)
     alone = eng.submit(probe).result().timings["total"]
-    others = [eng.submit(Request(LONG_TEXT, voices[i % len(voices)], tts.params(seed=seed + 1 + i, max_new_tokens=750),
+    others = [eng.submit(Request(LONG_TEXT, voices[i % len(voices)], tts.params(seed=seed + 1 + i,
+                                                                                     max_new_tokens=_fit(tts, 750)),
                                  speech_tokens_only=True, ignore_eos=True)) for i in range(15)]
     time.sleep(0.2)
-    busy = eng.submit(Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=250),
+    busy = eng.submit(Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=_fit(tts, 250)),
                               speech_tokens_only=True, ignore_eos=True)).result().timings["total"]
     for h in others:
         h.result()
@@ -69,10 +78,10 @@ def _busy_latency(tts, voices, seed) -> dict:
 def _agreement(tts, voices, seed, n=8) -> dict:
     """Tokens of the single-request path vs the batched engine for the same requests (same seeds)."""
     texts = [LONG_TEXT[: 60 + 20 * i] for i in range(n)]
-    alone = [tts.generate(t, voice=voices[i % len(voices)], seed=seed + i, max_new_tokens=200).tokens
+    alone = [tts.generate(t, voice=voices[i % len(voices)], seed=seed + i, max_new_tokens=_fit(tts, 200)).tokens
              for i, t in enumerate(texts)]
     many = tts.generate_many(texts, voice=[voices[i % len(voices)] for i in range(n)],
-                             seed=[seed + i for i in range(n)], max_new_tokens=200)
+                             seed=[seed + i for i in range(n)], max_new_tokens=_fit(tts, 200))
     same = sum(a == b.tokens for a, b in zip(alone, many))
     prefix = [next((j for j, (x, y) in enumerate(zip(a, b.tokens)) if x != y), min(len(a), len(b.tokens)))
               for a, b in zip(alone, many)]
@@ -82,15 +91,20 @@ def _agreement(tts, voices, seed, n=8) -> dict:
 
 def run_concurrency(model: str, device: str, levels: list[int], seed: int = 1, n_voices: int = 4,
                     memory_plan: str = "auto", out_json: str | None = None, out_md: str | None = None,
-                    plot: str | None = None) -> dict:
+                    plot: str | None = None, vram_budget: str | None = None, max_batch: int | None = None,
+                    kv_slot_len: int | None = None) -> dict:
+    """`max_batch` (default: the largest level, at least 32), `kv_slot_len`, `memory_plan` and `vram_budget` are
+    the engine's `EngineConfig` options."""
     from ..tts import TTS
     _reset_peak(device)
     t = time.perf_counter()
-    tts = TTS.from_dir(model, device=device, watermark=False, memory_plan=memory_plan, max_batch=max(max(levels), 32))
+    slots = {"kv_slot_len": kv_slot_len} if kv_slot_len else {}
+    tts = TTS.from_dir(model, device=device, watermark=False, memory_plan=memory_plan, vram_budget=vram_budget,
+                       max_batch=max_batch or max(max(levels), 32), **slots)
     voices = [tts.prepare_voice(synthetic_voice(seconds=10.0, seed=100 + i), sample_rate=24000) for i in range(n_voices)]
     eng = tts.engine
     t_graphs = time.perf_counter()
-    eng.warmup(30 * TOKENS_PER_S)
+    eng.warmup(_fit(tts, 30 * TOKENS_PER_S))
     res: dict = {"device": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "cpu",
                  "plan": tts.plan.name, "max_batch": eng.max_batch, "kv_slot_len": eng.slot_len,
                  "load_s": t_graphs - t, "graph_capture_s": time.perf_counter() - t_graphs, "levels": []}

@@ -49,11 +49,13 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> 
 
 
 def replay(model: str, device: str, levels: list[tuple[int, list[dict]]], watermark: bool,
-           watermark_device: str | None = None) -> list[dict]:
+           watermark_device: str | None = None, engine_options: dict | None = None) -> list[dict]:
     """Each (concurrency, bodies) level on a freshly loaded engine (warmed up as the server is; its watermark on
-    `watermark_device`, None: the engine's default)."""
+    `watermark_device`, None: the engine's default; `engine_options`: more `EngineConfig` fields, as the server
+    was given them)."""
     from ..tts import TTS
     options = {"watermark_device": watermark_device} if watermark_device else {}
+    options.update(engine_options or {})
     tts = TTS.from_dir(model, device=device, watermark=watermark, **options)
     try:
         tts.engine.warmup()

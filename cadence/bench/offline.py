@@ -40,6 +40,8 @@ class BenchOptions:
     compile: bool | None = None
     vocoder_dtype: str = "auto"
     memory_plan: str = "auto"
+    vram_budget: str | None = None
+    """With memory_plan auto: the budget the plan is chosen for (`EngineConfig.vram_budget`)."""
     seed: int = 1
     watermark: bool = False
     """Apply the Perth watermark (its time counts in total and RTF), on both sides."""
@@ -121,6 +123,7 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
                                                                   dtype=opt.dtype, enforce_eager=opt.enforce_eager,
                                                                   compile=opt.compile,
                                                                   vocoder_dtype=opt.vocoder_dtype,
+                                                                  vram_budget=opt.vram_budget,
                                                                   memory_plan=opt.memory_plan))
     res["after_load"] = _mem(opt.device)
     voice, cold = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))

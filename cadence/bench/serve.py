@@ -118,14 +118,19 @@ def engine_counters(base: str) -> dict:
 
 
 def start_server(model: str, device: str, log: str | None = None, compile: bool | None = None,
-                 watermark: bool = False, watermark_device: str | None = None) -> tuple[subprocess.Popen, str]:
+                 watermark: bool = False, watermark_device: str | None = None,
+                 options: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`cadence serve` in its own process on a free loopback port, once /health says ready; its output goes to
-    the file `log` (default: discarded). `compile`: the server's `--compile` (None: its default)."""
+    the file `log` (default: discarded). `compile`: the server's `--compile` (None: its default). `options`: more
+    of its settings by name (max_batch=32 becomes --max-batch 32; None values are left out)."""
     port = _port()
     out = open(log, "ab") if log else subprocess.DEVNULL
     flags = ([] if compile is None else ["--compile" if compile else "--no-compile"]) + ([] if watermark else
                                                                                           ["--no-watermark"])
     flags += ["--watermark-device", watermark_device] if watermark_device else []
+    for name, value in (options or {}).items():
+        if value is not None:
+            flags += ["--" + name.replace("_", "-"), str(value)]
     server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
                                "--port", str(port), *flags],
                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -170,7 +175,8 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
                     level_timeout_s: float | None = None, server_log: str | None = None,
                     compile: bool | None = None, fmt: str = "mp3", watermark: bool = False,
                     engine_only: bool = True, client: str = "openai", watermark_device: str | None = None,
-                    request_tokens: int | None = None, cold_probe: int = 8) -> dict:
+                    request_tokens: int | None = None, cold_probe: int = 8,
+                    server_options: dict | None = None) -> dict:
     """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen), its
     responses in `fmt` (mp3: the OpenAI default). A level still running after `level_timeout_s` is given up:
     the server is asked for its thread stacks (SIGUSR1, into `server_log`) and the bench goes on to the next
@@ -179,12 +185,13 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
     OpenAI Python client) or httpx. `watermark_device`: the server's `--watermark-device` (None: its default).
     `request_tokens`: every request's max_new_tokens (None: drawn from 75..`max_tokens`). `cold_probe`: that
     many clients send two requests each the moment the server says ready, and again once it is warm (0: skip),
-    for how the first traffic after start compares with the steady state."""
+    for how the first traffic after start compares with the steady state. `server_options`: more of the server's
+    settings (memory_plan, max_batch, ...; `start_server`), the engine-only replay's engine built the same way."""
     import signal
     t_start = time.perf_counter()
     if client not in ("openai", "httpx"):
         raise ValueError(f"client must be openai or httpx, got {client!r}")
-    server, base = start_server(model, device, server_log, compile, watermark, watermark_device)
+    server, base = start_server(model, device, server_log, compile, watermark, watermark_device, server_options)
     ready_s = time.perf_counter() - t_start
     # The first traffic after ready (graphs still being captured), then the same requests once warm.
     probe = (lambda: asyncio.run(_level(base, cold_probe, 2 * cold_probe, 7, max_tokens, modes[0], None, fmt,
@@ -225,7 +232,8 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
         from .engine_replay import replay
         plan = [(lv["concurrency"], level_bodies(lv["requests"], 1000 + lv["concurrency"], max_tokens, lv["stream"],
                                                  fmt, request_tokens)) for lv in res["levels"]]
-        for lv, eng in zip(res["levels"], replay(model, device, plan, watermark, watermark_device)):
+        engine_options = {k: v for k, v in (server_options or {}).items() if v is not None}
+        for lv, eng in zip(res["levels"], replay(model, device, plan, watermark, watermark_device, engine_options)):
             lv["engine_only_x_realtime"] = eng["x_realtime"]
             lv["engine_only"] = eng["engine"]
             lv["http_share_of_engine"] = lv["x_realtime"] / eng["x_realtime"] if eng["x_realtime"] else 0.0

@@ -223,3 +223,28 @@ def test_an_unreachable_hub_is_one_line(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "could not download 'ResembleAI/chatterbox'" in lines[0] and "local directory" in lines[0]
+
+
+# EngineConfig fields that a command has no use for, and why; every other field is a flag of that command.
+NOT_ON = {
+    "say": {"stream_prompt_s": "say does not stream", "stream_history_s": "say does not stream",
+            "first_audio_priority": "say does not stream", "overlap_audio": "say does not stream",
+            "eos_check_every": "a tuning constant of the decode loop, set in Python"},
+    "serve": {"eos_check_every": "a tuning constant of the decode loop, set in Python"},
+    "bench": {"eos_check_every": "a tuning constant of the decode loop, set in Python"},
+}
+FLAG_OF = {"enforce_eager": "--eager"}
+
+
+def test_every_engine_option_is_a_flag_of_every_command_it_applies_to():
+    from dataclasses import fields
+
+    from cadence.cli_parser import build_parser
+    from cadence.config import EngineConfig
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    for command, skipped in NOT_ON.items():
+        flags = {s for a in subs[command]._actions for s in a.option_strings}
+        for f in fields(EngineConfig):
+            flag = FLAG_OF.get(f.name, "--" + f.name.replace("_", "-"))
+            assert f.name in skipped or flag in flags, f"cadence {command} lacks {flag}"

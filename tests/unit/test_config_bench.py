@@ -70,3 +70,14 @@ def test_plans_table_reports_memory_after_consecutive_generations():
     md = plans_markdown(result)
     assert "| offload | 200 | 70.4–70.4 | +0.0 | 682–690 | +8 |" in md
     assert md.count("| int8 |") == 1  # a plan without the consecutive run has no row in that table
+
+
+def test_the_concurrency_bench_fits_its_requests_to_a_small_checkpoint(tiny_tts):
+    """`bench --concurrency` asks for 30 s requests (750 tokens): on a checkpoint or slots that hold fewer, as many
+    as fit (it used to ask for 657 tokens of a 512-position tiny model and abort)."""
+    from cadence.bench.concurrency import LONG_TEXT, _fit
+    from cadence.engine.request import Request
+    fit = _fit(tiny_tts, 750)
+    assert fit <= tiny_tts.t3.cfg.max_speech_tokens and fit < 750
+    tiny_tts.engine.submit(Request(LONG_TEXT, None, tiny_tts.params(seed=1, max_new_tokens=fit)))  # fits: no error
+    assert _fit(tiny_tts, 10) == 10
