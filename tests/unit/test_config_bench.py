@@ -79,5 +79,6 @@ def test_the_concurrency_bench_fits_its_requests_to_a_small_checkpoint(tiny_tts)
     from cadence.engine.request import Request
     fit = _fit(tiny_tts, 750)
     assert fit <= tiny_tts.t3.cfg.max_speech_tokens and fit < 750
-    tiny_tts.engine.submit(Request(LONG_TEXT, None, tiny_tts.params(seed=1, max_new_tokens=fit)))  # fits: no error
+    audio = tiny_tts.engine.submit(Request(LONG_TEXT, None, tiny_tts.params(seed=1, max_new_tokens=fit))).result()
+    assert audio.samples.size > 0  # it fits: no error
     assert _fit(tiny_tts, 10) == 10
