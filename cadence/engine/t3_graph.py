@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..layers.decode_attention import PrefixMask
 from ..layers.race_noise import race_noise_into
 from ..layers.sampling import process_logits, sample
 from ..models.t3 import T3
@@ -18,6 +19,11 @@ BUCKETS = (256, 512, 1024, 2048, 4096, 8192)
 
 
 class T3GraphDecoder:
+    attention_chunk = 64
+    """Keys per program of the split one-query attention kernel over the live prefix (`PrefixMask.chunk`); 0:
+    SDPA over the whole length bucket with a mask. One or two rows (a single request) make few (row, head) pairs,
+    so the prefix is split finely to fill the GPU."""
+
     def __init__(self, t3: T3, rows: int, max_len: int, max_steps: int):
         c = t3.cfg
         dev, dt = t3.speech_head.weight.device, t3.speech_head.weight.dtype
@@ -56,7 +62,10 @@ class T3GraphDecoder:
         self.counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
         self.done |= token == c.stop_speech
         x = t3.speech_step_embed(token, self.speech_pos).to(self.hidden.dtype)[:, None].expand(self.rows, 1, -1)
-        mask = (torch.arange(attend, device=x.device) <= self.pos)[None]
+        if self.attention_chunk:  # the split kernel reads each row's live prefix only
+            mask = PrefixMask((self.pos + 1).to(torch.int32).repeat(self.rows), attend, self.attention_chunk)
+        else:
+            mask = (torch.arange(attend, device=x.device) <= self.pos)[None]
         h = t3.forward_backbone(x, self.k[..., :attend, :], self.v[..., :attend, :], self.pos, mask)
         self.hidden.copy_(h)
         self.pos += 1

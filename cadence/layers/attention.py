@@ -32,7 +32,7 @@ def cached_attention(q, k, v, k_cache, v_cache, positions, attn_mask) -> torch.T
     if attn_mask is None:
         return causal_attention(q, k, v)
     if isinstance(attn_mask, RowLengths):  # the whole cache: the kernel reads no key past a row's length
-        return prefix_attention(q, k_cache, v_cache, attn_mask.lengths)
+        return prefix_attention(q, k_cache, v_cache, attn_mask.lengths, attn_mask.chunk)
     A = attn_mask.shape[-1]
     return F.scaled_dot_product_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask=attn_mask)
 
@@ -43,8 +43,10 @@ def layer_mask(attn_mask, q_shape: tuple, x: torch.Tensor):
     bool mask becomes an additive one; None stays None (causal prefill)."""
     from .decode_attention import PrefixMask, RowLengths, kernel_applies, prefix_bias
     if isinstance(attn_mask, PrefixMask):
-        return (RowLengths(attn_mask.lengths) if kernel_applies(q_shape, x.device, x.dtype) else
-                prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype))
+        split = attn_mask.chunk > 0
+        if kernel_applies(q_shape, x.device, x.dtype, any_size=split):
+            return RowLengths(attn_mask.lengths, attn_mask.chunk) if split else RowLengths(attn_mask.lengths)
+        return prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype)
     if attn_mask is not None:
         return torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
     return None

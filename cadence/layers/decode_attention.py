@@ -27,15 +27,20 @@ CHUNK = 256  # keys per program when a row is split over several programs (0: on
 
 
 class PrefixMask(NamedTuple):
-    """Row b of a decode step attends to cache positions [0, lengths[b]) of the first `span` (lengths (B,) int32)."""
+    """Row b of a decode step attends to cache positions [0, lengths[b]) of the first `span` (lengths (B,) int32).
+    `chunk` > 0 asks for the kernel with rows split in programs of that many keys whatever the batch's size (a
+    one- or two-row step: few (row, head) pairs, so many splits keep the GPU busy); 0 leaves the choice to
+    `kernel_applies` (the kernel from MIN_PROGRAMS pairs on, in programs of CHUNK keys)."""
     lengths: torch.Tensor
     span: int
+    chunk: int = 0
 
 
 class RowLengths(NamedTuple):
     """A `PrefixMask` as the layers take it when the kernel runs: the lengths alone (the kernel reads no further),
-    so torch.compile has no span to specialise on and one compile serves every bucket."""
+    so torch.compile has no span to specialise on and one compile serves every bucket; `chunk`: keys per program."""
     lengths: torch.Tensor
+    chunk: int = CHUNK
 
 
 if triton is not None:
@@ -96,23 +101,26 @@ if triton is not None:
         tl.store(out_ptr + b * s_ob + h * s_oh + d, out.to(out_ptr.dtype.element_ty))
 
 
-def kernel_applies(shape: tuple, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether `prefix_attention` runs the Triton kernel for queries of `shape` (B, H, 1, D) (else SDPA)."""
+def kernel_applies(shape: tuple, device: torch.device, dtype: torch.dtype, any_size: bool = False) -> bool:
+    """Whether `prefix_attention` runs the Triton kernel for queries of `shape` (B, H, 1, D) (else SDPA);
+    `any_size`: whatever the number of (row, head) pairs (a split `PrefixMask`)."""
     B, H, T, D = shape
-    return (triton is not None and device.type == "cuda" and T == 1 and B * H >= MIN_PROGRAMS
+    return (triton is not None and device.type == "cuda" and T == 1 and (any_size or B * H >= MIN_PROGRAMS)
             and D in (32, 64, 128) and dtype in (torch.float16, torch.bfloat16, torch.float32))
 
 
-def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                     chunk: int = CHUNK) -> torch.Tensor:
     """q (B, H, 1, D); k, v (B, H, S, D) caches (any strides, D contiguous); lengths (B,) int32: row b attends to
-    positions [0, lengths[b]), 1 <= lengths[b] <= S -> (B, H, 1, D)."""
-    if not kernel_applies(q.shape, q.device, q.dtype):
+    positions [0, lengths[b]), 1 <= lengths[b] <= S -> (B, H, 1, D). `chunk`: keys per program of the kernel."""
+    if not kernel_applies(q.shape, q.device, q.dtype, any_size=chunk != CHUNK):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_bias(lengths, k.shape[2], q.dtype))
-    return torch.ops.cadence.prefix_attention(q, k, v, lengths, CHUNK)
+    return torch.ops.cadence.prefix_attention(q, k, v, lengths, chunk)
 
 
 def launch(q, k, v, lengths, chunk: int, block_n: int = 128, num_warps: int = 4) -> torch.Tensor:
     """The Triton kernels themselves (see `prefix_attention`); chunk 0 = one program per row and head."""
+    block_n = min(block_n, chunk) if chunk else block_n
     if chunk % block_n:
         raise ValueError(f"chunk ({chunk}) must be a multiple of block_n ({block_n})")
     B, H, _, D = q.shape
