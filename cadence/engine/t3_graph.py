@@ -19,7 +19,7 @@ BUCKETS = (256, 512, 1024, 2048, 4096, 8192)
 
 
 class T3GraphDecoder:
-    attention_chunk = 64
+    attention_chunk = 32
     """Keys per program of the split one-query attention kernel over the live prefix (`PrefixMask.chunk`); 0:
     SDPA over the whole length bucket with a mask. One or two rows (a single request) make few (row, head) pairs,
     so the prefix is split finely to fill the GPU."""

@@ -22,7 +22,7 @@ for A, lengths in ((192, [1, 64, 65, 192]), (64, [3, 64, 17, 40])):
     L = torch.tensor(lengths, dtype=torch.int32)
     k, v = cache_k[1, :B, :, :A], cache_v[1, :B, :, :A]  # strided views of a layered cache, as in the engine
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_bias(L, A, q.dtype))
-    for chunk in (0, 64, 128, 256):  # one program per row and head; rows split over programs, then combined
+    for chunk in (0, 32, 64, 128, 256):  # one program per row and head; rows split over programs, then combined
         out = torch.ops.cadence.prefix_attention(q, k, v, L, chunk)
         err = float((out - ref).abs().max())
         assert err < 1e-5, (A, chunk, err)
