@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                             compile=args.compile or None, fmt=args.format, watermark=args.watermark,
                             watermark_device=args.watermark_device, client=args.client,
                             request_tokens=args.request_tokens, cold_probe=args.cold_probe, server_options={
-                                **_slots(args), "memory_plan": args.memory_plan, "vram_budget": args.vram_budget},
+                                **_slots(args), "memory_plan": args.memory_plan, "vram_budget": args.vram_budget,
+                                "encode_workers": args.encode_workers}, engine_only=args.engine_only,
                             modes={"both": (True, False), "streamed": (True,), "one-piece": (False,)}[args.modes])
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency

@@ -232,7 +232,7 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
         from .engine_replay import replay
         plan = [(lv["concurrency"], level_bodies(lv["requests"], 1000 + lv["concurrency"], max_tokens, lv["stream"],
                                                  fmt, request_tokens)) for lv in res["levels"]]
-        engine_options = {k: v for k, v in (server_options or {}).items() if v is not None}
+        engine_options = {k: v for k, v in (server_options or {}).items() if v is not None and k != "encode_workers"}
         for lv, eng in zip(res["levels"], replay(model, device, plan, watermark, watermark_device, engine_options)):
             lv["engine_only_x_realtime"] = eng["x_realtime"]
             lv["engine_only"] = eng["engine"]
