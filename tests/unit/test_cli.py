@@ -62,7 +62,9 @@ def test_serve_settings_flow_into_the_app_settings():
     assert (s.max_batch, s.dtype, s.vram_budget, s.encode_workers) == (12, "float16", "2GB", 3)
     assert (s.kv_slot_len, s.vocoder_dtype, s.prepare_device, s.voice_cache_mb, s.enforce_eager) == (
         1024, "bfloat16", "cpu", 64, True)
-    assert ServerSettings().encode_workers >= 1  # 0: one per CPU core
+    assert 2 <= ServerSettings().encode_workers <= 4  # 0: a quarter of the cores, 2 to 4
+    from cadence.server.settings import default_encode_workers
+    assert [default_encode_workers(c) for c in (1, 2, 8, 12, 16, 64)] == [2, 2, 2, 3, 4, 4]
 
 
 def test_cli_refusals_before_any_work(tmp_path):
