@@ -26,7 +26,7 @@ OPTIONAL_FILES = ("conds.pt", "tokenizer.json", "added_tokens.json", "special_to
 
 def family_files(family: ModelFamily) -> tuple[str, ...]:
     """The files a checkpoint of this family must hold."""
-    return ("ve.safetensors", family.t3_file, family.s3gen_file, *family.tokenizer_files)
+    return (family.ve_file, family.t3_file, family.s3gen_file, *family.tokenizer_files)
 
 
 # Tensors the checkpoint stores apart that Cadence multiplies as one: packed name -> official parts, in order.
@@ -103,16 +103,21 @@ class ModelConfig:
         return cls.of(ENGLISH, tiny=True)
 
 
-def resolve(model: str | os.PathLike) -> Path:
-    """A local directory in the official layout, or a hub repo id downloaded through huggingface_hub."""
+def resolve(model: str | os.PathLike, family: str | None = None) -> Path:
+    """A local directory in the official layout, or a hub repo id downloaded through huggingface_hub. `family`
+    picks which of a repo's checkpoints to download where one repo holds several (`ResembleAI/chatterbox`
+    holds the original and the multilingual model; unset: the original); a local directory says its own."""
     path = Path(model).expanduser()
     if path.exists() and not path.is_dir():
         raise CheckpointError(f"{path} is a file; a checkpoint is a directory in the official layout (or a hub id)")
     if path.is_dir():
+        asked = family
         try:
-            family = detect_family(path)
+            family = detect_family(path, prefer=asked)
         except ValueError as exc:
             raise CheckpointError(f"{path} is not a Chatterbox checkpoint: {exc}") from exc
+        if asked is not None and asked != family.name:
+            raise CheckpointError(f"{path} is a Chatterbox {family.name} checkpoint, not {asked}")
         missing = [f for f in family_files(family) if not (path / f).is_file()]
         if missing:
             raise CheckpointError(f"{path} is not a Chatterbox {family.name} checkpoint: missing {', '.join(missing)}")
@@ -120,7 +125,13 @@ def resolve(model: str | os.PathLike) -> Path:
     text = str(model)
     if text.startswith((".", "/", "~")) or text.count("/") != 1 or os.sep != "/" and os.sep in text:
         raise CheckpointError(f"checkpoint directory {path} does not exist")
-    family = next((f for f in FAMILIES.values() if f.hub_repo == text), ENGLISH)
+    if family is not None:
+        chosen = FAMILIES.get(family)
+        if chosen is None or chosen.hub_repo != text and text in {f.hub_repo for f in FAMILIES.values()}:
+            raise CheckpointError(f"{text} holds no Chatterbox {family} checkpoint")
+        family = chosen
+    else:
+        family = next((f for f in FAMILIES.values() if f.hub_repo == text), ENGLISH)
     import logging
     from huggingface_hub import hf_hub_download  # first: its import sets its loggers' levels
     hub_log = logging.getLogger("huggingface_hub")
@@ -131,7 +142,7 @@ def resolve(model: str | os.PathLike) -> Path:
         token = os.environ.get("HF_TOKEN") or None  # gated repos (Turbo needed one at launch)
         for name in family_files(family):
             local = hf_hub_download(repo_id=str(model), filename=name, token=token)
-        for name in OPTIONAL_FILES:
+        for name in (*OPTIONAL_FILES, *family.optional_files):
             try:
                 hf_hub_download(repo_id=str(model), filename=name, token=token)
             except Exception:  # noqa: BLE001 - these files are optional
@@ -165,7 +176,10 @@ def _check_keys(module: nn.Module, shapes: dict[str, tuple], file: str) -> None:
 def load_weights(module: nn.Module, path: Path) -> None:
     """Load one safetensors file into a module built on the meta device: strict names and shapes, tensors
     read straight into place and assigned (no random init); tensors inference never uses are checked by
-    name and shape but not read."""
+    name and shape but not read. A `.pt` file (the multilingual checkpoint's ve.pt and s3gen.pt) is read as
+    a pickled state dict with `weights_only=True` (tensors and plain containers only, never code), mmapped."""
+    if path.suffix == ".pt":
+        return _load_pickled(module, path)
     from safetensors import safe_open
     try:
         with safe_open(str(path), "pt") as f:
@@ -177,6 +191,19 @@ def load_weights(module: nn.Module, path: Path) -> None:
         raise
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path.name}: not a readable safetensors file ({exc})") from exc
+    module.load_state_dict(pack_state(module, state), strict=True, assign=True)
+
+
+def _load_pickled(module: nn.Module, path: Path) -> None:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged file, or one holding more than tensors
+        raise CheckpointError(f"{path.name}: not a readable state dict ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path.name}: not a state dict of tensors")
+    _check_keys(module, {k: tuple(v.shape) for k, v in state.items()}, path.name)
+    unused = _unused(module)
+    state = {k: v for k, v in state.items() if k not in unused}
     module.load_state_dict(pack_state(module, state), strict=True, assign=True)
 
 
@@ -206,11 +233,12 @@ def _rebuild_buffer(sub: nn.Module, name: str) -> torch.Tensor:
     raise CheckpointError(f"no rule to rebuild buffer {name!r} of {type(sub).__name__}")
 
 
-def load_models(path: Path, cfg: ModelConfig | None = None):
-    """Build the three networks on meta and load the official files into them (on the CPU, mmapped)."""
-    cfg = cfg or detect_config(path)
+def load_models(path: Path, cfg: ModelConfig | None = None, family: str | None = None):
+    """Build the three networks on meta and load the official files into them (on the CPU, mmapped);
+    `family`: which checkpoint of a directory that holds several."""
+    cfg = cfg or detect_config(path, family)
     t3, s3gen, ve = build(cfg)
-    load_weights(ve, path / "ve.safetensors")
+    load_weights(ve, path / cfg.family.ve_file)
     load_weights(t3, path / cfg.family.t3_file)
     load_weights(s3gen, path / cfg.family.s3gen_file)
     for m in (t3, s3gen, ve):
@@ -218,12 +246,12 @@ def load_models(path: Path, cfg: ModelConfig | None = None):
     return t3, s3gen, ve, cfg
 
 
-def detect_config(path: Path) -> ModelConfig:
-    """The family from the files held; the official files are full size, our tiny test checkpoints say so
-    in their metadata."""
+def detect_config(path: Path, family: str | None = None) -> ModelConfig:
+    """The family from the files held (`family`: the one to take of several); the official files are full
+    size, our tiny test checkpoints say so in their metadata."""
     from safetensors import safe_open
     try:
-        family = detect_family(path)
+        family = detect_family(path, prefer=family)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
     with safe_open(str(path / family.t3_file), "pt") as f:
@@ -270,7 +298,7 @@ def random_state(module: nn.Module, seed: int, overrides: dict | None = None) ->
     return out
 
 
-def fingerprint(path: Path) -> str:
+def fingerprint(path: Path, family: str | None = None) -> str:
     """A cheap identity of a checkpoint's weights: each file's size, its safetensors header (as canonical JSON:
     the writer stores metadata in no fixed order, so the same weights written twice must still match) and the
     first and last MiB of its tensor data. Voices remember it, so a voice prepared by other weights is never
@@ -278,15 +306,18 @@ def fingerprint(path: Path) -> str:
     import json
     import struct
     h = hashlib.sha256()
-    family = detect_family(path)
-    for name in ("ve.safetensors", family.t3_file, family.s3gen_file):
+    family = detect_family(path, prefer=family)
+    for name in (family.ve_file, family.t3_file, family.s3gen_file):
         p = Path(path) / name
         size = p.stat().st_size
         h.update(f"{name}:{size}".encode())
         with open(p, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            h.update(json.dumps(json.loads(f.read(n)), sort_keys=True).encode())
-            h.update(f.read(1 << 20))
-            f.seek(max(8 + n, size - (1 << 20)))
+            n = 0
+            if p.suffix == ".safetensors":
+                (n,) = struct.unpack("<Q", f.read(8))
+                h.update(json.dumps(json.loads(f.read(n)), sort_keys=True).encode())
+                n += 8
+            h.update(f.read(1 << 20))  # a pickle (.pt): its first and last MiB, the record names and data
+            f.seek(max(n, size - (1 << 20)))
             h.update(f.read(1 << 20))
     return h.hexdigest()

@@ -46,7 +46,7 @@ def _say(args) -> None:
         raise CliError("text is empty")
     knobs = dict(exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
                  repetition_penalty=args.repetition_penalty, min_p=args.min_p, top_p=args.top_p, top_k=args.top_k,
-                 max_new_tokens=args.max_new_tokens)
+                 max_new_tokens=args.max_new_tokens, language=args.language)
     knobs = {k: v for k, v in knobs.items() if v is not None}  # unset: the loaded family's default
     SamplingParams(**knobs, seed=args.seed)  # ranges checked before the model loads
     from .audio.speed import check_speed
@@ -59,7 +59,7 @@ def _say(args) -> None:
                                             "watermark_device", "max_batch", "kv_slot_len", "voice_cache_mb")
               if getattr(args, k) is not None}  # unset: EngineConfig's defaults
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
-                       vram_budget=args.vram_budget, **engine)
+                       vram_budget=args.vram_budget, family=args.family, **engine)
     status(f"{tts.family.name} model on {tts.device} ({tts.plan.name}); speaking ...")
     if args.voice_audio:
         voice = tts.prepare_voice(args.voice_audio)
@@ -344,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
             tts = TTS.from_dir(args.dir, device=args.device, watermark=False, memory_plan="int8", dtype="bfloat16")
             print(f"wrote {tts.save_quantized()}")
         elif args.command == "checkpoint" and args.action == "random":
-            from .random_checkpoint import make_random_checkpoint, make_random_turbo_checkpoint
-            make = make_random_turbo_checkpoint if args.family == "turbo" else make_random_checkpoint
+            from .random_checkpoint import (make_random_checkpoint, make_random_multilingual_checkpoint,
+                                            make_random_turbo_checkpoint)
+            make = {"turbo": make_random_turbo_checkpoint, "multilingual": make_random_multilingual_checkpoint}.get(
+                args.family, make_random_checkpoint)
             if Path(args.dir).exists() and not Path(args.dir).is_dir():
                 raise CliError(f"{args.dir} is a file; name a directory for the checkpoint")
             path = make(args.dir, seed=args.seed, tiny=args.tiny)

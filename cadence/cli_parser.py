@@ -8,6 +8,7 @@ import os
 from .audio.encode import FORMATS
 from .family import ENGLISH, FAMILIES, TURBO, TURBO_TAGS
 from .sampling_params import SamplingParams
+from .text.multilingual import LANGUAGES
 
 DEFAULT_MODEL = os.environ.get("CADENCE_MODEL", "ResembleAI/chatterbox")
 
@@ -57,6 +58,8 @@ def _add_knobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=SamplingParams().max_new_tokens,
                    help="speech-token limit (25 = 1 s)")
     p.add_argument("--seed", type=int, default=None, help="random seed for a reproducible result")
+    p.add_argument("--language", default=None,
+                   help="the text's language id (the multilingual model needs one): " + ", ".join(LANGUAGES))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--voice", help="a library voice by name ('default': the checkpoint's built-in voice)")
     say.add_argument("--library", help="voice library directory (default: $CADENCE_VOICES or the user data dir)")
     say.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub repo id")
+    say.add_argument("--family", choices=sorted(FAMILIES), default=None,
+                     help="which model of a hub repo that holds several (ResembleAI/chatterbox: english, multilingual)")
     say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present)")
     say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
     say.add_argument("--watermark-device", default=None, help="where the watermark runs: cpu (default), auto or cuda")

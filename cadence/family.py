@@ -11,7 +11,8 @@ from typing import Callable
 from .models.s3gen import S3GenConfig
 from .models.t3 import T3, T3Config
 from .models.t3_turbo import T3Turbo, T3TurboConfig
-from .text.normalize import normalize_text, normalize_turbo_text
+from .text.multilingual import CANGJIE_FILE, LANGUAGES, TOKENIZER_FILE, MultilingualTokenizer
+from .text.normalize import normalize_multilingual_text, normalize_text, normalize_turbo_text
 from .text.tokenizer import TextTokenizer
 from .text.turbo_tokenizer import TurboTokenizer
 
@@ -46,7 +47,24 @@ class ModelFamily:
     voice_t3_seconds: int  # how much of the reference T3's prompt tokens are taken from
     voice_lufs: float | None  # loudness the reference is normalised to before preparation (None: as it is)
     normalize: Callable[[str], str]  # the text clean-up before tokenising
-    load_tokenizer: Callable[[Path], object]  # checkpoint directory -> tokenizer with encode(text) -> ids
+    load_tokenizer: Callable[[Path], object]  # checkpoint directory -> tokenizer with encode(text, language) -> ids
+    ve_file: str = "ve.safetensors"
+    optional_files: tuple[str, ...] = ()  # downloaded from the hub when there, beside conds.pt
+    languages: tuple[str, ...] = ("en",)  # the `language` values its model speaks (the first: when unset)
+    language_required: bool = False  # True: `language` must be given (or come from the voice)
+
+    def check_language(self, language: str | None) -> str | None:
+        """The language a request speaks, as this family's tokenizer takes it: ValueError for one its model does
+        not speak (or for none, where the family needs one)."""
+        if language is None and not self.language_required:
+            return None
+        if language is not None and language.strip().lower() in self.languages:
+            return language.strip().lower()
+        if self.language_required:
+            from .text.multilingual import check_language
+            return check_language(language)
+        raise ValueError(f"language {language!r}: Chatterbox {self.name} speaks English only; the multilingual "
+                         f"model speaks {', '.join(LANGUAGES)}")
 
     def build_t3(self, tiny: bool):
         return self.t3_class(self.t3_tiny_config if tiny else self.t3_config)
@@ -76,18 +94,36 @@ TURBO = ModelFamily(
     unused_knobs=("cfg_weight", "min_p", "exaggeration"), silence_tokens=3, min_voice_seconds=5.0,
     voice_t3_seconds=15, voice_lufs=-27.0, normalize=normalize_turbo_text, load_tokenizer=TurboTokenizer)
 
-FAMILIES = {f.name: f for f in (ENGLISH, TURBO)}
+MULTILINGUAL = ModelFamily(
+    name="multilingual", model_ids=("chatterbox-multilingual", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
+    hub_repo="ResembleAI/chatterbox", t3_file="t3_mtl23ls_v2.safetensors", s3gen_file="s3gen.pt",
+    tokenizer_files=(TOKENIZER_FILE,), t3_class=T3, t3_config=T3Config.multilingual(),
+    t3_tiny_config=T3Config.tiny(text_vocab=2454), s3gen_config=S3GenConfig.english(),
+    s3gen_tiny_config=S3GenConfig.tiny(), cfg_pair=True,
+    # chatterbox-tts 0.1.7's `ChatterboxMultilingualTTS.generate` defaults (its repetition penalty is 2.0)
+    defaults=dict(temperature=0.8, cfg_weight=0.5, repetition_penalty=2.0, min_p=0.05, top_p=1.0, top_k=0),
+    unused_knobs=(), silence_tokens=0, min_voice_seconds=1.0, voice_t3_seconds=6, voice_lufs=None,
+    normalize=normalize_multilingual_text, load_tokenizer=MultilingualTokenizer, ve_file="ve.pt",
+    optional_files=(CANGJIE_FILE,), languages=tuple(LANGUAGES), language_required=True)
+
+FAMILIES = {f.name: f for f in (ENGLISH, TURBO, MULTILINGUAL)}
 
 
 def family_named(name: str) -> ModelFamily:
-    """`english` or `turbo` -> its description; anything else is a ValueError naming the choices."""
+    """`english`, `turbo` or `multilingual` -> its description; anything else is a ValueError naming the choices."""
     if name not in FAMILIES:
         raise ValueError(f"unknown model family {name!r}: choose one of {', '.join(FAMILIES)}")
     return FAMILIES[name]
 
 
-def detect_family(path: Path) -> ModelFamily:
-    """The family of a checkpoint directory, from the T3 file it holds."""
+def detect_family(path: Path, prefer: str | None = None) -> ModelFamily:
+    """The family of a checkpoint directory, from the T3 file it holds; `prefer` names the one to take where
+    a directory holds several (a hub snapshot of `ResembleAI/chatterbox` can hold the original and the
+    multilingual files side by side)."""
+    if prefer is not None:
+        wanted = family_named(prefer)
+        if (Path(path) / wanted.t3_file).is_file():
+            return wanted
     for family in FAMILIES.values():
         if (Path(path) / family.t3_file).is_file():
             return family

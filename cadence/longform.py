@@ -41,14 +41,15 @@ def join_audio(waves: list[np.ndarray], sample_rate: int, pause_s: float = 0.15,
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def chunk_text(tts, text: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str]:
-    return split_text(text, count=lambda s: len(tts.text_ids(s)), max_tokens=max_tokens)
+def chunk_text(tts, text: str, max_tokens: int = DEFAULT_MAX_TOKENS, language: str | None = None) -> list[str]:
+    return split_text(text, count=lambda s: len(tts.text_ids(s, language)), max_tokens=max_tokens)
 
 
-def paragraph_chunks(tts, text: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> tuple[list[str], set[int]]:
+def paragraph_chunks(tts, text: str, max_tokens: int = DEFAULT_MAX_TOKENS,
+                     language: str | None = None) -> tuple[list[str], set[int]]:
     """The chunks of `text` and the indices of those that end a paragraph (a longer pause follows them)."""
     chunks, ends = [], set()
-    for paragraph in split_paragraphs(text, count=lambda s: len(tts.text_ids(s)), max_tokens=max_tokens):
+    for paragraph in split_paragraphs(text, count=lambda s: len(tts.text_ids(s, language)), max_tokens=max_tokens):
         chunks += paragraph
         ends.add(len(chunks) - 1)
     return chunks, ends
@@ -63,7 +64,8 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     fmt = EXTENSIONS.get(out.suffix.lower())
     if fmt is None:
         raise ValueError(f"unknown output extension {out.suffix!r}; use one of {', '.join(EXTENSIONS)}")
-    chunks, paragraph_ends = paragraph_chunks(tts, text, max_chunk_tokens)
+    tts.params(**knobs)  # the knobs (the language included) checked before the text is cut
+    chunks, paragraph_ends = paragraph_chunks(tts, text, max_chunk_tokens, knobs.get("language"))
     if not chunks:
         raise ValueError("the text is empty")
     voice = voice or tts.default_voice

@@ -205,6 +205,35 @@ def _write_turbo(out: Path, seed: int, tiny: bool, with_conds: bool) -> None:
         _write_default_voice(out)
 
 
+def make_random_multilingual_checkpoint(out_dir: str | Path, seed: int = 0, tiny: bool = False,
+                                        with_conds: bool = True) -> Path:
+    """Write the multilingual layout: ve.pt and s3gen.pt (pickled state dicts, as the official files are),
+    t3_mtl23ls_v2.safetensors, the grapheme tokenizer and Cangjie5_TC.json, random by seed; all or none."""
+    with _written_whole(Path(out_dir)) as tmp:
+        _write_multilingual(tmp, seed, tiny, with_conds)
+    return Path(out_dir)
+
+
+def _write_multilingual(out: Path, seed: int, tiny: bool, with_conds: bool) -> None:
+    from .family import MULTILINGUAL
+    from .text.multilingual import CANGJIE_FILE, TOKENIZER_FILE
+    from .text.mtl_vocab import cangjie_table, grapheme_tokenizer_json
+    meta = {"format": "pt", "cadence_config": "tiny" if tiny else "multilingual", "cadence_seed": str(seed)}
+    t3, s3gen, ve = build(ModelConfig.of(MULTILINGUAL, tiny))
+    torch.save(random_state(ve, seed), out / MULTILINGUAL.ve_file)
+    save_file(random_state(t3, seed + 1), str(out / MULTILINGUAL.t3_file), metadata=meta)
+    tok = s3gen.cfg.tokenizer
+    real_buffers = {"tokenizer._mel_filters": torch.from_numpy(slaney_mel_filters(16000, tok.n_fft, tok.n_mels)),
+                    "tokenizer.window": torch.hann_window(tok.n_fft)}
+    torch.save(random_state(s3gen, seed + 2, real_buffers), out / MULTILINGUAL.s3gen_file)
+    (out / TOKENIZER_FILE).write_text(json.dumps(grapheme_tokenizer_json(), ensure_ascii=False), encoding="utf-8")
+    (out / CANGJIE_FILE).write_text(json.dumps(cangjie_table(seed=seed), ensure_ascii=False), encoding="utf-8")
+    for name in (MULTILINGUAL.ve_file, MULTILINGUAL.t3_file, MULTILINGUAL.s3gen_file, TOKENIZER_FILE, CANGJIE_FILE):
+        readable_by_all(out / name)
+    if with_conds:
+        _write_default_voice(out)
+
+
 def _write_default_voice(out: Path) -> None:
     """conds.pt: the synthetic test voice prepared by the checkpoint itself, as the built-in voice."""
     from .tts import TTS

@@ -28,6 +28,9 @@ class SamplingParams:
     """Upper bound on generated speech tokens (25 tokens = 1 s of audio)."""
     seed: int | None = None
     """Seed of this request's own random stream; None draws a fresh one."""
+    language: str | None = None
+    """The language of the text, as an id such as "fr" (`cadence.text.multilingual.LANGUAGES`): the multilingual
+    model needs one; the original and Turbo speak English only ("en" or unset)."""
 
     def __post_init__(self):
         def check(ok: bool, msg: str):
@@ -56,6 +59,10 @@ class SamplingParams:
         check(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)
                                     and 0 <= self.seed < 2 ** 63),
               f"seed must be a non-negative integer, got {self.seed!r}")
+        check(self.language is None or isinstance(self.language, str) and 0 < len(self.language.strip()) <= 8,
+              f"language must be a language id such as 'fr', got {self.language!r}")
+        if self.language is not None:
+            self.language = self.language.strip().lower()
 
     @classmethod
     def for_family(cls, family, **knobs) -> "SamplingParams":
@@ -68,10 +75,15 @@ class SamplingParams:
         if unused:
             raise ValueError(f"{', '.join(unused)}: not a knob of Chatterbox {family.name} (its model has no "
                              f"{'/'.join(unused)}); leave {'it' if len(unused) == 1 else 'them'} unset")
-        return cls(**{**family.defaults, **given})
+        params = cls(**{**family.defaults, **given})
+        if params.language is not None:
+            family.check_language(params.language)
+        return params
 
     def check_family(self, family) -> None:
         """ValueError if these params use a knob the family's model does not have (a non-neutral value)."""
+        if self.language is not None:
+            family.check_language(self.language)
         neutral = {"cfg_weight": 0.0, "min_p": 0.0, "exaggeration": None}
         used = [k for k in family.unused_knobs if getattr(self, k) != neutral[k]]
         if used:

@@ -89,23 +89,25 @@ class TTS(EngineAPI):
     # --- loading ------------------------------------------------------------------------------
     @classmethod
     def from_dir(cls, path: str | os.PathLike, device: str | None = "auto", watermark: bool = True,
-                 config: EngineConfig | None = None, **engine_options) -> "TTS":
+                 config: EngineConfig | None = None, family: str | None = None, **engine_options) -> "TTS":
         """Load a local directory in the official layout (ve/t3_cfg/s3gen safetensors, tokenizer.json,
-        optional conds.pt default voice). Engine options (`EngineConfig` fields: dtype, vocoder_dtype,
-        prepare_device, enforce_eager, compile, eos_check_every) come as `config` or keywords."""
+        optional conds.pt default voice), or a hub id. Engine options (`EngineConfig` fields: dtype, vocoder_dtype,
+        prepare_device, enforce_eager, compile, eos_check_every) come as `config` or keywords. `family`
+        (english, turbo, multilingual): which model of a hub repo or directory that holds several
+        (`ResembleAI/chatterbox` holds the original and the multilingual one); unset: the files decide."""
         config = config or EngineConfig.from_kwargs(device=device or "auto", **engine_options)
-        path = resolve(path)
+        path = resolve(path, family)
         dev = pick_device(config.device)
         on_demand = config.prepare_device == "auto" and dev.type != "cpu"
         prep = torch.device("cpu") if on_demand or config.prepare_device == "cpu" else (
             dev if config.prepare_device == "auto" else pick_device(config.prepare_device))
         plan, _ = config.resolve_plan(dev)
-        t3, s3gen, ve, model_cfg = load_models(path)
+        t3, s3gen, ve, model_cfg = load_models(path, family=family)
         family = model_cfg.family
         # Offloaded stages are placed on the CPU and lent to the GPU per request: never all on the GPU at once.
         stage_dev = torch.device("cpu") if plan.offload else dev
         apply_placement(t3, s3gen, ve, stage_dev, plan.t3_dtype, plan.vocoder_dtype, prep, flow_dtype=plan.flow_dtype)
-        if plan.t3_int8 and not load_int8_into(t3, path / QUANT_FILE, fingerprint(path), plan.t3_dtype):
+        if plan.t3_int8 and not load_int8_into(t3, path / QUANT_FILE, fingerprint(path, family.name), plan.t3_dtype):
             quantize_int8_(t3, plan.t3_dtype, t3_int8_targets)
         tokenizer = family.load_tokenizer(path)
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
@@ -126,9 +128,11 @@ class TTS(EngineAPI):
 
     @classmethod
     def from_pretrained(cls, repo_id: str = HUB_REPO, device: str | None = "auto", watermark: bool = True,
-                        **engine_options) -> "TTS":
-        """Download (or reuse the cached) official checkpoint from the Hugging Face hub."""
-        return cls.from_dir(resolve(repo_id), device=device, watermark=watermark, **engine_options)
+                        family: str | None = None, **engine_options) -> "TTS":
+        """Download (or reuse the cached) official checkpoint from the Hugging Face hub; `family="multilingual"`
+        takes the multilingual model of `ResembleAI/chatterbox`."""
+        return cls.from_dir(resolve(repo_id, family), device=device, watermark=watermark, family=family,
+                            **engine_options)
 
     # --- voices -------------------------------------------------------------------------------
     def prepare_voice(self, audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None,
@@ -157,7 +161,7 @@ class TTS(EngineAPI):
     @property
     def fingerprint(self) -> str:
         if "_fingerprint" not in self.__dict__:
-            self._fingerprint = fingerprint(self.model_dir) if self.model_dir else ""
+            self._fingerprint = fingerprint(self.model_dir, self.family.name) if self.model_dir else ""
         return self._fingerprint
 
     def save_quantized(self, path: str | os.PathLike | None = None) -> Path:
@@ -207,22 +211,23 @@ class TTS(EngineAPI):
         return voice
 
     # --- generation ---------------------------------------------------------------------------
-    def text_ids(self, text: str) -> list[int]:
-        """Normalised, tokenised text (without the start/stop framing); ValueError if it is too long."""
+    def text_ids(self, text: str, language: str | None = None) -> list[int]:
+        """Normalised, tokenised text (without the start/stop framing) in `language` (the multilingual model
+        needs one); ValueError if it is too long or the model does not speak the language."""
         if not isinstance(text, str):
             raise ValueError(f"text must be a string, got {type(text).__name__}")
         if not text.strip():
             raise ValueError("text is empty")
         c = self.t3.cfg
-        ids = self.tokenizer.encode(self.family.normalize(text))
+        ids = self.tokenizer.encode(self.family.normalize(text), self.family.check_language(language))
         framing = len(self.t3.frame_text([]))
         if len(ids) + framing > c.max_text_tokens:
             raise ValueError(f"text is too long: {len(ids)} tokens (at most {c.max_text_tokens - framing} per request); "
                              "render long text with `cadence say --file` or `cadence.longform.render_file`")
         return ids
 
-    def text_tokens(self, text: str) -> torch.Tensor:
-        return torch.tensor(self.t3.frame_text(self.text_ids(text)), device=self.device)
+    def text_tokens(self, text: str, language: str | None = None) -> torch.Tensor:
+        return torch.tensor(self.t3.frame_text(self.text_ids(text, language)), device=self.device)
 
     def generate(self, text: str, voice: Voice | None = None, *, params: SamplingParams | None = None,
                  watermark: bool | None = None, speech_tokens_only: bool = False, speed: float = 1.0,
@@ -234,7 +239,8 @@ class TTS(EngineAPI):
         from .audio.speed import check_speed
         speed = check_speed(speed)
         if not isinstance(text, str) or not text.strip():
-            self.text_ids(text)  # the same ValueError as every other path: not a string, or empty
+            self.text_ids(text, knobs.get("language") or (params.language if params else None))  # the same
+            # ValueError as every other path: not a string, or empty
         params = params or self.params(**knobs)
         params.check_family(self.family)
         if params.max_new_tokens > self.t3.cfg.max_speech_tokens:
@@ -300,4 +306,4 @@ class TTS(EngineAPI):
             resident.t3_embeds[dtype] = self.t3.voice_embeds(v.speaker_emb.to(dtype), v.t3_prompt_tokens)
         ex = torch.tensor([float(exaggeration)], device=self.device)
         pair = self.family.cfg_pair and params.cfg_weight > 0 if cfg_pair is None else cfg_pair
-        return self.t3.prefill_embeds(resident.t3_embeds[dtype], ex, self.text_tokens(text), pair)
+        return self.t3.prefill_embeds(resident.t3_embeds[dtype], ex, self.text_tokens(text, params.language), pair)

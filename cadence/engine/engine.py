@@ -92,7 +92,7 @@ class Engine:
         request.voice = self.tts.voice_or_default(request.voice)  # None: the built-in voice, as generate()
         if request.params.seed is None:
             request.params.seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
-        ids = self.tts.text_ids(request.text)
+        ids = self.tts.text_ids(request.text, request.params.language)
         if request.params.max_new_tokens > self.tts.t3.cfg.max_speech_tokens:
             raise ValueError(f"max_new_tokens={request.params.max_new_tokens} exceeds this model's "
                              f"{self.tts.t3.cfg.max_speech_tokens} speech positions")

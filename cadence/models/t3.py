@@ -52,9 +52,14 @@ class T3Config:
         return cls()
 
     @classmethod
-    def tiny(cls) -> "T3Config":
+    def tiny(cls, text_vocab: int = 704) -> "T3Config":
         return cls(dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_text_tokens=256, max_speech_tokens=512,
-                   prompt_len=20, perceiver_queries=4, perceiver_heads=2)
+                   prompt_len=20, perceiver_queries=4, perceiver_heads=2, text_vocab=text_vocab)
+
+    @classmethod
+    def multilingual(cls) -> "T3Config":
+        """Chatterbox Multilingual's T3: the original's, with the 2,454-symbol grapheme vocabulary."""
+        return cls(text_vocab=2454)
 
 
 def llama3_inv_freq(cfg: T3Config) -> torch.Tensor:

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..sampling_params import SamplingParams
-from .errors import ApiError, error_body
+from .errors import ApiError, documented, error_body
 from .metrics import Metrics
 from .settings import ServerSettings
 
@@ -66,7 +66,7 @@ class _Guard:
         return counted
 
 
-ROUTES = ("/v1/audio/speech", "/v1/voices", "/v1/models", "/v1/audio/models", "/v1/audio/voices", "/health", "/metrics", "/")
+ROUTES = ("/v1/audio/speech", "/v1/voices", "/v1/models", "/v1/languages", "/v1/audio/models", "/v1/audio/voices", "/health", "/metrics", "/")
 
 
 class _State:
@@ -162,8 +162,9 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
             # the family's knobs and their defaults (absent: unset, e.g. exaggeration = the voice's own), which
             # the playground shows; the knobs its model lacks are refused when set
             knobs = {k: t.family.defaults.get(k) for k in SamplingParams.names()
-                     if k not in ("max_new_tokens", "seed", *t.family.unused_knobs)}
+                     if k not in ("max_new_tokens", "seed", "language", *t.family.unused_knobs)}
             body.update(device=str(t.device), plan=t.plan.name, family=t.family.name, sample_rate=t.sample_rate,
+                        languages=list(t.family.languages), language_required=t.family.language_required,
                         knobs=knobs, max_new_tokens=t.params().max_new_tokens, **t.engine.load)
         return JSONResponse(body, 200 if state.status != "error" else 503)
 
@@ -171,6 +172,14 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
     async def prometheus():
         eng = state.tts.engine if state.status == "ready" else None
         return Response(metrics.render(eng), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/languages", responses=documented(401, 503))
+    async def languages():
+        """The language ids the loaded model speaks (`language` in a speech request), with their names."""
+        from ..text.multilingual import LANGUAGES
+        t = ready()
+        return {"object": "list", "required": t.family.language_required,
+                "data": [{"id": lang, "name": LANGUAGES[lang]} for lang in t.family.languages]}
 
     @app.get("/v1/models")
     async def models():

@@ -40,6 +40,8 @@ class SpeechRequest(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, le=4000, description="unset: 1000, or the loaded model's "
                                                                        "limit when that is lower")
     seed: int | None = Field(None, ge=0, lt=2 ** 63)
+    language: str | None = Field(None, max_length=8, description="the text's language id, e.g. 'fr' (GET "
+                                                                 "/v1/languages); the multilingual model needs one")
 
     @property
     def voice_name(self) -> str:

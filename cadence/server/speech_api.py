@@ -114,7 +114,7 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
             raise ApiError(503, f"generation failed: {type(exc).__name__}: {exc}", "server_error") from None
         metrics.ttfa.observe(time.perf_counter() - started)
         encoder = StreamEncoder(body.response_format, t.sample_rate)
-        usage = {"input_tokens": len(t.text_ids(text)), "output_tokens": 0}
+        usage = {"input_tokens": len(t.text_ids(text, params.language)), "output_tokens": 0}
 
         async def audio_chunks():
             chunk, total = first, 0.0

@@ -14,9 +14,11 @@ _TURBO_REPLACEMENTS = (
     ("…", ", "), (":", ","), ("—", "-"), ("–", "-"), (" ,", ","), ("“", '"'), ("”", '"'), ("‘", "'"), ("’", "'"),
 )
 _ENDERS = (".", "!", "?", "-", ",")
+# The multilingual model's text may also end on CJK punctuation.
+_MTL_ENDERS = _ENDERS + ("、", "，", "。", "？", "！")
 
 
-def normalize_text(text: str, replacements: tuple = _REPLACEMENTS) -> str:
+def normalize_text(text: str, replacements: tuple = _REPLACEMENTS, enders: tuple = _ENDERS) -> str:
     """Capitalise, collapse whitespace, map rare punctuation to what the model saw, end with punctuation."""
     if not text:
         return EMPTY_TEXT
@@ -26,7 +28,7 @@ def normalize_text(text: str, replacements: tuple = _REPLACEMENTS) -> str:
     for old, new in replacements:
         text = text.replace(old, new)
     text = text.rstrip(" ")
-    if not text.endswith(_ENDERS):
+    if not text.endswith(enders):
         text += "."
     return text
 
@@ -34,3 +36,8 @@ def normalize_text(text: str, replacements: tuple = _REPLACEMENTS) -> str:
 def normalize_turbo_text(text: str) -> str:
     """Turbo's clean-up: as `normalize_text`, with Turbo's shorter list of replacements."""
     return normalize_text(text, _TURBO_REPLACEMENTS)
+
+
+def normalize_multilingual_text(text: str) -> str:
+    """The multilingual model's clean-up: the original's, with CJK sentence ends counted as ends."""
+    return normalize_text(text, _REPLACEMENTS, _MTL_ENDERS)

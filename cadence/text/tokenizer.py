@@ -21,7 +21,8 @@ class TextTokenizer:
         if missing:
             raise ValueError(f"{path}: tokenizer lacks {', '.join(missing)}")
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, language: str | None = None) -> list[int]:
+        """`language`: the family checks it (English only); the text is encoded the same either way."""
         return self.tokenizer.encode(text.replace(" ", SPACE)).ids
 
     def decode(self, ids) -> str:

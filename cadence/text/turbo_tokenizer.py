@@ -33,7 +33,8 @@ class TurboTokenizer:
         if size != EXPECTED_VOCAB:
             raise ValueError(f"{d}: Turbo's tokenizer has {EXPECTED_VOCAB} ids, this one has {size}")
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, language: str | None = None) -> list[int]:
+        """`language`: the family checks it (English only); the text is encoded the same either way."""
         return self.tokenizer.encode(text).ids
 
     def decode(self, ids) -> str:

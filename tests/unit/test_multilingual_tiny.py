@@ -1,0 +1,116 @@
+"""The multilingual family on a tiny random checkpoint of its layout (CPU): loading the pickled files safely, the
+text front-ends, `language` end to end (library, engine with mixed languages, CLI, HTTP)."""
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+import torch
+
+from cadence.text.multilingual import LANGUAGES, hangul_to_jamo
+
+
+@pytest.fixture(scope="module")
+def mtl_ckpt(tmp_path_factory):
+    from cadence.random_checkpoint import make_random_multilingual_checkpoint
+    return make_random_multilingual_checkpoint(tmp_path_factory.mktemp("mtl_tiny"), seed=1, tiny=True)
+
+
+@pytest.fixture(scope="module")
+def mtl(mtl_ckpt):
+    from cadence.tts import TTS
+    return TTS.from_dir(mtl_ckpt, device="cpu", watermark=False)
+
+
+def test_the_checkpoint_has_the_official_files_and_is_detected(mtl_ckpt, mtl):
+    names = sorted(p.name for p in mtl_ckpt.iterdir())
+    assert names == ["Cangjie5_TC.json", "conds.pt", "grapheme_mtl_merged_expanded_v1.json", "s3gen.pt",
+                     "t3_mtl23ls_v2.safetensors", "ve.pt"]
+    assert mtl.family.name == "multilingual" and mtl.t3.cfg.text_vocab == 2454
+    assert mtl.tokenizer.tokenizer.get_vocab_size() == 2454
+    assert mtl.params().repetition_penalty == 2.0
+
+
+def test_pickled_weights_are_read_as_tensors_only(mtl_ckpt, tmp_path):
+    """ve.pt / s3gen.pt load with weights_only: a pickle that would run code is refused, by name."""
+    import shutil
+
+    from cadence.checkpoint import CheckpointError
+    from cadence.tts import TTS
+    bad = tmp_path / "ck"
+    shutil.copytree(mtl_ckpt, bad)
+    import datetime  # a pickle that names a class outside the tensor allowlist: weights_only refuses to build it
+    torch.save({"lstm.weight_ih_l0": datetime.date(2020, 1, 1)}, bad / "ve.pt")
+    with pytest.raises(CheckpointError, match="ve.pt: not a readable state dict"):
+        TTS.from_dir(bad, device="cpu", watermark=False)
+    torch.save({"not.a.key": torch.zeros(1)}, bad / "ve.pt")
+    with pytest.raises(CheckpointError, match="ve.pt: keys do not match"):
+        TTS.from_dir(bad, device="cpu", watermark=False)
+
+
+def test_hangul_is_split_into_jamo():
+    assert hangul_to_jamo("한국어") == "\u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165"
+    assert hangul_to_jamo(" abc ") == "abc"
+
+
+def test_language_is_a_knob_with_clear_refusals(mtl, tiny_tts):
+    audio = mtl.generate("Bonjour tout le monde.", language="fr", seed=1, max_new_tokens=10)
+    assert audio.samples.size > 0
+    ids = mtl.text_ids("Bonjour.", "FR")
+    assert ids[0] == mtl.tokenizer.tokenizer.token_to_id("[fr]")
+    with pytest.raises(ValueError, match="no language: the multilingual model speaks ar, da"):
+        mtl.generate("Bonjour.", seed=1, max_new_tokens=5)
+    with pytest.raises(ValueError, match="language 'xx'"):
+        mtl.generate("Bonjour.", language="xx", max_new_tokens=5)
+    with pytest.raises(ValueError, match="speaks English only"):
+        tiny_tts.generate("Hello.", language="fr", max_new_tokens=5)
+    assert tiny_tts.text_ids("Hello.", "en") == tiny_tts.text_ids("Hello.")
+
+
+def test_a_missing_front_end_names_its_package(mtl, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dicta_onnx", None)  # import fails as if not installed
+    mtl.tokenizer._steps.pop("he", None)
+    with pytest.raises(ValueError, match=r"Hebrew \(he\) text needs the package dicta-onnx: pip install"):
+        mtl.text_ids("שלום", "he")
+    with pytest.raises(ValueError, match="russian-text-stresser"):
+        mtl.text_ids("Привет", "ru")
+
+
+def test_one_batch_holds_several_languages(mtl):
+    texts, langs = ["Bonjour.", "Guten Tag.", "Hola.", "Hello."], ["fr", "de", "es", "en"]
+    batched = mtl.generate_many(texts, language=langs, seed=[1, 2, 3, 4], max_new_tokens=12)
+    alone = [mtl.generate(t, language=lang, seed=s, max_new_tokens=12) for t, lang, s in zip(texts, langs, [1, 2, 3, 4])]
+    assert [b.tokens for b in batched] == [a.tokens for a in alone]
+
+
+def test_cli_speaks_a_language_and_refuses_a_wrong_one(mtl_ckpt, tmp_path):
+    def say(*args):
+        return subprocess.run([sys.executable, "-m", "cadence.cli", "say", "Bonjour tout le monde.", "--model",
+                               str(mtl_ckpt), "--device", "cpu", "--max-new-tokens", "10", "--no-watermark", *args],
+                              capture_output=True, text=True, timeout=300)
+    ok = say("-o", str(tmp_path / "fr.wav"), "--language", "fr", "--seed", "1")
+    assert ok.returncode == 0 and (tmp_path / "fr.wav").stat().st_size > 44, ok.stderr
+    for args in (("--language", "xx"), ()):
+        bad = say("-o", str(tmp_path / "x.wav"), *args)
+        lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+        assert bad.returncode == 2 and len(lines) == 1 and ", ".join(LANGUAGES) in lines[0], bad.stderr
+
+
+def test_server_lists_languages_and_takes_one_per_request(mtl_ckpt):
+    from tests.unit.test_server import serve_in_thread
+    gen = serve_in_thread(mtl_ckpt, {})
+    base = next(gen)
+    try:
+        langs = httpx.get(base + "/v1/languages").json()
+        assert langs["required"] is True and [d["id"] for d in langs["data"]] == list(LANGUAGES)
+        assert httpx.get(base + "/health").json()["languages"] == list(LANGUAGES)
+        body = {"model": "chatterbox-multilingual", "input": "Bonjour.", "response_format": "wav",
+                "max_new_tokens": 10, "seed": 1, "stream": False}
+        r = httpx.post(base + "/v1/audio/speech", json={**body, "language": "fr"}, timeout=120)
+        assert r.status_code == 200 and r.content[:4] == b"RIFF"
+        for extra in ({}, {"language": "xx"}):
+            r = httpx.post(base + "/v1/audio/speech", json={**body, **extra}, timeout=60)
+            assert r.status_code == 400 and "the multilingual model speaks" in r.json()["error"]["message"]
+    finally:
+        next(gen, None)
