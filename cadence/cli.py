@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "serve":
             from .server import ServerSettings, create_app
             cors = [o.strip() for o in args.cors_origins.split(",")] if args.cors_origins else None
-            settings = ServerSettings.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
+            settings = ServerSettings.from_env(model=args.model, family=args.family, host=args.host, port=args.port,
+                                               device=args.device,
                                                memory_plan=args.memory_plan, vram_budget=args.vram_budget,
                                                dtype=args.dtype, max_batch=args.max_batch, library=args.library,
                                                max_input_chars=args.max_input_chars, max_body_mb=args.max_body_mb,

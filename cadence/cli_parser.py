@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="OpenAI-compatible speech server (FastAPI + uvicorn)",
                         epilog="Every setting also reads CADENCE_<NAME> (e.g. CADENCE_MAX_BATCH=16); a flag wins.")
     sv.add_argument("--model", default=None, help="checkpoint directory or hub repo id (env CADENCE_MODEL)")
+    sv.add_argument("--family", choices=sorted(FAMILIES), default=None,
+                    help="which model of a hub repo that holds several (ResembleAI/chatterbox: english, multilingual)")
     sv.add_argument("--host", default=None, help="interface (default 127.0.0.1; env CADENCE_HOST)")
     sv.add_argument("--port", type=int, default=None, help="port (default 8000; env CADENCE_PORT)")
     sv.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (CUDA if present; env "

@@ -99,6 +99,7 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
         try:
             from ..tts import TTS
             state.tts = tts or TTS.from_dir(settings.model, device=settings.device, watermark=settings.watermark,
+                                            family=settings.family,
                                             memory_plan=settings.memory_plan, vram_budget=settings.vram_budget,
                                             dtype=settings.dtype, max_batch=settings.max_batch,
                                             kv_slot_len=settings.kv_slot_len, vocoder_dtype=settings.vocoder_dtype,

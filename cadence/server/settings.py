@@ -16,6 +16,9 @@ def default_encode_workers(cores: int | None = None) -> int:
 class ServerSettings:
     model: str = "ResembleAI/chatterbox"
     """Checkpoint directory or hub repo id."""
+    family: str | None = None
+    """Which model of a hub repo (or directory) that holds several: english, turbo or multilingual
+    (`ResembleAI/chatterbox` holds english and multilingual); None: the files decide."""
     host: str = "127.0.0.1"
     """Interface to listen on (loopback by default: expose it on purpose)."""
     port: int = 8000
@@ -77,6 +80,9 @@ class ServerSettings:
     throughput. None = the memory plan's choice (off). See `EngineConfig.compile`."""
 
     def __post_init__(self):
+        if self.family is not None:
+            from ..family import family_named
+            family_named(self.family)  # ValueError naming the families
         from ..config import EngineConfig, stream_seconds
         for name in ("stream_prompt_s", "stream_history_s"):
             setattr(self, name, stream_seconds(getattr(self, name), name))

@@ -114,3 +114,16 @@ def test_server_lists_languages_and_takes_one_per_request(mtl_ckpt):
             assert r.status_code == 400 and "the multilingual model speaks" in r.json()["error"]["message"]
     finally:
         next(gen, None)
+
+
+def test_family_picks_the_model_and_is_checked(mtl_ckpt, tiny_ckpt):
+    """`family` chooses among the models of one hub repo; a directory holding another family is refused by name,
+    and so is an unknown family, on the library and the server settings alike."""
+    from cadence.checkpoint import CheckpointError, resolve
+    from cadence.server.settings import ServerSettings
+    assert resolve(mtl_ckpt, "multilingual") == mtl_ckpt
+    with pytest.raises(CheckpointError, match="is a Chatterbox english checkpoint, not multilingual"):
+        resolve(tiny_ckpt, "multilingual")
+    assert ServerSettings.from_env(family="multilingual").family == "multilingual"
+    with pytest.raises(ValueError, match="unknown model family 'klingon'"):
+        ServerSettings(family="klingon")
