@@ -30,7 +30,7 @@ def _percentile(values, q):
 def _fit(tts, n: int) -> int:
     """`n` tokens, or fewer where the loaded model or the engine's slots hold fewer (a small checkpoint)."""
     eng = tts.engine
-    room = eng.slot_len - eng.prefill_len(len(tts.text_ids(LONG_TEXT))) - tts.config.eos_check_every
+    room = eng.slot_len - eng.prefill_len(len(tts.text_ids(LONG_TEXT, "en"))) - tts.config.eos_check_every
     return max(1, min(n, tts.t3.cfg.max_speech_tokens, room))
 
 
@@ -41,7 +41,8 @@ def _run_level(tts, voices, lengths, seed) -> dict:
     rnd = random.Random(seed)
     _sync(tts.device)
     t0 = time.perf_counter()
-    handles = [eng.submit(Request(LONG_TEXT, rnd.choice(voices), tts.params(seed=seed + i, max_new_tokens=n),
+    handles = [eng.submit(Request(LONG_TEXT, rnd.choice(voices),
+                                  tts.params(seed=seed + i, max_new_tokens=n, language="en"),
                                   speech_tokens_only=True, ignore_eos=True))
                for i, n in enumerate(lengths)]
     audios = [h.result() for h in handles]
@@ -61,14 +62,14 @@ def _run_level(tts, voices, lengths, seed) -> dict:
 def _busy_latency(tts, voices, seed) -> dict:
     """One 10 s request alone, then the same request submitted into 15 running 30 s requests."""
     eng = tts.engine
-    probe = Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=_fit(tts, 250)),
+    probe = Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=_fit(tts, 250), language="en"),
                     speech_tokens_only=True, ignore_eos=True)
     alone = eng.submit(probe).result().timings["total"]
-    others = [eng.submit(Request(LONG_TEXT, voices[i % len(voices)], tts.params(seed=seed + 1 + i,
+    others = [eng.submit(Request(LONG_TEXT, voices[i % len(voices)], tts.params(seed=seed + 1 + i, language="en",
                                                                                      max_new_tokens=_fit(tts, 750)),
                                  speech_tokens_only=True, ignore_eos=True)) for i in range(15)]
     time.sleep(0.2)
-    busy = eng.submit(Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=_fit(tts, 250)),
+    busy = eng.submit(Request(LONG_TEXT, voices[0], tts.params(seed=seed, max_new_tokens=_fit(tts, 250), language="en"),
                               speech_tokens_only=True, ignore_eos=True)).result().timings["total"]
     for h in others:
         h.result()
@@ -78,10 +79,12 @@ def _busy_latency(tts, voices, seed) -> dict:
 def _agreement(tts, voices, seed, n=8) -> dict:
     """Tokens of the single-request path vs the batched engine for the same requests (same seeds)."""
     texts = [LONG_TEXT[: 60 + 20 * i] for i in range(n)]
-    alone = [tts.generate(t, voice=voices[i % len(voices)], seed=seed + i, max_new_tokens=_fit(tts, 200)).tokens
+    alone = [tts.generate(t, voice=voices[i % len(voices)], seed=seed + i, max_new_tokens=_fit(tts, 200),
+                           language="en").tokens
              for i, t in enumerate(texts)]
     many = tts.generate_many(texts, voice=[voices[i % len(voices)] for i in range(n)],
-                             seed=[seed + i for i in range(n)], max_new_tokens=_fit(tts, 200))
+                             seed=[seed + i for i in range(n)], max_new_tokens=_fit(tts, 200),
+                             language="en")
     same = sum(a == b.tokens for a, b in zip(alone, many))
     prefix = [next((j for j, (x, y) in enumerate(zip(a, b.tokens)) if x != y), min(len(a), len(b.tokens)))
               for a, b in zip(alone, many)]

@@ -24,7 +24,8 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> 
                 if not todo:
                     return
                 body = todo.pop()
-            params = SamplingParams.for_family(tts.family, seed=body["seed"], max_new_tokens=body["max_new_tokens"])
+            params = SamplingParams.for_family(tts.family, seed=body["seed"], max_new_tokens=body["max_new_tokens"],
+                                               language=body.get("language"))
             t0 = time.perf_counter()
             handle = tts.submit(Request(body["input"], None, params, watermark=watermark, stream=body["stream"]))
             seconds = sum(chunk.samples.size / chunk.sample_rate for chunk in handle)

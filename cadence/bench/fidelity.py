@@ -52,7 +52,7 @@ def compare(ref, low, device: str, steps: int = 50, n_tokens: int = 250, wav: np
     if wav is None:
         wav, sr = synthetic_voice(seconds=9.98), 24000
     voice = ref.prepare_voice(wav, sample_rate=sr)
-    p = SamplingParams(seed=0, max_new_tokens=steps)
+    p = SamplingParams(seed=0, max_new_tokens=steps, language="en")
     forced = torch.randint(0, 6561, (steps,), generator=torch.Generator().manual_seed(5)).tolist()
     a = ref.t3_runner.generate(ref.prefill(TEXT, voice, p), p, 0,
                                forced_tokens=forced, keep_logits=True)

@@ -28,11 +28,11 @@ async def one_httpx(client: httpx.AsyncClient, url: str, body: dict) -> dict:
 
 async def one_openai(client, body: dict) -> dict:
     """One request through the OpenAI client (`audio.speech.with_streaming_response`); Cadence's own fields
-    (seed, max_new_tokens, stream) go as `extra_body`, as a user of that client sends them."""
+    (seed, max_new_tokens, stream, language) go as `extra_body`, as a user of that client sends them."""
     import openai  # noqa: PLC0415 - only this client needs it
     t0 = time.perf_counter()
     ttfa, n = None, 0
-    extra = {k: body[k] for k in ("seed", "max_new_tokens", "stream")}
+    extra = {k: body[k] for k in ("seed", "max_new_tokens", "stream", "language") if k in body}
     try:
         async with client.audio.speech.with_streaming_response.create(
                 model=body["model"], voice=body["voice"], input=body["input"],

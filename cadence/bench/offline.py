@@ -130,14 +130,15 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
     _, warm = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))
     res["prepare_cold_s"], res["prepare_warm_s"] = cold, warm
     for case in opt.cases:  # warm-up: captures graphs for these shapes, as a server's first requests would
-        tts.generate(case.text, voice=voice, seed=0, max_new_tokens=case.tokens, speech_tokens_only=True)
+        tts.generate(case.text, voice=voice, seed=0, max_new_tokens=case.tokens, speech_tokens_only=True,
+                     language="en")
     for case in opt.cases:
         runs = []
         for r in range(opt.repeats):
             _reset_peak(opt.device)
             audio, total = _timed(opt.device, lambda: tts.generate(case.text, voice=voice, seed=opt.seed + r,
                                                                    max_new_tokens=case.tokens,
-                                                                   speech_tokens_only=True))
+                                                                   speech_tokens_only=True, language="en"))
             t = audio.timings
             runs.append({"t3_s": t["t3"], "t3_tokens": len(audio.tokens), "t3_tok_per_s": len(audio.tokens) / t["t3"],
                          "s3gen_s": t["s3gen"], "total_s": total, "audio_s": audio.duration,
@@ -158,7 +159,8 @@ def _consecutive(tts, voice, opt: BenchOptions) -> dict:
     allocated, reserved = [], []
     t0 = time.perf_counter()
     for i in range(opt.consecutive):
-        tts.generate(case.text, voice=voice, seed=opt.seed + i, max_new_tokens=case.tokens, speech_tokens_only=True)
+        tts.generate(case.text, voice=voice, seed=opt.seed + i, max_new_tokens=case.tokens, speech_tokens_only=True,
+                     language="en")
         _sync(opt.device)
         allocated.append(torch.cuda.memory_allocated() / 2**20)
         reserved.append(torch.cuda.memory_reserved() / 2**20)

@@ -49,7 +49,7 @@ def level_bodies(n_requests: int, seed: int, max_tokens: int, stream: bool, fmt:
     `request_tokens` gives every request that many tokens instead of 75..`max_tokens`."""
     rnd = random.Random(seed)
     return [{"model": "tts-1", "input": LONG_TEXT[: rnd.randint(60, len(LONG_TEXT))], "voice": "default",
-             "response_format": fmt, "seed": seed + i,
+             "response_format": fmt, "seed": seed + i, "language": "en",
              "max_new_tokens": request_tokens or rnd.randint(min(75, max_tokens), max_tokens),
              "stream": stream} for i in range(n_requests)]
 

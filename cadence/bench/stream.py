@@ -45,7 +45,7 @@ def stream_level(tts, voice, n: int, tokens: int, seed: int) -> dict:
     threads = []
     t = time.perf_counter()
     for i in range(n):
-        h = tts.submit(Request(LONG_TEXT, voice, tts.params(seed=seed + i, max_new_tokens=tokens),
+        h = tts.submit(Request(LONG_TEXT, voice, tts.params(seed=seed + i, max_new_tokens=tokens, language="en"),
                                speech_tokens_only=True, ignore_eos=True, stream=True))
         threads.append(threading.Thread(target=_watch, args=(h, time.perf_counter(), results[i])))
         threads[-1].start()
@@ -69,12 +69,13 @@ def long_text(tts, voice, words: int, seed: int) -> dict:
     if not text.endswith((".", "!", "?")):
         text += "."
     t = time.perf_counter()
-    chunks = split_text(text, count=lambda s: len(tts.text_ids(s)), max_tokens=DEFAULT_MAX_TOKENS)
+    chunks = split_text(text, count=lambda s: len(tts.text_ids(s, "en")), max_tokens=DEFAULT_MAX_TOKENS)
     split_s = time.perf_counter() - t
-    sizes = [len(tts.text_ids(c)) for c in chunks]
+    sizes = [len(tts.text_ids(c, "en")) for c in chunks]
     intact = " ".join(chunks).split() == text.split()
     t = time.perf_counter()
-    handles = [tts.submit(Request(c, voice, tts.params(seed=seed + i, max_new_tokens=min(1000, 10 * len(c.split()))),
+    handles = [tts.submit(Request(c, voice, tts.params(seed=seed + i, max_new_tokens=min(1000, 10 * len(c.split())),
+                                                      language="en"),
                                   speech_tokens_only=True, ignore_eos=True)) for i, c in enumerate(chunks)]
     audio_s = sum(h.result().duration for h in handles)
     wall = time.perf_counter() - t

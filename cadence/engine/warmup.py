@@ -23,9 +23,10 @@ def warm_bursts(engine) -> None:
     if voice is None:  # no built-in voice to warm with: the first requests pay instead
         return
     n = min(16, engine.max_batch)
-    text = "Warming up: " + "the quick brown fox jumps over the lazy dog, " * 6
+    text = "Warming up: " + "the quick brown fox jumps over the lazy dog, " * 2  # fits every checkpoint
     for count, stream in ((1, True), (n, True), (1, False), (n, False)):
-        params = [engine.tts.params(seed=i, max_new_tokens=64) for i in range(count)]
+        # English text: every family speaks it (the multilingual one when told so)
+        params = [engine.tts.params(seed=i, max_new_tokens=64, language="en") for i in range(count)]
         handles = [engine.submit(Request(text, voice, params[i], watermark=False,
                                          speech_tokens_only=True, ignore_eos=True, stream=stream))
                    for i in range(count)]

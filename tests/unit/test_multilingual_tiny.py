@@ -127,3 +127,12 @@ def test_family_picks_the_model_and_is_checked(mtl_ckpt, tiny_ckpt):
     assert ServerSettings.from_env(family="multilingual").family == "multilingual"
     with pytest.raises(ValueError, match="unknown model family 'klingon'"):
         ServerSettings(family="klingon")
+
+
+def test_warm_up_and_the_benches_speak_a_language_every_family_has(mtl):
+    """The engine's warm-up bursts and the benches send English text with language "en": the multilingual model
+    needs a language, and every family speaks English (a server of this family warmed up with none would fail)."""
+    from cadence.bench.serve import level_bodies
+    from cadence.engine.warmup import warm_bursts
+    warm_bursts(mtl.engine)
+    assert {b["language"] for b in level_bodies(3, 1, 50, False, "mp3")} == {"en"}
