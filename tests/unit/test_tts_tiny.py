@@ -105,3 +105,27 @@ def test_reference_audio_formats_rates_and_channels(tiny_tts, tmp_path, ext, kw)
     sf.write(str(path), np.stack([wav, wav], axis=1), 44100, **kw)  # stereo, 44.1 kHz
     v = tiny_tts.prepare_voice(str(path))
     assert v.prompt_tokens.shape[1] == 75 and torch.isfinite(v.xvector).all()
+
+
+def test_m4a_and_aac_references_are_read_through_pyav(tiny_tts, tmp_path):
+    """An AAC recording in an MP4 container (.m4a, as phones record) and a bare ADTS .aac stream prepare a voice."""
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    from cadence.audio.encode import encode_all
+    from cadence.random_checkpoint import synthetic_voice
+    wav = synthetic_voice(seconds=3.0)
+    (tmp_path / "ref.aac").write_bytes(encode_all(wav, "aac", 24000))
+    with av.open(str(tmp_path / "ref.m4a"), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=24000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(wav[None].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = 24000
+        for f in av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=24000).resample(frame):
+            for packet in stream.encode(f):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    for name in ("ref.m4a", "ref.aac"):
+        voice = tiny_tts.prepare_voice(str(tmp_path / name))
+        assert voice.prompt_tokens.numel() > 0, name
