@@ -1,6 +1,6 @@
 """Cadence vs chatterbox-tts==0.1.7 on the same full-size random checkpoint, fp32.
 
-Tolerances (from the issue): T3 logits <= 1e-4 relative at every teacher-forced step; processed sampling
+Tolerances: T3 logits <= 1e-4 relative at every teacher-forced step; processed sampling
 distribution <= 1e-6; voice conditioning equal (tokens exactly); S3Gen mel <= 1e-4 relative for the same
 tokens and CFM noise; waveform for the same mel and source noise."""
 
