@@ -24,9 +24,10 @@ OPTIONAL_FILES = ("conds.pt", "tokenizer.json", "added_tokens.json", "special_to
                   "tokenizer_config.json")
 
 
-def family_files(family: ModelFamily) -> tuple[str, ...]:
-    """The files a checkpoint of this family must hold."""
-    return (family.ve_file, family.t3_file, family.s3gen_file, *family.tokenizer_files)
+def family_files(family: ModelFamily, path: Path | None = None) -> tuple[str, ...]:
+    """The files a checkpoint of this family must hold (with `path`: the T3 file that directory holds)."""
+    t3 = family.t3_name(path) if path is not None else family.t3_file
+    return (family.ve_file, t3, family.s3gen_file, *family.tokenizer_files)
 
 
 # Tensors the checkpoint stores apart that Cadence multiplies as one: packed name -> official parts, in order.
@@ -118,7 +119,7 @@ def resolve(model: str | os.PathLike, family: str | None = None) -> Path:
             raise CheckpointError(f"{path} is not a Chatterbox checkpoint: {exc}") from exc
         if asked is not None and asked != family.name:
             raise CheckpointError(f"{path} is a Chatterbox {family.name} checkpoint, not {asked}")
-        missing = [f for f in family_files(family) if not (path / f).is_file()]
+        missing = [f for f in family_files(family, path) if not (path / f).is_file()]
         if missing:
             raise CheckpointError(f"{path} is not a Chatterbox {family.name} checkpoint: missing {', '.join(missing)}")
         return path
@@ -239,7 +240,7 @@ def load_models(path: Path, cfg: ModelConfig | None = None, family: str | None =
     cfg = cfg or detect_config(path, family)
     t3, s3gen, ve = build(cfg)
     load_weights(ve, path / cfg.family.ve_file)
-    load_weights(t3, path / cfg.family.t3_file)
+    load_weights(t3, path / cfg.family.t3_name(path))
     load_weights(s3gen, path / cfg.family.s3gen_file)
     for m in (t3, s3gen, ve):
         _materialise_buffers(m, "cpu")
@@ -254,7 +255,7 @@ def detect_config(path: Path, family: str | None = None) -> ModelConfig:
         family = detect_family(path, prefer=family)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
-    with safe_open(str(path / family.t3_file), "pt") as f:
+    with safe_open(str(path / family.t3_name(path)), "pt") as f:
         meta = f.metadata() or {}
     return ModelConfig.of(family, tiny=meta.get("cadence_config") == "tiny")
 
@@ -307,7 +308,7 @@ def fingerprint(path: Path, family: str | None = None) -> str:
     import struct
     h = hashlib.sha256()
     family = detect_family(path, prefer=family)
-    for name in (family.ve_file, family.t3_file, family.s3gen_file):
+    for name in (family.ve_file, family.t3_name(path), family.s3gen_file):
         p = Path(path) / name
         size = p.stat().st_size
         h.update(f"{name}:{size}".encode())

@@ -52,6 +52,14 @@ class ModelFamily:
     optional_files: tuple[str, ...] = ()  # downloaded from the hub when there, beside conds.pt
     languages: tuple[str, ...] = ("en",)  # the `language` values its model speaks (the first: when unset)
     language_required: bool = False  # True: `language` must be given (or come from the voice)
+    later_t3_files: tuple[str, ...] = ()  # later T3 files of the same layout, used where `t3_file` is absent
+
+    def t3_name(self, path: Path) -> str:
+        """The T3 file a checkpoint directory of this family holds: `t3_file`, else the first later one there."""
+        for name in (self.t3_file, *self.later_t3_files):
+            if (Path(path) / name).is_file():
+                return name
+        return self.t3_file
 
     def check_language(self, language: str | None) -> str | None:
         """The language a request speaks, as this family's tokenizer takes it: ValueError for one its model does
@@ -104,7 +112,9 @@ MULTILINGUAL = ModelFamily(
     defaults=dict(temperature=0.8, cfg_weight=0.5, repetition_penalty=2.0, min_p=0.05, top_p=1.0, top_k=0),
     unused_knobs=(), silence_tokens=0, min_voice_seconds=1.0, voice_t3_seconds=6, voice_lufs=None,
     normalize=normalize_multilingual_text, load_tokenizer=MultilingualTokenizer, ve_file="ve.pt",
-    optional_files=(CANGJIE_FILE,), languages=tuple(LANGUAGES), language_required=True)
+    optional_files=(CANGJIE_FILE,), languages=tuple(LANGUAGES), language_required=True,
+    # the later multilingual T3 (chatterbox's `t3_model="v3"`): the same T3Config, the same other files
+    later_t3_files=("t3_mtl23ls_v3.safetensors",))
 
 FAMILIES = {f.name: f for f in (ENGLISH, TURBO, MULTILINGUAL)}
 
@@ -122,10 +132,10 @@ def detect_family(path: Path, prefer: str | None = None) -> ModelFamily:
     multilingual files side by side)."""
     if prefer is not None:
         wanted = family_named(prefer)
-        if (Path(path) / wanted.t3_file).is_file():
+        if any((Path(path) / n).is_file() for n in (wanted.t3_file, *wanted.later_t3_files)):
             return wanted
     for family in FAMILIES.values():
-        if (Path(path) / family.t3_file).is_file():
+        if any((Path(path) / n).is_file() for n in (family.t3_file, *family.later_t3_files)):
             return family
     names = ", ".join(f.t3_file for f in FAMILIES.values())
     raise ValueError(f"{path} holds no Chatterbox T3 file (looked for {names})")

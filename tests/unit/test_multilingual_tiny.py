@@ -136,3 +136,16 @@ def test_warm_up_and_the_benches_speak_a_language_every_family_has(mtl):
     from cadence.engine.warmup import warm_bursts
     warm_bursts(mtl.engine)
     assert {b["language"] for b in level_bodies(3, 1, 50, False, "mp3")} == {"en"}
+
+
+def test_the_later_t3_file_loads_where_it_is_the_one_there(mtl_ckpt, tmp_path):
+    """A directory holding t3_mtl23ls_v3.safetensors (the later multilingual T3, same layout) instead of v2 loads it."""
+    import shutil
+
+    from cadence.tts import TTS
+    d = tmp_path / "v3"
+    shutil.copytree(mtl_ckpt, d)
+    (d / "t3_mtl23ls_v2.safetensors").rename(d / "t3_mtl23ls_v3.safetensors")
+    tts = TTS.from_dir(d, device="cpu", watermark=False)
+    assert tts.family.name == "multilingual" and tts.fingerprint
+    assert tts.generate("Hej.", language="sv", seed=1, max_new_tokens=5).samples.size > 0
