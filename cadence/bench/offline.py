@@ -114,6 +114,18 @@ def _case_summary(runs: list[dict]) -> dict:
             **{k: max(r.get(k, 0) for r in runs) for k in ("peak_allocated_mb", "peak_reserved_mb", "process_mb")}}
 
 
+def _fitting_text(tts, text: str) -> str:
+    """`text`, or its longest run of leading words whose tokens the loaded T3 holds (a tiny checkpoint)."""
+    words = text.split()
+    while len(words) > 1:
+        try:
+            tts.text_ids(" ".join(words), "en")
+            break
+        except ValueError:
+            words = words[: max(1, len(words) * 3 // 4)]
+    return " ".join(words)
+
+
 def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
     from ..tts import TTS
     res: dict = {"engine": "cadence"}
@@ -129,6 +141,8 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
     voice, cold = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))
     _, warm = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))
     res["prepare_cold_s"], res["prepare_warm_s"] = cold, warm
+    for case in opt.cases:  # a small checkpoint holds fewer text positions: the case's text, cut to fit
+        case.text = _fitting_text(tts, case.text)
     for case in opt.cases:  # warm-up: captures graphs for these shapes, as a server's first requests would
         tts.generate(case.text, voice=voice, seed=0, max_new_tokens=case.tokens, speech_tokens_only=True,
                      language="en")
@@ -266,8 +280,11 @@ def markdown(result: dict) -> str:
 
 
 def reference_for(family):
-    """The reference bench of a model family: the original model's or Turbo's."""
-    from ..family import TURBO
+    """The reference bench of a model family: the original model's or Turbo's (ValueError for another)."""
+    from ..family import ENGLISH, TURBO
+    if family is not ENGLISH and family is not TURBO:
+        raise ValueError(f"--reference: the side-by-side bench is written for the original model and Turbo, not "
+                         f"Chatterbox {family.name}; run without --reference")
     if family is TURBO:
         from .reference_turbo import bench_reference_turbo
         return bench_reference_turbo
@@ -291,13 +308,14 @@ def run_bench(opt: BenchOptions, out_json: str | None, out_md: str | None) -> di
     from ..checkpoint import resolve
     from ..family import detect_family
     family = detect_family(resolve(opt.model))
+    reference = reference_for(family) if opt.reference else None  # refused before any work
     result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else "cpu",
               "torch": torch.__version__, "family": family.name, "watermark": opt.watermark,
               "dtype": opt.dtype, "compile": opt.compile, "vocoder_dtype": opt.vocoder_dtype, "repeats": opt.repeats,
               "cases": [{"name": c.name, "tokens": c.tokens, "text": c.text} for c in opt.cases]}
     result["cadence"] = bench_cadence(opt, wav, sr)
-    if opt.reference:
-        result["reference"] = reference_for(family)(opt, wav_path)
+    if reference is not None:
+        result["reference"] = reference(opt, wav_path)
     write_report(result, markdown(result), out_json, out_md)
     return result
 

@@ -149,3 +149,18 @@ def test_the_later_t3_file_loads_where_it_is_the_one_there(mtl_ckpt, tmp_path):
     tts = TTS.from_dir(d, device="cpu", watermark=False)
     assert tts.family.name == "multilingual" and tts.fingerprint
     assert tts.generate("Hej.", language="sv", seed=1, max_new_tokens=5).samples.size > 0
+
+
+def test_bench_runs_on_the_family_and_refuses_a_reference_it_lacks(mtl_ckpt, tmp_path):
+    def bench(*args):
+        return subprocess.run([sys.executable, "-m", "cadence.cli", "bench", "--model", str(mtl_ckpt), "--device",
+                               "cpu", "--repeats", "1", "--short-tokens", "5", "--long-tokens", "8", "--json",
+                               str(tmp_path / "b.json"), "--md", str(tmp_path / "b.md"), *args],
+                              capture_output=True, text=True, timeout=600)
+    refused = bench("--reference")
+    lines = [ln for ln in refused.stderr.splitlines() if ln.strip()]
+    assert refused.returncode == 2 and len(lines) == 1 and "not Chatterbox multilingual" in lines[0]
+    assert not (tmp_path / "b.json").exists()  # refused before any work
+    ok = bench()  # its long case's text cut to what the tiny T3 holds
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "long: RTF" in (tmp_path / "b.md").read_text()
