@@ -101,7 +101,8 @@ def _voices(args) -> None:
         from .tts import TTS
         tts = TTS.from_dir(args.model, device=args.device, watermark=False)
         lib = tts.library(args.library) if args.library else tts.library()
-        v = lib.add(args.name, args.audio, exaggeration=args.exaggeration, overwrite=args.overwrite)
+        v = lib.add(args.name, args.audio, exaggeration=args.exaggeration, overwrite=args.overwrite,
+                    language=args.language)
         print(f"added {v.meta['name']!r} ({v.meta.get('duration_s', 0):.2f} s) to {lib.root}")
         return
     lib = VoiceLibrary(args.library)

@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--model", default=DEFAULT_MODEL, help="the checkpoint that prepares it")
     add.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present)")
     add.add_argument("--overwrite", action="store_true", help="replace a voice of that name")
+    add.add_argument("--language", default=None,
+                     help="the language it speaks (the multilingual model's requests that name none use it)")
     verb("list", "a table of stored voices")
     verb("show", "one voice's details").add_argument("name", help="a stored voice")
     verb("rm", "delete a voice").add_argument("name", help="a stored voice")

@@ -247,6 +247,7 @@ class TTS(EngineAPI):
             raise ValueError(f"max_new_tokens={params.max_new_tokens} exceeds this model's "
                              f"{self.t3.cfg.max_speech_tokens} speech positions")
         voice = self.voice_or_default(voice)
+        params = self.with_voice_language(params, voice)
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2 ** 62, ()).item())
         rng = RequestRNG(seed, self.device)
         timings = {}
@@ -278,6 +279,12 @@ class TTS(EngineAPI):
         timings["t3_tokens_per_s"] = len(tokens) / max(timings["t3"], 1e-9)
         return Audio(samples=wav.astype(np.float32), sample_rate=self.sample_rate, tokens=speech,
                      watermarked=marked, timings=timings)
+
+    def with_voice_language(self, params: SamplingParams, voice: Voice | None) -> SamplingParams:
+        """`params` with the voice's stored language where the model needs a language and the request gave none."""
+        if params.language is None and self.family.language_required and voice is not None and voice.language:
+            params.language = voice.language
+        return params
 
     def params(self, **knobs) -> SamplingParams:
         """`SamplingParams` for this model: the knobs given over its family's defaults, and an unset

@@ -90,6 +90,7 @@ class Engine:
             raise ValueError("request.params must be a SamplingParams")
         request.params.check_family(self.tts.family)
         request.voice = self.tts.voice_or_default(request.voice)  # None: the built-in voice, as generate()
+        self.tts.with_voice_language(request.params, request.voice)
         if request.params.seed is None:
             request.params.seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
         ids = self.tts.text_ids(request.text, request.params.language)

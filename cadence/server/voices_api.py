@@ -41,11 +41,17 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
 
     @app.post("/v1/voices", status_code=201, responses=documented(400, 401, 409, 413))
     async def add_voice(name: str = Form(...), file: UploadFile = File(...), exaggeration: float = Form(0.5),
-                        overwrite: bool = Form(False)):
+                        overwrite: bool = Form(False), language: str | None = Form(None)):
         t = ready()
         name = valid(name, VoiceLibrary.check_new_name)  # 'default' too: the checkpoint's own voice
         if not 0.0 <= exaggeration <= 2.0:
             raise ApiError(400, f"exaggeration must be in [0, 2], got {exaggeration}", param="exaggeration")
+        if language is not None:
+            from ..text.multilingual import check_language
+            try:
+                language = check_language(language)
+            except ValueError as exc:
+                raise ApiError(400, str(exc), param="language") from None
         data = await file.read()
         if len(data) > settings.max_body_mb * 2 ** 20:  # a chunked upload carries no Content-Length to check early
             raise ApiError(413, f"upload of {len(data)} bytes exceeds the {settings.max_body_mb} MB limit",
@@ -61,7 +67,8 @@ def add_voice_routes(app: FastAPI, settings, ready, library) -> None:
             raise ApiError(400, str(exc), param="file", code="bad_audio") from None
         t.engine  # started: TTS.prepare_voice then runs the preparation on its GPU thread, between decode steps
         try:
-            await asyncio.to_thread(lib.add, name, wav, sample_rate=sr, exaggeration=exaggeration, overwrite=overwrite)
+            await asyncio.to_thread(lib.add, name, wav, sample_rate=sr, exaggeration=exaggeration, overwrite=overwrite,
+                                    language=language)
         except VoiceExists:  # another upload of the name won the race
             raise exists(name) from None
         except ValueError as exc:

@@ -76,6 +76,7 @@ class VoiceInfo:
     source_sha256: str
     family: str = "english"
     families: tuple[str, ...] = ("english",)  # every family this file holds a preparation for
+    language: str | None = None  # the language it speaks, where one was given
 
 
 class VoiceLibrary:
@@ -119,10 +120,13 @@ class VoiceLibrary:
 
     # --- writing ------------------------------------------------------------------------------------
     def add(self, name: str, audio, sample_rate: int | None = None, exaggeration: float = 0.5,
-            overwrite: bool = False) -> Voice:
+            overwrite: bool = False, language: str | None = None) -> Voice:
         """Prepare `audio` (a path or an array with `sample_rate`) and store it as `name`. The same audio
-        already prepared for this checkpoint is reused, not prepared again."""
+        already prepared for this checkpoint is reused, not prepared again. `language`: the language the voice
+        speaks (one of the multilingual model's ids), used by that model's requests that name none."""
         from ..audio.io import read_audio, resample, to_mono
+        from ..text.multilingual import check_language
+        language = None if language is None else check_language(language)
         path = self.path(self.check_new_name(name))
         if not overwrite and path.exists():
             raise VoiceExists(f"voice {validate_name(name)!r} already exists (use overwrite)")
@@ -144,6 +148,8 @@ class VoiceLibrary:
             if self.preparer is None:
                 raise VoiceError("adding a voice needs a model to prepare it (open the library through a TTS)")
             voice = self.preparer(pcm.astype(np.float32) / 32768.0, 24000, exaggeration)
+        if language is not None:
+            voice.meta["language"] = language
         return self._store(name, voice, pcm, sha, overwrite)
 
     def add_voice(self, name: str, voice: Voice, overwrite: bool = False) -> Voice:
@@ -152,7 +158,8 @@ class VoiceLibrary:
 
     def _store(self, name, voice: Voice, pcm, sha, overwrite) -> Voice:
         name = validate_name(name)
-        meta = {k: v for k, v in voice.meta.items() if k in ("prepare_s", "duration_s", "sample_rate", "source")}
+        meta = {k: v for k, v in voice.meta.items() if k in ("prepare_s", "duration_s", "sample_rate", "source",
+                                                              "language")}
         meta.update(name=name, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     checkpoint=self.fingerprint or voice.meta.get("checkpoint", ""), source_sha256=sha,
                     cadence_version=_version(), has_source=pcm is not None,
@@ -288,7 +295,8 @@ class VoiceLibrary:
         return VoiceInfo(name=m.get("name", name), duration_s=float(m.get("duration_s", 0.0)),
                          exaggeration=v.exaggeration, created=m.get("created", ""), bytes=path.stat().st_size,
                          checkpoint=m.get("checkpoint", ""), source_sha256=m.get("source_sha256", ""),
-                         family=_family(m), families=tuple(sorted({_family(m), *m.get("prepared", {})})))
+                         family=_family(m), families=tuple(sorted({_family(m), *m.get("prepared", {})})),
+                         language=m.get("language"))
 
     def list(self) -> tuple[list[VoiceInfo], list[str]]:
         """(readable voices sorted by name, one error line per damaged file)."""

@@ -34,6 +34,11 @@ class Voice:
                      exaggeration=self.exaggeration, meta=dict(self.meta))
 
     @property
+    def language(self) -> str | None:
+        """The language this voice was stored with (a multilingual model's request without one speaks it)."""
+        return self.meta.get("language")
+
+    @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
 

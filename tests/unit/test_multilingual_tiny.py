@@ -112,6 +112,22 @@ def test_server_lists_languages_and_takes_one_per_request(mtl_ckpt):
         for extra in ({}, {"language": "xx"}):
             r = httpx.post(base + "/v1/audio/speech", json={**body, **extra}, timeout=60)
             assert r.status_code == 400 and "the multilingual model speaks" in r.json()["error"]["message"]
+        # a voice uploaded with its language: requests with that voice and no language speak it
+        import io
+
+        import soundfile as sf
+
+        from cadence.random_checkpoint import synthetic_voice
+        buf = io.BytesIO()
+        sf.write(buf, synthetic_voice(seconds=3.0), 24000, format="WAV")
+        up = httpx.post(base + "/v1/voices", data={"name": "marie", "language": "fr"},
+                        files={"file": ("marie.wav", buf.getvalue(), "audio/wav")}, timeout=120)
+        assert up.status_code == 201 and up.json()["language"] == "fr", up.text
+        bad = httpx.post(base + "/v1/voices", data={"name": "x", "language": "xx"},
+                         files={"file": ("x.wav", buf.getvalue(), "audio/wav")}, timeout=60)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "language"
+        r = httpx.post(base + "/v1/audio/speech", json={**body, "voice": "marie"}, timeout=120)
+        assert r.status_code == 200, r.text
     finally:
         next(gen, None)
 
@@ -164,3 +180,17 @@ def test_bench_runs_on_the_family_and_refuses_a_reference_it_lacks(mtl_ckpt, tmp
     ok = bench()  # its long case's text cut to what the tiny T3 holds
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "long: RTF" in (tmp_path / "b.md").read_text()
+
+
+def test_a_voice_stores_its_language_for_requests_that_name_none(mtl, tiny_tts, tmp_path):
+    from cadence.random_checkpoint import synthetic_voice
+    lib = mtl.library(tmp_path / "voices")
+    voice = lib.add("marie", synthetic_voice(seconds=3.0), sample_rate=24000, language="FR")
+    assert voice.language == "fr" and lib.get("marie").language == "fr" and lib.info("marie").language == "fr"
+    a = mtl.generate("Bonjour.", voice=lib.get("marie"), seed=2, max_new_tokens=8)
+    b = mtl.generate("Bonjour.", voice=lib.get("marie"), seed=2, max_new_tokens=8, language="fr")
+    assert a.tokens == b.tokens  # the stored language is the one used
+    assert mtl.generate_many(["Bonjour."], voice=lib.get("marie"), seed=2, max_new_tokens=8)[0].tokens == a.tokens
+    with pytest.raises(ValueError, match="language 'xx'"):
+        lib.add("bad", synthetic_voice(seconds=3.0), sample_rate=24000, language="xx")
+    assert "bad" not in lib
