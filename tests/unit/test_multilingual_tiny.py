@@ -97,9 +97,9 @@ def test_cli_speaks_a_language_and_refuses_a_wrong_one(mtl_ckpt, tmp_path):
         assert bad.returncode == 2 and len(lines) == 1 and ", ".join(LANGUAGES) in lines[0], bad.stderr
 
 
-def test_server_lists_languages_and_takes_one_per_request(mtl_ckpt):
+def test_server_lists_languages_and_takes_one_per_request(mtl_ckpt, tmp_path):
     from tests.unit.test_server import serve_in_thread
-    gen = serve_in_thread(mtl_ckpt, {})
+    gen = serve_in_thread(mtl_ckpt, {}, library=str(tmp_path / "voices"))
     base = next(gen)
     try:
         langs = httpx.get(base + "/v1/languages").json()
