@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .family import ENGLISH, FAMILIES, ModelFamily, detect_family
+from .family import ENGLISH, FAMILIES, ModelFamily, detect_family, family_named
 from .models.s3gen import S3Gen, S3GenConfig
 from .models.t3 import T3Config
 from .models.t3_turbo import T3TurboConfig
@@ -127,8 +127,8 @@ def resolve(model: str | os.PathLike, family: str | None = None) -> Path:
     if text.startswith((".", "/", "~")) or text.count("/") != 1 or os.sep != "/" and os.sep in text:
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     if family is not None:
-        chosen = FAMILIES.get(family)
-        if chosen is None or chosen.hub_repo != text and text in {f.hub_repo for f in FAMILIES.values()}:
+        chosen = family_named(family)
+        if chosen.hub_repo != text and text in {f.hub_repo for f in FAMILIES.values()}:
             raise CheckpointError(f"{text} holds no Chatterbox {family} checkpoint")
         family = chosen
     else:

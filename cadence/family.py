@@ -11,7 +11,7 @@ from typing import Callable
 from .models.s3gen import S3GenConfig
 from .models.t3 import T3, T3Config
 from .models.t3_turbo import T3Turbo, T3TurboConfig
-from .text.multilingual import CANGJIE_FILE, LANGUAGES, TOKENIZER_FILE, MultilingualTokenizer
+from .text.multilingual import CANGJIE_FILE, LANGUAGES, TOKENIZER_FILE, MultilingualTokenizer, check_language
 from .text.normalize import normalize_multilingual_text, normalize_text, normalize_turbo_text
 from .text.tokenizer import TextTokenizer
 from .text.turbo_tokenizer import TurboTokenizer
@@ -69,7 +69,6 @@ class ModelFamily:
         if language is not None and language.strip().lower() in self.languages:
             return language.strip().lower()
         if self.language_required:
-            from .text.multilingual import check_language
             return check_language(language)
         raise ValueError(f"language {language!r}: Chatterbox {self.name} speaks English only; the multilingual "
                          f"model speaks {', '.join(LANGUAGES)}")

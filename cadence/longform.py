@@ -72,7 +72,6 @@ def render_file(tts, text: str, output: str | os.PathLike, voice=None, seed: int
     if voice is None:
         raise ValueError("no voice: this checkpoint has no conds.pt; pass --voice or --voice-audio")
     seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 2) if seed is None else seed
-    tts.params(**knobs)  # validate once, before any work
     parts = Path(str(out) + ".parts")
     key = hashlib.sha256(json.dumps([chunks, seed, sorted(knobs.items()), speed, tts.fingerprint], default=str)
                          .encode()).hexdigest()

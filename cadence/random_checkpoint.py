@@ -102,14 +102,18 @@ def synthetic_voice(seconds: float = 10.0, sr: int = 24000, seed: int = 0) -> np
     return wav.astype(np.float32)
 
 
-def _save_s3gen(s3gen, path: Path, seed: int, meta: dict) -> None:
+def _s3gen_state(s3gen, seed: int) -> dict:
     """S3Gen's random tensors, with the S3 tokenizer's mel filters and window as the real (fixed) values."""
     tok = s3gen.cfg.tokenizer
     real_buffers = {
         "tokenizer._mel_filters": torch.from_numpy(slaney_mel_filters(16000, tok.n_fft, tok.n_mels)),
         "tokenizer.window": torch.hann_window(tok.n_fft),
     }
-    save_file(random_state(s3gen, seed, real_buffers), str(path), metadata=meta)
+    return random_state(s3gen, seed, real_buffers)
+
+
+def _save_s3gen(s3gen, path: Path, seed: int, meta: dict) -> None:
+    save_file(_s3gen_state(s3gen, seed), str(path), metadata=meta)
     readable_by_all(path)
 
 
@@ -222,10 +226,7 @@ def _write_multilingual(out: Path, seed: int, tiny: bool, with_conds: bool) -> N
     t3, s3gen, ve = build(ModelConfig.of(MULTILINGUAL, tiny))
     torch.save(random_state(ve, seed), out / MULTILINGUAL.ve_file)
     save_file(random_state(t3, seed + 1), str(out / MULTILINGUAL.t3_file), metadata=meta)
-    tok = s3gen.cfg.tokenizer
-    real_buffers = {"tokenizer._mel_filters": torch.from_numpy(slaney_mel_filters(16000, tok.n_fft, tok.n_mels)),
-                    "tokenizer.window": torch.hann_window(tok.n_fft)}
-    torch.save(random_state(s3gen, seed + 2, real_buffers), out / MULTILINGUAL.s3gen_file)
+    torch.save(_s3gen_state(s3gen, seed + 2), out / MULTILINGUAL.s3gen_file)
     (out / TOKENIZER_FILE).write_text(json.dumps(grapheme_tokenizer_json(), ensure_ascii=False), encoding="utf-8")
     (out / CANGJIE_FILE).write_text(json.dumps(cangjie_table(seed=seed), ensure_ascii=False), encoding="utf-8")
     for name in (MULTILINGUAL.ve_file, MULTILINGUAL.t3_file, MULTILINGUAL.s3gen_file, TOKENIZER_FILE, CANGJIE_FILE):

@@ -239,8 +239,7 @@ class TTS(EngineAPI):
         from .audio.speed import check_speed
         speed = check_speed(speed)
         if not isinstance(text, str) or not text.strip():
-            self.text_ids(text, knobs.get("language") or (params.language if params else None))  # the same
-            # ValueError as every other path: not a string, or empty
+            self.text_ids(text)  # the same ValueError as every other path: not a string, or empty
         params = params or self.params(**knobs)
         params.check_family(self.family)
         if params.max_new_tokens > self.t3.cfg.max_speech_tokens:

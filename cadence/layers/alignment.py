@@ -68,9 +68,7 @@ def alignment_step(state: AlignmentState, text_attn: torch.Tensor, text_len: tor
     was_complete = state.complete
     state.complete = was_complete | (state.position >= text_len - 3)
     # sums over rows after the one that completed the text: this row counts if the text was complete before it
-    last3 = (col >= text_len[:, None] - 3) & (col < text_len[:, None])
     tail_cols = torch.gather(a, 1, (text_len[:, None] - 3 + torch.arange(3, device=a.device)[None]).clamp(min=0))
-    tail_cols = tail_cols * (last3.sum(-1, keepdim=True) > 0)
     earlier = torch.where(col < text_len[:, None] - 5, a, torch.zeros((), device=a.device)).amax(-1)
     state.tail = state.tail + tail_cols * was_complete[:, None]
     state.repeat = state.repeat + earlier * was_complete

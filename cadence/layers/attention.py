@@ -43,9 +43,8 @@ def layer_mask(attn_mask, q_shape: tuple, x: torch.Tensor):
     bool mask becomes an additive one; None stays None (causal prefill)."""
     from .decode_attention import PrefixMask, RowLengths, kernel_applies, prefix_bias
     if isinstance(attn_mask, PrefixMask):
-        split = attn_mask.chunk > 0
-        if kernel_applies(q_shape, x.device, x.dtype, any_size=split):
-            return RowLengths(attn_mask.lengths, attn_mask.chunk) if split else RowLengths(attn_mask.lengths)
+        if kernel_applies(q_shape, x.device, x.dtype, any_size=attn_mask.chunk > 0):
+            return RowLengths(attn_mask.lengths, attn_mask.chunk)
         return prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype)
     if attn_mask is not None:
         return torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))

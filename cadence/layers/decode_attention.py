@@ -38,9 +38,9 @@ class PrefixMask(NamedTuple):
 
 class RowLengths(NamedTuple):
     """A `PrefixMask` as the layers take it when the kernel runs: the lengths alone (the kernel reads no further),
-    so torch.compile has no span to specialise on and one compile serves every bucket; `chunk`: keys per program."""
+    so torch.compile has no span to specialise on and one compile serves every bucket; `chunk` as `PrefixMask`'s."""
     lengths: torch.Tensor
-    chunk: int = CHUNK
+    chunk: int = 0
 
 
 if triton is not None:
@@ -110,12 +110,13 @@ def kernel_applies(shape: tuple, device: torch.device, dtype: torch.dtype, any_s
 
 
 def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
-                     chunk: int = CHUNK) -> torch.Tensor:
+                     chunk: int = 0) -> torch.Tensor:
     """q (B, H, 1, D); k, v (B, H, S, D) caches (any strides, D contiguous); lengths (B,) int32: row b attends to
-    positions [0, lengths[b]), 1 <= lengths[b] <= S -> (B, H, 1, D). `chunk`: keys per program of the kernel."""
-    if not kernel_applies(q.shape, q.device, q.dtype, any_size=chunk != CHUNK):
+    positions [0, lengths[b]), 1 <= lengths[b] <= S -> (B, H, 1, D). `chunk` > 0: the kernel in programs of that
+    many keys whatever the batch's size; 0: the kernel from MIN_PROGRAMS (row, head) pairs on, in programs of CHUNK."""
+    if not kernel_applies(q.shape, q.device, q.dtype, any_size=chunk > 0):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_bias(lengths, k.shape[2], q.dtype))
-    return torch.ops.cadence.prefix_attention(q, k, v, lengths, chunk)
+    return torch.ops.cadence.prefix_attention(q, k, v, lengths, chunk or CHUNK)
 
 
 def launch(q, k, v, lengths, chunk: int, block_n: int = 128, num_warps: int = 4) -> torch.Tensor:
