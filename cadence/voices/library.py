@@ -148,6 +148,7 @@ class VoiceLibrary:
             if self.preparer is None:
                 raise VoiceError("adding a voice needs a model to prepare it (open the library through a TTS)")
             voice = self.preparer(pcm.astype(np.float32) / 32768.0, 24000, exaggeration)
+        voice.meta.pop("language", None)  # the twin's language is the twin's, not this voice's
         if language is not None:
             voice.meta["language"] = language
         return self._store(name, voice, pcm, sha, overwrite)

@@ -191,6 +191,8 @@ def test_a_voice_stores_its_language_for_requests_that_name_none(mtl, tiny_tts, 
     b = mtl.generate("Bonjour.", voice=lib.get("marie"), seed=2, max_new_tokens=8, language="fr")
     assert a.tokens == b.tokens  # the stored language is the one used
     assert mtl.generate_many(["Bonjour."], voice=lib.get("marie"), seed=2, max_new_tokens=8)[0].tokens == a.tokens
+    twin = lib.add("marie2", synthetic_voice(seconds=3.0), sample_rate=24000)  # the same audio, no language given
+    assert twin.language is None and lib.get("marie2").language is None
     with pytest.raises(ValueError, match="language 'xx'"):
         lib.add("bad", synthetic_voice(seconds=3.0), sample_rate=24000, language="xx")
     assert "bad" not in lib
