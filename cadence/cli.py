@@ -46,7 +46,7 @@ def _say(args) -> None:
         raise CliError("text is empty")
     knobs = dict(exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
                  repetition_penalty=args.repetition_penalty, min_p=args.min_p, top_p=args.top_p, top_k=args.top_k,
-                 max_new_tokens=args.max_new_tokens, language=args.language)
+                 max_new_tokens=args.max_new_tokens, language=args.language, alignment_stop=args.alignment_stop)
     knobs = {k: v for k, v in knobs.items() if v is not None}  # unset: the loaded family's default
     SamplingParams(**knobs, seed=args.seed)  # ranges checked before the model loads
     from .audio.speed import check_speed

@@ -60,6 +60,10 @@ def _add_knobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed for a reproducible result")
     p.add_argument("--language", default=None,
                    help="the text's language id (the multilingual model needs one): " + ", ".join(LANGUAGES))
+    p.add_argument("--alignment-stop", action=argparse.BooleanOptionalAction, default=None,
+                   help="multilingual model: end-of-speech rules that watch the attention (EOS held until the text "
+                        "is read, forced on a long tail or repetition; default on); --no-alignment-stop lets the "
+                        "model alone decide")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .layers.alignment import ALIGNED_HEADS
 from .models.s3gen import S3GenConfig
 from .models.t3 import T3, T3Config
 from .models.t3_turbo import T3Turbo, T3TurboConfig
@@ -53,6 +54,7 @@ class ModelFamily:
     languages: tuple[str, ...] = ("en",)  # the `language` values its model speaks (the first: when unset)
     language_required: bool = False  # True: `language` must be given (or come from the voice)
     later_t3_files: tuple[str, ...] = ()  # later T3 files of the same layout, used where `t3_file` is absent
+    aligned_heads: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs the end-of-speech rules watch
 
     def t3_name(self, path: Path) -> str:
         """The T3 file a checkpoint directory of this family holds: `t3_file`, else the first later one there."""
@@ -88,8 +90,8 @@ ENGLISH = ModelFamily(
     cfg_pair=True,
     # no exaggeration: unset, a request takes its voice's own (stored with the voice, 0.5 unless chosen)
     defaults=dict(temperature=0.8, cfg_weight=0.5, repetition_penalty=1.2, min_p=0.05, top_p=1.0, top_k=0),
-    unused_knobs=(), silence_tokens=0, min_voice_seconds=1.0, voice_t3_seconds=6, voice_lufs=None,
-    normalize=normalize_text, load_tokenizer=lambda d: TextTokenizer(Path(d) / "tokenizer.json"))
+    unused_knobs=("alignment_stop",), silence_tokens=0, min_voice_seconds=1.0, voice_t3_seconds=6,
+    voice_lufs=None, normalize=normalize_text, load_tokenizer=lambda d: TextTokenizer(Path(d) / "tokenizer.json"))
 
 TURBO = ModelFamily(
     name="turbo", model_ids=("chatterbox-turbo", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
@@ -98,7 +100,7 @@ TURBO = ModelFamily(
     t3_class=T3Turbo, t3_config=T3TurboConfig.turbo(), t3_tiny_config=T3TurboConfig.tiny(),
     s3gen_config=S3GenConfig.meanflow(), s3gen_tiny_config=S3GenConfig.tiny(meanflow=True), cfg_pair=False,
     defaults=dict(temperature=0.8, top_k=1000, top_p=0.95, repetition_penalty=1.2, cfg_weight=0.0, min_p=0.0),
-    unused_knobs=("cfg_weight", "min_p", "exaggeration"), silence_tokens=3, min_voice_seconds=5.0,
+    unused_knobs=("cfg_weight", "min_p", "exaggeration", "alignment_stop"), silence_tokens=3, min_voice_seconds=5.0,
     voice_t3_seconds=15, voice_lufs=-27.0, normalize=normalize_turbo_text, load_tokenizer=TurboTokenizer)
 
 MULTILINGUAL = ModelFamily(
@@ -108,12 +110,14 @@ MULTILINGUAL = ModelFamily(
     t3_tiny_config=T3Config.tiny(text_vocab=2454), s3gen_config=S3GenConfig.english(),
     s3gen_tiny_config=S3GenConfig.tiny(), cfg_pair=True,
     # chatterbox-tts 0.1.7's `ChatterboxMultilingualTTS.generate` defaults (its repetition penalty is 2.0)
-    defaults=dict(temperature=0.8, cfg_weight=0.5, repetition_penalty=2.0, min_p=0.05, top_p=1.0, top_k=0),
+    # and its alignment analyzer, which guards against the long tails and repetitions of this model (on by default)
+    defaults=dict(temperature=0.8, cfg_weight=0.5, repetition_penalty=2.0, min_p=0.05, top_p=1.0, top_k=0,
+                  alignment_stop=True),
     unused_knobs=(), silence_tokens=0, min_voice_seconds=1.0, voice_t3_seconds=6, voice_lufs=None,
     normalize=normalize_multilingual_text, load_tokenizer=MultilingualTokenizer, ve_file="ve.pt",
     optional_files=(CANGJIE_FILE,), languages=tuple(LANGUAGES), language_required=True,
     # the later multilingual T3 (chatterbox's `t3_model="v3"`): the same T3Config, the same other files
-    later_t3_files=("t3_mtl23ls_v3.safetensors",))
+    later_t3_files=("t3_mtl23ls_v3.safetensors",), aligned_heads=ALIGNED_HEADS)
 
 FAMILIES = {f.name: f for f in (ENGLISH, TURBO, MULTILINGUAL)}
 

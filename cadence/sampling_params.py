@@ -31,6 +31,11 @@ class SamplingParams:
     language: str | None = None
     """The language of the text, as an id such as "fr" (`cadence.text.multilingual.LANGUAGES`): the multilingual
     model needs one; the original and Turbo speak English only ("en" or unset)."""
+    alignment_stop: bool | None = None
+    """The multilingual model's end-of-speech rules (chatterbox-tts 0.1.7's alignment analyzer): EOS held back until
+    the attention has read the text to its end, forced on a long tail, an alignment repetition or a repeated
+    speech token. None: the family's default (on for the multilingual model); False: the model alone decides
+    when to stop (the reference's later v3 behaviour). Not a knob of the original model or Turbo."""
 
     def __post_init__(self):
         def check(ok: bool, msg: str):
@@ -63,6 +68,8 @@ class SamplingParams:
               f"language must be a language id such as 'fr', got {self.language!r}")
         if self.language is not None:
             self.language = self.language.strip().lower()
+        check(self.alignment_stop is None or isinstance(self.alignment_stop, bool),
+              f"alignment_stop must be true or false, got {self.alignment_stop!r}")
 
     @classmethod
     def for_family(cls, family, **knobs) -> "SamplingParams":
@@ -84,7 +91,7 @@ class SamplingParams:
         """ValueError if these params use a knob the family's model does not have (a non-neutral value)."""
         if self.language is not None:
             family.check_language(self.language)
-        neutral = {"cfg_weight": 0.0, "min_p": 0.0, "exaggeration": None}
+        neutral = {"cfg_weight": 0.0, "min_p": 0.0, "exaggeration": None, "alignment_stop": None}
         used = [k for k in family.unused_knobs if getattr(self, k) != neutral[k]]
         if used:
             raise ValueError(f"{', '.join(used)}: not a knob of Chatterbox {family.name}; build the params with "

@@ -15,6 +15,7 @@ from .audio.io import read_audio
 from .checkpoint import HUB_REPO, fingerprint, load_models, resolve
 from .config import EngineConfig
 from .family import ENGLISH, ModelFamily
+from .engine.alignment_guard import attach_query_taps
 from .engine.audio_runner import AudioRunner
 from .engine.graphed import GraphedForward
 from .engine.rng import RequestRNG
@@ -111,6 +112,7 @@ class TTS(EngineAPI):
             quantize_int8_(t3, plan.t3_dtype, t3_int8_targets)
         tokenizer = family.load_tokenizer(path)
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
+        attach_query_taps(t3, family.aligned_heads)  # what the end-of-speech rules read (multilingual)
         if plan.compile:
             compile_regions(t3, s3gen)
         tts = cls(t3, s3gen, ve, tokenizer, dev, default, watermark=watermark, model_dir=path, config=config,
@@ -233,8 +235,8 @@ class TTS(EngineAPI):
                  watermark: bool | None = None, speech_tokens_only: bool = False, speed: float = 1.0,
                  **knobs) -> Audio:
         """Synthesize `text`. Knobs are `SamplingParams` fields (exaggeration, cfg_weight, temperature,
-        repetition_penalty, min_p, top_p, top_k, max_new_tokens, seed), given directly or as `params`.
-        `speech_tokens_only` masks T3 ids that are neither speech tokens nor EOS (benchmarks on random
+        repetition_penalty, min_p, top_p, top_k, max_new_tokens, seed, language, alignment_stop), given directly
+        or as `params`. `speech_tokens_only` masks T3 ids that are neither speech tokens nor EOS (benchmarks on random
         weights use it to keep every generated token). `speed` (0.25-4) is the speaking rate, pitch kept."""
         from .audio.speed import check_speed
         speed = check_speed(speed)

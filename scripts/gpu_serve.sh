@@ -5,24 +5,27 @@
 # (300). COLD: clients of the first-traffic probe (8; 0 skips it). GPU_TESTS: test files to run first. BENCH: "turbo" or "english" for the offline bench with the reference
 # side by side (watermark on, on WM_DEVICE). PROFILE="LEVEL:SECONDS": py-spy samples each run's server for SECONDS,
 # from 2 s after the level of LEVEL clients has finished (so during the next level) (once with every thread, once only the thread holding the GIL; py-spy's wheel in
-# .whl_srv). Results in $OUT: one JSON per run, the logs (and profiles) in logs.tgz.
+# .whl_srv). CONC: space-separated FAMILY:LEVELS, the batched engine alone (`bench --concurrency`, the family's
+# checkpoint, 300-token requests). STREAM: families whose streaming latency to measure (`bench --stream`).
+# Results in $OUT: one JSON per run, the logs (and profiles) in logs.tgz.
 set -uo pipefail
 source scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 quiet() { grep -v -i "warn\|deprecat\|^INFO\|^  "; }
 mkdir -p /tmp/logs
 # only the checkpoints the runs need
-if [[ "${RUNS:-} ${BENCH:-}" == *english* ]] && [ ! -f /tmp/cke/conds.pt ]; then
-  timeout 200 python3 -m cadence.cli checkpoint random /tmp/cke || exit 1; fi
-if [[ "${RUNS:-} ${BENCH:-}" == *turbo* ]] && [ ! -f /tmp/ckt/conds.pt ]; then
-  timeout 200 python3 -m cadence.cli checkpoint random /tmp/ckt --family turbo || exit 1; fi
+ckpt() { case $1 in turbo) echo /tmp/ckt ;; multilingual) echo /tmp/ckm ;; *) echo /tmp/cke ;; esac; }
+for fam in english turbo multilingual; do
+  if [[ "${RUNS:-} ${BENCH:-} ${CONC:-} ${STREAM:-}" == *$fam* ]] && [ ! -f "$(ckpt $fam)/conds.pt" ]; then
+    timeout 300 python3 -m cadence.cli checkpoint random "$(ckpt $fam)" --family $fam || exit 1; fi
+done
 if [ -n "${GPU_TESTS:-}" ]; then
   timeout ${TESTS_T:-200} python3 -m pytest $GPU_TESTS -q -p no:cacheprovider > /tmp/logs/pytest_gpu.log 2>&1
   tail -6 /tmp/logs/pytest_gpu.log
 fi
 for run in ${RUNS:-}; do
   IFS=: read -r fam modes levels fmt wmdev rpc <<< "$run"
-  ck=/tmp/cke; [ "$fam" = turbo ] && ck=/tmp/ckt
+  ck=$(ckpt "$fam")
   tag=${fam}_${modes}_${levels//,/-}_${fmt}_wm-${wmdev}
   echo "== $tag $(date +%T)"
   if [ -n "${PROFILE:-}" ]; then
@@ -43,10 +46,25 @@ for run in ${RUNS:-}; do
   pkill -f "cadence.cli serve"
 done
 for fam in ${BENCH:-}; do
-  ck=/tmp/cke; [ "$fam" = turbo ] && ck=/tmp/ckt
+  ck=$(ckpt "$fam")
   echo "== bench $fam wm-${WM_DEVICE:-cpu} $(date +%T)"
   timeout ${BENCH_T:-300} python3 -m cadence.cli bench --family $fam --model $ck --device cuda --reference --watermark \
     --watermark-device ${WM_DEVICE:-cpu} --repeats ${REPEATS:-3} --json "$OUT/bench_${fam}_wm-${WM_DEVICE:-cpu}.json" \
     --md /tmp/logs/bench_$fam.md 2>&1 | tee /tmp/logs/bench_$fam.log | quiet | tail -30
+done
+for run in ${CONC:-}; do
+  IFS=: read -r fam levels <<< "$run"
+  echo "== concurrency $fam $levels $(date +%T)"
+  timeout ${CONC_T:-300} python3 -m cadence.cli bench --family $fam --model "$(ckpt $fam)" --device cuda --watermark \
+    --concurrency "$levels" --json "$OUT/concurrency_${fam}_${levels//,/-}.json" --md /tmp/logs/conc_$fam.md 2>&1 \
+    | tee /tmp/logs/conc_$fam.log | quiet | tail -4
+  cat /tmp/logs/conc_$fam.md 2>/dev/null
+done
+for fam in ${STREAM:-}; do
+  echo "== stream $fam $(date +%T)"
+  timeout ${STREAM_T:-300} python3 -m cadence.cli bench --family $fam --model "$(ckpt $fam)" --device cuda --watermark \
+    --stream --words ${WORDS:-2000} --json "$OUT/stream_${fam}.json" --md /tmp/logs/stream_$fam.md 2>&1 | tee /tmp/logs/stream_$fam.log \
+    | quiet | tail -4
+  cat /tmp/logs/stream_$fam.md 2>/dev/null
 done
 tar czf "$OUT/logs.tgz" -C /tmp logs

@@ -10,6 +10,8 @@ import time
 
 import torch
 
+from .offline import length_knobs
+
 TEXT = "Hello there, this is a quick test."
 
 
@@ -61,7 +63,7 @@ def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: i
         res["store_s_per_voice"] = (time.perf_counter() - t) / n_store
         res["disk_bytes_tensors_only"] = lib.path("v0000").stat().st_size
         tts.generate(TEXT, voice=lib.get("v0000"), seed=0, max_new_tokens=tokens, speech_tokens_only=True,
-                     language="en")
+                     language="en", **length_knobs(tts))
         base = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
         mem, load_s = [], []
         every = max(1, n_use // 10)
@@ -71,7 +73,8 @@ def bench_voices(model: str, device: str = "cuda", n_store: int = 1000, n_use: i
             t = time.perf_counter()
             v = lib.get(f"v{i * (n_store // n_use):04d}")
             load_s.append(time.perf_counter() - t)
-            tts.generate(TEXT, voice=v, seed=i, max_new_tokens=tokens, speech_tokens_only=True, language="en")
+            tts.generate(TEXT, voice=v, seed=i, max_new_tokens=tokens, speech_tokens_only=True, language="en",
+                         **length_knobs(tts))
             mem.append((torch.cuda.memory_allocated() if dev.type == "cuda" else 0) - base)
         res["library_get_s"] = statistics.median(load_s)
         res["allocated_growth_mb"] = {"after_first": mem[0] / 2**20, "after_last": mem[-1] / 2**20,

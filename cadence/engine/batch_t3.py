@@ -15,9 +15,10 @@ import torch
 
 from ..layers.decode_attention import PrefixMask
 from ..layers.race_noise import race_noise_into
-from ..layers.sampling import process_logits, sample
+from ..layers.sampling import cfg_combine, process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
+from .alignment_guard import AlignmentGuard
 from .cuda_graphs import capture
 
 # Attention lengths a step can be captured for: a step reads every row's KV up to the bucket, so buckets are fine
@@ -68,6 +69,7 @@ class BatchDecoder:
         self.not_speech[c.stop_speech] = False
         self.eos_only = torch.zeros(c.speech_vocab, device=dev, dtype=torch.bool)
         self.eos_only[c.stop_speech] = True
+        self.guard = AlignmentGuard.build(t3, slots, rows_per_slot, slot_len)  # the multilingual EOS rules
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle() if use_graphs else None
         self.lazy = False  # a step without its graph yet runs eagerly and asks for the graph (background warm-up)
@@ -86,6 +88,7 @@ class BatchDecoder:
         r = self._rows(slot)
         h = self.t3.forward_backbone(prefill.to(self.hidden.dtype), self.k[:, r], self.v[:, r],
                                      torch.arange(L, device=self.device), None)
+        self.guard.record(self.k[:, r, :, :, :L], slice(slot, slot + 1), torch.tensor([L], device=self.device))
         self._load(slot, L, h, params, speech_only, ignore_eos)
 
     @torch.inference_mode()
@@ -105,6 +108,8 @@ class BatchDecoder:
         k, v = torch.empty(shape, device=self.device, dtype=dt), torch.empty(shape, device=self.device, dtype=dt)
         last = torch.tensor(lengths, device=self.device).repeat_interleave(n) - 1
         h = self.t3.forward_backbone(x, k, v, torch.arange(T, device=self.device), None, last=last)
+        slots = torch.tensor([e[0] for e in entries], device=self.device)
+        self.guard.record(k, slots, last[::n] + 1, query_at=last[::n])
         rows = torch.tensor([r for e in entries for r in range(n * e[0], n * e[0] + n)], device=self.device)
         self.k[:, rows, :, :T] = k
         self.v[:, rows, :, :T] = v
@@ -132,6 +137,7 @@ class BatchDecoder:
                             ("temp", params.temperature), ("min_p", params.min_p), ("top_p", params.top_p)):
             self.knobs[name][slot] = value
         self.top_k[slot] = params.top_k
+        self.guard.start(slot, L, params.alignment_stop is not False and not ignore_eos)  # ignore_eos: benchmarks
         self.active[slot] = 1
 
     def free(self, slot: int) -> None:
@@ -151,10 +157,11 @@ class BatchDecoder:
         banned = (self.speech_only[:b, None] & self.not_speech) | (self.ignore_eos[:b, None] & self.eos_only)
         logits = logits.masked_fill(banned[:, None], float("-inf"))
         kn = {k: t[:b] for k, t in self.knobs.items()}
-        probs = process_logits(logits[:, 0], logits[:, 1] if n == 2 else None, self.counts[:b], kn["cfg"],
-                               kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k[:b], use_top_k, use_top_p,
-                               penalty_last=t3.penalty_last)
+        guided = self.guard.decide(cfg_combine(logits[:, 0], logits[:, 1] if n == 2 else None, kn["cfg"]), b)
+        probs = process_logits(guided, None, self.counts[:b], kn["cfg"], kn["rep"], kn["temp"], kn["min_p"],
+                               kn["top_p"], self.top_k[:b], use_top_k, use_top_p, penalty_last=t3.penalty_last)
         token = sample(probs, race_noise_into(self.noise[:b], self.seeds[:b], self.step[:b]))  # (b,)
+        self.guard.observe(token, b)
         slots = torch.arange(b, device=token.device)
         self.out[slots, self.step[:b].clamp(max=self.slot_len - 1)] = token
         self.counts[:b].scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
@@ -167,6 +174,7 @@ class BatchDecoder:
         # each row attends to its own positions so far (this step's key included), within the bucket
         mask = PrefixMask((pos + 1).clamp(max=attend).to(torch.int32), attend)
         self.hidden[:rows] = t3.forward_backbone(x, self.k[:, :rows], self.v[:, :rows], pos[:, None], mask)
+        self.guard.record(self.k[:, :rows, :, :attend], slice(0, b), mask.lengths[::n])
         act = self.active[:b]
         self.pos[:rows] = (pos + act.repeat_interleave(n)).clamp(max=self.slot_len - 1)
         self.speech_pos[:b] += act
@@ -177,7 +185,8 @@ class BatchDecoder:
         if g is None:
             # The warm-up step really runs: keep the live requests' state and put it back afterwards. Its
             # KV writes land at each row's next position, which the next real step overwrites.
-            live = (self.hidden, self.pos, self.speech_pos, self.step, self.counts, self.out, self.done)
+            live = (self.hidden, self.pos, self.speech_pos, self.step, self.counts, self.out, self.done,
+                    *self.guard.buffers())
             state = [t.clone() for t in live]
 
             def warmup():

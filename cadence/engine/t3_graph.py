@@ -10,9 +10,10 @@ import torch
 
 from ..layers.decode_attention import PrefixMask
 from ..layers.race_noise import race_noise_into
-from ..layers.sampling import process_logits, sample
+from ..layers.sampling import cfg_combine, process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
+from .alignment_guard import AlignmentGuard
 from .cuda_graphs import capture
 
 BUCKETS = (256, 512, 1024, 2048, 4096, 8192)
@@ -45,6 +46,7 @@ class T3GraphDecoder:
         self.done = torch.zeros(1, device=dev, dtype=torch.bool)
         self.knobs = {k: torch.zeros(1, device=dev) for k in ("cfg", "rep", "temp", "min_p", "top_p")}
         self.top_k = torch.zeros(1, device=dev, dtype=torch.long)
+        self.guard = AlignmentGuard.build(t3, 1, rows, max_len)
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle()
         for attend in self.buckets:  # the common case (no top-k, no top-p) is captured up front
@@ -54,10 +56,11 @@ class T3GraphDecoder:
         t3, c = self.t3, self.t3.cfg
         logits = t3.speech_logits(self.hidden).float().masked_fill(~self.allowed, float("-inf"))
         kn = self.knobs
-        probs = process_logits(logits[:1], logits[1:2] if self.rows == 2 else None, self.counts, kn["cfg"],
-                               kn["rep"], kn["temp"], kn["min_p"], kn["top_p"], self.top_k, use_top_k, use_top_p,
-                               penalty_last=t3.penalty_last)
+        guided = self.guard.decide(cfg_combine(logits[:1], logits[1:2] if self.rows == 2 else None, kn["cfg"]), 1)
+        probs = process_logits(guided, None, self.counts, kn["cfg"], kn["rep"], kn["temp"], kn["min_p"],
+                               kn["top_p"], self.top_k, use_top_k, use_top_p, penalty_last=t3.penalty_last)
         token = sample(probs, race_noise_into(self.noise, self.seed, self.step))
+        self.guard.observe(token, 1)
         self.out.index_copy_(0, self.step.clamp(max=self.max_steps), token)
         self.counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
         self.done |= token == c.stop_speech
@@ -67,6 +70,7 @@ class T3GraphDecoder:
         else:
             mask = (torch.arange(attend, device=x.device) <= self.pos)[None]
         h = t3.forward_backbone(x, self.k[..., :attend, :], self.v[..., :attend, :], self.pos, mask)
+        self.guard.record(self.k[..., :attend, :], slice(0, 1), self.pos + 1)
         self.hidden.copy_(h)
         self.pos += 1
         self.speech_pos += 1
@@ -106,6 +110,8 @@ class T3GraphDecoder:
         h = t3.forward_backbone(prefill.to(self.hidden.dtype), self.k, self.v, torch.arange(L, device=prefill.device),
                                 None)
         self.hidden.copy_(h)
+        self.guard.record(self.k[..., :L, :], slice(0, 1), torch.tensor([L], device=prefill.device))
+        self.guard.start(0, L, params.alignment_stop is not False)
         self.pos.fill_(L)
         self.speech_pos.fill_(1)
         self.step.zero_()

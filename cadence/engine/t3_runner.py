@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import torch
 
 from ..layers.race_noise import race_noise
-from ..layers.sampling import process_logits, sample
+from ..layers.sampling import cfg_combine, process_logits, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
+from .alignment_guard import AlignmentGuard
 from .shapes import round_up
 
 
@@ -22,6 +23,8 @@ class T3Result:
     """Sampled speech tokens, EOS included if it was sampled."""
     logits: list[torch.Tensor] | None = None
     """Per step raw logits (rows, V) when asked for (teacher-forcing parity)."""
+    guided: list[torch.Tensor] | None = None
+    """Per step CFG-combined logits (1, V) after the end-of-speech rules, beside `logits`."""
     prefill_len: int = 0
 
 
@@ -117,12 +120,16 @@ class T3Runner:
         out = torch.full((steps,), -1, device=dev, dtype=torch.long)
         forced = torch.tensor(forced_tokens, device=dev, dtype=torch.long) if forced_tokens is not None else None
         logits_log = [] if keep_logits else None
+        guided_log = [] if keep_logits else None
         allowed = torch.ones(V, device=dev, dtype=torch.bool)
         allowed[cfg.start_speech:] = False
         allowed[cfg.stop_speech] = True
 
         positions = torch.arange(L, device=dev)
         hidden = t3.forward_backbone(prefill.to(self.dtype), cache.k, cache.v, positions, None)
+        guard = AlignmentGuard.build(t3, 1, rows, cache.length)
+        guard.record(cache.k[..., :L, :], slice(0, 1), torch.tensor([L], device=dev))
+        guard.start(0, L, params.alignment_stop is not False)
         pos = torch.tensor([L], device=dev)
         speech_pos = torch.tensor([1], device=dev)
         done = torch.zeros((), device=dev, dtype=torch.bool)
@@ -133,10 +140,14 @@ class T3Runner:
                 logits = logits.float().masked_fill(~allowed, float("-inf"))
             if keep_logits:
                 logits_log.append(logits.float().cpu())
-            probs = process_logits(logits[:1], logits[1:2] if rows == 2 else None, counts,
-                                   cfg_w, rep, temp, min_p, top_p, top_k, penalty_last=t3.penalty_last)
+            guided = guard.decide(cfg_combine(logits[:1], logits[1:2] if rows == 2 else None, cfg_w), 1)
+            if keep_logits:
+                guided_log.append(guided.cpu())
+            probs = process_logits(guided, None, counts, cfg_w, rep, temp, min_p, top_p, top_k,
+                                   penalty_last=t3.penalty_last)
             noise = race_noise(seeds, torch.full((1,), i, device=dev, dtype=torch.long), V)
             token = sample(probs, noise) if forced is None else forced[i:i + 1]
+            guard.observe(token, 1)
             out[i:i + 1] = token
             counts.scatter_add_(1, token[:, None], torch.ones_like(token[:, None], dtype=torch.int32))
             if i == 0 and not t3.start_in_history:  # later steps' penalty sees only the generated tokens
@@ -152,12 +163,13 @@ class T3Runner:
             attend = int(L + i + 1)
             mask = torch.ones(1, attend, device=dev, dtype=torch.bool)
             hidden = t3.forward_backbone(x, cache.k[:, :, :, :attend], cache.v[:, :, :, :attend], pos, mask)
+            guard.record(cache.k[..., :attend, :], slice(0, 1), torch.tensor([attend], device=dev))
             pos += 1
             speech_pos += 1
         tokens = out[:n].tolist()
         if forced is None and cfg.stop_speech in tokens:
             tokens = tokens[: tokens.index(cfg.stop_speech) + 1]
-        return T3Result(tokens=tokens, logits=logits_log, prefill_len=L)
+        return T3Result(tokens=tokens, logits=logits_log, guided=guided_log, prefill_len=L)
 
 
 def clean_speech_tokens(tokens: list[int], start: int = 6561, stop: int = 6562, vocab: int = 6561) -> list[int]:

@@ -43,6 +43,10 @@ class AlignmentState:
         return cls(z(rows), z(rows), z(rows, dtype=torch.bool), z(rows, 3, dtype=torch.float32),
                    z(rows, dtype=torch.float32))
 
+    def first(self, b: int) -> "AlignmentState":
+        """Rows [0, b) as views: a step on them updates this state."""
+        return AlignmentState(self.frame[:b], self.position[:b], self.complete[:b], self.tail[:b], self.repeat[:b])
+
     def reset(self, rows) -> None:
         """Start rows `rows` (a slice, index tensor or bool mask) afresh, in place."""
         for t in (self.frame, self.position, self.complete, self.tail, self.repeat):
@@ -51,7 +55,8 @@ class AlignmentState:
 
 def alignment_step(state: AlignmentState, text_attn: torch.Tensor, text_len: torch.Tensor,
                    last_two: torch.Tensor, n_generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of the rules for every row, updating `state` in place.
+    """One step of the rules for every row, updating `state` in place (its tensors keep their storage, so views
+    of a larger state and the buffers a CUDA graph captured stay live).
 
     text_attn (B, S_max): the three heads' mean attention of the newest query over the row's text positions
     (SOT and EOT included; columns past the row's length ignored); text_len (B,) its text length S; last_two (B, 2)
@@ -64,26 +69,43 @@ def alignment_step(state: AlignmentState, text_attn: torch.Tensor, text_len: tor
     # argmax over the live columns (first of equal maxima, as torch.argmax on the reference's row)
     cur = torch.where(live, a, torch.full((), -1.0, device=a.device)).argmax(-1)
     step = cur - state.position
-    state.position = torch.where((step > -4) & (step < 7), cur, state.position)
-    was_complete = state.complete
-    state.complete = was_complete | (state.position >= text_len - 3)
+    state.position.copy_(torch.where((step > -4) & (step < 7), cur, state.position))
+    was_complete = state.complete.clone()
+    state.complete.copy_(was_complete | (state.position >= text_len - 3))
     # sums over rows after the one that completed the text: this row counts if the text was complete before it
     tail_cols = torch.gather(a, 1, (text_len[:, None] - 3 + torch.arange(3, device=a.device)[None]).clamp(min=0))
     earlier = torch.where(col < text_len[:, None] - 5, a, torch.zeros((), device=a.device)).amax(-1)
-    state.tail = state.tail + tail_cols * was_complete[:, None]
-    state.repeat = state.repeat + earlier * was_complete
+    state.tail.add_(tail_cols * was_complete[:, None])
+    state.repeat.add_(earlier * was_complete)
     long_tail = state.complete & (state.tail.amax(-1) >= 5)
     repetition = state.complete & (state.repeat > 5)
     token_repeat = (n_generated >= 3) & (last_two[:, 0] == last_two[:, 1])
     suppress = (cur < text_len - 3) & (text_len > 5)
-    state.frame = state.frame + 1
+    state.frame.add_(1)
     return suppress, long_tail | repetition | token_repeat
+
+
+def text_attention(queries: list[torch.Tensor], keys: list[torch.Tensor], lengths: torch.Tensor, text_start: int,
+                   width: int) -> torch.Tensor:
+    """The watched heads' mean attention of one query per row over the text, as the reference's eager attention
+    gives it: per head softmax(q.k / sqrt(D)) over the row's first lengths[b] keys, fp32.
+
+    queries: one (B, D) per head; keys: one (B, A, D) per head (the row's cached keys, this query's own included);
+    lengths (B,). -> (B, width): columns [text_start, text_start + width) of the mean, zero past A."""
+    A, D = keys[0].shape[1], keys[0].shape[2]
+    live = torch.arange(A, device=lengths.device)[None] < lengths[:, None]
+    total = None
+    for q, k in zip(queries, keys):
+        scores = torch.einsum("bd,bad->ba", q.float(), k.float()) * D ** -0.5
+        probs = scores.masked_fill(~live, float("-inf")).softmax(-1)
+        total = probs if total is None else total + probs
+    text = (total / len(queries))[:, text_start: text_start + width]  # (B, <= width)
+    return torch.nn.functional.pad(text, (0, width - text.shape[1]))
 
 
 def apply_alignment(logits: torch.Tensor, suppress: torch.Tensor, force: torch.Tensor, eos: int) -> torch.Tensor:
     """logits (B, V) after CFG -> with EOS suppressed (-2^15) or forced (all -2^15, EOS +2^15) per row."""
-    is_eos = torch.zeros(logits.shape[-1], device=logits.device, dtype=torch.bool)
-    is_eos[eos] = True
+    is_eos = torch.arange(logits.shape[-1], device=logits.device) == eos  # no host write: capturable
     out = torch.where(suppress[:, None] & is_eos[None], torch.full((), -BIG, device=logits.device), logits)
     forced = torch.where(is_eos, torch.full((), BIG, device=logits.device), torch.full((), -BIG, device=logits.device))
     return torch.where(force[:, None], forced[None].to(logits.dtype), out)

@@ -8,6 +8,15 @@ from __future__ import annotations
 import torch
 
 
+def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor | None, cfg_weight: torch.Tensor) -> torch.Tensor:
+    """cond/uncond (B, V) logits of the conditional and unconditional rows -> guided logits (B, V) fp32:
+    cond + w (cond - uncond); uncond None (no CFG): cond."""
+    logits = cond.float()
+    if uncond is None:
+        return logits
+    return logits + cfg_weight.float()[:, None] * (logits - uncond.float())
+
+
 def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torch.Tensor,
                    cfg_weight: torch.Tensor, repetition_penalty: torch.Tensor, temperature: torch.Tensor,
                    min_p: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
@@ -20,10 +29,7 @@ def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torc
     (B, V) how often each token is in the history the penalty sees; knobs (B,); min_p = 0, top_k = 0 and
     top_p = 1 turn a filter off. `use_top_k`/`use_top_p` let a caller that knows no row uses the filter skip
     its sort. Returns probs (B, V) fp32."""
-    logits = cond.float()
-    if uncond is not None:
-        w = cfg_weight.float()[:, None]
-        logits = logits + w * (logits - uncond.float())
+    logits = cfg_combine(cond, uncond, cfg_weight)
     seen = counts > 0
     penalty = repetition_penalty.float()[:, None]
     if not penalty_last:

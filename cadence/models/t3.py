@@ -118,6 +118,9 @@ class LlamaAttention(nn.Module):
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
         self.qkv_proj = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.o_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        # Sees the rotated queries (B, H, T, D) and passes them on: where a reader of some heads' attention (the
+        # multilingual end-of-speech rules, `engine.alignment_guard`) puts its tap; no weights.
+        self.query_tap: nn.Module = nn.Identity()
 
     def pack(self, name: str, parts: list[torch.Tensor]) -> torch.Tensor:
         """Checkpoint q/k/v weights -> qkv_proj: q and k rows interleaved for the complex rotary."""
@@ -129,7 +132,7 @@ class LlamaAttention(nn.Module):
         B, T, _ = x.shape
         qkv = self.qkv_proj(x).view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
         qk = apply_rotary(qkv[:, : 2 * self.n_heads], freqs)  # q and k rotated in one pass
-        q, k, v = qk[:, : self.n_heads], qk[:, self.n_heads:], qkv[:, 2 * self.n_heads:]
+        q, k, v = self.query_tap(qk[:, : self.n_heads]), qk[:, self.n_heads:], qkv[:, 2 * self.n_heads:]
         out = cached_attention(q, k, v, k_cache, v_cache, positions, attn_mask)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
@@ -277,6 +280,12 @@ class T3(nn.Module):
         # The reference feeds the start-speech token twice, both at speech position 0 (ref. quirk).
         start = start[:, None].expand(rows, 2, -1)
         return torch.cat((cond.to(text.dtype), text, start), dim=1)
+
+    @property
+    def text_start(self) -> int:
+        """KV position of a prompt's first text token (after the speaker token, the perceiver queries and the
+        emotion token)."""
+        return 1 + self.cfg.perceiver_queries + 1
 
     def speech_step_embed(self, tokens: torch.Tensor, speech_pos: torch.Tensor) -> torch.Tensor:
         """tokens (B,), speech positions (B,) -> (B, C)."""

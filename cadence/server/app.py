@@ -164,7 +164,9 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
             # the playground shows; the knobs its model lacks are refused when set
             knobs = {k: t.family.defaults.get(k) for k in SamplingParams.names()
                      if k not in ("max_new_tokens", "seed", "language", *t.family.unused_knobs)}
-            body.update(device=str(t.device), plan=t.plan.name, family=t.family.name, sample_rate=t.sample_rate,
+            switches = {k: v for k, v in knobs.items() if isinstance(v, bool)}  # on/off knobs (alignment_stop)
+            knobs = {k: v for k, v in knobs.items() if k not in switches}
+            body.update(switches=switches, device=str(t.device), plan=t.plan.name, family=t.family.name, sample_rate=t.sample_rate,
                         languages=list(t.family.languages), language_required=t.family.language_required,
                         knobs=knobs, max_new_tokens=t.params().max_new_tokens, **t.engine.load)
         return JSONResponse(body, 200 if state.status != "error" else 503)

@@ -42,6 +42,9 @@ class SpeechRequest(BaseModel):
     seed: int | None = Field(None, ge=0, lt=2 ** 63)
     language: str | None = Field(None, max_length=8, description="the text's language id, e.g. 'fr' (GET "
                                                                  "/v1/languages); the multilingual model needs one")
+    alignment_stop: bool | None = Field(None, description="multilingual model: end-of-speech rules that watch the "
+                                                          "attention (unset: on); false lets the model alone decide "
+                                                          "when to stop")
 
     @property
     def voice_name(self) -> str:

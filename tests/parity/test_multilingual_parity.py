@@ -5,8 +5,9 @@ Cadence's maker and loaded by the reference's own `from_local`, fp32 on the CPU.
 Checked: text tokens per language (every language whose front-end runs here: the 18 that need no package, ko
 (Cadence's own Jamo step), ja (pykakasi), zh (Cangjie codes; spacy-pkuseg's segmentation model downloads on
 first use, which this machine cannot, so both sides get the same stand-in segmenter that keeps the text whole);
-T3 logits under teacher forcing <= 1e-4 relative; voice conditioning; the S3Gen mel from the pickled weights.
-Not yet: the alignment analyzer's decisions (Cadence does not run the analyzer)."""
+T3 logits under teacher forcing <= 1e-4 relative; the end-of-speech rules inside the decode (suppress / force / none
+at every teacher-forced step, read from the real model's attention, and the guided logits); voice conditioning;
+the S3Gen mel from the pickled weights."""
 
 import contextlib
 import os
@@ -97,12 +98,21 @@ def test_voice_conditioning(reference, our_voice):
     assert rel_err(our_voice.prompt_feat, c.gen["prompt_feat"].cpu()) <= 1e-5
 
 
-def _reference_teacher_forced_logits(reference, forced, params):
+def _reference_teacher_forced_logits(reference, forced, params, guided=None):
     """The reference's own T3.inference (its alignment analyzer included) with torch.multinomial replaced by the
-    forced tokens: the raw speech logits of every step."""
+    forced tokens: the raw speech logits of every step (and in `guided`, what its analyzer handed back)."""
+    from chatterbox.models.t3.inference.alignment_stream_analyzer import AlignmentStreamAnalyzer
     from chatterbox.models.t3.modules.cond_enc import T3Cond
     from chatterbox.mtl_tts import punc_norm
     t3, logits, step = reference.t3, [], iter(forced)
+    analyzer_step = AlignmentStreamAnalyzer.step
+
+    def recorded_step(self, *args, **kwargs):
+        out = analyzer_step(self, *args, **kwargs)
+        if guided is not None:
+            guided.append(out.detach().cpu().clone())
+        return out
+    AlignmentStreamAnalyzer.step = recorded_step
     hook = t3.speech_head.register_forward_hook(lambda m, i, o: logits.append(o[:, -1].detach().cpu().clone()))
     real = torch.multinomial
     tokens = reference.tokenizer.text_to_tokens(punc_norm(TEXT), language_id=LANGUAGE)
@@ -117,6 +127,7 @@ def _reference_teacher_forced_logits(reference, forced, params):
                      repetition_penalty=params.repetition_penalty, min_p=params.min_p, top_p=params.top_p)
     finally:
         torch.multinomial = real
+        AlignmentStreamAnalyzer.step = analyzer_step
         hook.remove()
     return logits
 
@@ -130,6 +141,34 @@ def test_t3_logits_under_teacher_forcing(reference, ours, our_voice):
                                   keep_logits=True)
     errs = [rel_err(o, r) for o, r in zip(out.logits, ref_logits[:N_STEPS])]
     assert len(errs) == N_STEPS and max(errs) <= 1e-4, errs
+
+
+def _decisions(guided: list[torch.Tensor]) -> str:
+    """Per step: F (EOS forced), S (EOS suppressed) or . (neither), read from the guided logits."""
+    eos = 6562
+    return "".join("F" if g[0, eos] == 2 ** 15 and g.amax() == 2 ** 15 and (g == -2 ** 15).sum() == g.numel() - 1
+                   else "S" if g[0, eos] == -2 ** 15 else "." for g in guided)
+
+
+def test_end_of_speech_rules_inside_the_decode(reference, ours, our_voice):
+    """The rules read the real model's attention (Cadence: the tapped queries and the KV cache; the reference: its
+    eager attention maps through hooks): the same decision at every teacher-forced step and the same guided logits.
+    Steps 4 and 5 are fed the same token, so step 6 must force EOS (a repeated speech token)."""
+    params = ours.params(seed=0, language=LANGUAGE)
+    forced = torch.randint(0, 6561, (8,), generator=torch.Generator().manual_seed(11)).tolist()
+    forced[5] = forced[4]
+    ref_guided: list[torch.Tensor] = []
+    _reference_teacher_forced_logits(reference, forced, params, ref_guided)
+    out = ours.t3_runner.generate(ours.prefill(TEXT, our_voice, params), params, 0, forced_tokens=forced,
+                                  keep_logits=True)
+    assert _decisions(out.guided) == _decisions(ref_guided[:8])
+    assert "S" in _decisions(out.guided) and _decisions(out.guided)[6] == "F"
+    for ours_g, ref_g in zip(out.guided, ref_guided):
+        keep = ref_g.abs() < 2 ** 15  # the entries the rules did not set
+        assert torch.equal(keep, ours_g.abs() < 2 ** 15) and rel_err(ours_g[keep], ref_g[keep]) <= 1e-4
+    off = ours.params(seed=0, language=LANGUAGE, alignment_stop=False)
+    plain = ours.t3_runner.generate(ours.prefill(TEXT, our_voice, off), off, 0, forced_tokens=forced, keep_logits=True)
+    assert set(_decisions(plain.guided)) == {"."}
 
 
 def test_s3gen_mel_from_the_pickled_weights(reference, ours, our_voice):
