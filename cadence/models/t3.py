@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.attention import cached_attention, layer_mask
+from ..layers.llama_decode import linear_residual, rms_gated_linear, rms_linear
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,15 @@ class LlamaAttention(nn.Module):
         q, k, v = parts
         return torch.cat((interleave_rotary_rows(q, self.head_dim), interleave_rotary_rows(k, self.head_dim), v))
 
-    def forward(self, x, freqs, k_cache, v_cache, positions, attn_mask):
-        """x (B, T, C) -> (B, T, C); the cache and mask arguments as `cached_attention` takes them."""
-        B, T, _ = x.shape
-        qkv = self.qkv_proj(x).view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
+    def attend(self, qkv, freqs, k_cache, v_cache, positions, attn_mask):
+        """qkv (B, T, 3C), the projection of the normalised input -> the heads' output (B, T, C) before o_proj; the
+        cache and mask arguments as `cached_attention` takes them."""
+        B, T, _ = qkv.shape
+        qkv = qkv.view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
         qk = apply_rotary(qkv[:, : 2 * self.n_heads], freqs)  # q and k rotated in one pass
         q, k, v = self.query_tap(qk[:, : self.n_heads]), qk[:, self.n_heads:], qkv[:, 2 * self.n_heads:]
         out = cached_attention(q, k, v, k_cache, v_cache, positions, attn_mask)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+        return out.transpose(1, 2).reshape(B, T, -1)
 
 
 class LlamaMLP(nn.Module):
@@ -143,9 +145,7 @@ class LlamaMLP(nn.Module):
         self.gate_up_proj = nn.Linear(cfg.dim, 2 * cfg.ffn_dim, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
-    def forward(self, x):
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+    # (applied by LlamaLayer through `llama_decode`: the norm folded into gate_up, the residual into down_proj)
 
 
 class LlamaLayer(nn.Module):
@@ -157,8 +157,12 @@ class LlamaLayer(nn.Module):
         self.mlp = LlamaMLP(cfg)
 
     def forward(self, x, freqs, k_cache, v_cache, positions, attn_mask):
-        x = x + self.self_attn(self.input_layernorm(x), freqs, k_cache, v_cache, positions, attn_mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        """x (B, T, C) -> (B, T, C). At one or two rows on CUDA each matmul is one fused kernel with the norm before
+        it or the residual after it (`layers.llama_decode`); elsewhere the same math eagerly."""
+        attn, mlp = self.self_attn, self.mlp
+        qkv = rms_linear(x, self.input_layernorm, attn.qkv_proj)
+        x = linear_residual(attn.attend(qkv, freqs, k_cache, v_cache, positions, attn_mask), attn.o_proj, x)
+        return linear_residual(rms_gated_linear(x, self.post_attention_layernorm, mlp.gate_up_proj), mlp.down_proj, x)
 
 
 class LlamaBackbone(nn.Module):

@@ -61,6 +61,24 @@ for K, N in ((96, 40), (1024, 33), (300, 20)):  # K a power of two or not, N a m
 print("ok")
 """
 
+# The Llama T3's fused decode linears (RMSNorm prologue; SiLU gating or the residual epilogue), one or two rows,
+# against the eager math in fp32.
+LLAMA_LINEAR_CHECK = r"""
+import torch, torch.nn.functional as F
+from cadence.layers.llama_decode import launch
+g = torch.Generator().manual_seed(0)
+for M, K, N in ((1, 96, 40), (2, 1024, 33), (2, 300, 20)):  # K a power of two or not, N a multiple of the block or not
+    x = torch.randn(M, K, generator=g); w = torch.randn(N, K, generator=g) / K ** 0.5
+    nw = torch.randn(K, generator=g); r = torch.randn(M, N, generator=g)
+    xn = F.rms_norm(x, (K,), nw, 1e-5)
+    e1 = float((launch(x, w, (nw, 1e-5)) - F.linear(xn, w)).abs().max())
+    gate, up = F.linear(xn, w[: N // 2 * 2]).chunk(2, dim=-1)
+    e2 = float((launch(x, w[: N // 2 * 2], (nw, 1e-5), gated=True) - F.silu(gate) * up).abs().max())
+    e3 = float((launch(x, w, residual=r) - (r + F.linear(x, w))).abs().max())
+    assert e1 < 1e-4 and e2 < 1e-4 and e3 < 1e-4, (M, K, N, e1, e2, e3)
+print("ok")
+"""
+
 # A decode step's keys and values written in one kernel, a shared position or one per row, into a layer of a
 # layered cache from strided views of c_attn's output.
 KV_WRITE_CHECK = r"""
@@ -114,6 +132,10 @@ def test_snake_kernel_equals_eager_snake_in_the_interpreter():
 
 def test_decode_linear_kernels_equal_the_eager_math_in_the_interpreter():
     _interpreted(DECODE_LINEAR_CHECK)
+
+
+def test_llama_decode_linears_equal_the_eager_math_in_the_interpreter():
+    _interpreted(LLAMA_LINEAR_CHECK)
 
 
 def test_kv_write_kernel_equals_index_copies_in_the_interpreter():
