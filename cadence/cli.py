@@ -95,6 +95,12 @@ def _deliver(out: Path, to_stdout: bool, summary: str) -> None:
     print(f"cadence: wrote stdout {summary}", file=sys.stderr)
 
 
+def _positive_int(text: str, flag: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise CliError(f"{flag} must be a positive integer or auto, got {text!r}")
+    return int(text)
+
+
 def _voices(args) -> None:
     from .voices.library import VoiceLibrary
     if args.action == "add":
@@ -231,6 +237,18 @@ def main(argv: list[str] | None = None) -> int:
                                                stream_history_s=args.stream_history_s,
                                                first_audio_priority=args.first_audio_priority,
                                                overlap_audio=args.overlap_audio, compile=args.compile)
+            if args.ray:
+                from .ray import RayOptions, run
+                replicas = args.replicas if args.replicas == "auto" else _positive_int(args.replicas, "--replicas")
+                options = RayOptions(replicas=replicas, min_replicas=args.min_replicas,
+                                     max_replicas=args.max_replicas, target_queue=args.target_queue,
+                                     cpus_per_replica=args.cpus_per_replica)
+                try:
+                    import ray  # noqa: F401
+                except ImportError:
+                    raise CliError("--ray needs Ray Serve: pip install 'cadence-tts[ray]'") from None
+                run(settings, options, address=args.ray_address)
+                return
             import faulthandler
             import signal
             import uvicorn

@@ -237,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch.compile the models' repeated blocks at start: faster decoding and flow batches, "
                          "about a minute longer start on a cold cache (env CADENCE_COMPILE; default off)")
     _add_stream_context(sv, None)
+    ray = sv.add_argument_group("Ray Serve (several engines: replicas per GPU, across machines; extra cadence-tts[ray])")
+    ray.add_argument("--ray", action="store_true", help="serve through Ray Serve instead of one process")
+    ray.add_argument("--ray-address", default=None, help="a Ray cluster to join (default: start a local one)")
+    ray.add_argument("--replicas", default="auto", help="engines to run: a count, or auto (one per GPU, at least 1)")
+    ray.add_argument("--min-replicas", type=int, default=None, help="autoscale from this many (with --max-replicas)")
+    ray.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many")
+    ray.add_argument("--target-queue", type=int, default=64,
+                     help="ongoing requests per replica the autoscaler aims at (default 64)")
+    ray.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPU cores Ray reserves per replica")
     doc = sub.add_parser("doctor", help="device, free VRAM and the memory plan auto would choose")
     doc.add_argument("--vram-budget", help="a budget such as 1.5GB, or auto for 90%% of free VRAM")
     ck = sub.add_parser("checkpoint", help="checkpoint utilities")

@@ -74,6 +74,19 @@ class _State:
         self.status, self.error, self.tts, self.library = "starting", None, None, None
 
 
+def load_tts(settings: ServerSettings):
+    """The `TTS` a server with these settings serves (loaded now, in this thread)."""
+    from ..tts import TTS
+    return TTS.from_dir(settings.model, device=settings.device, watermark=settings.watermark, family=settings.family,
+                        memory_plan=settings.memory_plan, vram_budget=settings.vram_budget, dtype=settings.dtype,
+                        max_batch=settings.max_batch, kv_slot_len=settings.kv_slot_len,
+                        vocoder_dtype=settings.vocoder_dtype, prepare_device=settings.prepare_device,
+                        voice_cache_mb=settings.voice_cache_mb, enforce_eager=settings.enforce_eager,
+                        watermark_device=settings.watermark_device, stream_prompt_s=settings.stream_prompt_s,
+                        stream_history_s=settings.stream_history_s, first_audio_priority=settings.first_audio_priority,
+                        overlap_audio=settings.overlap_audio, compile=settings.compile)
+
+
 def create_app(settings: ServerSettings, tts=None) -> FastAPI:
     """`tts`: an already loaded `TTS` (tests, embedding); otherwise `settings.model` loads in the background."""
     state, metrics = _State(), Metrics()
@@ -97,20 +110,7 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
 
     def load():
         try:
-            from ..tts import TTS
-            state.tts = tts or TTS.from_dir(settings.model, device=settings.device, watermark=settings.watermark,
-                                            family=settings.family,
-                                            memory_plan=settings.memory_plan, vram_budget=settings.vram_budget,
-                                            dtype=settings.dtype, max_batch=settings.max_batch,
-                                            kv_slot_len=settings.kv_slot_len, vocoder_dtype=settings.vocoder_dtype,
-                                            prepare_device=settings.prepare_device,
-                                            voice_cache_mb=settings.voice_cache_mb,
-                                            enforce_eager=settings.enforce_eager,
-                                            watermark_device=settings.watermark_device,
-                                            stream_prompt_s=settings.stream_prompt_s,
-                                            stream_history_s=settings.stream_history_s,
-                                            first_audio_priority=settings.first_audio_priority,
-                                            overlap_audio=settings.overlap_audio, compile=settings.compile)
+            state.tts = tts or load_tts(settings)
             # One library object for the app's life (its lock file and re-preparation are per instance).
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
             if settings.warmup:  # the GPU thread captures its graphs while serving, missing ones run eagerly

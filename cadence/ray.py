@@ -1,0 +1,170 @@
+"""Cadence on Ray Serve: one replica is one Cadence engine (one GPU, or CPU cores), serving the same FastAPI app as
+`cadence serve` as the Serve ingress; Ray places replicas, routes each request to a lightly loaded one, streams
+responses through its proxy, restarts a replica that dies and scales between bounds on queue depth.
+
+`cadence serve --ray` runs it; users with their own Serve config build it with `build` (`serve run
+cadence.ray:build model=... replicas=2`) or import `CadenceReplica`. The voice library is a directory every replica
+reads (a shared or network filesystem on a cluster): a voice is read from its file on each use and written by an
+atomic rename, so a voice added, replaced or removed through one replica is what every replica serves next.
+
+A replica loads its model (and on a GPU captures its decode graphs) in its constructor: Serve sends it no traffic
+until that is done. Each response names the replica that served it in `x-cadence-replica`."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict, dataclass
+
+from .server.settings import ServerSettings
+
+REPLICA_HEADER = b"x-cadence-replica"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the deployment is laid out. `replicas`: a count, or "auto" (one per GPU Ray sees, at least one);
+    `min_replicas`/`max_replicas` set, Serve autoscales between them on `target_queue` ongoing requests per
+    replica instead."""
+
+    replicas: int | str = "auto"
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_queue: int = 64
+    """Ongoing requests per replica the autoscaler aims at (a replica decodes up to max_batch at once)."""
+    cpus_per_replica: float = 1.0
+    """CPU cores Ray reserves per replica (a CPU replica computes on them; a GPU one needs a few for its threads)."""
+
+    def __post_init__(self):
+        if self.replicas != "auto" and (isinstance(self.replicas, bool) or not isinstance(self.replicas, int)
+                                        or self.replicas < 1):
+            raise ValueError(f"replicas must be a positive integer or 'auto', got {self.replicas!r}")
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            raise ValueError("set both min_replicas and max_replicas (autoscaling), or neither")
+        if self.min_replicas is not None and not 0 < self.min_replicas <= self.max_replicas:
+            raise ValueError(f"need 0 < min_replicas <= max_replicas, got {self.min_replicas}, {self.max_replicas}")
+        if self.target_queue < 1 or self.cpus_per_replica < 0:
+            raise ValueError("target_queue must be >= 1 and cpus_per_replica >= 0")
+
+
+class _NamedResponses:
+    """ASGI wrapper: every HTTP response carries the replica's name."""
+
+    def __init__(self, app, name: str):
+        self.app, self.name = app, name.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def named(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (REPLICA_HEADER, self.name)]}
+            await send(message)
+        await self.app(scope, receive, named)
+
+
+def _replica_class():
+    from ray import serve
+
+    @serve.ingress()
+    class CadenceReplica:
+        """One Cadence engine behind Serve's proxy: the `cadence serve` app, loaded and warmed before traffic."""
+
+        def __init__(self, settings: dict):
+            from .server.app import create_app, load_tts
+            self.settings = ServerSettings(**settings)
+            tts = load_tts(self.settings)
+            if self.settings.warmup and tts.device.type == "cuda":
+                tts.engine.warmup()  # graphs captured before Serve routes anything here
+            self.cadence_app = create_app(ServerSettings(**{**settings, "warmup": False}), tts=tts)
+            try:
+                from ray import serve as _serve
+                self.name = _serve.get_replica_context().replica_id.unique_id
+            except Exception:  # noqa: BLE001 - outside a replica (tests of the class itself)
+                self.name = f"{socket.gethostname()}-{os.getpid()}"
+
+        def __serve_build_asgi_app__(self):
+            return _NamedResponses(self.cadence_app, self.name)
+
+        def check_health(self):
+            """Serve's health probe: a replica whose engine failed is replaced."""
+            state = self.cadence_app.state.cadence
+            if state.status == "error":
+                raise RuntimeError(state.error or "the model failed")
+            engine = state.tts._engine if state.tts is not None else None
+            if engine is not None and engine._error is not None:
+                raise RuntimeError(f"engine failed: {engine._error}")
+
+    return CadenceReplica
+
+
+def build(settings: ServerSettings | dict | None = None, options: RayOptions | None = None):
+    """The Serve application: `serve.run(build(settings, options))`. As an application builder for `serve run
+    cadence.ray:build key=value ...` it takes a dict of `ServerSettings` fields and `RayOptions` fields."""
+    from ray import serve
+    if isinstance(settings, dict) or settings is None:
+        raw = dict(settings or {})
+        option_names = set(RayOptions.__dataclass_fields__)
+        opts = {k: _number(v) for k, v in raw.items() if k in option_names}
+        settings = ServerSettings.from_env(**{k: v for k, v in raw.items() if k not in option_names})
+        options = options or RayOptions(**opts)
+    options = options or RayOptions()
+    gpu = settings.device != "cpu" and _ray_gpus() > 0
+    actor = {"num_cpus": options.cpus_per_replica, "num_gpus": 1 if gpu else 0}
+    if options.min_replicas is not None:
+        scale = {"autoscaling_config": {"min_replicas": options.min_replicas, "max_replicas": options.max_replicas,
+                                        "target_ongoing_requests": options.target_queue}}
+    else:
+        n = options.replicas if options.replicas != "auto" else max(1, int(_ray_gpus()))
+        scale = {"num_replicas": n}
+    # A replica takes up to its own queue limit plus the requests it decodes; past that Serve queues or refuses.
+    depth = settings.max_queue + (settings.max_batch or 64)
+    deployment = serve.deployment(_replica_class(), name="cadence", ray_actor_options=actor,
+                                  max_ongoing_requests=depth, health_check_period_s=5, **scale)
+    return deployment.bind(asdict(settings))
+
+
+def _ray_gpus() -> float:
+    import ray
+    return ray.cluster_resources().get("GPU", 0.0) if ray.is_initialized() else 0.0
+
+
+def _number(v):
+    if isinstance(v, str) and v.lstrip("-").isdigit():
+        return int(v)
+    try:
+        return float(v) if isinstance(v, str) and v.replace(".", "", 1).isdigit() else v
+    except ValueError:
+        return v
+
+
+def patient_proxy() -> None:
+    """Give Serve's HTTP proxy longer to start and answer its health checks than Ray's 5 s / 10 s (unless set): on a
+    small, busy machine (2 cores loading models) the proxy was killed as unready and the deployment failed. Set in
+    the environment before Ray starts, so its processes inherit it."""
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
+
+
+def run(settings: ServerSettings, options: RayOptions, address: str | None = None, blocking: bool = True):
+    """Start (or join, with `address`) a Ray cluster, deploy Cadence on it and serve HTTP on settings.host/port;
+    with `blocking`, until interrupted, then shut Serve and Ray down."""
+    import ray
+    from ray import serve
+    patient_proxy()
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
+             log_to_driver=os.environ.get("CADENCE_RAY_LOGS", "1") != "0")
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build(settings, options), name="cadence", route_prefix="/", blocking=False)
+    if not blocking:
+        return
+    try:
+        import time
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()

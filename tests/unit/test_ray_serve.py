@@ -1,0 +1,110 @@
+"""Cadence on Ray Serve (`cadence.ray`), on the CPU: a local Ray cluster, two replicas of a tiny checkpoint behind
+Serve's proxy, through a real HTTP client. Requests reach both replicas (the header names the replica), a stream
+arrives in chunks through the proxy, a voice added through one replica is served by the other at once (one library
+directory), a killed replica is replaced while requests keep being answered, and shutdown leaves no Ray process (checked as the
+cluster fixture ends).
+About 40-60 s on 2 cores (Ray's start and two model loads)."""
+
+import subprocess
+import time
+
+import httpx
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray import serve  # noqa: E402
+
+from cadence.ray import REPLICA_HEADER, RayOptions, build, patient_proxy  # noqa: E402
+from cadence.server.settings import ServerSettings  # noqa: E402
+
+PORT = 8767
+
+
+def _ray_processes() -> list[str]:
+    out = subprocess.run(["pgrep", "-fa", "raylet|gcs_server|ray::"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_ckpt, tmp_path_factory):
+    if _ray_processes():
+        pytest.skip("a Ray cluster is already running on this machine")
+    patient_proxy()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    settings = ServerSettings(model=str(tiny_ckpt), device="cpu", watermark=False, max_batch=4,
+                              library=str(tmp_path_factory.mktemp("shared_voices")))
+    serve.run(build(settings, RayOptions(replicas=2, cpus_per_replica=0.5)), name="cadence", route_prefix="/")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120)
+    yield client
+    client.close()
+    serve.shutdown()
+    ray.shutdown()
+    deadline = time.time() + 30  # shutdown leaves no Ray process behind
+    while _ray_processes() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _ray_processes(), _ray_processes()
+
+
+def _replicas_of(client, n: int, path: str = "/v1/models") -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for _ in range(n):
+        r = client.get(path)
+        assert r.status_code == 200, r.text
+        name = r.headers[REPLICA_HEADER.decode()]
+        seen[name] = seen.get(name, 0) + 1
+    return seen
+
+
+def test_requests_reach_both_replicas_and_streams_arrive_in_chunks(cluster):
+    assert len(_replicas_of(cluster, 16)) == 2
+    assert cluster.get("/health").json()["status"] == "ready"
+    body = {"input": "Hello there.", "voice": "default", "response_format": "pcm", "max_new_tokens": 30,
+            "stream": True, "seed": 1}
+    with cluster.stream("POST", "/v1/audio/speech", json=body) as resp:
+        assert resp.status_code == 200
+        chunks = [c for c in resp.iter_raw() if c]
+    assert len(chunks) >= 2 and sum(map(len, chunks)) > 0
+
+
+def test_a_voice_added_through_one_replica_is_served_by_every_replica(cluster):
+    from cadence.audio.encode import encode_all
+    from cadence.random_checkpoint import synthetic_voice
+    wav = encode_all(synthetic_voice(seconds=4.0, seed=5), "wav", 24000)
+    r = cluster.post("/v1/voices", files={"file": ("v.wav", wav, "audio/wav")}, data={"name": "shared"})
+    assert r.status_code in (200, 201), r.text
+    served = {}
+    for i in range(12):  # right after the add, on whichever replica the proxy picks
+        r = cluster.post("/v1/audio/speech", json={"input": "Hi.", "voice": "shared", "response_format": "pcm",
+                                                    "max_new_tokens": 10, "stream": False, "seed": i})
+        assert r.status_code == 200, r.text
+        served[r.headers[REPLICA_HEADER.decode()]] = True
+    assert len(served) == 2
+
+
+def test_a_killed_replica_is_replaced_and_requests_keep_being_answered(cluster):
+    names = [n for n in ray.util.list_named_actors(all_namespaces=True) if "SERVE_REPLICA" in n["name"]]
+    assert len(names) == 2
+    victim = ray.get_actor(names[0]["name"], namespace=names[0]["namespace"])
+    ray.kill(victim, no_restart=True)
+    statuses = []
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        statuses.append(cluster.get("/v1/models").status_code)
+        replicas = [n for n in ray.util.list_named_actors(all_namespaces=True) if "SERVE_REPLICA" in n["name"]]
+        if len(replicas) == 2 and statuses[-1] == 200 and len(_replicas_of(cluster, 12)) == 2:
+            break
+        time.sleep(0.5)
+    assert set(statuses) <= {200, 503}, statuses  # answered, never a hang or another 5xx
+    assert statuses.count(200) >= len(statuses) // 2, statuses
+    assert len(_replicas_of(cluster, 16)) == 2  # two replicas again, one of them new
+
+
+@pytest.mark.parametrize("flags, message", [(["--replicas", "zero"], "--replicas must be a positive integer"),
+                                            (["--min-replicas", "2"], "set both min_replicas and max_replicas")])
+def test_ray_flags_are_checked_before_anything_starts(tiny_ckpt, flags, message):
+    import sys
+    run = subprocess.run([sys.executable, "-m", "cadence.cli", "serve", "--ray", "--model", str(tiny_ckpt), *flags],
+                         capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and message in lines[0], run.stderr[-1000:]
