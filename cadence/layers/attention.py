@@ -26,11 +26,17 @@ def cached_attention(q, k, v, k_cache, v_cache, positions, attn_mask) -> torch.T
     cached positions, A = attn_mask.shape[-1]: `attn_mask` additive (0 or -inf), (T, A) or (B, 1, 1, A); or
     `RowLengths` (one query per row, row b over its first lengths[b] positions); or None for a prefill that
     starts at position 0 (plain causal attention over the new keys only)."""
-    from .decode_attention import RowLengths, prefix_attention
     from .kv_write import write_kv
     write_kv(k, v, k_cache, v_cache, positions)
     if attn_mask is None:
         return causal_attention(q, k, v)
+    return attend_cache(q, k_cache, v_cache, attn_mask)
+
+
+def attend_cache(q, k_cache, v_cache, attn_mask) -> torch.Tensor:
+    """q (B, H, T, D) over the cache (B, H, S, D), this step's keys already written; `attn_mask` (not None) as
+    `cached_attention` takes it."""
+    from .decode_attention import RowLengths, prefix_attention
     if isinstance(attn_mask, RowLengths):  # the whole cache: the kernel reads no key past a row's length
         return prefix_attention(q, k_cache, v_cache, attn_mask.lengths, attn_mask.chunk)
     A = attn_mask.shape[-1]

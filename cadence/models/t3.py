@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.attention import cached_attention, layer_mask
+from ..layers import rotary_kv
+from ..layers.attention import attend_cache, cached_attention, layer_mask
 from ..layers.llama_decode import linear_residual, rms_gated_linear, rms_linear
 
 
@@ -132,6 +133,9 @@ class LlamaAttention(nn.Module):
         """qkv (B, T, 3C), the projection of the normalised input -> the heads' output (B, T, C) before o_proj; the
         cache and mask arguments as `cached_attention` takes them."""
         B, T, _ = qkv.shape
+        if attn_mask is not None and rotary_kv.applies(qkv, k_cache, positions):  # a decode step: one kernel
+            q = self.query_tap(rotary_kv.rotate_and_write(qkv, freqs, k_cache, v_cache, positions))
+            return attend_cache(q, k_cache, v_cache, attn_mask).transpose(1, 2).reshape(B, T, -1)
         qkv = qkv.view(B, T, 3 * self.n_heads, self.head_dim).transpose(1, 2)  # (B, 3H, T, D)
         qk = apply_rotary(qkv[:, : 2 * self.n_heads], freqs)  # q and k rotated in one pass
         q, k, v = self.query_tap(qk[:, : self.n_heads]), qk[:, self.n_heads:], qkv[:, 2 * self.n_heads:]

@@ -183,3 +183,30 @@ def test_snake_kernel_on_cuda_matches_eager():
     for m in (None, mask):
         out = snake(x.cuda(), alpha.cuda(), None if m is None else m.cuda())
         assert rel_err(out.cpu(), snake(x, alpha, m)) < 1e-6
+
+
+@pytest.mark.parametrize("rows, per_row", [(2, False), (8, True)])
+def test_rotary_kv_kernel_in_a_graph_matches_the_eager_rotation(rows, per_row):
+    """The decode step's fused rotary + KV write (bf16) equals `apply_rotary` and the KV write it replaces, for a
+    CFG pair at one position and a batch at one position per row, replayed from a CUDA graph."""
+    from cadence.engine.cuda_graphs import capture
+    from cadence.layers.kv_write import write_kv
+    from cadence.layers.rotary_kv import applies, rotate_and_write
+    from cadence.models.t3 import T3Config, apply_rotary, llama3_inv_freq, rotary_freqs
+    g = torch.Generator(device="cuda").manual_seed(0)
+    H, S, D = 16, 300, 64
+    inv = llama3_inv_freq(T3Config()).cuda()
+    qkv = torch.randn(rows, 1, 3 * H * D, device="cuda", dtype=torch.bfloat16, generator=g)
+    pos = (torch.randint(0, S, (rows, 1), device="cuda", generator=g) if per_row
+           else torch.tensor([123], device="cuda"))
+    kc, vc = (torch.zeros(rows, H, S, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    assert applies(qkv, kc, pos)
+    graph, q = capture(lambda: rotate_and_write(qkv, rotary_freqs(inv, pos), kc, vc, pos))
+    kc.zero_(), vc.zero_()
+    graph.replay()
+    heads = qkv.view(rows, 1, 3 * H, D).transpose(1, 2)
+    qk = apply_rotary(heads[:, : 2 * H], rotary_freqs(inv, pos))
+    rk, rv = torch.zeros_like(kc), torch.zeros_like(vc)
+    write_kv(qk[:, H:], heads[:, 2 * H:], rk, rv, pos)
+    assert rel_err(q.float(), qk[:, :H].float()) < 1e-2
+    assert rel_err(kc.float(), rk.float()) < 1e-2 and torch.equal(vc, rv)

@@ -99,6 +99,31 @@ for pos in (torch.tensor([7]), torch.tensor([[1], [5], [19]])):
 print("ok")
 """
 
+# The Llama decode step's rotary embedding and KV write in one kernel against the eager rotation (fp32), a shared
+# position (a CFG pair) or one per row (a batch), into a layer of a layered cache.
+ROTARY_KV_CHECK = r"""
+import torch
+from cadence.layers.rotary_kv import launch
+from cadence.models.t3 import apply_rotary, rotary_freqs
+g = torch.Generator().manual_seed(0)
+B, H, S, D = 3, 4, 20, 16
+inv = 1.0 / (500000.0 ** (torch.arange(0, D, 2).float() / D))
+qkv = torch.randn(B, 1, 3 * H * D, generator=g)
+heads = qkv.view(B, 1, 3 * H, D).transpose(1, 2)  # (B, 3H, 1, D)
+for pos in (torch.tensor([7]), torch.tensor([[1], [5], [19]])):
+    freqs = rotary_freqs(inv, pos)
+    kc, vc = torch.zeros(2, B, H, S, D), torch.zeros(2, B, H, S, D)
+    q = launch(qkv, torch.view_as_real(freqs).reshape(-1, D // 2, 2), kc[1], vc[1], pos)
+    qk = apply_rotary(heads[:, : 2 * H], freqs)
+    assert float((q - qk[:, :H]).abs().max()) < 1e-5
+    rk, rv = torch.zeros(B, H, S, D), torch.zeros(B, H, S, D)
+    for b in range(B):
+        p = int(pos.view(-1)[b if pos.dim() == 2 else 0])
+        rk[b, :, p], rv[b, :, p] = qk[b, H:, 0], heads[b, 2 * H:, 0]
+    assert float((kc[1] - rk).abs().max()) < 1e-5 and torch.equal(vc[1], rv) and not kc[0].any()
+print("ok")
+"""
+
 # The sampling noise: the Triton kernel draws the same integers as the torch form (equal to float rounding after
 # the logarithm), for full 63-bit seeds and rows of one batch at different steps.
 RACE_NOISE_CHECK = r"""
@@ -140,6 +165,10 @@ def test_llama_decode_linears_equal_the_eager_math_in_the_interpreter():
 
 def test_kv_write_kernel_equals_index_copies_in_the_interpreter():
     _interpreted(KV_WRITE_CHECK)
+
+
+def test_rotary_kv_kernel_equals_the_eager_rotation_and_write_in_the_interpreter():
+    _interpreted(ROTARY_KV_CHECK)
 
 
 def test_race_noise_kernel_equals_the_torch_draws_in_the_interpreter():
