@@ -1,6 +1,6 @@
-"""A/B in one process, single-request T3 decode (CUDA graphs, bf16) on a checkpoint: the fused Llama decode
-linears (`cadence.layers.llama_decode`) on and off, and for the multilingual model its end-of-speech taps on and
-off. 750 forced speech tokens, 3 runs per variant after a warm-up, in the order A B A B. Also the largest relative
+"""A/B in one process, single-request T3 decode (CUDA graphs, bf16) on a checkpoint: the fused rotary + KV write
+(`cadence.layers.rotary_kv`) on and off with the fused Llama decode linears (`cadence.layers.llama_decode`) on,
+and for the multilingual model its end-of-speech taps on and off. 750 forced speech tokens, 3 runs per variant after a warm-up, in the order A B A B. Also the largest relative
 difference of the guided logits between fused and eager over 40 teacher-forced steps.
 Usage: python scripts/ab_t3_decode.py CHECKPOINT OUT.json"""
 import json
@@ -11,13 +11,14 @@ import torch
 from torch import nn
 
 import cadence.layers.llama_decode as llama_decode
+import cadence.layers.rotary_kv as rotary_kv
 from cadence.bench.offline import LONG_TEXT
 from cadence.engine.alignment_guard import attach_query_taps
 from cadence.tts import TTS
 
 tts = TTS.from_dir(sys.argv[1], device="cuda", watermark=False)
 voice = tts.voice_or_default(None)
-applies = llama_decode.applies
+applies, rotary_applies = llama_decode.applies, rotary_kv.applies
 p = tts.params(seed=1, language="en", max_new_tokens=750, **({"alignment_stop": False}
                                                            if "alignment_stop" in tts.family.defaults else {}))
 prefill = tts.prefill(LONG_TEXT, voice, p)
@@ -25,7 +26,9 @@ out = {"family": tts.family.name, "device": torch.cuda.get_device_name(), "torch
 
 
 def variant(fused: bool, taps: bool):
-    llama_decode.applies = applies if fused else (lambda x, linear: False)
+    """fused: the rotary + KV write kernel (the linears are fused in both variants)."""
+    llama_decode.applies = applies
+    rotary_kv.applies = rotary_applies if fused else (lambda *a: False)
     for layer in tts.t3.tfmr.layers:
         layer.self_attn.query_tap = nn.Identity()
     if taps:
@@ -49,7 +52,7 @@ def rate(fused: bool, taps: bool) -> list[float]:
 taps = bool(tts.family.aligned_heads)
 for rnd in range(2):
     for fused in (False, True):
-        key = f"{'fused' if fused else 'eager_linears'}{'_taps' if taps else ''}"
+        key = f"{'fused_rotary' if fused else 'eager_rotary'}{'_taps' if taps else ''}"
         out.setdefault(key, []).extend(rate(fused, taps))
         print(key, [round(x) for x in out[key]], flush=True)
 if taps:
@@ -61,5 +64,5 @@ for fused in (False, True):
     variant(fused, taps)
     logs[fused] = tts.t3_runner.generate(prefill, p, 0, forced_tokens=forced, keep_logits=True).guided
 out["fused_vs_eager_max_rel"] = max(float((a - b).norm() / b.norm()) for a, b in zip(logs[True], logs[False]))
-print("fused vs eager logits, max relative difference:", out["fused_vs_eager_max_rel"], flush=True)
+print("fused vs eager rotary, logits, max relative difference:", out["fused_vs_eager_max_rel"], flush=True)
 json.dump(out, open(sys.argv[2], "w"), indent=1)
