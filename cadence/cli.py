@@ -56,7 +56,8 @@ def _say(args) -> None:
     status = _status if sys.stderr.isatty() else (lambda _: None)  # at a terminal: what it is doing meanwhile
     status(f"loading {args.model} ...")
     engine = {k: getattr(args, k) for k in ("dtype", "vocoder_dtype", "prepare_device", "enforce_eager", "compile",
-                                            "watermark_device", "max_batch", "kv_slot_len", "voice_cache_mb")
+                                            "watermark_device", "max_batch", "kv_slot_len", "voice_cache_mb",
+                                            "cpu_threads")
               if getattr(args, k) is not None}  # unset: EngineConfig's defaults
     tts = TTS.from_dir(args.model, device=args.device, watermark=args.watermark, memory_plan=args.memory_plan,
                        vram_budget=args.vram_budget, family=args.family, **engine)
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.vram_budget not in (None, "auto"):
                 from .memory.plan import parse_size_mb
                 parse_size_mb(args.vram_budget)
-            print("\n".join(report(args.vram_budget)))
+            print("\n".join(report(args.vram_budget, measure=args.measure, device=args.device,
+                                    cpu_threads=args.cpu_threads)))
         elif args.command == "serve":
             from .server import ServerSettings, create_app
             cors = [o.strip() for o in args.cors_origins.split(",")] if args.cors_origins else None
@@ -236,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                                                stream_prompt_s=args.stream_prompt_s,
                                                stream_history_s=args.stream_history_s,
                                                first_audio_priority=args.first_audio_priority,
-                                               overlap_audio=args.overlap_audio, compile=args.compile)
+                                               overlap_audio=args.overlap_audio, compile=args.compile,
+                                               cpu_threads=args.cpu_threads)
             if args.ray:
                 from .ray import RayOptions, run
                 replicas = args.replicas if args.replicas == "auto" else _positive_int(args.replicas, "--replicas")
@@ -331,11 +334,13 @@ def main(argv: list[str] | None = None) -> int:
                             vram_budget=args.vram_budget, **_slots(args))
         elif args.command == "bench" and args.plans:
             from .bench.offline import BenchOptions, run_plans
-            from .memory.plan import PLANS
-            names = list(PLANS) if args.plans == "all" else [p.strip() for p in args.plans.split(",")]
-            unknown = [n for n in names if n not in PLANS]
+            from .memory.plan import ALL_PLANS, CPU_PLANS, PLANS
+            on_cpu = args.device.startswith("cpu")
+            names = list(CPU_PLANS if on_cpu else PLANS) if args.plans == "all" else [
+                p.strip() for p in args.plans.split(",")]
+            unknown = [n for n in names if n not in ALL_PLANS]
             if unknown:
-                raise CliError(f"unknown memory plan(s): {', '.join(unknown)}; choose from {', '.join(PLANS)}")
+                raise CliError(f"unknown memory plan(s): {', '.join(unknown)}; choose from {', '.join(ALL_PLANS)}")
             _check_bench_counts(args)
             opt = BenchOptions(model=args.model, device=args.device, reference=args.reference, repeats=args.repeats,
                                short_tokens=args.short_tokens, long_tokens=args.long_tokens,
@@ -350,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                                long_tokens=args.long_tokens, dtype=args.dtype, enforce_eager=args.eager,
                                compile=args.compile or None, vocoder_dtype=args.vocoder_dtype,
                                memory_plan=args.memory_plan, consecutive=args.consecutive, watermark=args.watermark,
-                               watermark_device=args.watermark_device or "cpu", vram_budget=args.vram_budget)
+                               watermark_device=args.watermark_device or "cpu", vram_budget=args.vram_budget,
+                               cpu_threads=args.cpu_threads)
             result = run_bench(opt, args.out_json, args.out_md)
             if args.fidelity:
                 from .bench.fidelity import fidelity

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present)")
     say.add_argument("--no-watermark", dest="watermark", action="store_false", help="skip the Perth watermark")
     say.add_argument("--watermark-device", default=None, help="where the watermark runs: cpu (default), auto or cuda")
-    say.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
+    say.add_argument("--memory-plan", default="auto", help="auto, fp32, bf16, bf16-lowmem, int8, offload (CUDA), cpu-int8, cpu-bf16 (CPU)")
     say.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
     say.add_argument("--dtype", default=None, help="T3 and flow weights: auto (the plan's), bfloat16, float32, float16")
     say.add_argument("--vocoder-dtype", default=None, help="HiFT weights: auto (the plan's), float32 or bfloat16")
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --file: chunks decoded together (KV slots; default: sized to VRAM)")
     say.add_argument("--kv-slot-len", type=int, default=None, help="with --file: KV positions per slot (default 1536)")
     say.add_argument("--voice-cache-mb", type=int, default=None, help="device memory for resident voices (256)")
+    say.add_argument("--cpu-threads", type=int, default=None, help="threads of the CPU math (default: one per core)")
     say.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25-4, pitch kept (default 1)")
     b = sub.add_parser("bench", help="measure load, voice preparation, T3, S3Gen, RTF and VRAM")
     b.add_argument("target", nargs="?", choices=["serve", "soak", "plot"],
@@ -140,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--long-tokens", type=int, default=750, help="long clip: T3 tokens (750 = 30 s)")
     b.add_argument("--dtype", default="auto", help="T3 and flow weights: auto, bfloat16, float32, float16")
     b.add_argument("--vocoder-dtype", default="auto", help="HiFT weights: auto (the plan's), float32 or bfloat16")
-    b.add_argument("--memory-plan", default="auto", help="fp32, bf16, bf16-lowmem, int8, offload or auto")
+    b.add_argument("--memory-plan", default="auto", help="auto, fp32, bf16, bf16-lowmem, int8, offload (CUDA), cpu-int8, cpu-bf16 (CPU)")
     b.add_argument("--vram-budget", help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free VRAM)")
+    b.add_argument("--cpu-threads", type=int, default=None, help="threads of the CPU math (default: one per core)")
     b.add_argument("--max-batch", type=int, default=None,
                    help="with --concurrency, --stream and serve: KV slots (default: sized to VRAM)")
     b.add_argument("--kv-slot-len", type=int, default=None,
@@ -209,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=None, help="port (default 8000; env CADENCE_PORT)")
     sv.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (CUDA if present; env "
                                                     "CADENCE_DEVICE)")
-    sv.add_argument("--memory-plan", default=None, help="fp32, bf16, bf16-lowmem, int8, offload or auto")
+    sv.add_argument("--memory-plan", default=None, help="auto, fp32, bf16, bf16-lowmem, int8, offload (CUDA), cpu-int8, cpu-bf16 (CPU)")
     sv.add_argument("--vram-budget", default=None, help="with --memory-plan auto: e.g. 1.5GB, or auto (90%% of free)")
     sv.add_argument("--dtype", default=None, help="T3 and flow weights: auto, bfloat16, float32, float16")
     sv.add_argument("--max-batch", type=int, default=None, help="KV slots decoded together (default: sized to VRAM)")
@@ -217,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--vocoder-dtype", default=None, help="HiFT weights: auto, float32 or bfloat16")
     sv.add_argument("--prepare-device", default=None, help="where uploaded voices are prepared: auto, cuda or cpu")
     sv.add_argument("--voice-cache-mb", type=int, default=None, help="device memory for resident voices (256)")
+    sv.add_argument("--cpu-threads", type=int, default=None,
+                    help="threads of the CPU math (default: one per core; env CADENCE_CPU_THREADS)")
     sv.add_argument("--eager", dest="enforce_eager", action="store_const", const=True, default=None,
                     help="no CUDA graphs (debugging)")
     sv.add_argument("--library", default=None, help="voice library directory")
@@ -248,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPU cores Ray reserves per replica")
     doc = sub.add_parser("doctor", help="device, free VRAM and the memory plan auto would choose")
     doc.add_argument("--vram-budget", help="a budget such as 1.5GB, or auto for 90%% of free VRAM")
+    doc.add_argument("--measure", action="store_true",
+                     help="also time a short generation with the plan auto picks (a tiny model's per-layer costs "
+                          "scaled to full size) and print the real-time factor to expect")
+    doc.add_argument("--device", default="auto", help="with --measure: cpu, cuda, mps or auto")
+    doc.add_argument("--cpu-threads", type=int, default=None, help="with --measure: threads of the CPU math")
     ck = sub.add_parser("checkpoint", help="checkpoint utilities")
     cks = ck.add_subparsers(dest="action", required=True)
     rnd = cks.add_parser("random", help="write a random-weight checkpoint in the official layout")

@@ -39,7 +39,9 @@ class EngineConfig:
     """cpu, cuda, cuda:N, mps or auto (CUDA if present, else MPS, else CPU)."""
     memory_plan: str = "auto"
     """How weights are stored and placed (see `cadence.memory.plan.PLANS`): fp32, bf16, bf16-lowmem, int8,
-    offload, or auto (bf16 on CUDA, or the fastest plan that fits `vram_budget`; fp32 on CPU)."""
+    offload, cpu-int8, cpu-bf16, or auto (bf16 on CUDA, or the fastest plan that fits `vram_budget`; on the CPU
+    cpu-int8, or cpu-bf16 where the CPU multiplies bf16 natively, or fp32 without FBGEMM; fp32 on MPS). fp32 is
+    the reference-parity path everywhere."""
     vram_budget: str | None = None
     """With memory_plan auto: a VRAM budget such as '1.5GB' or '800MB', or 'auto' for 90% of free VRAM."""
     dtype: str = "auto"
@@ -57,6 +59,10 @@ class EngineConfig:
     (the engine's device) or a device name such as cuda. On a GPU its STFT and network take the GPU for a few
     milliseconds per clip (on their own CUDA stream) instead of a CPU core for 0.1-0.2 s per 30 s clip; the
     resampling to Perth's 32 kHz and back stays on the CPU either way."""
+    cpu_threads: int | None = None
+    """Threads PyTorch's CPU math uses (`torch.set_num_threads`; inter-op parallelism, which Cadence does not use,
+    gets one thread). None = one per physical core, PyTorch's own choice. Set it lower to leave cores to other
+    work on the machine (the server's encoders and watermark lanes run on CPU threads of their own)."""
     enforce_eager: bool = False
     """Disable CUDA graphs (T3 decode, CFM solve): the plain path, for debugging and parity."""
     voice_cache_mb: int = 256
@@ -94,15 +100,19 @@ class EngineConfig:
         for value in (self.dtype, self.vocoder_dtype):
             if value != "auto":
                 parse_dtype(value)
-        from .memory.plan import PLANS, parse_size_mb
-        if self.memory_plan != "auto" and self.memory_plan not in PLANS:
-            raise ValueError(f"unknown memory plan {self.memory_plan!r}; choose from auto, {', '.join(PLANS)}")
+        from .memory.plan import ALL_PLANS, parse_size_mb
+        if self.memory_plan != "auto" and self.memory_plan not in ALL_PLANS:
+            raise ValueError(f"unknown memory plan {self.memory_plan!r}; choose from auto, {', '.join(ALL_PLANS)}")
         if self.vram_budget not in (None, "auto"):
             parse_size_mb(self.vram_budget)
         if not isinstance(self.watermark_device, str) or not self.watermark_device.strip():
             raise ValueError(f"watermark_device must be cpu, auto or a device name, got {self.watermark_device!r}")
         if not isinstance(self.voice_cache_mb, int) or self.voice_cache_mb < 1:
             raise ValueError(f"voice_cache_mb must be a positive integer, got {self.voice_cache_mb!r}")
+        if self.cpu_threads is not None and (isinstance(self.cpu_threads, bool) or not isinstance(self.cpu_threads, int)
+                                             or not 1 <= self.cpu_threads <= 1024):
+            raise ValueError(f"cpu_threads must be an integer in [1, 1024] or None (one per core), got "
+                             f"{self.cpu_threads!r}")
         if not isinstance(self.eos_check_every, int) or not 1 <= self.eos_check_every <= 256:
             raise ValueError(f"eos_check_every must be an integer in [1, 256], got {self.eos_check_every!r}")
         if self.max_batch is not None and (not isinstance(self.max_batch, int) or not 1 <= self.max_batch <= 1024):
@@ -120,6 +130,16 @@ class EngineConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0.2 <= value <= 60):
                 raise ValueError(f"{name} must be seconds in [0.2, 60] or None (all), got {value!r}")
+
+    def apply_cpu_threads(self) -> int:
+        """Set PyTorch's CPU thread counts from `cpu_threads` (process-wide); -> the intra-op count in force."""
+        if self.cpu_threads is not None:
+            torch.set_num_threads(self.cpu_threads)
+        try:  # settable once, before any inter-op work; a second engine in the process keeps the first's
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+        return torch.get_num_threads()
 
     def resolve_plan(self, device: torch.device):
         """-> (MemoryPlan with this config's explicit overrides applied, why it was chosen)."""

@@ -6,7 +6,7 @@ import platform
 
 import torch
 
-from .memory.plan import PLANS, choose_plan
+from .memory.plan import ALL_PLANS, choose_cpu_plan, choose_plan
 
 
 def _components() -> list[str]:
@@ -27,7 +27,22 @@ def _components() -> list[str]:
             pyav, perth, f"voice library: {default_root()} (CADENCE_VOICES or --library to change)"]
 
 
-def report(vram_budget: str | None = None) -> list[str]:
+def _cpu_plan_lines() -> list[str]:
+    from .memory import cpu_int8
+    flags = cpu_int8.cpu_flags()
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "neon",
+                        "asimd") if f in flags]
+    plan, why = choose_cpu_plan("auto")
+    return [f"CPU features: {', '.join(simd) or 'none of note reported'}; PyTorch CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; FBGEMM int8 kernels: "
+            f"{'yes' if cpu_int8.available() else 'no'}",
+            f"plan on the CPU: {plan.name} ({plan.note}); why: {why}"]
+
+
+def report(vram_budget: str | None = None, measure: bool = False, device: str = "auto",
+           cpu_threads: int | None = None) -> list[str]:
+    """What this machine has and what Cadence would do on it; `measure`: also the self-test's expected RTF on
+    `device` with the plan auto picks there (`cadence.bench.selftest`)."""
     lines = [f"python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}", *_components()]
     if torch.cuda.is_available():
         dev = torch.device("cuda")
@@ -50,12 +65,23 @@ def report(vram_budget: str | None = None) -> list[str]:
             except ValueError as exc:
                 lines.append(f"plan for budget {budget}: none fits: {exc}")
     else:
-        lines.append("device: no CUDA device; Cadence runs on the CPU in fp32 (plan fp32)")
+        lines.append("device: no CUDA device; Cadence runs on the CPU")
+    lines += _cpu_plan_lines()
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         lines.append("MPS: available; Cadence would run fp32 weights on it (written for, not tested on MPS)")
     else:
         lines.append("MPS: not available on this machine (on Apple silicon Cadence would use fp32 on MPS; untested)")
     lines.append("memory plans:")
-    lines += [f"  {p.name}: {p.note}" for p in PLANS.values()]
+    lines += [f"  {p.name}: {p.note}" for p in ALL_PLANS.values()]
+    if measure:
+        from .bench.selftest import describe
+        from .bench.selftest import measure as self_test
+        from .config import EngineConfig
+        from .tts import pick_device
+        config = EngineConfig(device=device, cpu_threads=cpu_threads)
+        config.apply_cpu_threads()
+        dev = pick_device(device)
+        plan, _ = config.resolve_plan(dev)
+        lines += describe(self_test(plan, dev))
     return lines

@@ -20,6 +20,7 @@ from .engine.audio_runner import AudioRunner
 from .engine.graphed import GraphedForward
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
+from .memory.cpu_int8 import quantize_cpu_int8_
 from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, t3_int8_targets
 from .memory.lease import OnDemand
 from .memory.placement import apply_placement, compile_regions
@@ -99,6 +100,7 @@ class TTS(EngineAPI):
         config = config or EngineConfig.from_kwargs(device=device or "auto", **engine_options)
         path = resolve(path, family)
         dev = pick_device(config.device)
+        config.apply_cpu_threads()
         on_demand = config.prepare_device == "auto" and dev.type != "cpu"
         prep = torch.device("cpu") if on_demand or config.prepare_device == "cpu" else (
             dev if config.prepare_device == "auto" else pick_device(config.prepare_device))
@@ -110,6 +112,8 @@ class TTS(EngineAPI):
         apply_placement(t3, s3gen, ve, stage_dev, plan.t3_dtype, plan.vocoder_dtype, prep, flow_dtype=plan.flow_dtype)
         if plan.t3_int8 and not load_int8_into(t3, path / QUANT_FILE, fingerprint(path, family.name), plan.t3_dtype):
             quantize_int8_(t3, plan.t3_dtype, t3_int8_targets)
+        if plan.cpu_int8:
+            quantize_cpu_int8_(t3, s3gen)
         tokenizer = family.load_tokenizer(path)
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
         attach_query_taps(t3, family.aligned_heads)  # what the end-of-speech rules read (multilingual)

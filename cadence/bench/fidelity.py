@@ -25,7 +25,7 @@ def _snr(a: torch.Tensor, b: torch.Tensor) -> float:
 def fidelity(model: str, device: str, dtype: str, vocoder_dtype: str = "float32", steps: int = 50,
              n_tokens: int = 250, wav: np.ndarray | None = None, sr: int = 24000) -> dict:
     from ..tts import TTS
-    ref = TTS.from_dir(model, device=device, watermark=False, dtype="float32", enforce_eager=True)
+    ref = TTS.from_dir(model, device=device, watermark=False, memory_plan="fp32", enforce_eager=True)
     low = TTS.from_dir(model, device=device, watermark=False, dtype=dtype, vocoder_dtype=vocoder_dtype)
     return {"dtype": dtype, "vocoder_dtype": vocoder_dtype, **compare(ref, low, device, steps, n_tokens, wav, sr)}
 

@@ -47,6 +47,8 @@ class BenchOptions:
     """Apply the Perth watermark (its time counts in total and RTF), on both sides."""
     watermark_device: str = "cpu"
     """Where Cadence's watermark runs (`EngineConfig.watermark_device`)."""
+    cpu_threads: int | None = None
+    """Threads of the CPU math (`EngineConfig.cpu_threads`); the reference runs with the same count."""
     consecutive: int = 0
     """After the timed cases, this many more short generations in a row, device memory read after each
     (the memory-flatness check: no growth in allocated or reserved)."""
@@ -143,8 +145,10 @@ def bench_cadence(opt: BenchOptions, wav: np.ndarray, sr: int) -> dict:
                                                                   compile=opt.compile,
                                                                   vocoder_dtype=opt.vocoder_dtype,
                                                                   vram_budget=opt.vram_budget,
-                                                                  memory_plan=opt.memory_plan))
+                                                                  memory_plan=opt.memory_plan,
+                                                                  cpu_threads=opt.cpu_threads))
     res["after_load"] = _mem(opt.device)
+    res["plan"], res["plan_reason"], res["threads"] = tts.plan.name, tts.plan_reason, torch.get_num_threads()
     voice, cold = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))
     _, warm = _timed(opt.device, lambda: tts.prepare_voice(wav, sample_rate=sr))
     res["prepare_cold_s"], res["prepare_warm_s"] = cold, warm
@@ -299,6 +303,18 @@ def reference_for(family):
     return bench_reference
 
 
+def cpu_name() -> str:
+    """'cpu: <model name>, N cores' as the machine reports it."""
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"cpu: {model}, {os.cpu_count()} cores"
+
+
 def run_bench(opt: BenchOptions, out_json: str | None, out_md: str | None) -> dict:
     from ..audio.io import read_audio
     from ..random_checkpoint import synthetic_voice
@@ -317,7 +333,7 @@ def run_bench(opt: BenchOptions, out_json: str | None, out_md: str | None) -> di
     from ..family import detect_family
     family = detect_family(resolve(opt.model))
     reference = reference_for(family) if opt.reference else None  # refused before any work
-    result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else "cpu",
+    result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else cpu_name(),
               "torch": torch.__version__, "family": family.name, "watermark": opt.watermark,
               "dtype": opt.dtype, "compile": opt.compile, "vocoder_dtype": opt.vocoder_dtype, "repeats": opt.repeats,
               "cases": [{"name": c.name, "tokens": c.tokens, "text": c.text} for c in opt.cases]}
@@ -338,7 +354,7 @@ def run_plans(opt: BenchOptions, plans: list[str], out_json: str | None, out_md:
     import tempfile
     wav, sr = synthetic_voice(seconds=9.98), 24000
     opt.cases = [Case("short", SHORT_TEXT, opt.short_tokens), Case("long", LONG_TEXT, opt.long_tokens)]
-    result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else "cpu",
+    result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else cpu_name(),
               "torch": torch.__version__, "repeats": opt.repeats, "plans": {}}
     for name in plans:
         result["plans"][name] = bench_cadence(replace(opt, memory_plan=name, dtype="auto", vocoder_dtype="auto",

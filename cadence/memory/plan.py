@@ -17,6 +17,9 @@ class MemoryPlan:
     vocoder_dtype: torch.dtype = torch.float32
     t3_int8: bool = False
     """Weight-only int8 for T3's Llama layers (per-output-channel scales)."""
+    cpu_int8: bool = False
+    """Dynamic int8 (FBGEMM) for T3's backbone projections and the CFM estimator's transformer projections: the
+    CPU plans (`cadence.memory.cpu_int8`)."""
     offload: bool = False
     """Sequential offload: T3 and S3Gen live in pinned CPU memory; only the running stage is on the GPU."""
     compile: bool = False
@@ -44,6 +47,13 @@ PLANS: dict[str, MemoryPlan] = {
                           note="only the running stage on the GPU, lent in pipelined transfers; T3 decode graphs "
                                "captured per lease; windowed vocoder"),
 }
+# CPU plans: fp32 stays the parity path; these trade a published error (docs/cpu.md) for speed on the CPU.
+CPU_PLANS: dict[str, MemoryPlan] = {
+    "cpu-int8": MemoryPlan("cpu-int8", torch.float32, torch.float32, torch.float32, cpu_int8=True,
+                           note="CPU: dynamic int8 T3 and estimator projections (FBGEMM), fp32 elsewhere"),
+    "cpu-bf16": MemoryPlan("cpu-bf16", torch.float32, torch.bfloat16, torch.float32, cpu_int8=True,
+                           note="CPU with native bf16 (AMX, AVX512-BF16): cpu-int8 with the flow in bf16"),
+}
 BUDGET_ORDER = ("bf16", "bf16-lowmem", "int8", "offload")
 
 
@@ -61,16 +71,50 @@ def free_vram_mb(device: torch.device) -> float:
     return free / 2**20
 
 
+ALL_PLANS = {**PLANS, **CPU_PLANS}
+
+
+def native_bf16(flags: set[str]) -> bool:
+    """Whether a CPU with these feature flags multiplies bf16 natively (AMX tiles or AVX512-BF16)."""
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def choose_cpu_plan(name: str, flags: set[str] | None = None, int8_kernels: bool | None = None
+                    ) -> tuple[MemoryPlan, str]:
+    """The plan for the CPU (or MPS, which takes the fp32 path): `name` or 'auto', chosen from the CPU's
+    feature `flags` and whether PyTorch has the int8 kernels (both read from this machine when None)."""
+    from . import cpu_int8
+    flags = cpu_int8.cpu_flags() if flags is None else flags
+    int8_kernels = cpu_int8.available() if int8_kernels is None else int8_kernels
+    if name == "auto":
+        if not int8_kernels:
+            return PLANS["fp32"], "cpu: this PyTorch build has no FBGEMM int8 kernels, so fp32"
+        if native_bf16(flags):
+            return CPU_PLANS["cpu-bf16"], "cpu: int8 kernels and native bf16 (AMX or AVX512-BF16)"
+        return CPU_PLANS["cpu-int8"], "cpu: int8 kernels, no native bf16, so fp32 outside the int8 layers"
+    if name in CPU_PLANS and not int8_kernels:
+        raise ValueError(f"memory plan {name!r} needs PyTorch's FBGEMM int8 kernels (x86 builds); use fp32")
+    plan = ALL_PLANS.get(name)
+    if plan is None:
+        raise ValueError(f"unknown memory plan {name!r}; choose from auto, {', '.join(ALL_PLANS)}")
+    # The CUDA plans keep their precision here; offload has nothing to offload to (int8 runs its reference path).
+    return replace(plan, compile=False, offload=False), f"asked for plan {name!r}"
+
+
 def choose_plan(name: str, budget: str | None, device: torch.device) -> tuple[MemoryPlan, str]:
     """-> (plan, why). `name` is a plan name or 'auto'; `budget` like '1.5GB', 'auto' (free VRAM) or None."""
+    if device.type == "mps":  # Apple's GPU: the fp32 path (FBGEMM's int8 is x86-only); bf16/fp16 by name
+        plan = PLANS["fp32"] if name == "auto" else ALL_PLANS.get(name)
+        if plan is None or plan.cpu_int8:
+            raise ValueError(f"memory plan {name!r} does not run on MPS; choose from auto, fp32, bf16")
+        return replace(plan, compile=False, offload=False), "mps: fp32 unless a plan is named"
     if device.type != "cuda":
-        plan = PLANS["fp32"] if name in ("auto", "fp32") else PLANS.get(name)
-        if plan is None:
-            raise ValueError(f"unknown memory plan {name!r}; choose from auto, {', '.join(PLANS)}")
-        return replace(plan, compile=False, offload=False), f"{device.type}: no CUDA device, plans only set precision"
+        return choose_cpu_plan(name)
     if name != "auto":
+        if name in CPU_PLANS:
+            raise ValueError(f"memory plan {name!r} is for the CPU; on CUDA choose from auto, {', '.join(PLANS)}")
         if name not in PLANS:
-            raise ValueError(f"unknown memory plan {name!r}; choose from auto, {', '.join(PLANS)}")
+            raise ValueError(f"unknown memory plan {name!r}; choose from auto, {', '.join(ALL_PLANS)}")
         return PLANS[name], f"asked for plan {name!r}"
     if budget is None:
         return PLANS["bf16"], "default: fastest plan"

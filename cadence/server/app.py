@@ -84,7 +84,8 @@ def load_tts(settings: ServerSettings):
                         voice_cache_mb=settings.voice_cache_mb, enforce_eager=settings.enforce_eager,
                         watermark_device=settings.watermark_device, stream_prompt_s=settings.stream_prompt_s,
                         stream_history_s=settings.stream_history_s, first_audio_priority=settings.first_audio_priority,
-                        overlap_audio=settings.overlap_audio, compile=settings.compile)
+                        overlap_audio=settings.overlap_audio, compile=settings.compile,
+                        cpu_threads=settings.cpu_threads)
 
 
 def create_app(settings: ServerSettings, tts=None) -> FastAPI:

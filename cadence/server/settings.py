@@ -40,6 +40,8 @@ class ServerSettings:
     """Device memory for resident prepared voices (least recently used ones leave)."""
     enforce_eager: bool = False
     """No CUDA graphs (debugging)."""
+    cpu_threads: int | None = None
+    """Threads of PyTorch's CPU math; None = one per physical core. See `EngineConfig.cpu_threads`."""
     library: str | None = None
     """Voice library directory (default: $CADENCE_VOICES or the per-user data dir)."""
     api_key: str | None = None
@@ -92,7 +94,8 @@ class ServerSettings:
                      compile=self.compile, vram_budget=self.vram_budget, dtype=self.dtype, max_batch=self.max_batch,
                      kv_slot_len=self.kv_slot_len, vocoder_dtype=self.vocoder_dtype,
                      prepare_device=self.prepare_device, voice_cache_mb=self.voice_cache_mb,
-                     enforce_eager=self.enforce_eager, watermark_device=self.watermark_device)
+                     enforce_eager=self.enforce_eager, watermark_device=self.watermark_device,
+                     cpu_threads=self.cpu_threads)
         if not 0 < int(self.port) < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         for name in ("max_input_chars", "max_queue"):
@@ -124,7 +127,8 @@ class ServerSettings:
 def _parse(name: str, raw: str):
     if name == "cors_origins":
         return [o.strip() for o in raw.split(",") if o.strip()]
-    if name in ("port", "max_input_chars", "max_queue", "encode_workers", "max_batch", "kv_slot_len", "voice_cache_mb"):
+    if name in ("port", "max_input_chars", "max_queue", "encode_workers", "max_batch", "kv_slot_len", "voice_cache_mb",
+                "cpu_threads"):
         return int(raw)
     if name in ("max_body_mb", "request_timeout_s"):
         return float(raw)

@@ -42,7 +42,7 @@ def reference(full_ckpt, ref_wav_path, device):
 @pytest.fixture(scope="session")
 def ours(full_ckpt, device):
     from cadence.tts import TTS
-    return TTS.from_dir(full_ckpt, device=device, watermark=False, dtype="float32", enforce_eager=True)
+    return TTS.from_dir(full_ckpt, device=device, watermark=False, memory_plan="fp32", enforce_eager=True)
 
 
 @pytest.fixture(scope="session")

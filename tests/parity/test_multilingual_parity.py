@@ -73,7 +73,7 @@ def reference(mtl_ckpt, ref_wav_path, segmenter_stand_in):
 @pytest.fixture(scope="module")
 def ours(mtl_ckpt):
     from cadence.tts import TTS
-    return TTS.from_dir(mtl_ckpt, device="cpu", watermark=False, dtype="float32", enforce_eager=True)
+    return TTS.from_dir(mtl_ckpt, device="cpu", watermark=False, memory_plan="fp32", enforce_eager=True)
 
 
 @pytest.fixture(scope="module")

@@ -192,7 +192,7 @@ def test_voice_conditioning_matches_reference(turbo_ckpt, reference_tts, ref_wav
     monkeypatch.setattr(reference_tts, "norm_loudness", norm_loudness_numpy1)
     reference_tts.prepare_conditionals(str(ref_wav_path), norm_loudness=True)
     c = reference_tts.conds
-    ours = TTS.from_dir(turbo_ckpt, device=device, watermark=False, dtype="float32", enforce_eager=True)
+    ours = TTS.from_dir(turbo_ckpt, device=device, watermark=False, memory_plan="fp32", enforce_eager=True)
     voice = ours.prepare_voice(str(ref_wav_path))
     assert torch.equal(voice.t3_prompt_tokens, c.t3.cond_prompt_speech_tokens.cpu())
     assert torch.equal(voice.prompt_tokens, c.gen["prompt_token"].cpu())

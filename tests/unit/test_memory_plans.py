@@ -14,7 +14,7 @@ def test_parse_size():
 
 def test_cpu_plans_only_set_precision():
     plan, why = choose_plan("auto", None, torch.device("cpu"))
-    assert plan.name == "fp32" and "no CUDA" in why
+    assert plan.name in ("cpu-int8", "cpu-bf16", "fp32") and why.startswith("cpu:")
     plan, _ = choose_plan("offload", None, torch.device("cpu"))
     assert not plan.offload and not plan.compile
     with pytest.raises(ValueError, match="unknown memory plan"):
@@ -68,7 +68,8 @@ def test_doctor_runs_without_cuda():
     assert "plans:" in text and ("no CUDA device" in text or "VRAM" in text)
     assert lines[1].startswith("cadence ") and "CPU:" in text and "voice library:" in text
     assert "Perth watermark" in text and ("PyAV" in text)
-    assert sum(line.startswith("  ") for line in lines) >= 5  # one plan per line
+    assert sum(line.startswith("  ") for line in lines) >= 7  # one plan per line, the CPU's too
+    assert any(line.startswith("plan on the CPU: ") for line in lines)
 
 
 def test_saved_int8_checkpoint_loads_identically(tiny_ckpt, tmp_path):

@@ -1,0 +1,108 @@
+"""`cadence doctor --measure`: the real-time factor to expect on this machine, in about ten seconds and without a
+checkpoint. It times the original model's real networks at full width with random weights, after the memory plan's
+transforms: three of T3's 30 Llama layers decoding the CFG pair (scaled to 30), one pass of the CFM estimator over
+a 10 s voice prompt plus 10 s of speech (the solve makes 10), and the vocoder over 1 s of audio (scaled to 10).
+What it leaves out (the prompt prefill, sampling, the flow encoder) is a few percent of a clip's time."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import torch
+
+CLIP_S = 10.0
+TOKENS_PER_S = 25
+FRAMES_PER_S = 50  # mel frames
+MEASURED_LAYERS = 3
+
+
+def _best_of(fn, repeats: int) -> float:
+    fn()  # first call: allocations, kernel selection
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@torch.inference_mode()
+def _t3_token_s(plan, device: torch.device, full) -> float:
+    """Seconds per speech token: a decode step of the CFG pair through all layers, 400 positions into the cache."""
+    from ..memory.cpu_int8 import quantize_dynamic_int8_
+    from ..models.t3 import T3
+    cfg = replace(full, n_layers=MEASURED_LAYERS)
+    t3 = T3(cfg).to(device=device, dtype=plan.t3_dtype).eval()
+    if plan.cpu_int8:
+        quantize_dynamic_int8_(t3, lambda name: name.startswith("tfmr.layers."))
+    S, pos = 512, 400
+    shape = (MEASURED_LAYERS, 2, cfg.n_heads, S, cfg.head_dim)
+    k_cache = torch.randn(shape, device=device, dtype=plan.t3_dtype)
+    v_cache = torch.randn(shape, device=device, dtype=plan.t3_dtype)
+    x = torch.randn(2, 1, cfg.dim, device=device, dtype=plan.t3_dtype)
+    positions = torch.tensor([pos], device=device)
+    mask = torch.ones(1, pos + 1, dtype=torch.bool, device=device)
+
+    def step():
+        t3.speech_logits(t3.forward_backbone(x, k_cache, v_cache, positions, mask))
+    per_step = _best_of(step, 5)
+    return per_step * full.n_layers / MEASURED_LAYERS
+
+
+@torch.inference_mode()
+def _estimator_pass_s(plan, device: torch.device, frames: int, cfg) -> float:
+    """One estimator pass over the CFG pair at `frames` mel frames."""
+    from ..memory.cpu_int8 import quantize_dynamic_int8_
+    from ..models.s3gen.estimator import ConditionalDecoder
+    est = ConditionalDecoder(cfg).to(device=device, dtype=plan.flow_dtype).eval()
+    if plan.cpu_int8:
+        quantize_dynamic_int8_(est, lambda name: ".attn1." in name or ".ff." in name)
+    dt = plan.flow_dtype
+    x, mu, cond = (torch.randn(2, 80, frames, device=device, dtype=dt) for _ in range(3))
+    mask = torch.ones(2, 1, frames, device=device, dtype=dt)
+    t, spks = torch.rand(2, device=device, dtype=dt), torch.randn(2, 80, device=device, dtype=dt)
+    return _best_of(lambda: est(x, mask, mu, t, spks, cond), 1)
+
+
+@torch.inference_mode()
+def _vocoder_s(plan, device: torch.device, cfg, seconds: float = 1.0) -> float:
+    from ..models.s3gen.hift import HiFTGenerator
+    hift = HiFTGenerator(cfg).to(device=device, dtype=plan.vocoder_dtype).eval()
+    for m in (hift.f0_predictor, hift.m_source):
+        m.float()
+    frames = int(seconds * FRAMES_PER_S)
+    mel = torch.randn(1, 80, frames, device=device)
+    phase = torch.zeros(1, cfg.n_harmonics + 1, 1, device=device)
+    noise = torch.randn(1, cfg.n_harmonics + 1, frames * cfg.samples_per_frame, device=device)
+    return _best_of(lambda: hift(mel, phase, noise), 2)
+
+
+def measure(plan, device: torch.device, tiny: bool = False) -> dict:
+    """-> the stage times of a 10 s clip with a 10 s voice prompt (seconds) and its real-time factor. `tiny`: the
+    tests' small networks, for the mechanism only."""
+    from ..models.s3gen import S3GenConfig
+    from ..models.t3 import T3Config
+    t3_cfg, s3_cfg = (T3Config.tiny(), S3GenConfig.tiny()) if tiny else (T3Config.english(), S3GenConfig.english())
+    t0 = time.perf_counter()
+    token_s = _t3_token_s(plan, device, t3_cfg)
+    frames = int(2 * CLIP_S * FRAMES_PER_S)  # prompt + speech
+    flow_s = s3_cfg.flow.n_timesteps * _estimator_pass_s(plan, device, frames, s3_cfg.flow.estimator)
+    vocoder_s = _vocoder_s(plan, device, s3_cfg.hift) * CLIP_S
+    t3_s = token_s * CLIP_S * TOKENS_PER_S
+    total = t3_s + flow_s + vocoder_s
+    return {"plan": plan.name, "device": str(device), "threads": torch.get_num_threads(), "clip_s": CLIP_S,
+            "t3_tokens_per_s": 1 / token_s, "t3_s": t3_s, "flow_s": flow_s, "vocoder_s": vocoder_s,
+            "rtf": total / CLIP_S, "self_test_s": time.perf_counter() - t0}
+
+
+def describe(m: dict) -> list[str]:
+    rtf = m["rtf"]
+    lag = math.ceil((rtf - 1) * 10) / 10
+    pace = ("faster than real time: streams play without gaps" if rtf < 1 else
+            f"slower than real time: a stream of D seconds plays without gaps when playback starts {lag:.1f} x D s "
+            f"after its first audio")
+    return [f"measured ({m['self_test_s']:.1f} s self-test, plan {m['plan']} on {m['device']}, {m['threads']} threads): "
+            f"T3 {m['t3_tokens_per_s']:.1f} tokens/s; a 10 s clip with a 10 s voice prompt: T3 {m['t3_s']:.1f} s, "
+            f"flow {m['flow_s']:.1f} s, vocoder {m['vocoder_s']:.1f} s; RTF {rtf:.2f} ({pace})"]

@@ -1,0 +1,107 @@
+"""The CPU's own plans: chosen from the CPU's features, dynamic int8 layers close to fp32, thread counts set from
+the config, and the doctor's self-test mechanism (on tiny networks: its timing is not what is tested)."""
+
+import pytest
+import torch
+from torch import nn
+
+from cadence.config import EngineConfig
+from cadence.memory import cpu_int8
+from cadence.memory.cpu_int8 import DynamicInt8Linear, quantize_dynamic_int8_
+from cadence.memory.plan import choose_cpu_plan, choose_plan
+
+needs_fbgemm = pytest.mark.skipif(not cpu_int8.available(), reason="this PyTorch build has no FBGEMM")
+
+
+def test_auto_on_the_cpu_follows_its_features():
+    assert choose_cpu_plan("auto", flags={"avx2"}, int8_kernels=True)[0].name == "cpu-int8"
+    plan, why = choose_cpu_plan("auto", flags={"avx512f", "amx_bf16"}, int8_kernels=True)
+    assert plan.name == "cpu-bf16" and plan.flow_dtype == torch.bfloat16 and plan.cpu_int8 and "bf16" in why
+    plan, why = choose_cpu_plan("auto", flags={"avx512_bf16"}, int8_kernels=False)
+    assert plan.name == "fp32" and not plan.cpu_int8 and "FBGEMM" in why
+    assert choose_cpu_plan("fp32", flags=set(), int8_kernels=True)[0].name == "fp32"  # the parity path by name
+    with pytest.raises(ValueError, match="FBGEMM"):
+        choose_cpu_plan("cpu-int8", flags=set(), int8_kernels=False)
+
+
+def test_cpu_plans_are_refused_where_they_cannot_run():
+    with pytest.raises(ValueError, match="is for the CPU"):
+        choose_plan("cpu-int8", None, torch.device("cuda"))
+    with pytest.raises(ValueError, match="does not run on MPS"):
+        choose_plan("cpu-int8", None, torch.device("mps"))
+    assert choose_plan("auto", None, torch.device("mps"))[0].name == "fp32"
+    with pytest.raises(ValueError, match="unknown memory plan"):
+        EngineConfig(memory_plan="cpu-fast")
+
+
+def test_vnni_decides_the_activation_range():
+    assert cpu_int8.has_vnni({"avx512_vnni"}) and cpu_int8.has_vnni({"avx_vnni"})
+    assert not cpu_int8.has_vnni({"avx2", "fma"})
+
+
+@needs_fbgemm
+def test_dynamic_int8_linear_is_close_to_fp32_with_and_without_bias():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 32, bias=False))
+    x = torch.randn(2, 7, 64)  # any leading dimensions
+    ref = m(x)
+    assert quantize_dynamic_int8_(m) == 2
+    assert isinstance(m[0], DynamicInt8Linear) and isinstance(m[2], DynamicInt8Linear)
+    out = m(x)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert (out - ref).norm() / ref.norm() < 0.05
+    assert m(x.bfloat16()).dtype == torch.bfloat16  # a bf16 flow (cpu-bf16) keeps its dtype around the layer
+
+
+@needs_fbgemm
+def test_cpu_int8_plan_swaps_t3_and_estimator_layers_and_stays_close(tiny_ckpt, tiny_tts):
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, memory_plan="cpu-int8")
+    assert tts.plan.name == "cpu-int8"
+    layer = tts.t3.tfmr.layers[0]
+    assert isinstance(layer.self_attn.qkv_proj, DynamicInt8Linear) and isinstance(layer.mlp.down_proj, DynamicInt8Linear)
+    block = tts.s3gen.flow.decoder.estimator.mid_blocks[0][1][0]
+    assert isinstance(block.attn1.to_q, DynamicInt8Linear) and isinstance(block.ff.net[2], DynamicInt8Linear)
+    assert isinstance(tts.t3.speech_head, nn.Linear)  # heads and embeddings stay fp32
+    from cadence.bench.fidelity import compare
+    fid = compare(tiny_tts, tts, "cpu", steps=8, n_tokens=40)
+    assert fid["t3_logits_rel_err_max"] < 0.1 and fid["t3_cond_top1_agreement"] >= 0.75
+    assert fid["mel_snr_db"] > 15, fid
+    audio = tts.generate("Hello there.", seed=1, max_new_tokens=10, speech_tokens_only=True)
+    assert audio.samples.size > 0 and len(audio.tokens) == 10
+
+
+def test_cpu_threads_is_checked_and_applied():
+    with pytest.raises(ValueError, match="cpu_threads"):
+        EngineConfig(cpu_threads=0)
+    with pytest.raises(ValueError, match="cpu_threads"):
+        EngineConfig(cpu_threads=True)
+    before = torch.get_num_threads()
+    try:
+        assert EngineConfig(cpu_threads=1).apply_cpu_threads() == 1 and torch.get_num_threads() == 1
+        assert EngineConfig().apply_cpu_threads() == 1  # None leaves the count in force
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_server_setting_and_flag_share_the_name(monkeypatch):
+    from cadence.cli_parser import build_parser
+    from cadence.server.settings import ServerSettings
+    monkeypatch.setenv("CADENCE_CPU_THREADS", "3")
+    assert ServerSettings.from_env().cpu_threads == 3
+    monkeypatch.setenv("CADENCE_CPU_THREADS", "0")
+    with pytest.raises(ValueError, match="cpu_threads"):
+        ServerSettings.from_env()
+    for argv in (["say", "hi", "-o", "x.wav", "--cpu-threads", "2"], ["serve", "--cpu-threads", "2"], ["bench", "--cpu-threads", "2"]):
+        assert build_parser().parse_args(argv).cpu_threads == 2
+
+
+def test_self_test_times_each_stage_and_describes_the_pace():
+    from cadence.bench import selftest
+    from cadence.memory.plan import PLANS
+    m = selftest.measure(PLANS["fp32"], torch.device("cpu"), tiny=True)
+    assert m["t3_tokens_per_s"] > 0 and m["flow_s"] > 0 and m["vocoder_s"] > 0
+    assert m["rtf"] == pytest.approx((m["t3_s"] + m["flow_s"] + m["vocoder_s"]) / m["clip_s"])
+    slow = dict(m, rtf=3.0)
+    assert "playback starts 2.0 x D s" in selftest.describe(slow)[0]
+    assert "faster than real time" in selftest.describe(dict(m, rtf=0.5))[0]
