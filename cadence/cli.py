@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             _check_bench_counts(args)
             opt = BenchOptions(model=args.model, device=args.device, reference=args.reference, repeats=args.repeats,
                                short_tokens=args.short_tokens, long_tokens=args.long_tokens,
-                               consecutive=args.consecutive)
+                               consecutive=args.consecutive, cpu_threads=args.cpu_threads)
             run_plans(opt, names, args.out_json, args.out_md)
         elif args.command == "bench":
             from .bench.offline import BenchOptions, run_bench

@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--measure", action="store_true",
                      help="also time a short generation with the plan auto picks (a tiny model's per-layer costs "
                           "scaled to full size) and print the real-time factor to expect")
-    doc.add_argument("--device", default="auto", help="with --measure: cpu, cuda, mps or auto")
+    doc.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present); with --measure")
     doc.add_argument("--cpu-threads", type=int, default=None, help="with --measure: threads of the CPU math")
     ck = sub.add_parser("checkpoint", help="checkpoint utilities")
     cks = ck.add_subparsers(dest="action", required=True)

@@ -355,7 +355,8 @@ def run_plans(opt: BenchOptions, plans: list[str], out_json: str | None, out_md:
     wav, sr = synthetic_voice(seconds=9.98), 24000
     opt.cases = [Case("short", SHORT_TEXT, opt.short_tokens), Case("long", LONG_TEXT, opt.long_tokens)]
     result = {"device": torch.cuda.get_device_name() if torch.device(opt.device).type == "cuda" else cpu_name(),
-              "torch": torch.__version__, "repeats": opt.repeats, "plans": {}}
+              "torch": torch.__version__, "repeats": opt.repeats, "plans": {},
+              "cases": [{"name": c.name, "tokens": c.tokens, "text": c.text} for c in opt.cases]}
     for name in plans:
         result["plans"][name] = bench_cadence(replace(opt, memory_plan=name, dtype="auto", vocoder_dtype="auto",
                                                       compile=None), wav, sr)
@@ -369,7 +370,9 @@ def run_plans(opt: BenchOptions, plans: list[str], out_json: str | None, out_md:
 
 
 def plans_markdown(result: dict) -> str:
-    head = ("| plan | peak allocated (MB) | peak reserved (MB) | process, NVML (MB) | 30 s RTF | 3 s RTF | "
+    long_s, short_s = (result["cases"][i]["tokens"] / 25 if "cases" in result else d for i, d in ((1, 30), (0, 3)))
+    head = (f"| plan | peak allocated (MB) | peak reserved (MB) | process, NVML (MB) | {long_s:g} s RTF | "
+            f"{short_s:g} s RTF | "
             "T3 tok/s | load (s) | T3 logit rel. err vs fp32 | mel SNR vs fp32 (dB) |\n|---|---|---|---|---|---|---|---|---|---|\n")
     rows, flat = [], []
     entries = list(result["plans"].items()) + ([("reference", result["reference"])] if "reference" in result else [])
@@ -378,8 +381,10 @@ def plans_markdown(result: dict) -> str:
         long, short = r["long"], r["short"]
         err = f"{fid['t3_logits_rel_err_max']:.1e}" if fid else ("0 (is fp32)" if name == "fp32" else "–")
         snr = f"{fid['mel_snr_db']:.1f}" if fid else ("∞" if name == "fp32" else "–")
-        rows.append(f"| {name} | {long['peak_allocated_mb']:.0f} | {long['peak_reserved_mb']:.0f} | "
-                    f"{long['process_mb']:.0f} | {long['rtf']['median']:.4f} | {short['rtf']['median']:.4f} | "
+        def mb(key):  # device memory: CUDA only
+            return f"{long[key]:.0f}" if key in long else "–"
+        rows.append(f"| {name} | {mb('peak_allocated_mb')} | {mb('peak_reserved_mb')} | "
+                    f"{mb('process_mb')} | {long['rtf']['median']:.4f} | {short['rtf']['median']:.4f} | "
                     f"{long['t3_tok_per_s']['median']:.0f} | {r['load_s']:.2f} | {err} | {snr} |")
         if "consecutive" in r:
             c = r["consecutive"]

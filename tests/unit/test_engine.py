@@ -62,7 +62,7 @@ def test_a_request_does_not_depend_on_its_batch_mates(tiny_tts):
 
 def test_more_requests_than_slots_wait_and_all_finish(tiny_ckpt):
     from cadence.tts import TTS
-    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=2, kv_slot_len=256)
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=2, kv_slot_len=256, memory_plan="fp32")
     try:
         with pytest.raises(ValueError, match="KV positions"):
             tts.generate_many(["a few words"], max_new_tokens=300)
@@ -212,7 +212,7 @@ def test_an_idle_engine_admits_a_burst_together(tiny_ckpt, monkeypatch):
     # generous gaps: this checks the gathering, not how fast a loaded 2-core CI machine submits
     monkeypatch.setattr(engine_module, "GATHER_GAP_S", 0.2)
     monkeypatch.setattr(engine_module, "GATHER_MAX_S", 2.0)
-    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=8, kv_slot_len=256)
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=8, kv_slot_len=256, memory_plan="fp32")
     try:
         eng = tts.engine
         sizes = []
