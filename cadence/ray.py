@@ -64,6 +64,28 @@ class _NamedResponses:
         await self.app(scope, receive, named)
 
 
+class ReplicaCounts:
+    """/health's `replicas` under Serve: how many replicas of this deployment are in each state (running, starting,
+    ...), as Serve's controller reports them; asked at most every `ttl_s` seconds, so probes cost it little."""
+
+    def __init__(self, app_name: str, deployment: str, ttl_s: float = 2.0):
+        self.app_name, self.deployment, self.ttl_s = app_name, deployment, ttl_s
+        self._at, self._value = 0.0, {}
+
+    def __call__(self) -> dict:
+        import time
+        if time.monotonic() - self._at > self.ttl_s:
+            from ray import serve
+            try:
+                status = serve.status().applications[self.app_name].deployments[self.deployment]
+                states = {str(getattr(k, "value", k)).lower(): n for k, n in status.replica_states.items()}
+                self._value = {"replicas": {"ready": states.get("running", 0), **states}}
+            except Exception as exc:  # noqa: BLE001 - the controller may be restarting: say so, stay healthy
+                self._value = {"replicas": {"error": f"{type(exc).__name__}: {exc}"}}
+            self._at = time.monotonic()
+        return self._value
+
+
 def _replica_class():
     from ray import serve
 
@@ -77,12 +99,15 @@ def _replica_class():
             tts = load_tts(self.settings)
             if self.settings.warmup and tts.device.type == "cuda":
                 tts.engine.warmup()  # graphs captured before Serve routes anything here
-            self.cadence_app = create_app(ServerSettings(**{**settings, "warmup": False}), tts=tts)
             try:
                 from ray import serve as _serve
-                self.name = _serve.get_replica_context().replica_id.unique_id
+                context = _serve.get_replica_context()
+                self.name = context.replica_id.unique_id
+                counts = ReplicaCounts(context.app_name, context.deployment)
             except Exception:  # noqa: BLE001 - outside a replica (tests of the class itself)
-                self.name = f"{socket.gethostname()}-{os.getpid()}"
+                self.name, counts = f"{socket.gethostname()}-{os.getpid()}", None
+            self.cadence_app = create_app(ServerSettings(**{**settings, "warmup": False}), tts=tts,
+                                          health_extra=counts)
 
         def __serve_build_asgi_app__(self):
             return _NamedResponses(self.cadence_app, self.name)
@@ -118,11 +143,17 @@ def build(settings: ServerSettings | dict | None = None, options: RayOptions | N
     else:
         n = options.replicas if options.replicas != "auto" else max(1, int(_ray_gpus()))
         scale = {"num_replicas": n}
-    # A replica takes up to its own queue limit plus the requests it decodes; past that Serve queues or refuses.
-    depth = settings.max_queue + (settings.max_batch or 64)
     deployment = serve.deployment(_replica_class(), name="cadence", ray_actor_options=actor,
-                                  max_ongoing_requests=depth, health_check_period_s=5, **scale)
+                                  max_ongoing_requests=routing_depth(settings), health_check_period_s=5, **scale)
     return deployment.bind(asdict(settings))
+
+
+def routing_depth(settings: ServerSettings) -> int:
+    """Serve's `max_ongoing_requests` per replica: one more than the replica itself admits (the requests it decodes,
+    at most 64, plus `max_queue` waiting). So a full replica is never one Serve holds requests back from: it is
+    offered the next request and refuses it itself, with the server's 429, Retry-After and OpenAI-shaped body,
+    which a client retries; Serve's own answer to an overfull proxy queue would be a bare 503."""
+    return settings.max_queue + (settings.max_batch or 64) + 1
 
 
 def _ray_gpus() -> float:

@@ -113,7 +113,7 @@ class TTS(EngineAPI):
         if plan.t3_int8 and not load_int8_into(t3, path / QUANT_FILE, fingerprint(path, family.name), plan.t3_dtype):
             quantize_int8_(t3, plan.t3_dtype, t3_int8_targets)
         if plan.cpu_int8:
-            quantize_cpu_int8_(t3, s3gen)
+            quantize_cpu_int8_(t3, s3gen, fingerprint(path, family.name))
         tokenizer = family.load_tokenizer(path)
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
         attach_query_taps(t3, family.aligned_heads)  # what the end-of-speech rules read (multilingual)

@@ -6,6 +6,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# the CPU plans' int8 cache: per test session, never the user's own
+os.environ.setdefault("CADENCE_CACHE", __import__("tempfile").mkdtemp(prefix="cadence-cache-"))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -271,8 +271,12 @@ def markdown(result: dict) -> str:
             line += f" {fmt.format(b)} | {ratio:.1f}× |"
         lines.append(line)
 
+    on_gpu = "allocated_mb" in ours["after_load"]  # device memory rows: CUDA only
+    if "plan" in ours:
+        lines[0] += f" Cadence's plan: {ours['plan']}, {ours.get('threads')} CPU threads."
     row("load (s)", lambda r: r["load_s"], "{:.2f}")
-    row("VRAM allocated after load (MB)", lambda r: r["after_load"].get("allocated_mb", 0), "{:.0f}")
+    if on_gpu:
+        row("VRAM allocated after load (MB)", lambda r: r["after_load"].get("allocated_mb", 0), "{:.0f}")
     row("voice preparation cold (s)", lambda r: r["prepare_cold_s"])
     row("voice preparation warm (s)", lambda r: r["prepare_warm_s"])
     for case in result["cases"]:
@@ -282,9 +286,10 @@ def markdown(result: dict) -> str:
         row(f"{n}: total (s)", lambda r: r[n]["total_s"]["median"])
         row(f"{n}: audio (s)", lambda r: r[n]["audio_s"]["median"], "{:.2f}", better="higher")
         row(f"{n}: RTF", lambda r: r[n]["rtf"]["median"], "{:.4f}")
-        row(f"{n}: peak VRAM allocated (MB)", lambda r: r[n]["peak_allocated_mb"], "{:.0f}")
-        row(f"{n}: peak VRAM reserved (MB)", lambda r: r[n]["peak_reserved_mb"], "{:.0f}")
-        row(f"{n}: process VRAM, NVML (MB)", lambda r: r[n]["process_mb"], "{:.0f}")
+        if on_gpu:
+            row(f"{n}: peak VRAM allocated (MB)", lambda r: r[n]["peak_allocated_mb"], "{:.0f}")
+            row(f"{n}: peak VRAM reserved (MB)", lambda r: r[n]["peak_reserved_mb"], "{:.0f}")
+            row(f"{n}: process VRAM, NVML (MB)", lambda r: r[n]["process_mb"], "{:.0f}")
     spreads = [f"{c['name']} RTF [{ours[c['name']]['rtf']['min']:.4f}–{ours[c['name']]['rtf']['max']:.4f}]"
                for c in result["cases"]]
     lines += ["", "Cadence spread: " + ", ".join(spreads)]

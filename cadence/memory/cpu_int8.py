@@ -52,13 +52,25 @@ class DynamicInt8Linear(nn.Module):
     def from_linear(cls, linear: nn.Linear, reduce_range: bool) -> "DynamicInt8Linear":
         w = linear.weight.detach().float()
         scales = (w.abs().amax(dim=1).clamp(min=1e-8) / 127.0).double()
-        zero = torch.zeros(w.shape[0], dtype=torch.long)
+        values = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
         bias = None if linear.bias is None else linear.bias.detach().float()
+        return cls.from_int8(values, scales, bias, reduce_range)
+
+    @classmethod
+    def from_int8(cls, values: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
+                  reduce_range: bool) -> "DynamicInt8Linear":
+        """values (N, K) int8, scales (N,) float64: W = values * scales[:, None]."""
         with warnings.catch_warnings():  # quantised tensor types are marked for removal; the kernels are not yet
             warnings.simplefilter("ignore")
-            qweight = torch.quantize_per_channel(w, scales, zero, 0, torch.qint8)
+            zero = torch.zeros(values.shape[0], dtype=torch.long)
+            qweight = torch._make_per_channel_quantized_tensor(values.contiguous(), scales.double(), zero, 0)
             packed = torch.ops.quantized.linear_prepack(qweight, bias)
-        return cls(packed, linear.in_features, linear.out_features, reduce_range)
+        return cls(packed, values.shape[1], values.shape[0], reduce_range)
+
+    def to_int8(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> (values int8 (N, K), scales float64 (N,), bias or None): what `from_int8` takes back."""
+        qweight, bias = torch.ops.quantized.linear_unpack(self.packed)
+        return qweight.int_repr(), qweight.q_per_channel_scales().double(), bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.quantized.linear_dynamic(x.float(), self.packed, self.reduce_range).to(x.dtype)
@@ -67,23 +79,33 @@ class DynamicInt8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 dynamic (FBGEMM)"
 
 
+def linear_targets(module: nn.Module, include) -> list[tuple[str, nn.Module, str, nn.Linear]]:
+    """(qualified name, parent, attribute, linear) of every nn.Linear in `module` whose name passes `include`."""
+    return [(f"{name}.{attr}" if name else attr, parent, attr, sub) for name, parent in module.named_modules()
+            for attr, sub in parent.named_children() if isinstance(sub, nn.Linear)
+            and include(f"{name}.{attr}" if name else attr)]
+
+
+def swap_in_parallel(targets: list, make) -> int:
+    """setattr(parent, attr, make(target)) for each target, built on all cores: quantising and packing 500M weights
+    takes seconds on one."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        built = list(pool.map(make, targets))
+    for (_, parent, attr, _), new in zip(targets, built):
+        setattr(parent, attr, new)
+    return len(targets)
+
+
 def quantize_dynamic_int8_(module: nn.Module, include=lambda name: True) -> int:
     """Swap every nn.Linear of `module` whose qualified name passes `include` for a DynamicInt8Linear; -> how many.
     The module must be on the CPU."""
     if not available():
         raise ValueError("dynamic int8 needs PyTorch's FBGEMM kernels (x86 builds); use memory plan fp32 here")
-    import os
-    from concurrent.futures import ThreadPoolExecutor
     reduce_range = not has_vnni()
-    targets = [(parent, attr, sub) for name, parent in module.named_modules()
-               for attr, sub in parent.named_children()
-               if isinstance(sub, nn.Linear) and include(f"{name}.{attr}" if name else attr)]
-    # quantising and packing 500M weights takes seconds on one core: one layer per core at a time
-    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        swapped = list(pool.map(lambda t: DynamicInt8Linear.from_linear(t[2], reduce_range), targets))
-    for (parent, attr, _), new in zip(targets, swapped):
-        setattr(parent, attr, new)
-    return len(targets)
+    return swap_in_parallel(linear_targets(module, include),
+                            lambda t: DynamicInt8Linear.from_linear(t[3], reduce_range))
 
 
 def flow_int8_targets(name: str) -> bool:
@@ -91,8 +113,16 @@ def flow_int8_targets(name: str) -> bool:
     return name.startswith("decoder.estimator.") and (".attn1." in name or ".ff." in name)
 
 
-def quantize_cpu_int8_(t3: nn.Module, s3gen: nn.Module) -> int:
+def quantize_cpu_int8_(t3: nn.Module, s3gen: nn.Module, fingerprint: str | None = None) -> int:
     """The CPU plans' transform: T3's backbone projections and the estimator's transformer projections in dynamic
-    int8; -> how many layers were swapped."""
+    int8; -> how many layers were swapped. With the checkpoint's `fingerprint`, the int8 weights are read from the
+    user's cache when it holds them for this checkpoint, and written there when not (`cpu_int8_cache`)."""
+    from . import cpu_int8_cache
     from .int8 import t3_int8_targets
-    return quantize_dynamic_int8_(t3, t3_int8_targets) + quantize_dynamic_int8_(s3gen.flow, flow_int8_targets)
+    parts = {"t3": (t3, t3_int8_targets), "flow": (s3gen.flow, flow_int8_targets)}
+    if fingerprint is not None and cpu_int8_cache.load(parts, fingerprint):
+        return sum(1 for m in (t3, s3gen.flow) for x in m.modules() if isinstance(x, DynamicInt8Linear))
+    n = sum(quantize_dynamic_int8_(module, include) for module, include in parts.values())
+    if fingerprint is not None:
+        cpu_int8_cache.save(parts, fingerprint)
+    return n

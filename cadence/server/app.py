@@ -88,8 +88,10 @@ def load_tts(settings: ServerSettings):
                         cpu_threads=settings.cpu_threads)
 
 
-def create_app(settings: ServerSettings, tts=None) -> FastAPI:
-    """`tts`: an already loaded `TTS` (tests, embedding); otherwise `settings.model` loads in the background."""
+def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI:
+    """`tts`: an already loaded `TTS` (tests, embedding); otherwise `settings.model` loads in the background.
+    `health_extra`: a blocking function whose dict joins /health's body (Ray Serve: the deployment's replicas), run
+    off the event loop."""
     state, metrics = _State(), Metrics()
 
     @contextlib.asynccontextmanager
@@ -170,6 +172,8 @@ def create_app(settings: ServerSettings, tts=None) -> FastAPI:
             body.update(switches=switches, device=str(t.device), plan=t.plan.name, family=t.family.name, sample_rate=t.sample_rate,
                         languages=list(t.family.languages), language_required=t.family.language_required,
                         knobs=knobs, max_new_tokens=t.params().max_new_tokens, **t.engine.load)
+        if health_extra is not None:
+            body.update(await asyncio.to_thread(health_extra))
         return JSONResponse(body, 200 if state.status != "error" else 503)
 
     @app.get("/metrics")

@@ -1,6 +1,7 @@
 """The CPU's own plans: chosen from the CPU's features, dynamic int8 layers close to fp32, thread counts set from
 the config, and the doctor's self-test mechanism (on tiny networks: its timing is not what is tested)."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -105,3 +106,25 @@ def test_self_test_times_each_stage_and_describes_the_pace():
     slow = dict(m, rtf=3.0)
     assert "playback starts 2.0 x D s" in selftest.describe(slow)[0]
     assert "faster than real time" in selftest.describe(dict(m, rtf=0.5))[0]
+
+
+@needs_fbgemm
+def test_int8_cache_is_written_once_read_back_identically_and_a_damaged_one_is_rebuilt(tiny_ckpt, tmp_path,
+                                                                                       monkeypatch):
+    from cadence.memory import cpu_int8_cache
+    from cadence.tts import TTS
+    monkeypatch.setenv("CADENCE_CACHE", str(tmp_path))
+    first = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, memory_plan="cpu-int8")
+    path = cpu_int8_cache.cache_path(first.fingerprint)
+    assert path.is_file() and path.parent == tmp_path
+    written = path.stat().st_mtime_ns
+    again = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, memory_plan="cpu-int8")
+    assert path.stat().st_mtime_ns == written  # read, not rewritten
+    a = first.generate("Hello there.", seed=3, max_new_tokens=8, speech_tokens_only=True)
+    b = again.generate("Hello there.", seed=3, max_new_tokens=8, speech_tokens_only=True)
+    assert a.tokens == b.tokens and np.array_equal(a.samples, b.samples)
+    path.write_bytes(b"not a safetensors file")
+    rebuilt = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, memory_plan="cpu-int8")
+    c = rebuilt.generate("Hello there.", seed=3, max_new_tokens=8, speech_tokens_only=True)
+    assert c.tokens == a.tokens and np.array_equal(c.samples, a.samples)
+    assert path.stat().st_size > 1000  # quantised again and written back whole

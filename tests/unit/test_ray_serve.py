@@ -32,7 +32,7 @@ def cluster(tiny_ckpt, tmp_path_factory):
     patient_proxy()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    settings = ServerSettings(model=str(tiny_ckpt), device="cpu", watermark=False, max_batch=4,
+    settings = ServerSettings(model=str(tiny_ckpt), device="cpu", watermark=False, max_batch=4, max_queue=2,
                               library=str(tmp_path_factory.mktemp("shared_voices")))
     serve.run(build(settings, RayOptions(replicas=2, cpus_per_replica=0.5)), name="cadence", route_prefix="/")
     client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120)
@@ -58,13 +58,33 @@ def _replicas_of(client, n: int, path: str = "/v1/models") -> dict[str, int]:
 
 def test_requests_reach_both_replicas_and_streams_arrive_in_chunks(cluster):
     assert len(_replicas_of(cluster, 16)) == 2
-    assert cluster.get("/health").json()["status"] == "ready"
+    health = cluster.get("/health").json()
+    assert health["status"] == "ready" and health["replicas"]["ready"] == 2, health
     body = {"input": "Hello there.", "voice": "default", "response_format": "pcm", "max_new_tokens": 30,
             "stream": True, "seed": 1}
     with cluster.stream("POST", "/v1/audio/speech", json=body) as resp:
         assert resp.status_code == 200
         chunks = [c for c in resp.iter_raw() if c]
     assert len(chunks) >= 2 and sum(map(len, chunks)) > 0
+
+
+def test_a_burst_past_every_replicas_queue_gets_the_servers_429_never_a_5xx(cluster):
+    """Each replica admits 4 decoding + 2 waiting; Serve offers it one more, which it refuses itself (OpenAI-shaped
+    429 with Retry-After) rather than Serve answering a bare 503."""
+    from concurrent.futures import ThreadPoolExecutor
+    body = {"input": "Hello there, a burst.", "voice": "default", "response_format": "pcm", "max_new_tokens": 60,
+            "stream": False}
+
+    def send(i):
+        r = cluster.post("/v1/audio/speech", json={**body, "seed": i})
+        return r.status_code, r.headers.get("retry-after"), r.json() if r.status_code != 200 else None
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(send, range(32)))
+    codes = [code for code, *_ in results]
+    assert set(codes) <= {200, 429}, codes
+    refused = [(retry, err) for code, retry, err in results if code == 429]
+    assert refused and codes.count(200) >= 12, codes  # both replicas full at once, both served their share
+    assert all(retry and err["error"]["code"] == "queue_full" for retry, err in refused), refused
 
 
 def test_a_voice_added_through_one_replica_is_served_by_every_replica(cluster):
