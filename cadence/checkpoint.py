@@ -64,16 +64,16 @@ def official_shapes(module: nn.Module) -> dict[str, tuple]:
     return out
 
 
-def pack_state(module: nn.Module, state: dict) -> dict:
+def pack_state(module: nn.Module, state: dict, skip: frozenset = frozenset()) -> dict:
     """The file's used tensors -> the module's parameters: (in, out) tensors transposed, packed parameters from
     the owning module's `pack(name, parts)` if it has one, else the parts concatenated along the output
-    dimension."""
+    dimension. Parameters named in `skip` are left out."""
     out = dict(state)
-    for name in _transposed(module):
+    for name in _transposed(module) - skip:
         out[name] = out[name].t().contiguous()
     for name in module.state_dict(keep_vars=True):
         packed = next((p for p in PACKED if name.endswith(p)), None)
-        if packed is not None:
+        if packed is not None and name not in skip:
             prefix = name[: -len(packed)]
             parts = [out.pop(prefix + part) for part in PACKED[packed]]
             owner = module.get_submodule((prefix + packed).rsplit(".", 2)[0])
@@ -174,28 +174,49 @@ def _check_keys(module: nn.Module, shapes: dict[str, tuple], file: str) -> None:
         raise CheckpointError(f"{file}: {len(bad)} tensors have the wrong shape, e.g. {bad[0]}")
 
 
-def load_weights(module: nn.Module, path: Path) -> None:
+def _skipped(module: nn.Module, skip_modules) -> tuple[frozenset, frozenset]:
+    """The parameters of the submodules named in `skip_modules` (replaced after loading, e.g. by int8 layers
+    built from a cache) and the checkpoint keys they are made of: neither is read."""
+    params = frozenset(n for n in module.state_dict(keep_vars=True) if n.rsplit(".", 1)[0] in skip_modules)
+    keys = set()
+    for name in params:
+        packed = next((p for p in PACKED if name.endswith(p)), None)
+        keys |= {name[: -len(packed)] + part for part in PACKED[packed]} if packed else {name}
+    return params, frozenset(keys)
+
+
+def _assign(module: nn.Module, state: dict, file: str, skip_modules) -> None:
+    """Read `state` (the file's tensors by key, minus unused ones) into the module, leaving the skipped
+    submodules' parameters on the meta device for their replacements."""
+    params, keys = _skipped(module, skip_modules)
+    missing, unexpected = module.load_state_dict(pack_state(module, {k: v for k, v in state.items() if k not in keys},
+                                                            params), strict=False, assign=True)
+    if unexpected or set(missing) - params:
+        raise CheckpointError(f"{file}: could not place {sorted(set(missing) - params)[:3] or unexpected[:3]}")
+
+
+def load_weights(module: nn.Module, path: Path, skip_modules: frozenset = frozenset()) -> None:
     """Load one safetensors file into a module built on the meta device: strict names and shapes, tensors
     read straight into place and assigned (no random init); tensors inference never uses are checked by
     name and shape but not read. A `.pt` file (the multilingual checkpoint's ve.pt and s3gen.pt) is read as
     a pickled state dict with `weights_only=True` (tensors and plain containers only, never code), mmapped."""
     if path.suffix == ".pt":
-        return _load_pickled(module, path)
+        return _load_pickled(module, path, skip_modules)
     from safetensors import safe_open
     try:
         with safe_open(str(path), "pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
             _check_keys(module, shapes, path.name)
-            unused = _unused(module)
+            unused = set(_unused(module)) | _skipped(module, skip_modules)[1]
             state = {k: f.get_tensor(k) for k in shapes if k not in unused}
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path.name}: not a readable safetensors file ({exc})") from exc
-    module.load_state_dict(pack_state(module, state), strict=True, assign=True)
+    _assign(module, state, path.name, skip_modules)
 
 
-def _load_pickled(module: nn.Module, path: Path) -> None:
+def _load_pickled(module: nn.Module, path: Path, skip_modules: frozenset = frozenset()) -> None:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - a damaged file, or one holding more than tensors
@@ -204,8 +225,7 @@ def _load_pickled(module: nn.Module, path: Path) -> None:
         raise CheckpointError(f"{path.name}: not a state dict of tensors")
     _check_keys(module, {k: tuple(v.shape) for k, v in state.items()}, path.name)
     unused = _unused(module)
-    state = {k: v for k, v in state.items() if k not in unused}
-    module.load_state_dict(pack_state(module, state), strict=True, assign=True)
+    _assign(module, {k: v for k, v in state.items() if k not in unused}, path.name, skip_modules)
 
 
 def build(cfg: ModelConfig) -> tuple[nn.Module, S3Gen, VoiceEncoder]:
@@ -234,14 +254,16 @@ def _rebuild_buffer(sub: nn.Module, name: str) -> torch.Tensor:
     raise CheckpointError(f"no rule to rebuild buffer {name!r} of {type(sub).__name__}")
 
 
-def load_models(path: Path, cfg: ModelConfig | None = None, family: str | None = None):
+def load_models(path: Path, cfg: ModelConfig | None = None, family: str | None = None, skip: dict | None = None):
     """Build the three networks on meta and load the official files into them (on the CPU, mmapped);
-    `family`: which checkpoint of a directory that holds several."""
+    `family`: which checkpoint of a directory that holds several. `skip` ({"t3"|"s3gen": submodule names}):
+    submodules whose weights are checked but not read, left on meta for the caller to replace."""
     cfg = cfg or detect_config(path, family)
+    skip = skip or {}
     t3, s3gen, ve = build(cfg)
     load_weights(ve, path / cfg.family.ve_file)
-    load_weights(t3, path / cfg.family.t3_name(path))
-    load_weights(s3gen, path / cfg.family.s3gen_file)
+    load_weights(t3, path / cfg.family.t3_name(path), frozenset(skip.get("t3", ())))
+    load_weights(s3gen, path / cfg.family.s3gen_file, frozenset(skip.get("s3gen", ())))
     for m in (t3, s3gen, ve):
         _materialise_buffers(m, "cpu")
     return t3, s3gen, ve, cfg

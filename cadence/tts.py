@@ -21,6 +21,7 @@ from .engine.graphed import GraphedForward
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
 from .memory.cpu_int8 import quantize_cpu_int8_
+from .memory.cpu_int8_cache import load_models_cached
 from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, t3_int8_targets
 from .memory.lease import OnDemand
 from .memory.placement import apply_placement, compile_regions
@@ -105,7 +106,10 @@ class TTS(EngineAPI):
         prep = torch.device("cpu") if on_demand or config.prepare_device == "cpu" else (
             dev if config.prepare_device == "auto" else pick_device(config.prepare_device))
         plan, _ = config.resolve_plan(dev)
-        t3, s3gen, ve, model_cfg = load_models(path, family=family)
+        if plan.cpu_int8:  # the int8 layers from the user's cache, built while the rest loads
+            t3, s3gen, ve, model_cfg = load_models_cached(path, family, fingerprint(path, family))
+        else:
+            t3, s3gen, ve, model_cfg = load_models(path, family=family)
         family = model_cfg.family
         # Offloaded stages are placed on the CPU and lent to the GPU per request: never all on the GPU at once.
         stage_dev = torch.device("cpu") if plan.offload else dev

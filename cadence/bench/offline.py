@@ -387,7 +387,7 @@ def plans_markdown(result: dict) -> str:
         err = f"{fid['t3_logits_rel_err_max']:.1e}" if fid else ("0 (is fp32)" if name == "fp32" else "–")
         snr = f"{fid['mel_snr_db']:.1f}" if fid else ("∞" if name == "fp32" else "–")
         def mb(key):  # device memory: CUDA only
-            return f"{long[key]:.0f}" if key in long else "–"
+            return f"{long[key]:.0f}" if long.get(key) else "–"
         rows.append(f"| {name} | {mb('peak_allocated_mb')} | {mb('peak_reserved_mb')} | "
                     f"{mb('process_mb')} | {long['rtf']['median']:.4f} | {short['rtf']['median']:.4f} | "
                     f"{long['t3_tok_per_s']['median']:.0f} | {r['load_s']:.2f} | {err} | {snr} |")

@@ -115,14 +115,12 @@ def flow_int8_targets(name: str) -> bool:
 
 def quantize_cpu_int8_(t3: nn.Module, s3gen: nn.Module, fingerprint: str | None = None) -> int:
     """The CPU plans' transform: T3's backbone projections and the estimator's transformer projections in dynamic
-    int8; -> how many layers were swapped. With the checkpoint's `fingerprint`, the int8 weights are read from the
-    user's cache when it holds them for this checkpoint, and written there when not (`cpu_int8_cache`)."""
+    int8 (those not already swapped in from the cache by `cpu_int8_cache.load_models_cached`); -> how many layers
+    it quantised. With the checkpoint's `fingerprint`, what it quantised is written to the user's cache for the
+    next load."""
     from . import cpu_int8_cache
     from .int8 import t3_int8_targets
-    parts = {"t3": (t3, t3_int8_targets), "flow": (s3gen.flow, flow_int8_targets)}
-    if fingerprint is not None and cpu_int8_cache.load(parts, fingerprint):
-        return sum(1 for m in (t3, s3gen.flow) for x in m.modules() if isinstance(x, DynamicInt8Linear))
-    n = sum(quantize_dynamic_int8_(module, include) for module, include in parts.values())
-    if fingerprint is not None:
-        cpu_int8_cache.save(parts, fingerprint)
+    n = quantize_dynamic_int8_(t3, t3_int8_targets) + quantize_dynamic_int8_(s3gen.flow, flow_int8_targets)
+    if n and fingerprint is not None:
+        cpu_int8_cache.save({"t3": t3, "flow": s3gen.flow}, fingerprint)
     return n

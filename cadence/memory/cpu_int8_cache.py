@@ -13,7 +13,7 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .cpu_int8 import DynamicInt8Linear, has_vnni, linear_targets, swap_in_parallel
+from .cpu_int8 import DynamicInt8Linear, has_vnni
 
 FORMAT = "cadence-cpu-int8-v1"
 log = logging.getLogger(__name__)
@@ -31,9 +31,9 @@ def cache_path(fingerprint: str) -> Path:
 
 
 def save(parts: dict, fingerprint: str) -> Path | None:
-    """Write the DynamicInt8Linear layers of `parts` ({prefix: (module, include)}); -> the file, or None."""
+    """Write the DynamicInt8Linear layers of `parts` ({prefix: module}); -> the file, or None."""
     state = {}
-    for prefix, (module, _) in parts.items():
+    for prefix, module in parts.items():
         for name, m in module.named_modules():
             if isinstance(m, DynamicInt8Linear):
                 values, scales, bias = m.to_int8()
@@ -53,27 +53,61 @@ def save(parts: dict, fingerprint: str) -> Path | None:
         return None
 
 
-def load(parts: dict, fingerprint: str) -> bool:
-    """Swap the targets of `parts` for DynamicInt8Linear layers built from the cached int8 weights; False (nothing
-    changed) if there is no cache for this checkpoint or it does not hold every target."""
+def _cached_names(fingerprint: str) -> dict[str, list[str]] | None:
+    """{"t3": [...], "flow": [...]}: the layers the cache for this checkpoint holds, from its header alone; None
+    if there is no usable cache."""
     path = cache_path(fingerprint)
     if not path.is_file():
-        return False
+        return None
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
             if meta.get("format") != FORMAT or meta.get("checkpoint") != fingerprint:
-                return False
-        state = load_file(str(path))
+                return None
+            names: dict[str, list[str]] = {}
+            for key in f.keys():
+                if key.endswith(".values"):
+                    prefix, name = key[: -len(".values")].split(".", 1)
+                    names.setdefault(prefix, []).append(name)
+            return names or None
     except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, not fatal
         log.warning("ignoring the unreadable int8 cache %s (%s)", path, exc)
-        return False
-    targets = {prefix: linear_targets(module, include) for prefix, (module, include) in parts.items()}
-    keys = [f"{prefix}.{name}" for prefix, found in targets.items() for name, *_ in found]
-    if not keys or any(f"{k}.values" not in state or f"{k}.scales" not in state for k in keys):
-        return False
+        return None
+
+
+def _build_all(fingerprint: str, names: dict[str, list[str]]) -> dict[str, dict[str, DynamicInt8Linear]]:
+    """The cached layers, unpacked and packed for FBGEMM on all cores: {prefix: {name: layer}}."""
+    from concurrent.futures import ThreadPoolExecutor
+    state = load_file(str(cache_path(fingerprint)))
     reduce_range = not has_vnni()
-    for prefix, found in targets.items():
-        swap_in_parallel(found, lambda t, p=prefix: DynamicInt8Linear.from_int8(
-            state[f"{p}.{t[0]}.values"], state[f"{p}.{t[0]}.scales"], state.get(f"{p}.{t[0]}.bias"), reduce_range))
-    return True
+    keys = [(prefix, name) for prefix, found in names.items() for name in found]
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        layers = list(pool.map(lambda k: DynamicInt8Linear.from_int8(
+            state[f"{k[0]}.{k[1]}.values"], state[f"{k[0]}.{k[1]}.scales"], state.get(f"{k[0]}.{k[1]}.bias"),
+            reduce_range), keys))
+    out: dict[str, dict[str, DynamicInt8Linear]] = {}
+    for (prefix, name), layer in zip(keys, layers):
+        out.setdefault(prefix, {})[name] = layer
+    return out
+
+
+def load_models_cached(path: Path, family: str | None, fingerprint: str):
+    """`checkpoint.load_models` for a CPU int8 plan: with a cache for this checkpoint, the int8 layers are built
+    from it on background threads while the rest loads, and T3's and the flow's fp32 projections are checked but
+    never read; -> (t3, s3gen, ve, cfg), the cached layers swapped in (none without a cache)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..checkpoint import load_models
+    names = _cached_names(fingerprint)
+    if names is None:
+        return load_models(path, family=family)
+    with ThreadPoolExecutor(1) as background:
+        built = background.submit(_build_all, fingerprint, names)
+        t3, s3gen, ve, cfg = load_models(path, family=family, skip={
+            "t3": names.get("t3", []), "s3gen": [f"flow.{n}" for n in names.get("flow", [])]})
+        layers = built.result()
+    for root, prefix in ((t3, "t3"), (s3gen.flow, "flow")):
+        for name, layer in layers.get(prefix, {}).items():
+            parent, _, attr = name.rpartition(".")
+            setattr(root.get_submodule(parent), attr, layer)
+    return t3, s3gen, ve, cfg
