@@ -1,10 +1,9 @@
-"""The official checkpoint layout: locate (local dir or hub), build on the meta device, load strictly with
+"""The official checkpoint layout: locate (local dir or hub), build uninitialised, load strictly with
 mmap + assign, and make random-weight checkpoints in the exact layout for tests and benchmarks."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from .family import ENGLISH, FAMILIES, ModelFamily, detect_family, family_named
+from .models.no_init import uninitialised
 from .models.s3gen import S3Gen, S3GenConfig
 from .models.t3 import T3Config
 from .models.t3_turbo import T3TurboConfig
@@ -187,16 +187,20 @@ def _skipped(module: nn.Module, skip_modules) -> tuple[frozenset, frozenset]:
 
 def _assign(module: nn.Module, state: dict, file: str, skip_modules) -> None:
     """Read `state` (the file's tensors by key, minus unused ones) into the module, leaving the skipped
-    submodules' parameters on the meta device for their replacements."""
+    submodules' parameters on the meta device for their replacements (so one left in place fails loudly)."""
     params, keys = _skipped(module, skip_modules)
     missing, unexpected = module.load_state_dict(pack_state(module, {k: v for k, v in state.items() if k not in keys},
                                                             params), strict=False, assign=True)
     if unexpected or set(missing) - params:
         raise CheckpointError(f"{file}: could not place {sorted(set(missing) - params)[:3] or unexpected[:3]}")
+    for name in params:
+        owner, _, leaf = name.rpartition(".")
+        sub = module.get_submodule(owner)
+        setattr(sub, leaf, nn.Parameter(torch.empty_like(getattr(sub, leaf), device="meta"), requires_grad=False))
 
 
 def load_weights(module: nn.Module, path: Path, skip_modules: frozenset = frozenset()) -> None:
-    """Load one safetensors file into a module built on the meta device: strict names and shapes, tensors
+    """Load one safetensors file into a module built by `build`: strict names and shapes, tensors
     read straight into place and assigned (no random init); tensors inference never uses are checked by
     name and shape but not read. A `.pt` file (the multilingual checkpoint's ve.pt and s3gen.pt) is read as
     a pickled state dict with `weights_only=True` (tensors and plain containers only, never code), mmapped."""
@@ -229,7 +233,10 @@ def _load_pickled(module: nn.Module, path: Path, skip_modules: frozenset = froze
 
 
 def build(cfg: ModelConfig) -> tuple[nn.Module, S3Gen, VoiceEncoder]:
-    with torch.device("meta"):
+    """The three networks, uninitialised: their parameters are CPU allocations no page of which is touched, replaced
+    by the files' tensors on load. (Built on the meta device instead, the first meta `arange` or `normal_` imported
+    torch._dynamo: 2.6 s of a cold load.)"""
+    with uninitialised():
         t3, s3gen, ve = cfg.family.t3_class(cfg.t3), S3Gen(cfg.s3gen), VoiceEncoder()
     return t3, s3gen, ve
 
@@ -255,7 +262,7 @@ def _rebuild_buffer(sub: nn.Module, name: str) -> torch.Tensor:
 
 
 def load_models(path: Path, cfg: ModelConfig | None = None, family: str | None = None, skip: dict | None = None):
-    """Build the three networks on meta and load the official files into them (on the CPU, mmapped);
+    """Build the three networks (uninitialised) and load the official files into them (on the CPU, mmapped);
     `family`: which checkpoint of a directory that holds several. `skip` ({"t3"|"s3gen": submodule names}):
     submodules whose weights are checked but not read, left on meta for the caller to replace."""
     cfg = cfg or detect_config(path, family)
@@ -280,45 +287,6 @@ def detect_config(path: Path, family: str | None = None) -> ModelConfig:
     with safe_open(str(path / family.t3_name(path)), "pt") as f:
         meta = f.metadata() or {}
     return ModelConfig.of(family, tiny=meta.get("cadence_config") == "tiny")
-
-
-# --- random-weight checkpoints -----------------------------------------------------------------
-
-def _random_tensor(name: str, shape, gen: torch.Generator) -> torch.Tensor:
-    """Deterministic values that keep activations in a sane range: N(0, 1/fan_in) weights, unit norm
-    scales, identity batch-norm statistics."""
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf == "num_batches_tracked":
-        return torch.zeros(shape, dtype=torch.int64)
-    if leaf == "running_var" or leaf == "alpha":
-        return torch.ones(shape)
-    if leaf == "running_mean":
-        return torch.zeros(shape)
-    if leaf in ("similarity_weight",):
-        return torch.tensor([10.0])
-    if leaf in ("similarity_bias",):
-        return torch.tensor([-5.0])
-    is_norm = any(t in name for t in ("norm", "_ln", ".bn", "layernorm", "block.2", "embed.out.1"))
-    if len(shape) == 1 and is_norm and leaf == "weight":
-        return torch.ones(shape)
-    if len(shape) == 1 or leaf == "bias":
-        return torch.randn(shape, generator=gen) * 0.02
-    if leaf == "original0":  # weight-norm magnitude: keep the effective weight's scale
-        return torch.full(shape, 1.0)
-    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
-    std = 1.0 / math.sqrt(max(fan_in, 1))
-    if "emb" in name or "pos_emb" in name or "pre_attention_query" in name:
-        std = 0.02 if "pos" in name else 1.0 / math.sqrt(shape[-1])
-    return torch.randn(shape, generator=gen) * std
-
-
-def random_state(module: nn.Module, seed: int, overrides: dict | None = None) -> dict:
-    """Random tensors under the checkpoint's own keys and shapes (packed tensors written as their parts)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, shape in official_shapes(module).items():
-        out[name] = overrides[name] if overrides and name in overrides else _random_tensor(name, shape, gen).contiguous()
-    return out
 
 
 def fingerprint(path: Path, family: str | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from safetensors.torch import save_file
 from .voices.store import readable_by_all
 
 from .audio.dsp import slaney_mel_filters
-from .checkpoint import ModelConfig, build, random_state
+from .checkpoint import ModelConfig, build, official_shapes
 
 SPECIALS = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2, "[PAD]": 3, "[SEP]": 4, "[CLS]": 5, "[MASK]": 6, "[START]": 255}
 _ACCENTED = "àâäæçéèêëîïôœùûüÿÀÂÄÇÉÈÊËÎÏÔÙÛÜñÑ"[:28]
@@ -240,3 +241,40 @@ def _write_default_voice(out: Path) -> None:
     from .tts import TTS
     tts = TTS.from_dir(out, device="cpu", watermark=False)
     tts.prepare_voice(synthetic_voice(), sample_rate=24000).save_conds_pt(out / "conds.pt")
+
+
+def _random_tensor(name: str, shape, gen: torch.Generator) -> torch.Tensor:
+    """Deterministic values that keep activations in a sane range: N(0, 1/fan_in) weights, unit norm
+    scales, identity batch-norm statistics."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "num_batches_tracked":
+        return torch.zeros(shape, dtype=torch.int64)
+    if leaf == "running_var" or leaf == "alpha":
+        return torch.ones(shape)
+    if leaf == "running_mean":
+        return torch.zeros(shape)
+    if leaf in ("similarity_weight",):
+        return torch.tensor([10.0])
+    if leaf in ("similarity_bias",):
+        return torch.tensor([-5.0])
+    is_norm = any(t in name for t in ("norm", "_ln", ".bn", "layernorm", "block.2", "embed.out.1"))
+    if len(shape) == 1 and is_norm and leaf == "weight":
+        return torch.ones(shape)
+    if len(shape) == 1 or leaf == "bias":
+        return torch.randn(shape, generator=gen) * 0.02
+    if leaf == "original0":  # weight-norm magnitude: keep the effective weight's scale
+        return torch.full(shape, 1.0)
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    std = 1.0 / math.sqrt(max(fan_in, 1))
+    if "emb" in name or "pos_emb" in name or "pre_attention_query" in name:
+        std = 0.02 if "pos" in name else 1.0 / math.sqrt(shape[-1])
+    return torch.randn(shape, generator=gen) * std
+
+
+def random_state(module: nn.Module, seed: int, overrides: dict | None = None) -> dict:
+    """Random tensors under the checkpoint's own keys and shapes (packed tensors written as their parts)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in official_shapes(module).items():
+        out[name] = overrides[name] if overrides and name in overrides else _random_tensor(name, shape, gen).contiguous()
+    return out
