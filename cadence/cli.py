@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                             out_json=args.out_json, out_md=args.out_md, plot=args.plot,
                             vram_budget=args.vram_budget, **_slots(args))
         elif args.command == "bench" and args.plans:
-            from .bench.offline import BenchOptions, run_plans
+            from .bench.offline import BenchOptions
+            from .bench.plans import run_plans
             from .memory.plan import ALL_PLANS, CPU_PLANS, PLANS
             on_cpu = args.device.startswith("cpu")
             names = list(CPU_PLANS if on_cpu else PLANS) if args.plans == "all" else [

@@ -59,7 +59,7 @@ def test_bf16_vocoder_keeps_f0_path_fp32(tiny_ckpt):
 
 
 def test_plans_table_reports_memory_after_consecutive_generations():
-    from cadence.bench.offline import plans_markdown
+    from cadence.bench.plans import plans_markdown
     case = {"peak_allocated_mb": 900.0, "peak_reserved_mb": 1000.0, "process_mb": 1500.0,
             "rtf": {"median": 0.06}, "t3_tok_per_s": {"median": 490.0}}
     flat = {"n": 200, "allocated_mb": {"min": 70.4, "max": 70.4}, "reserved_mb": {"min": 682.0, "max": 690.0},

@@ -128,3 +128,20 @@ def test_int8_cache_is_written_once_read_back_identically_and_a_damaged_one_is_r
     c = rebuilt.generate("Hello there.", seed=3, max_new_tokens=8, speech_tokens_only=True)
     assert c.tokens == a.tokens and np.array_equal(c.samples, a.samples)
     assert path.stat().st_size > 1000  # quantised again and written back whole
+
+
+@needs_fbgemm
+def test_plan_bench_on_the_cpu_publishes_each_plans_error_against_fp32(tiny_ckpt, tmp_path):
+    import json
+
+    from cadence.cli import main
+    out = tmp_path / "plans.json"
+    main(["bench", "--device", "cpu", "--model", str(tiny_ckpt), "--plans", "fp32,cpu-int8", "--short-tokens", "8",
+          "--long-tokens", "12", "--repeats", "1", "--json", str(out), "--md", str(tmp_path / "plans.md")])
+    result = json.loads(out.read_text())
+    assert result["device"].startswith("cpu: ") and set(result["plans"]) == {"fp32", "cpu-int8"}
+    assert result["plans"]["cpu-int8"]["plan"] == "cpu-int8" and result["plans"]["fp32"]["plan"] == "fp32"
+    fid = result["fidelity"]["cpu-int8"]
+    assert 0 < fid["t3_logits_rel_err_max"] < 0.2 and fid["mel_snr_db"] > 10
+    md = (tmp_path / "plans.md").read_text()
+    assert "| cpu-int8 | – | – | – |" in md and "0.48 s RTF" in md  # no device memory on the CPU; the cases' lengths
