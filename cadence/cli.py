@@ -367,9 +367,16 @@ def main(argv: list[str] | None = None) -> int:
                 with open(args.out_json, "w") as f:
                     json.dump(result, f, indent=1)
         elif args.command == "checkpoint" and args.action == "quantize":
-            from .tts import TTS
-            tts = TTS.from_dir(args.dir, device=args.device, watermark=False, memory_plan="int8", dtype="bfloat16")
-            print(f"wrote {tts.save_quantized()}")
+            from .tts import TTS, pick_device
+            if pick_device(args.device).type == "cpu":  # the CPU plan writes its int8 cache as it loads
+                from .memory.cpu_int8_cache import cache_path
+                tts = TTS.from_dir(args.dir, device="cpu", watermark=False)
+                if not tts.plan.cpu_int8:
+                    raise CliError(f"the CPU plan here is {tts.plan.name} (no FBGEMM int8 kernels): nothing to quantise")
+                print(f"int8 cache for the CPU ready: {cache_path(tts.fingerprint)}")
+            else:
+                tts = TTS.from_dir(args.dir, device=args.device, watermark=False, memory_plan="int8", dtype="bfloat16")
+                print(f"wrote {tts.save_quantized()}")
         elif args.command == "checkpoint" and args.action == "random":
             from .random_checkpoint import (make_random_checkpoint, make_random_multilingual_checkpoint,
                                             make_random_turbo_checkpoint)

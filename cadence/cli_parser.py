@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--family", default="english", choices=sorted(FAMILIES),
                      help="which model's layout: english (ResembleAI/chatterbox) or turbo (ResembleAI/chatterbox-turbo)")
     rnd.add_argument("--seed", type=int, default=0)
-    qz = cks.add_parser("quantize", help="save the int8 T3 next to the checkpoint for faster int8 loads")
+    qz = cks.add_parser("quantize", help="save the int8 T3 next to the checkpoint for faster int8 loads (CUDA), or "
+                                         "fill the CPU plan's int8 cache (--device cpu)")
     qz.add_argument("dir", help="checkpoint directory")
     qz.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present)")
     return ap

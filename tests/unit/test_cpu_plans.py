@@ -145,3 +145,15 @@ def test_plan_bench_on_the_cpu_publishes_each_plans_error_against_fp32(tiny_ckpt
     assert 0 < fid["t3_logits_rel_err_max"] < 0.2 and fid["mel_snr_db"] > 10
     md = (tmp_path / "plans.md").read_text()
     assert "| cpu-int8 | – | – | – |" in md and "0.48 s RTF" in md  # no device memory on the CPU; the cases' lengths
+
+
+@needs_fbgemm
+def test_checkpoint_quantize_on_the_cpu_fills_the_plans_cache(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    from cadence.cli import main
+    from cadence.memory import cpu_int8_cache
+    monkeypatch.setenv("CADENCE_CACHE", str(tmp_path))
+    main(["checkpoint", "quantize", str(tiny_ckpt), "--device", "cpu"])
+    printed = capsys.readouterr().out
+    written = list(tmp_path.glob("cpu_int8-*.safetensors"))
+    assert len(written) == 1 and str(written[0]) in printed and written[0] == cpu_int8_cache.cache_path(
+        __import__("cadence.checkpoint", fromlist=["fingerprint"]).fingerprint(tiny_ckpt))
