@@ -106,7 +106,7 @@ class TTS(EngineAPI):
         prep = torch.device("cpu") if on_demand or config.prepare_device == "cpu" else (
             dev if config.prepare_device == "auto" else pick_device(config.prepare_device))
         plan, _ = config.resolve_plan(dev)
-        if plan.cpu_int8:  # the int8 layers from the user's cache, built while the rest loads
+        if plan.cpu_int8:  # the int8 layers from the user's cache (built on background threads as the rest loads)
             t3, s3gen, ve, model_cfg = load_models_cached(path, family, fingerprint(path, family))
         else:
             t3, s3gen, ve, model_cfg = load_models(path, family=family)

@@ -157,3 +157,16 @@ def test_checkpoint_quantize_on_the_cpu_fills_the_plans_cache(tiny_ckpt, tmp_pat
     written = list(tmp_path.glob("cpu_int8-*.safetensors"))
     assert len(written) == 1 and str(written[0]) in printed and written[0] == cpu_int8_cache.cache_path(
         __import__("cadence.checkpoint", fromlist=["fingerprint"]).fingerprint(tiny_ckpt))
+
+
+@needs_fbgemm
+def test_cpu_bf16_plan_runs_the_flow_in_bf16_around_the_int8_layers(tiny_ckpt):
+    """Chosen by `auto` only on CPUs with native bf16; by name it runs anywhere (slowly without AMX/AVX512-BF16)."""
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, memory_plan="cpu-bf16")
+    est = tts.s3gen.flow.decoder.estimator
+    assert est.final_proj.weight.dtype == torch.bfloat16 and isinstance(est.mid_blocks[0][1][0].attn1.to_q,
+                                                                         DynamicInt8Linear)
+    assert tts.s3gen.mel2wav.f0_predictor.classifier.weight.dtype == torch.float32  # the vocoder stays fp32
+    audio = tts.generate("Hello there.", seed=1, max_new_tokens=10, speech_tokens_only=True)
+    assert audio.samples.dtype == np.float32 and np.isfinite(audio.samples).all() and audio.samples.size > 0
