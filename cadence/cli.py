@@ -317,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError("--request-tokens must be positive")
             if args.cold_probe < 0:
                 raise CliError("--cold-probe must be 0 (skip) or a number of clients")
+            if args.ray:
+                try:
+                    import ray  # noqa: F401
+                except ImportError:
+                    raise CliError("--ray needs Ray Serve: pip install 'cadence-tts[ray]'") from None
             run_serve_bench(args.model, args.device, levels, requests_per_client=args.requests_per_client,
                             max_tokens=args.long_tokens, out_json=args.out_json, out_md=args.out_md,
                             level_timeout_s=args.level_timeout_s, server_log=args.server_log,
@@ -324,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                             watermark_device=args.watermark_device, client=args.client,
                             request_tokens=args.request_tokens, cold_probe=args.cold_probe, server_options={
                                 **_slots(args), "memory_plan": args.memory_plan, "vram_budget": args.vram_budget,
-                                "encode_workers": args.encode_workers}, engine_only=args.engine_only,
+                                "encode_workers": args.encode_workers}, engine_only=args.engine_only, ray=args.ray,
                             modes={"both": (True, False), "streamed": (True,), "one-piece": (False,)}[args.modes])
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency

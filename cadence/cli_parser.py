@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--kv-slot-len", type=int, default=None,
                    help="with --concurrency, --stream and serve: KV positions per slot (default 1536)")
     b.add_argument("--encode-workers", type=int, default=None, help="with serve: the server's encoding threads")
+    b.add_argument("--ray", action="store_true",
+                   help="with serve: then the same levels through Ray Serve (one replica) on the same settings, "
+                        "for Serve's overhead against the plain server (extra cadence-tts[ray])")
     b.add_argument("--engine-only", action=argparse.BooleanOptionalAction, default=True,
                    help="with serve: replay the levels on the engine alone afterwards, for the HTTP share (default on)")
     b.add_argument("--plans", help="compare memory plans: 'all' or a comma list, e.g. bf16,int8,offload")

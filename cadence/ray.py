@@ -178,6 +178,11 @@ def patient_proxy() -> None:
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
 
 
+def _interrupt(*_) -> None:
+    """SIGTERM handler: stop the way Ctrl-C does, so Serve and the local Ray cluster are shut down."""
+    raise KeyboardInterrupt
+
+
 def run(settings: ServerSettings, options: RayOptions, address: str | None = None, blocking: bool = True):
     """Start (or join, with `address`) a Ray cluster, deploy Cadence on it and serve HTTP on settings.host/port;
     with `blocking`, until interrupted, then shut Serve and Ray down."""
@@ -190,6 +195,10 @@ def run(settings: ServerSettings, options: RayOptions, address: str | None = Non
     serve.run(build(settings, options), name="cadence", route_prefix="/", blocking=False)
     if not blocking:
         return
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (systemd, docker stop, a bench) as Ctrl-C
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         import time
         while True:

@@ -129,7 +129,9 @@ def start_server(model: str, device: str, log: str | None = None, compile: bool 
                                                                                           ["--no-watermark"])
     flags += ["--watermark-device", watermark_device] if watermark_device else []
     for name, value in (options or {}).items():
-        if value is not None:
+        if value is True:  # a switch (ray=True becomes --ray)
+            flags.append("--" + name.replace("_", "-"))
+        elif value is not None and value is not False:
             flags += ["--" + name.replace("_", "-"), str(value)]
     server = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", model, "--device", device,
                                "--port", str(port), *flags],
@@ -176,7 +178,7 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
                     compile: bool | None = None, fmt: str = "mp3", watermark: bool = False,
                     engine_only: bool = True, client: str = "openai", watermark_device: str | None = None,
                     request_tokens: int | None = None, cold_probe: int = 8,
-                    server_options: dict | None = None) -> dict:
+                    server_options: dict | None = None, ray: bool = False) -> dict:
     """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen), its
     responses in `fmt` (mp3: the OpenAI default). A level still running after `level_timeout_s` is given up:
     the server is asked for its thread stacks (SIGUSR1, into `server_log`) and the bench goes on to the next
@@ -186,8 +188,9 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
     `request_tokens`: every request's max_new_tokens (None: drawn from 75..`max_tokens`). `cold_probe`: that
     many clients send two requests each the moment the server says ready, and again once it is warm (0: skip),
     for how the first traffic after start compares with the steady state. `server_options`: more of the server's
-    settings (memory_plan, max_batch, ...; `start_server`), the engine-only replay's engine built the same way."""
-    import signal
+    settings (memory_plan, max_batch, ...; `start_server`), the engine-only replay's engine built the same way.
+    `ray`: afterwards, the same levels on the same settings served through Ray Serve with one replica
+    (`cadence serve --ray --replicas 1`), for Serve's overhead against the plain server in one run."""
     t_start = time.perf_counter()
     if client not in ("openai", "httpx"):
         raise ValueError(f"client must be openai or httpx, got {client!r}")
@@ -204,6 +207,10 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
         asyncio.run(_level(base, 2, 2, 0, 100, client_kind=client))  # warm-up
         when_warm = probe() if probe else None
         health = httpx.get(base + "/health").json()
+
+        def run_level(base_url: str, c: int, stream: bool) -> dict:
+            return asyncio.run(_level(base_url, c, c * requests_per_client, 1000 + c, max_tokens, stream,
+                                      level_timeout_s, fmt, client, request_tokens))
         res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "compile": bool(compile),
                "format": fmt, "watermark": watermark, "watermark_device": watermark_device,
                "client": client, "request_tokens": request_tokens, "ready_s": ready_s, "warm_s": warm_s, "levels": []}
@@ -211,23 +218,24 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
             res["first_traffic"] = {"after_ready": after_ready, "when_warm": when_warm,
                                     "latency_p50_ratio": after_ready["latency_p50_s"] / max(when_warm["latency_p50_s"],
                                                                                          1e-9)}
-        for stream in modes:
-            for c in levels:
-                before = engine_counters(base)
-                level = asyncio.run(_level(base, c, c * requests_per_client, 1000 + c, max_tokens, stream,
-                                           level_timeout_s, fmt, client, request_tokens))
-                if level["timed_out"] and hasattr(signal, "SIGUSR1"):
-                    server.send_signal(signal.SIGUSR1)
-                    wait_idle(base, 60)
-                after = engine_counters(base)
-                level["engine"] = {k: v - before.get(k, 0.0) for k, v in after.items()}  # over this level
-                steps = level["engine"].get("decode_steps", 0)
-                level["engine"]["mean_batch"] = level["engine"].get("request_steps", 0) / steps if steps else 0.0
-                res["levels"].append(level)
-                print(json.dumps(res["levels"][-1]))
+        res["levels"] = _run_levels(server, base, levels, modes, run_level)
     finally:
         server.terminate()
         server.wait(60)
+    if ray:  # the same settings and levels through Ray Serve, one replica, on the same machine right after
+        try:
+            server, base = start_server(model, device, server_log, compile, watermark, watermark_device,
+                                        {**(server_options or {}), "ray": True, "replicas": 1})
+        except RuntimeError as exc:  # the plain server's figures are kept; the report says why Serve's are missing
+            res["ray_error"] = str(exc)
+            print(f"Ray Serve: {exc} (its output: the server log)", file=sys.stderr)
+        else:
+            try:
+                asyncio.run(_level(base, 2, 2, 0, 100, client_kind=client))  # warm-up
+                res["ray_levels"] = _run_levels(server, base, levels, modes, run_level)
+            finally:
+                server.terminate()
+                server.wait(120)
     if engine_only:
         from .engine_replay import replay
         plan = [(lv["concurrency"], level_bodies(lv["requests"], 1000 + lv["concurrency"], max_tokens, lv["stream"],
@@ -239,6 +247,26 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
             lv["http_share_of_engine"] = lv["x_realtime"] / eng["x_realtime"] if eng["x_realtime"] else 0.0
     write_report(res, markdown(res), out_json, out_md)
     return res
+
+
+def _run_levels(server: subprocess.Popen, base: str, levels: list[int], modes, run_level) -> list[dict]:
+    """Every mode's levels against one running server, each with the engine's counters over it (from /metrics)."""
+    import signal
+    out = []
+    for stream in modes:
+        for c in levels:
+            before = engine_counters(base)
+            level = run_level(base, c, stream)
+            if level["timed_out"] and hasattr(signal, "SIGUSR1"):
+                server.send_signal(signal.SIGUSR1)
+                wait_idle(base, 60)
+            after = engine_counters(base)
+            level["engine"] = {k: v - before.get(k, 0.0) for k, v in after.items()}  # over this level
+            steps = level["engine"].get("decode_steps", 0)
+            level["engine"]["mean_batch"] = level["engine"].get("request_steps", 0) / steps if steps else 0.0
+            out.append(level)
+            print(json.dumps(level), flush=True)
+    return out
 
 
 def markdown(res: dict) -> str:
@@ -267,4 +295,18 @@ def markdown(res: dict) -> str:
                      f"**{lv['x_realtime']:.1f}** | {f'{eng:.1f}' if eng else '–'} | {share} | "
                      f"{lv['ttfa_p50_s']:.2f} s | {lv['ttfa_p99_s']:.2f} s | "
                      f"{lv['latency_p50_s']:.2f} s | {lv['latency_p99_s']:.2f} s |")
+    if res.get("ray_error"):
+        lines += ["", f"Through Ray Serve: not measured, the server did not start ({res['ray_error']})."]
+    if res.get("ray_levels"):
+        lines += ["", "The same levels through Ray Serve (`cadence serve --ray --replicas 1`, the same settings), "
+                  "started after the plain server on the same machine:", "",
+                  "| clients | mode | requests ok / sent | errors | × real time | plain | Serve / plain | TTFA p50 "
+                  "| plain | Serve − plain | latency p50 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for lv, plain in zip(res["ray_levels"], res["levels"]):
+            mode = "streamed" if lv.get("stream", True) else "one piece"
+            ratio = lv["x_realtime"] / plain["x_realtime"] if plain["x_realtime"] else 0.0
+            lines.append(f"| {lv['concurrency']} | {mode} | {lv['ok']} / {lv['requests']} | {lv['errors'] or 0} | "
+                         f"**{lv['x_realtime']:.1f}** | {plain['x_realtime']:.1f} | {100 * ratio:.1f}% | "
+                         f"{lv['ttfa_p50_s'] * 1000:.0f} ms | {plain['ttfa_p50_s'] * 1000:.0f} ms | "
+                         f"{(lv['ttfa_p50_s'] - plain['ttfa_p50_s']) * 1000:+.0f} ms | {lv['latency_p50_s']:.2f} s |")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_cuda_matches_cpu_teacher_forced(tiny_ckpt):
     from cadence.sampling_params import SamplingParams
     from cadence.tts import TTS
-    cpu = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False)
+    cpu = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, memory_plan="fp32")  # the exact CPU path
     gpu = TTS.from_dir(tiny_ckpt, device="cuda", watermark=False, dtype="float32")
     p = SamplingParams(max_new_tokens=16, seed=1)
     voice = cpu.default_voice
