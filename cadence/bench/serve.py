@@ -149,7 +149,7 @@ def start_server(model: str, device: str, log: str | None = None, compile: bool 
             if health["status"] == "error":
                 server.terminate()
                 raise RuntimeError(f"server failed to load: {health.get('error')}")
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):  # not up yet, or a proxy's plain-text answer while it starts
             pass
         if time.time() > deadline or server.poll() is not None:
             server.terminate()
