@@ -252,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many")
     ray.add_argument("--target-queue", type=int, default=64,
                      help="ongoing requests per replica the autoscaler aims at (default 64)")
-    ray.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPU cores Ray reserves per replica")
+    ray.add_argument("--cpus-per-replica", type=float, default=None,
+                     help="CPU cores (and torch threads) per replica (default: the cluster's cores per GPU, or per "
+                          "replica on CPUs)")
     doc = sub.add_parser("doctor", help="device, free VRAM and the memory plan auto would choose")
     doc.add_argument("--vram-budget", help="a budget such as 1.5GB, or auto for 90%% of free VRAM")
     doc.add_argument("--measure", action="store_true",

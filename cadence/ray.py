@@ -32,8 +32,10 @@ class RayOptions:
     max_replicas: int | None = None
     target_queue: int = 64
     """Ongoing requests per replica the autoscaler aims at (a replica decodes up to max_batch at once)."""
-    cpus_per_replica: float = 1.0
-    """CPU cores Ray reserves per replica (a CPU replica computes on them; a GPU one needs a few for its threads)."""
+    cpus_per_replica: float | None = None
+    """CPU cores Ray reserves per replica. Ray also gives the replica that many torch/OpenMP threads, and a GPU
+    replica's CPU work (the watermark lanes, audio encoding, voice preparation) runs on them. None: the cluster's
+    cores shared out — per GPU for GPU replicas, per replica (the autoscaling maximum) for CPU ones."""
 
     def __post_init__(self):
         if self.replicas != "auto" and (isinstance(self.replicas, bool) or not isinstance(self.replicas, int)
@@ -43,8 +45,8 @@ class RayOptions:
             raise ValueError("set both min_replicas and max_replicas (autoscaling), or neither")
         if self.min_replicas is not None and not 0 < self.min_replicas <= self.max_replicas:
             raise ValueError(f"need 0 < min_replicas <= max_replicas, got {self.min_replicas}, {self.max_replicas}")
-        if self.target_queue < 1 or self.cpus_per_replica < 0:
-            raise ValueError("target_queue must be >= 1 and cpus_per_replica >= 0")
+        if self.target_queue < 1 or (self.cpus_per_replica is not None and self.cpus_per_replica <= 0):
+            raise ValueError("target_queue must be >= 1 and cpus_per_replica > 0")
 
 
 class _NamedResponses:
@@ -136,13 +138,17 @@ def build(settings: ServerSettings | dict | None = None, options: RayOptions | N
         options = options or RayOptions(**opts)
     options = options or RayOptions()
     gpu = settings.device != "cpu" and _ray_gpus() > 0
-    actor = {"num_cpus": options.cpus_per_replica, "num_gpus": 1 if gpu else 0}
     if options.min_replicas is not None:
+        n = options.max_replicas
         scale = {"autoscaling_config": {"min_replicas": options.min_replicas, "max_replicas": options.max_replicas,
                                         "target_ongoing_requests": options.target_queue}}
     else:
         n = options.replicas if options.replicas != "auto" else max(1, int(_ray_gpus()))
         scale = {"num_replicas": n}
+    cpus = options.cpus_per_replica
+    if cpus is None:
+        cpus = replica_cpus(_ray_cpus(), _ray_gpus() if gpu else 0.0, n)
+    actor = {"num_cpus": cpus, "num_gpus": 1 if gpu else 0}
     deployment = serve.deployment(_replica_class(), name="cadence", ray_actor_options=actor,
                                   max_ongoing_requests=routing_depth(settings), health_check_period_s=5, **scale)
     return deployment.bind(asdict(settings))
@@ -154,6 +160,19 @@ def routing_depth(settings: ServerSettings) -> int:
     offered the next request and refuses it itself, with the server's 429, Retry-After and OpenAI-shaped body,
     which a client retries; Serve's own answer to an overfull proxy queue would be a bare 503."""
     return settings.max_queue + (settings.max_batch or 64) + 1
+
+
+def replica_cpus(cluster_cpus: float, cluster_gpus: float, replicas: int) -> int:
+    """The cores a replica reserves by default: the cluster's per GPU for GPU replicas, else per replica; at least
+    one. Ray runs a replica's torch with that many threads (OMP_NUM_THREADS): with Ray's usual single core a GPU
+    replica's CPU-side work (watermark, encoding) ran on one thread."""
+    share = cluster_cpus / cluster_gpus if cluster_gpus > 0 else cluster_cpus / max(1, replicas)
+    return max(1, int(share))
+
+
+def _ray_cpus() -> float:
+    import ray
+    return ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
 
 
 def _ray_gpus() -> float:

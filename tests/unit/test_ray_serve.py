@@ -121,10 +121,23 @@ def test_a_killed_replica_is_replaced_and_requests_keep_being_answered(cluster):
 
 
 @pytest.mark.parametrize("flags, message", [(["--replicas", "zero"], "--replicas must be a positive integer"),
-                                            (["--min-replicas", "2"], "set both min_replicas and max_replicas")])
+                                            (["--min-replicas", "2"], "set both min_replicas and max_replicas"),
+                                            (["--cpus-per-replica", "0"], "cpus_per_replica > 0")])
 def test_ray_flags_are_checked_before_anything_starts(tiny_ckpt, flags, message):
     import sys
     run = subprocess.run([sys.executable, "-m", "cadence.cli", "serve", "--ray", "--model", str(tiny_ckpt), *flags],
                          capture_output=True, text=True, timeout=120)
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert run.returncode == 2 and len(lines) == 1 and message in lines[0], run.stderr[-1000:]
+
+
+def test_a_replica_reserves_its_share_of_the_cores_and_so_its_torch_threads():
+    """Ray gives an actor as many torch/OpenMP threads as cores it reserves; with Ray's default of one core a GPU
+    replica's watermark lanes and encoders ran on one thread."""
+    from cadence.ray import replica_cpus
+    assert replica_cpus(16, 1, 1) == 16  # one GPU: the node's cores
+    assert replica_cpus(128, 8, 8) == 16  # per GPU, however many replicas
+    assert replica_cpus(2, 0, 1) == 2 and replica_cpus(16, 0, 4) == 4  # CPU replicas share the cores
+    assert replica_cpus(2, 0, 4) == 1  # never below one core
+    with pytest.raises(ValueError, match="cpus_per_replica"):
+        RayOptions(cpus_per_replica=0)
