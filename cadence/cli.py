@@ -193,6 +193,14 @@ def _innermost(parser, args):
         parser = subs[0].choices[chosen]
 
 
+def _need_ray() -> None:
+    """--ray on serve or bench serve: Ray Serve must be installed (one line, exit 2, before anything starts)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise CliError("--ray needs Ray Serve: pip install 'cadence-tts[ray]'") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
     parser = build_parser()
@@ -246,10 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 options = RayOptions(replicas=replicas, min_replicas=args.min_replicas,
                                      max_replicas=args.max_replicas, target_queue=args.target_queue,
                                      cpus_per_replica=args.cpus_per_replica)
-                try:
-                    import ray  # noqa: F401
-                except ImportError:
-                    raise CliError("--ray needs Ray Serve: pip install 'cadence-tts[ray]'") from None
+                _need_ray()
                 run(settings, options, address=args.ray_address)
                 return
             import faulthandler
@@ -318,10 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.cold_probe < 0:
                 raise CliError("--cold-probe must be 0 (skip) or a number of clients")
             if args.ray:
-                try:
-                    import ray  # noqa: F401
-                except ImportError:
-                    raise CliError("--ray needs Ray Serve: pip install 'cadence-tts[ray]'") from None
+                _need_ray()
             run_serve_bench(args.model, args.device, levels, requests_per_client=args.requests_per_client,
                             max_tokens=args.long_tokens, out_json=args.out_json, out_md=args.out_md,
                             level_timeout_s=args.level_timeout_s, server_log=args.server_log,
