@@ -324,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError("--cold-probe must be 0 (skip) or a number of clients")
             if args.ray:
                 _need_ray()
+                if args.ray_rounds < 1:
+                    raise CliError("--ray-rounds must be at least 1")
             run_serve_bench(args.model, args.device, levels, requests_per_client=args.requests_per_client,
                             max_tokens=args.long_tokens, out_json=args.out_json, out_md=args.out_md,
                             level_timeout_s=args.level_timeout_s, server_log=args.server_log,
@@ -332,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                             request_tokens=args.request_tokens, cold_probe=args.cold_probe, server_options={
                                 **_slots(args), "memory_plan": args.memory_plan, "vram_budget": args.vram_budget,
                                 "encode_workers": args.encode_workers}, engine_only=args.engine_only, ray=args.ray,
+                            ray_rounds=args.ray_rounds,
                             modes={"both": (True, False), "streamed": (True,), "one-piece": (False,)}[args.modes])
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency

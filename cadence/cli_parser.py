@@ -150,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --concurrency, --stream and serve: KV positions per slot (default 1536)")
     b.add_argument("--encode-workers", type=int, default=None, help="with serve: the server's encoding threads")
     b.add_argument("--ray", action="store_true",
-                   help="with serve: then the same levels through Ray Serve (one replica) on the same settings, "
+                   help="with serve: also Ray Serve (one replica) on the same settings beside the plain server, "
                         "for Serve's overhead against the plain server (extra cadence-tts[ray])")
+    b.add_argument("--ray-rounds", type=int, default=2,
+                   help="with serve --ray: rounds of the levels run against both servers in turn, both up at once "
+                        "(default 2; medians over rounds)")
     b.add_argument("--engine-only", action=argparse.BooleanOptionalAction, default=True,
                    help="with serve: replay the levels on the engine alone afterwards, for the HTTP share (default on)")
     b.add_argument("--plans", help="compare memory plans: 'all' or a comma list, e.g. bf16,int8,offload")

@@ -21,6 +21,8 @@ import numpy as np
 
 from .http_clients import level_client, one_httpx, one_openai
 from .offline import LONG_TEXT, write_report
+from .serve_ray import interleaved_rounds, summarize
+from .serve_ray import markdown as ray_markdown
 
 
 def _port() -> int:
@@ -178,7 +180,7 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
                     compile: bool | None = None, fmt: str = "mp3", watermark: bool = False,
                     engine_only: bool = True, client: str = "openai", watermark_device: str | None = None,
                     request_tokens: int | None = None, cold_probe: int = 8,
-                    server_options: dict | None = None, ray: bool = False) -> dict:
+                    server_options: dict | None = None, ray: bool = False, ray_rounds: int = 2) -> dict:
     """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen), its
     responses in `fmt` (mp3: the OpenAI default). A level still running after `level_timeout_s` is given up:
     the server is asked for its thread stacks (SIGUSR1, into `server_log`) and the bench goes on to the next
@@ -189,12 +191,14 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
     many clients send two requests each the moment the server says ready, and again once it is warm (0: skip),
     for how the first traffic after start compares with the steady state. `server_options`: more of the server's
     settings (memory_plan, max_batch, ...; `start_server`), the engine-only replay's engine built the same way.
-    `ray`: afterwards, the same levels on the same settings served through Ray Serve with one replica
-    (`cadence serve --ray --replicas 1`), for Serve's overhead against the plain server in one run."""
+    `ray`: Ray Serve with one replica (`cadence serve --ray --replicas 1`, the same settings) started beside the
+    plain server once it is warm, and the levels run against both in turn for `ray_rounds` rounds
+    (`serve_ray.interleaved_rounds`), for Serve's overhead against the plain server in one run."""
     t_start = time.perf_counter()
     if client not in ("openai", "httpx"):
         raise ValueError(f"client must be openai or httpx, got {client!r}")
     server, base = start_server(model, device, server_log, compile, watermark, watermark_device, server_options)
+    servers = {base: server}
     ready_s = time.perf_counter() - t_start
     # The first traffic after ready (graphs still being captured), then the same requests once warm.
     probe = (lambda: asyncio.run(_level(base, cold_probe, 2 * cold_probe, 7, max_tokens, modes[0], None, fmt,
@@ -211,6 +215,9 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
         def run_level(base_url: str, c: int, stream: bool) -> dict:
             return asyncio.run(_level(base_url, c, c * requests_per_client, 1000 + c, max_tokens, stream,
                                       level_timeout_s, fmt, client, request_tokens))
+
+        def run_levels(base_url: str, lvs: list[int], mds) -> list[dict]:
+            return _run_levels(servers[base_url], base_url, lvs, mds, run_level)
         res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "compile": bool(compile),
                "format": fmt, "watermark": watermark, "watermark_device": watermark_device,
                "client": client, "request_tokens": request_tokens, "ready_s": ready_s, "warm_s": warm_s, "levels": []}
@@ -218,24 +225,19 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
             res["first_traffic"] = {"after_ready": after_ready, "when_warm": when_warm,
                                     "latency_p50_ratio": after_ready["latency_p50_s"] / max(when_warm["latency_p50_s"],
                                                                                          1e-9)}
-        res["levels"] = _run_levels(server, base, levels, modes, run_level)
-    finally:
-        server.terminate()
-        server.wait(60)
-    if ray:  # the same settings and levels through Ray Serve, one replica, on the same machine right after
-        try:
-            server, base = start_server(model, device, server_log, compile, watermark, watermark_device,
-                                        {**(server_options or {}), "ray": True, "replicas": 1})
-        except RuntimeError as exc:  # the plain server's figures are kept; the report says why Serve's are missing
-            res["ray_error"] = str(exc)
-            print(f"Ray Serve: {exc} (its output: the server log)", file=sys.stderr)
+        serve_base = _start_ray_beside(res, servers, model, device, server_log, compile, watermark,
+                                       watermark_device, server_options, client) if ray else None
+        if serve_base:
+            rounds = interleaved_rounds(base, serve_base, levels, modes, ray_rounds, run_levels)
+            res.update(levels=rounds[0]["plain"], ray_levels=rounds[0]["serve"], ray_rounds=rounds,
+                       ray_summary=summarize(rounds))
         else:
-            try:
-                asyncio.run(_level(base, 2, 2, 0, 100, client_kind=client))  # warm-up
-                res["ray_levels"] = _run_levels(server, base, levels, modes, run_level)
-            finally:
-                server.terminate()
-                server.wait(120)
+            res["levels"] = run_levels(base, levels, modes)
+    finally:
+        for proc in servers.values():
+            proc.terminate()
+        for proc in servers.values():
+            proc.wait(120)
     if engine_only:
         from .engine_replay import replay
         plan = [(lv["concurrency"], level_bodies(lv["requests"], 1000 + lv["concurrency"], max_tokens, lv["stream"],
@@ -247,6 +249,22 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
             lv["http_share_of_engine"] = lv["x_realtime"] / eng["x_realtime"] if eng["x_realtime"] else 0.0
     write_report(res, markdown(res), out_json, out_md)
     return res
+
+
+def _start_ray_beside(res: dict, servers: dict, model, device, server_log, compile, watermark, watermark_device,
+                      server_options, client) -> str | None:
+    """`cadence serve --ray --replicas 1` on the same settings, beside the running plain server; its base URL, or
+    None with `res["ray_error"]` saying why (the plain server's figures are then kept alone)."""
+    try:
+        server, base = start_server(model, device, server_log, compile, watermark, watermark_device,
+                                    {**(server_options or {}), "ray": True, "replicas": 1})
+    except RuntimeError as exc:
+        res["ray_error"] = str(exc)
+        print(f"Ray Serve: {exc} (its output: the server log)", file=sys.stderr)
+        return None
+    servers[base] = server
+    asyncio.run(_level(base, 2, 2, 0, 100, client_kind=client))  # warm-up
+    return base
 
 
 def _run_levels(server: subprocess.Popen, base: str, levels: list[int], modes, run_level) -> list[dict]:
@@ -297,16 +315,5 @@ def markdown(res: dict) -> str:
                      f"{lv['latency_p50_s']:.2f} s | {lv['latency_p99_s']:.2f} s |")
     if res.get("ray_error"):
         lines += ["", f"Through Ray Serve: not measured, the server did not start ({res['ray_error']})."]
-    if res.get("ray_levels"):
-        lines += ["", "The same levels through Ray Serve (`cadence serve --ray --replicas 1`, the same settings), "
-                  "started after the plain server on the same machine:", "",
-                  "| clients | mode | requests ok / sent | errors | × real time | plain | Serve / plain | TTFA p50 "
-                  "| plain | Serve − plain | latency p50 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for lv, plain in zip(res["ray_levels"], res["levels"]):
-            mode = "streamed" if lv.get("stream", True) else "one piece"
-            ratio = lv["x_realtime"] / plain["x_realtime"] if plain["x_realtime"] else 0.0
-            lines.append(f"| {lv['concurrency']} | {mode} | {lv['ok']} / {lv['requests']} | {lv['errors'] or 0} | "
-                         f"**{lv['x_realtime']:.1f}** | {plain['x_realtime']:.1f} | {100 * ratio:.1f}% | "
-                         f"{lv['ttfa_p50_s'] * 1000:.0f} ms | {plain['ttfa_p50_s'] * 1000:.0f} ms | "
-                         f"{(lv['ttfa_p50_s'] - plain['ttfa_p50_s']) * 1000:+.0f} ms | {lv['latency_p50_s']:.2f} s |")
+    lines += ray_markdown(res.get("ray_summary") or [])
     return "\n".join(lines) + "\n"
