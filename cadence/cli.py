@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 replicas = args.replicas if args.replicas == "auto" else _positive_int(args.replicas, "--replicas")
                 options = RayOptions(replicas=replicas, min_replicas=args.min_replicas,
                                      max_replicas=args.max_replicas, target_queue=args.target_queue,
-                                     cpus_per_replica=args.cpus_per_replica)
+                                     cpus_per_replica=args.cpus_per_replica, proxy=args.ray_proxy)
                 _need_ray()
                 run(settings, options, address=args.ray_address)
                 return
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                             request_tokens=args.request_tokens, cold_probe=args.cold_probe, server_options={
                                 **_slots(args), "memory_plan": args.memory_plan, "vram_budget": args.vram_budget,
                                 "encode_workers": args.encode_workers}, engine_only=args.engine_only, ray=args.ray,
-                            ray_rounds=args.ray_rounds,
+                            ray_rounds=args.ray_rounds, ray_proxy=args.ray_proxy,
                             modes={"both": (True, False), "streamed": (True,), "one-piece": (False,)}[args.modes])
         elif args.command == "bench" and args.concurrency:
             from .bench.concurrency import run_concurrency

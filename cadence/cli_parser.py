@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ray", action="store_true",
                    help="with serve: also Ray Serve (one replica) on the same settings beside the plain server, "
                         "for Serve's overhead against the plain server (extra cadence-tts[ray])")
+    b.add_argument("--ray-proxy", choices=("serve", "haproxy"), default="serve",
+                   help="with serve --ray: the Serve server's --ray-proxy")
     b.add_argument("--ray-rounds", type=int, default=2,
                    help="with serve --ray: rounds of the levels run against both servers in turn, both up at once "
                         "(default 2; medians over rounds)")
@@ -255,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many")
     ray.add_argument("--target-queue", type=int, default=64,
                      help="ongoing requests per replica the autoscaler aims at (default 64)")
+    ray.add_argument("--ray-proxy", choices=("serve", "haproxy"), default="serve",
+                     help="HTTP in front of the replicas: serve (Serve's proxy actor, default) or haproxy (Serve's "
+                          "HAProxy mode: replicas serve HTTP themselves behind HAProxy)")
     ray.add_argument("--cpus-per-replica", type=float, default=None,
                      help="CPU cores (and torch threads) per replica (default: the cluster's cores per GPU, or per "
                           "replica on CPUs)")

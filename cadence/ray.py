@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from .server.settings import ServerSettings
 
 REPLICA_HEADER = b"x-cadence-replica"
+PROXIES = ("serve", "haproxy")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class RayOptions:
     max_replicas: int | None = None
     target_queue: int = 64
     """Ongoing requests per replica the autoscaler aims at (a replica decodes up to max_batch at once)."""
+    proxy: str = "serve"
+    """What carries HTTP to the replicas: "serve" (Serve's proxy actor: Python, each streamed chunk a Ray object) or
+    "haproxy" (Serve's HAProxy mode: HAProxy on the port, least-connections routing, and each replica serving HTTP
+    itself through its own uvicorn, so requests and streams never pass through a Python proxy)."""
     cpus_per_replica: float | None = None
     """CPU cores Ray reserves per replica. Ray also gives the replica that many torch/OpenMP threads, and a GPU
     replica's CPU work (the watermark lanes, audio encoding, voice preparation) runs on them. None: the cluster's
@@ -45,6 +50,8 @@ class RayOptions:
             raise ValueError("set both min_replicas and max_replicas (autoscaling), or neither")
         if self.min_replicas is not None and not 0 < self.min_replicas <= self.max_replicas:
             raise ValueError(f"need 0 < min_replicas <= max_replicas, got {self.min_replicas}, {self.max_replicas}")
+        if self.proxy not in PROXIES:
+            raise ValueError(f"proxy must be one of {', '.join(PROXIES)}, got {self.proxy!r}")
         if self.target_queue < 1 or (self.cpus_per_replica is not None and self.cpus_per_replica <= 0):
             raise ValueError("target_queue must be >= 1 and cpus_per_replica > 0")
 
@@ -197,6 +204,12 @@ def patient_proxy() -> None:
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
 
 
+def proxy_environment(proxy: str) -> dict[str, str]:
+    """The environment that selects Serve's HTTP proxy (`RayOptions.proxy`): Ray reads it when Serve's processes
+    start, so it goes to this process and, through the job's runtime environment, to the controller and proxies."""
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1" if proxy == "haproxy" else "0"}
+
+
 def _interrupt(*_) -> None:
     """SIGTERM handler: stop the way Ctrl-C does, so Serve and the local Ray cluster are shut down."""
     raise KeyboardInterrupt
@@ -205,10 +218,12 @@ def _interrupt(*_) -> None:
 def run(settings: ServerSettings, options: RayOptions, address: str | None = None, blocking: bool = True):
     """Start (or join, with `address`) a Ray cluster, deploy Cadence on it and serve HTTP on settings.host/port;
     with `blocking`, until interrupted, then shut Serve and Ray down."""
+    env = proxy_environment(options.proxy)
+    os.environ.update(env)  # before Serve's constants are read here; the cluster's processes get it below
     import ray
     from ray import serve
     patient_proxy()
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, runtime_env={"env_vars": env},
              log_to_driver=os.environ.get("CADENCE_RAY_LOGS", "1") != "0")
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build(settings, options), name="cadence", route_prefix="/", blocking=False)

@@ -180,7 +180,8 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
                     compile: bool | None = None, fmt: str = "mp3", watermark: bool = False,
                     engine_only: bool = True, client: str = "openai", watermark_device: str | None = None,
                     request_tokens: int | None = None, cold_probe: int = 8,
-                    server_options: dict | None = None, ray: bool = False, ray_rounds: int = 2) -> dict:
+                    server_options: dict | None = None, ray: bool = False, ray_rounds: int = 2,
+                    ray_proxy: str = "serve") -> dict:
     """Each level runs once per mode: streamed (audio while T3 decodes) and in one piece (batched S3Gen), its
     responses in `fmt` (mp3: the OpenAI default). A level still running after `level_timeout_s` is given up:
     the server is asked for its thread stacks (SIGUSR1, into `server_log`) and the bench goes on to the next
@@ -193,7 +194,8 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
     settings (memory_plan, max_batch, ...; `start_server`), the engine-only replay's engine built the same way.
     `ray`: Ray Serve with one replica (`cadence serve --ray --replicas 1`, the same settings) started beside the
     plain server once it is warm, and the levels run against both in turn for `ray_rounds` rounds
-    (`serve_ray.interleaved_rounds`), for Serve's overhead against the plain server in one run."""
+    (`serve_ray.interleaved_rounds`), for Serve's overhead against the plain server in one run; `ray_proxy`: the
+    server's `--ray-proxy`."""
     t_start = time.perf_counter()
     if client not in ("openai", "httpx"):
         raise ValueError(f"client must be openai or httpx, got {client!r}")
@@ -219,6 +221,7 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
         def run_levels(base_url: str, lvs: list[int], mds) -> list[dict]:
             return _run_levels(servers[base_url], base_url, lvs, mds, run_level)
         res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "compile": bool(compile),
+               "ray_proxy": ray_proxy if ray else None,
                "format": fmt, "watermark": watermark, "watermark_device": watermark_device,
                "client": client, "request_tokens": request_tokens, "ready_s": ready_s, "warm_s": warm_s, "levels": []}
         if probe:
@@ -226,7 +229,8 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
                                     "latency_p50_ratio": after_ready["latency_p50_s"] / max(when_warm["latency_p50_s"],
                                                                                          1e-9)}
         serve_base = _start_ray_beside(res, servers, model, device, server_log, compile, watermark,
-                                       watermark_device, server_options, client) if ray else None
+                                       watermark_device, {**(server_options or {}), "ray_proxy": ray_proxy},
+                                       client) if ray else None
         if serve_base:
             rounds = interleaved_rounds(base, serve_base, levels, modes, ray_rounds, run_levels)
             res.update(levels=rounds[0]["plain"], ray_levels=rounds[0]["serve"], ray_rounds=rounds,
@@ -315,5 +319,5 @@ def markdown(res: dict) -> str:
                      f"{lv['latency_p50_s']:.2f} s | {lv['latency_p99_s']:.2f} s |")
     if res.get("ray_error"):
         lines += ["", f"Through Ray Serve: not measured, the server did not start ({res['ray_error']})."]
-    lines += ray_markdown(res.get("ray_summary") or [])
+    lines += ray_markdown(res.get("ray_summary") or [], res.get("ray_proxy") or "serve")
     return "\n".join(lines) + "\n"

@@ -53,12 +53,13 @@ def summarize(rounds: list[dict]) -> list[dict]:
     return summary
 
 
-def markdown(summary: list[dict]) -> list[str]:
+def markdown(summary: list[dict], proxy: str = "serve") -> list[str]:
     """The report's lines for the side-by-side rounds."""
     if not summary:
         return []
     n = summary[0]["rounds"]
-    lines = ["", f"Through Ray Serve (`cadence serve --ray --replicas 1`, the same settings), both servers up at once "
+    lines = ["", f"Through Ray Serve (`cadence serve --ray --replicas 1 --ray-proxy {proxy}`, the same settings), "
+             "both servers up at once "
              f"on the same machine, each level run against each in turn, {n} round{'s' if n > 1 else ''} (the order "
              "flipped every round); medians over the rounds, every round's own figure after them:", "",
              "| clients | mode | plain × real time | Serve × real time | Serve / plain | per round | TTFA p50 plain "
