@@ -35,3 +35,12 @@ def test_bench_serve_measures_the_same_levels_through_ray_serve_then_sigterm_lea
     while _ray_processes() and time.time() < deadline:
         time.sleep(0.5)
     assert not _ray_processes(), _ray_processes()
+
+
+def test_bench_serve_refuses_zero_rounds_with_one_line(tiny_ckpt):
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "cadence.cli", "bench", "serve", "--model", str(tiny_ckpt),
+                          "--device", "cpu", "--ray", "--ray-rounds", "0"], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and "--ray-rounds must be at least 1" in lines[0], run.stderr
