@@ -124,3 +124,14 @@ def quantize_cpu_int8_(t3: nn.Module, s3gen: nn.Module, fingerprint: str | None 
     if n and fingerprint is not None:
         cpu_int8_cache.save({"t3": t3, "flow": s3gen.flow}, fingerprint)
     return n
+
+
+def use_blocked_attention_(s3gen: nn.Module) -> int:
+    """The CFM estimator's attention computed a block of heads at a time (`layers.blocked_attention`); -> how many
+    attention modules it set."""
+    from ..layers.blocked_attention import blocked_attention
+    from ..models.s3gen.estimator import Attention
+    modules = [m for m in s3gen.flow.decoder.modules() if isinstance(m, Attention)]
+    for m in modules:
+        m.attend = blocked_attention
+    return len(modules)

@@ -20,6 +20,9 @@ class MemoryPlan:
     cpu_int8: bool = False
     """Dynamic int8 (FBGEMM) for T3's backbone projections and the CFM estimator's transformer projections: the
     CPU plans (`cadence.memory.cpu_int8`)."""
+    blocked_attention: bool = False
+    """The CFM estimator's attention a block of heads at a time in plain batched matmuls
+    (`cadence.layers.blocked_attention`): on a CPU with native bf16, about twice the fused kernel's speed."""
     offload: bool = False
     """Sequential offload: T3 and S3Gen live in pinned CPU memory; only the running stage is on the GPU."""
     compile: bool = False
@@ -52,7 +55,9 @@ CPU_PLANS: dict[str, MemoryPlan] = {
     "cpu-int8": MemoryPlan("cpu-int8", torch.float32, torch.float32, torch.float32, cpu_int8=True,
                            note="CPU: dynamic int8 T3 and estimator projections (FBGEMM), fp32 elsewhere"),
     "cpu-bf16": MemoryPlan("cpu-bf16", torch.float32, torch.bfloat16, torch.float32, cpu_int8=True,
-                           note="CPU with native bf16 (AMX, AVX512-BF16): cpu-int8 with the flow in bf16"),
+                           blocked_attention=True,
+                           note="CPU with native bf16 (AMX, AVX512-BF16): cpu-int8 with the flow in bf16 and its "
+                                "attention in blocked bf16 matmuls"),
 }
 BUDGET_ORDER = ("bf16", "bf16-lowmem", "int8", "offload")
 

@@ -10,6 +10,8 @@ from cadence.config import EngineConfig
 from cadence.memory import cpu_int8
 from cadence.memory.cpu_int8 import DynamicInt8Linear, quantize_dynamic_int8_
 from cadence.memory.plan import choose_cpu_plan, choose_plan
+from cadence.layers.blocked_attention import blocked_attention, heads_per_block, sdpa_attention
+from cadence.models.s3gen.estimator import Attention
 
 needs_fbgemm = pytest.mark.skipif(not cpu_int8.available(), reason="this PyTorch build has no FBGEMM")
 
@@ -168,5 +170,32 @@ def test_cpu_bf16_plan_runs_the_flow_in_bf16_around_the_int8_layers(tiny_ckpt):
     assert est.final_proj.weight.dtype == torch.bfloat16 and isinstance(est.mid_blocks[0][1][0].attn1.to_q,
                                                                          DynamicInt8Linear)
     assert tts.s3gen.mel2wav.f0_predictor.classifier.weight.dtype == torch.float32  # the vocoder stays fp32
+    assert all(m.attend is blocked_attention for m in est.modules() if isinstance(m, Attention))
     audio = tts.generate("Hello there.", seed=1, max_new_tokens=10, speech_tokens_only=True)
     assert audio.samples.dtype == np.float32 and np.isfinite(audio.samples).all() and audio.samples.size > 0
+
+
+def test_blocked_attention_equals_the_fused_kernel_with_and_without_padding(monkeypatch):
+    """Every block size, fp32 (to rounding) and bf16 (to bf16's rounding), a padded row beside a full one."""
+    torch.manual_seed(0)
+    B, H, T, D = 2, 8, 48, 64
+    q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
+    mask = torch.ones(B, T)
+    mask[1, 30:] = 0
+    bias = ((1.0 - mask) * -1.0e10)[:, None, None]  # (B, 1, 1, T), as the estimator builds it
+    for b in (None, bias):
+        want = sdpa_attention(q, k, v, b)
+        for budget in (1, 2 * T * T * 4, 10 ** 9):  # blocks of 1, 2 and all 8 heads
+            monkeypatch.setattr("cadence.layers.blocked_attention.SCORE_BLOCK_BYTES", budget)
+            got = blocked_attention(q, k, v, b)
+            assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (budget, (got - want).abs().max())
+        low = blocked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None if b is None else b.bfloat16())
+        assert low.dtype == torch.bfloat16 and ((low.float() - want).norm() / want.norm()) < 0.02
+
+
+def test_heads_per_block_keeps_the_scores_within_the_budget():
+    assert heads_per_block(8, 600, 2) == 4  # 4 x 600 x 600 x 2 B = 2.9 MB of 5 MB
+    assert heads_per_block(8, 1300, 2) == 1  # one head's scores (3.4 MB) already fill it
+    assert heads_per_block(8, 3000, 2) == 1  # never fewer than one head
+    assert heads_per_block(6, 10, 2) == 2  # a power-of-two divisor of the head count
+    assert heads_per_block(8, 10, 2) == 8

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...layers.blocked_attention import sdpa_attention
+
 
 @dataclass(frozen=True)
 class EstimatorConfig:
@@ -68,6 +70,7 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(dim, inner, bias=False)
         self.to_v = nn.Linear(dim, inner, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
+        self.attend = sdpa_attention  # (q, k, v, bias) -> out; a CPU plan swaps in its blocked form
 
     def forward(self, x, bias):
         """x (B, T, C); bias (B, 1, 1, T) additive key-padding bias."""
@@ -76,8 +79,7 @@ class Attention(nn.Module):
         def heads(t):  # (B, T, H*D) -> (B, H, T, D)
             return t.view(B, T, self.heads, -1).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(self.to_q(x)), heads(self.to_k(x)), heads(self.to_v(x)),
-                                             attn_mask=bias)
+        out = self.attend(heads(self.to_q(x)), heads(self.to_k(x)), heads(self.to_v(x)), bias)
         return self.to_out[0](out.transpose(1, 2).reshape(B, T, -1))
 
 
