@@ -119,7 +119,7 @@ class TTS(EngineAPI):
         if plan.cpu_int8:
             quantize_cpu_int8_(t3, s3gen, fingerprint(path, family.name))
         if plan.blocked_attention:
-            use_blocked_attention_(s3gen)
+            use_blocked_attention_(s3gen.flow)
         tokenizer = family.load_tokenizer(path)
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
         attach_query_taps(t3, family.aligned_heads)  # what the end-of-speech rules read (multilingual)
@@ -318,7 +318,7 @@ class TTS(EngineAPI):
         """T3's prompt embeddings for one request, (2, L, C) with the CFG pair (default: when cfg_weight > 0)."""
         exaggeration = voice.exaggeration if params.exaggeration is None else params.exaggeration
         resident = self.voice_cache.get(voice)
-        dtype = self.t3.speech_head.weight.dtype
+        dtype = self.t3.dtype
         if dtype not in resident.t3_embeds:  # the perceiver runs once per resident voice, not per request
             v = resident.voice
             resident.t3_embeds[dtype] = self.t3.voice_embeds(v.speaker_emb.to(dtype), v.t3_prompt_tokens)

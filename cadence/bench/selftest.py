@@ -31,12 +31,12 @@ def _best_of(fn, repeats: int) -> float:
 @torch.inference_mode()
 def _t3_token_s(plan, device: torch.device, full) -> float:
     """Seconds per speech token: a decode step of the CFG pair through all layers, 400 positions into the cache."""
-    from ..memory.cpu_int8 import quantize_dynamic_int8_
+    from ..memory.cpu_int8 import quantize_dynamic_int8_, t3_cpu_int8_targets
     from ..models.t3 import T3
     cfg = replace(full, n_layers=MEASURED_LAYERS)
     t3 = T3(cfg).to(device=device, dtype=plan.t3_dtype).eval()
     if plan.cpu_int8:
-        quantize_dynamic_int8_(t3, lambda name: name.startswith("tfmr.layers."))
+        quantize_dynamic_int8_(t3, t3_cpu_int8_targets)
     S, pos = 512, 400
     shape = (MEASURED_LAYERS, 2, cfg.n_heads, S, cfg.head_dim)
     k_cache = torch.randn(shape, device=device, dtype=plan.t3_dtype)
@@ -54,11 +54,13 @@ def _t3_token_s(plan, device: torch.device, full) -> float:
 @torch.inference_mode()
 def _estimator_pass_s(plan, device: torch.device, frames: int, cfg) -> float:
     """One estimator pass over the CFG pair at `frames` mel frames."""
-    from ..memory.cpu_int8 import quantize_dynamic_int8_
+    from ..memory.cpu_int8 import quantize_dynamic_int8_, use_blocked_attention_
     from ..models.s3gen.estimator import ConditionalDecoder
     est = ConditionalDecoder(cfg).to(device=device, dtype=plan.flow_dtype).eval()
     if plan.cpu_int8:
         quantize_dynamic_int8_(est, lambda name: ".attn1." in name or ".ff." in name)
+    if plan.blocked_attention:
+        use_blocked_attention_(est)
     dt = plan.flow_dtype
     x, mu, cond = (torch.randn(2, 80, frames, device=device, dtype=dt) for _ in range(3))
     mask = torch.ones(2, 1, frames, device=device, dtype=dt)

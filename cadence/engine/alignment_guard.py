@@ -76,7 +76,7 @@ class AlignmentGuard:
 
     def __init__(self, t3, slots: int, rows_per_slot: int, max_positions: int):
         self.taps = _taps(t3)
-        dev = t3.speech_head.weight.device
+        dev = t3.device
         self.per_slot, self.text_start = rows_per_slot, t3.text_start
         self.eos, self.bos = t3.cfg.stop_speech, t3.cfg.start_speech
         self.width = max(1, max_positions - self.text_start)

@@ -41,7 +41,7 @@ class BatchDecoder:
         if rows_per_slot not in (1, 2):
             raise ValueError(f"rows_per_slot must be 1 or 2 (a CFG pair), got {rows_per_slot}")
         c = t3.cfg
-        dev, dt = t3.speech_head.weight.device, t3.speech_head.weight.dtype
+        dev, dt = t3.device, t3.dtype
         self.t3, self.slots, self.slot_len, self.use_graphs = t3, slots, slot_len, use_graphs
         self.per_slot = rows_per_slot
         self.sizes = batch_ladder(slots)

@@ -27,7 +27,7 @@ class T3GraphDecoder:
 
     def __init__(self, t3: T3, rows: int, max_len: int, max_steps: int):
         c = t3.cfg
-        dev, dt = t3.speech_head.weight.device, t3.speech_head.weight.dtype
+        dev, dt = t3.device, t3.dtype
         self.t3, self.rows, self.max_steps = t3, rows, max_steps
         self.buckets = [b for b in BUCKETS if b < max_len] + [max_len]
         self.max_len = max_len

@@ -77,11 +77,11 @@ class T3Runner:
 
     @property
     def device(self):
-        return self.t3.speech_head.weight.device
+        return self.t3.device
 
     @property
     def dtype(self):
-        return self.t3.speech_head.weight.dtype
+        return self.t3.dtype
 
     def _cache_for(self, rows: int, length: int) -> KVCache:
         if self.cache is None or self.cache.rows != rows or self.cache.length < length:

@@ -250,6 +250,15 @@ class T3(nn.Module):
         self.register_buffer("inv_freq", llama3_inv_freq(cfg), persistent=False)
 
     # --- conditioning ---------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision of T3's activations and KV cache (its embeddings'; the projections may be int8)."""
+        return self.speech_emb.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.speech_emb.weight.device
+
     def frame_text(self, ids: list[int]) -> list[int]:
         """Text ids framed by the start/stop text tokens, as T3 was trained."""
         return [self.cfg.start_text, *ids, self.cfg.stop_text]
@@ -269,7 +278,7 @@ class T3(nn.Module):
 
     def emotion_embed(self, exaggeration: torch.Tensor) -> torch.Tensor:
         """exaggeration (B,) -> (B, 1, C)."""
-        return self.cond_enc.emotion_adv_fc(exaggeration.view(-1, 1, 1).to(self.speech_head.weight.dtype))
+        return self.cond_enc.emotion_adv_fc(exaggeration.view(-1, 1, 1).to(self.dtype))
 
     def prefill_embeds(self, voice: torch.Tensor, exaggeration: torch.Tensor, text_tokens: torch.Tensor,
                        cfg_pair: bool) -> torch.Tensor:

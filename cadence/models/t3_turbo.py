@@ -123,6 +123,15 @@ class T3Turbo(nn.Module):
     penalty_last = True
     start_in_history = False
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision of T3's activations and KV cache (its embeddings'; the projections may be int8)."""
+        return self.speech_emb.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.speech_emb.weight.device
+
     def __init__(self, cfg: T3TurboConfig):
         super().__init__()
         self.cfg = cfg

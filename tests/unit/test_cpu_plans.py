@@ -65,7 +65,8 @@ def test_cpu_int8_plan_swaps_t3_and_estimator_layers_and_stays_close(tiny_ckpt, 
     assert isinstance(layer.self_attn.qkv_proj, DynamicInt8Linear) and isinstance(layer.mlp.down_proj, DynamicInt8Linear)
     block = tts.s3gen.flow.decoder.estimator.mid_blocks[0][1][0]
     assert isinstance(block.attn1.to_q, DynamicInt8Linear) and isinstance(block.ff.net[2], DynamicInt8Linear)
-    assert isinstance(tts.t3.speech_head, nn.Linear)  # heads and embeddings stay fp32
+    assert isinstance(tts.t3.speech_head, DynamicInt8Linear)  # a seventh of a full-size decode step in fp32
+    assert isinstance(tts.t3.speech_emb, nn.Embedding) and tts.t3.dtype == torch.float32  # embeddings stay fp32
     from cadence.bench.fidelity import compare
     fid = compare(tiny_tts, tts, "cpu", steps=8, n_tokens=40)
     assert fid["t3_logits_rel_err_max"] < 0.1 and fid["t3_cond_top1_agreement"] >= 0.75
