@@ -89,14 +89,41 @@ class T3Runner:
             self.cache = KVCache(self.t3, rows, max(length, 512), self.device, self.dtype)
         return self.cache
 
+    def _prefill(self, prefill: torch.Tensor, cache: KVCache, prefix) -> torch.Tensor:
+        """Run the prompt into `cache` -> the last position's hidden state (rows, C); with `prefix`, its P
+        positions are copied in (every row: the voice's part is the same in both CFG rows) and only L - P run."""
+        rows, L, _ = prefill.shape
+        dev = self.device
+        if prefix is None or prefix[0].shape[-2] >= L:
+            return self.t3.forward_backbone(prefill.to(self.dtype), cache.k, cache.v, torch.arange(L, device=dev),
+                                            None)
+        P = prefix[0].shape[-2]
+        cache.k[:, :, :, :P].copy_(prefix[0])  # (layers, 1, H, P, D) broadcast over the rows
+        cache.v[:, :, :, :P].copy_(prefix[1])
+        return self.t3.forward_backbone(prefill[:, P:].to(self.dtype), cache.k, cache.v,
+                                        torch.arange(P, L, device=dev), _causal_from(P, L, dev))
+
+    @torch.inference_mode()
+    def voice_prefix(self, voice_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """voice_embeds (1, P, C), the first P prompt positions of every request with this voice -> their keys
+        and values (layers, 1, H, P, D) each. Under causal attention they depend on those positions alone, so a
+        request's prefill can start from them (`generate(prefix=...)`) instead of recomputing them."""
+        P = voice_embeds.shape[1]
+        cache = KVCache(self.t3, 1, P, self.device, self.dtype)
+        self.t3.forward_backbone(voice_embeds.to(self.dtype), cache.k, cache.v, torch.arange(P, device=self.device),
+                                 None)
+        return cache.k, cache.v
+
     @torch.inference_mode()
     def generate(self, prefill: torch.Tensor, params: SamplingParams, seed: int,
                  forced_tokens: list[int] | None = None, keep_logits: bool = False,
-                 speech_only: bool = False) -> T3Result:
+                 speech_only: bool = False, prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> T3Result:
         """prefill (rows, L, C): rows = 2 for a CFG pair. The sampling noise of step i is a function of (seed, i)
         alone (`layers.race_noise`), as in the batched engine. With `forced_tokens` the given tokens are fed
         instead of sampled ones (teacher forcing) and generation runs exactly that many steps. `speech_only`
-        masks ids that are neither speech tokens nor EOS."""
+        masks ids that are neither speech tokens nor EOS. `prefix`: the keys and values of prefill's first
+        positions (`voice_prefix`), copied into the cache instead of recomputed on the eager path (the graph
+        decoder's prefill is on the GPU and recomputes them)."""
         if self.use_graphs and forced_tokens is None and not keep_logits:
             rows, L, _ = prefill.shape
             dec = self.graph_decoder(rows, L + params.max_new_tokens)
@@ -125,8 +152,7 @@ class T3Runner:
         allowed[cfg.start_speech:] = False
         allowed[cfg.stop_speech] = True
 
-        positions = torch.arange(L, device=dev)
-        hidden = t3.forward_backbone(prefill.to(self.dtype), cache.k, cache.v, positions, None)
+        hidden = self._prefill(prefill, cache, prefix)
         guard = AlignmentGuard.build(t3, 1, rows, cache.length)
         guard.record(cache.k[..., :L, :], slice(0, 1), torch.tensor([L], device=dev))
         guard.start(0, L, params.alignment_stop is not False)
@@ -170,6 +196,11 @@ class T3Runner:
         if forced is None and cfg.stop_speech in tokens:
             tokens = tokens[: tokens.index(cfg.stop_speech) + 1]
         return T3Result(tokens=tokens, logits=logits_log, guided=guided_log, prefill_len=L)
+
+
+def _causal_from(start: int, length: int, device) -> torch.Tensor:
+    """(length - start, length) bool: query start + i sees keys 0 .. start + i."""
+    return torch.ones(length - start, length, device=device, dtype=torch.bool).tril(start)
 
 
 def clean_speech_tokens(tokens: list[int], start: int = 6561, stop: int = 6562, vocab: int = 6561) -> list[int]:

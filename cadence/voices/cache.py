@@ -31,10 +31,14 @@ class Resident:
     """The voice's tensors on the device."""
     t3_embeds: dict = field(default_factory=dict)
     """dtype -> T3 speaker + perceiver conditioning (1, 1 + Q, C), computed on first use."""
+    t3_prefix: dict = field(default_factory=dict)
+    """dtype -> the keys and values of T3's prompt positions that are the voice's alone, (layers, 1, H, P, D)
+    each (`T3Runner.voice_prefix`), computed on first use by the paths that take them."""
 
     @property
     def nbytes(self) -> int:
-        return self.voice.nbytes + sum(t.numel() * t.element_size() for t in self.t3_embeds.values())
+        tensors = [*self.t3_embeds.values(), *(t for kv in self.t3_prefix.values() for t in kv)]
+        return self.voice.nbytes + sum(t.numel() * t.element_size() for t in tensors)
 
 
 class VoiceCache:
@@ -56,6 +60,11 @@ class VoiceCache:
             self._entries[key] = resident
             self._evict()
         return resident
+
+    def grown(self) -> None:
+        """A resident gained derived tensors (T3 conditioning, prefix KV): evict the oldest others past the bound."""
+        with self._lock:
+            self._evict()
 
     def _evict(self) -> None:
         while len(self._entries) > 1 and self.nbytes > self.max_bytes:
