@@ -20,6 +20,7 @@ from ..models.t3 import T3
 from ..sampling_params import SamplingParams
 from .alignment_guard import AlignmentGuard
 from .cuda_graphs import capture
+from .t3_runner import prefill_rows
 
 # Attention lengths a step can be captured for: a step reads every row's KV up to the bucket, so buckets are fine
 # (128 positions) where requests live and coarse beyond.
@@ -82,12 +83,12 @@ class BatchDecoder:
     # --- slot management (between steps) ---------------------------------------------------------------
     @torch.inference_mode()
     def admit(self, slot: int, prefill: torch.Tensor, params: SamplingParams, speech_only: bool = False,
-              ignore_eos: bool = False) -> None:
-        """Prefill one request's rows (rows_per_slot, L, C) into `slot` and load its sampling knobs."""
+              ignore_eos: bool = False, prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Prefill one request's rows (rows_per_slot, L, C) into `slot` and load its sampling knobs. `prefix`:
+        the keys and values of the voice's first prompt positions (`T3Runner.voice_prefix`), copied in."""
         L = prefill.shape[1]
         r = self._rows(slot)
-        h = self.t3.forward_backbone(prefill.to(self.hidden.dtype), self.k[:, r], self.v[:, r],
-                                     torch.arange(L, device=self.device), None)
+        h = prefill_rows(self.t3, prefill.to(self.hidden.dtype), self.k[:, r], self.v[:, r], prefix)
         self.guard.record(self.k[:, r, :, :, :L], slice(slot, slot + 1), torch.tensor([L], device=self.device))
         self._load(slot, L, h, params, speech_only, ignore_eos)
 
@@ -98,6 +99,7 @@ class BatchDecoder:
         decoding overwrites them before any step attends there."""
         if len(entries) == 1:
             return self.admit(*entries[0])
+        entries = [e[:5] for e in entries]  # a voice prefix helps a lone admission; here all rows run from 0
         c, dt, n = self.t3.cfg, self.hidden.dtype, self.per_slot
         lengths = [e[1].shape[1] for e in entries]
         T = max(lengths)

@@ -89,20 +89,6 @@ class T3Runner:
             self.cache = KVCache(self.t3, rows, max(length, 512), self.device, self.dtype)
         return self.cache
 
-    def _prefill(self, prefill: torch.Tensor, cache: KVCache, prefix) -> torch.Tensor:
-        """Run the prompt into `cache` -> the last position's hidden state (rows, C); with `prefix`, its P
-        positions are copied in (every row: the voice's part is the same in both CFG rows) and only L - P run."""
-        rows, L, _ = prefill.shape
-        dev = self.device
-        if prefix is None or prefix[0].shape[-2] >= L:
-            return self.t3.forward_backbone(prefill.to(self.dtype), cache.k, cache.v, torch.arange(L, device=dev),
-                                            None)
-        P = prefix[0].shape[-2]
-        cache.k[:, :, :, :P].copy_(prefix[0])  # (layers, 1, H, P, D) broadcast over the rows
-        cache.v[:, :, :, :P].copy_(prefix[1])
-        return self.t3.forward_backbone(prefill[:, P:].to(self.dtype), cache.k, cache.v,
-                                        torch.arange(P, L, device=dev), _causal_from(P, L, dev))
-
     @torch.inference_mode()
     def voice_prefix(self, voice_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """voice_embeds (1, P, C), the first P prompt positions of every request with this voice -> their keys
@@ -152,7 +138,7 @@ class T3Runner:
         allowed[cfg.start_speech:] = False
         allowed[cfg.stop_speech] = True
 
-        hidden = self._prefill(prefill, cache, prefix)
+        hidden = prefill_rows(t3, prefill.to(self.dtype), cache.k, cache.v, prefix)
         guard = AlignmentGuard.build(t3, 1, rows, cache.length)
         guard.record(cache.k[..., :L, :], slice(0, 1), torch.tensor([L], device=dev))
         guard.start(0, L, params.alignment_stop is not False)
@@ -196,6 +182,21 @@ class T3Runner:
         if forced is None and cfg.stop_speech in tokens:
             tokens = tokens[: tokens.index(cfg.stop_speech) + 1]
         return T3Result(tokens=tokens, logits=logits_log, guided=guided_log, prefill_len=L)
+
+
+def prefill_rows(t3, prefill: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                 prefix: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """Run a prompt (rows, L, C) into the caches (layers, rows, H, S, D) -> the last position's hidden state
+    (rows, C). With `prefix` (keys and values (layers, 1, H, P, D) of the first P positions, the voice's: the
+    same in both CFG rows) those are copied in and only the other L - P positions run."""
+    L, dev = prefill.shape[1], prefill.device
+    if prefix is None or prefix[0].shape[-2] >= L:
+        return t3.forward_backbone(prefill, k_cache, v_cache, torch.arange(L, device=dev), None)
+    P = prefix[0].shape[-2]
+    k_cache[:, :, :, :P].copy_(prefix[0])  # broadcast over the rows
+    v_cache[:, :, :, :P].copy_(prefix[1])
+    return t3.forward_backbone(prefill[:, P:], k_cache, v_cache, torch.arange(P, L, device=dev),
+                               _causal_from(P, L, dev))
 
 
 def _causal_from(start: int, length: int, device) -> torch.Tensor:

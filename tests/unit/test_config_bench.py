@@ -23,7 +23,7 @@ def test_engine_config_validation():
 def test_bf16_on_cpu_generates(tiny_ckpt):
     from cadence.tts import TTS
     tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, dtype="bfloat16")
-    assert tts.t3.speech_head.weight.dtype == torch.bfloat16
+    assert tts.t3.dtype == torch.bfloat16
     assert tts.s3gen.mel2wav.conv_pre.weight.dtype == torch.float32  # vocoder stays fp32
     a = tts.generate("Hello.", seed=1, max_new_tokens=10)
     assert a.samples.size > 0 and abs(a.samples).max() <= 0.99 + 1e-6
