@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                                                watermark_device=args.watermark_device,
                                                stream_prompt_s=args.stream_prompt_s,
                                                stream_history_s=args.stream_history_s,
+                                               stream_windows=args.stream_windows,
                                                first_audio_priority=args.first_audio_priority,
                                                overlap_audio=args.overlap_audio, compile=args.compile,
                                                cpu_threads=args.cpu_threads)
@@ -289,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             from .config import stream_seconds
             given = {"stream_prompt_s": args.stream_prompt_s, "stream_history_s": args.stream_history_s}
             context = {k: stream_seconds(v, k) for k, v in given.items() if v is not None}
+            if args.stream_windows is not None:
+                context["stream_windows"] = args.stream_windows
             for name in ("first_audio_priority", "overlap_audio"):
                 if getattr(args, name) is not None:
                     context[name] = getattr(args, name)

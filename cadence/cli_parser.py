@@ -32,6 +32,9 @@ def _add_stream_context(p: argparse.ArgumentParser, default) -> None:
                    help="streaming: seconds of the voice prompt each window conditions on, or 'all' (default 4)")
     p.add_argument("--stream-history-s", type=seconds_or_all, default=default,
                    help="streaming: seconds of audio already sent each window conditions on, or 'all' (default 2)")
+    p.add_argument("--stream-windows", default=None, metavar="N,N,...",
+                   help="streaming: new speech tokens of each window in turn, the last repeated (25 = 1 s; default "
+                        "16,16,32,64,96); `cadence doctor --measure` recommends one that plays without gaps here")
     p.add_argument("--first-audio-priority", action=argparse.BooleanOptionalAction, default=None,
                    help="streaming: hold T3's decode while windows that bring first audio render (default on)")
     p.add_argument("--overlap-audio", action=argparse.BooleanOptionalAction, default=None,

@@ -26,6 +26,27 @@ def stream_seconds(value, name: str = "value"):
         raise ValueError(f"{name} must be seconds or 'all', got {value!r}") from None
 
 
+DEFAULT_STREAM_WINDOWS = (16, 16, 32, 64, 96)
+MAX_WINDOW_TOKENS = 250  # 10 s of audio: past that a window is no longer streaming
+
+
+def stream_windows(value, name: str = "stream_windows") -> tuple[int, ...]:
+    """A streaming window ladder as flags and environment variables spell it ('16,16,32,64,96') or as a sequence
+    of ints -> a tuple of ints, each a window's new speech tokens in [4, MAX_WINDOW_TOKENS], 1 to 8 of them."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            value = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"{name} must be a comma list of speech-token counts like 16,32,64, got {value!r}") \
+                from None
+    if (not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 8
+            or any(isinstance(n, bool) or not isinstance(n, int) or not 4 <= n <= MAX_WINDOW_TOKENS for n in value)):
+        raise ValueError(f"{name} must be 1 to 8 speech-token counts, each in [4, {MAX_WINDOW_TOKENS}] (25 per "
+                         f"second), got {value!r}")
+    return tuple(value)
+
+
 def parse_dtype(name: str) -> torch.dtype:
     try:
         return _DTYPES[name]
@@ -86,6 +107,12 @@ class EngineConfig:
     stream_history_s: float | None = 2.0
     """Streaming: seconds of audio already sent each later window conditions on; None = all of it (then a
     window's cost grows with the stream's length)."""
+    stream_windows: tuple[int, ...] = DEFAULT_STREAM_WINDOWS
+    """Streaming: the new speech tokens (25 a second) of each window in turn, the last repeated: a small first
+    window for early first audio, then larger ones. Each window pays for its context (`stream_prompt_s`,
+    `stream_history_s`) whatever its size, so where that cost is high (a CPU) small windows cannot keep up
+    with playback: a larger first window gives playback a lead and larger later ones spread the context's cost
+    over more audio. `cadence doctor --measure` recommends a ladder that plays without gaps on its machine."""
     first_audio_priority: bool = True
     """Streaming: while the windows that bring streams their first audio render, T3 holds its decode steps
     (at most 0.5 s), so those windows have the GPU to themselves: shorter time to first audio under load, for
@@ -125,6 +152,7 @@ class EngineConfig:
             raise ValueError(f"overlap_audio must be true or false, got {self.overlap_audio!r}")
         if not isinstance(self.first_audio_priority, bool):
             raise ValueError(f"first_audio_priority must be true or false, got {self.first_audio_priority!r}")
+        self.stream_windows = stream_windows(self.stream_windows)
         for name in ("stream_prompt_s", "stream_history_s"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))

@@ -94,9 +94,26 @@ def measure(plan, device: torch.device, tiny: bool = False) -> dict:
     vocoder_s = _vocoder_s(plan, device, s3_cfg.hift) * CLIP_S
     t3_s = token_s * CLIP_S * TOKENS_PER_S
     total = t3_s + flow_s + vocoder_s
+    window = _window_pace(plan, device, s3_cfg, vocoder_s / (CLIP_S * TOKENS_PER_S))
     return {"plan": plan.name, "device": str(device), "threads": torch.get_num_threads(), "clip_s": CLIP_S,
             "t3_tokens_per_s": 1 / token_s, "t3_s": t3_s, "flow_s": flow_s, "vocoder_s": vocoder_s,
-            "rtf": total / CLIP_S, "self_test_s": time.perf_counter() - t0}
+            "rtf": total / CLIP_S, "token_s": token_s, **window, "self_test_s": time.perf_counter() - t0}
+
+
+def _window_pace(plan, device: torch.device, s3_cfg, vocoder_token_s: float) -> dict:
+    """A streaming window's render cost, as the engine's default context sets it (`EngineConfig`: the last 4 s of
+    the voice prompt, 2 s of audio already sent): the CFM solve timed at two window sizes, fitted as a fixed
+    part plus a part per new token; the vocoder's share per token from the clip's."""
+    from ..config import EngineConfig
+    keep_prompt, keep_history = EngineConfig().stream_context_tokens()
+    ratio, steps = s3_cfg.flow.token_mel_ratio, s3_cfg.flow.n_timesteps
+    context = keep_prompt + keep_history + s3_cfg.flow.lookahead
+    small, large = 16, 96
+    at = {n: steps * _estimator_pass_s(plan, device, ratio * (context + n), s3_cfg.flow.estimator)
+          for n in (small, large)}
+    per_token = max(0.0, (at[large] - at[small]) / (large - small))
+    return {"window_fixed_s": max(0.0, at[small] - small * per_token),
+            "window_token_s": per_token + vocoder_token_s}
 
 
 def describe(m: dict) -> list[str]:
@@ -105,6 +122,32 @@ def describe(m: dict) -> list[str]:
     pace = ("faster than real time: streams play without gaps" if rtf < 1 else
             f"slower than real time: a stream of D seconds plays without gaps when playback starts {lag:.1f} x D s "
             f"after its first audio")
-    return [f"measured ({m['self_test_s']:.1f} s self-test, plan {m['plan']} on {m['device']}, {m['threads']} threads): "
-            f"T3 {m['t3_tokens_per_s']:.1f} tokens/s; a 10 s clip with a 10 s voice prompt: T3 {m['t3_s']:.1f} s, "
-            f"flow {m['flow_s']:.1f} s, vocoder {m['vocoder_s']:.1f} s; RTF {rtf:.2f} ({pace})"]
+    lines = [f"measured ({m['self_test_s']:.1f} s self-test, plan {m['plan']} on {m['device']}, {m['threads']} threads): "
+             f"T3 {m['t3_tokens_per_s']:.1f} tokens/s; a 10 s clip with a 10 s voice prompt: T3 {m['t3_s']:.1f} s, "
+             f"flow {m['flow_s']:.1f} s, vocoder {m['vocoder_s']:.1f} s; RTF {rtf:.2f} ({pace})"]
+    if "window_fixed_s" in m:
+        lines.append(streaming_advice(m))
+    return lines
+
+
+def streaming_advice(m: dict, stream_s: float = 30.0) -> str:
+    """What the self-test's pace means for a stream of `stream_s` (`engine.pace`): the default windows, and the
+    window ladder (`--stream-windows`) with the earliest first audio that plays without a gap, if one does."""
+    from ..config import DEFAULT_STREAM_WINDOWS
+    from ..engine.pace import Pace, recommend, simulate
+    pace = Pace(prefill_s=0.0, token_s=m["token_s"], window_fixed_s=m["window_fixed_s"],
+                window_token_s=m["window_token_s"])
+    tokens = round(stream_s * TOKENS_PER_S)
+    default, best = simulate(DEFAULT_STREAM_WINDOWS, pace, tokens), recommend(pace, stream_s)
+    ladder = ",".join(map(str, best.ladder))
+    head = (f"streaming ({stream_s:.0f} s stream; a window costs {pace.window_fixed_s:.2f} s for its context + "
+            f"{pace.window_token_s * 1e3:.0f} ms per token): the default windows give first audio after "
+            f"{default.first_audio_s:.1f} s and ")
+    head += ("play without gaps" if default.gapless else
+             f"{default.underruns} gaps, {default.silence_s:.1f} s of silence in all")
+    if best.gapless:
+        return head + (f"; --stream-windows {ladder} plays without gaps, first audio after {best.first_audio_s:.1f} s"
+                       if not default.gapless else "")
+    return head + (f"; no window ladder keeps up on this machine: the fewest gaps come from --stream-windows "
+                   f"{ladder} ({best.silence_s:.1f} s of silence; start playback that long after the first audio "
+                   f"to play it through)")

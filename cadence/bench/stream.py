@@ -86,7 +86,8 @@ def long_text(tts, voice, words: int, seed: int) -> dict:
 
 def run_stream_bench(model: str, device: str, levels=(1, 16), tokens: int = 250, words: int = 10000,
                      out_json: str | None = None, out_md: str | None = None, **options) -> dict:
-    """`options`: stream_prompt_s / stream_history_s / first_audio_priority / overlap_audio for the engine (default:
+    """`options`: stream_prompt_s / stream_history_s / stream_windows / first_audio_priority / overlap_audio for the
+    engine (default:
     EngineConfig's). Each level runs with those and, side by side in the same process, with first_audio_priority
     flipped, then with overlap_audio flipped (each read by the engine as it runs)."""
     from ..tts import TTS
@@ -103,7 +104,7 @@ def run_stream_bench(model: str, device: str, levels=(1, 16), tokens: int = 250,
         for n in levels:
             stream_level(tts, voice, n, tokens, 0)  # warm-up: lazily captured window shapes, allocator
             row = {"stream_prompt_s": cfg.stream_prompt_s, "stream_history_s": cfg.stream_history_s,
-                   "first_audio_priority": priority, "overlap_audio": overlap,
+                   "stream_windows": list(cfg.stream_windows), "first_audio_priority": priority, "overlap_audio": overlap,
                    **stream_level(tts, voice, n, tokens, 100 * n)}
             res["streams"].append(row)
             print(json.dumps(row))
@@ -116,7 +117,10 @@ def run_stream_bench(model: str, device: str, levels=(1, 16), tokens: int = 250,
 
 
 def markdown(res: dict) -> str:
-    lines = [f"Device: {res['device']}; plan {res['plan']}; each stream {res['stream_tokens'] / 25:.0f} s of audio.", "",
+    windows = {",".join(map(str, s["stream_windows"])) for s in res["streams"] if s.get("stream_windows")}
+    ladder = f"; windows (speech tokens) {' / '.join(sorted(windows))}" if windows else ""
+    lines = [f"Device: {res['device']}; plan {res['plan']}; each stream {res['stream_tokens'] / 25:.0f} s of audio"
+             f"{ladder}.", "",
              "| streaming context (prompt / sent audio) | first-audio priority | S3Gen beside T3 | concurrent streams "
              "| TTFA p50 | TTFA max "
              "| first chunk | chunks per stream | underruns | worst lateness | RTF per stream | aggregate × real time |",

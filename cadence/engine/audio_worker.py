@@ -22,7 +22,7 @@ import torch
 from .oom import retry_alone_on_oom
 from .rng import wait_for_device
 from .state import _Running
-from .streaming import WINDOW_TOKENS, render_windows
+from .streaming import render_windows
 from .t3_runner import clean_speech_tokens
 
 Window = tuple[_Running, list[int], bool, bool]  # request, clean tokens so far, final, brings its first audio
@@ -69,9 +69,10 @@ class FirstAudio:
             return self._cv.wait_for(lambda: self._n <= 0 or self._behind, timeout)
 
 
-def window_due(r: _Running) -> bool:
-    """A small first window, then larger ones (WINDOW_TOKENS), counted in decode steps since the last one."""
-    return r.steps - r.window_steps >= WINDOW_TOKENS[min(r.windows, len(WINDOW_TOKENS) - 1)]
+def window_due(r: _Running, ladder: tuple[int, ...]) -> bool:
+    """Window k of a stream is due once ladder[k] decode steps (the last size repeated) have run since the
+    previous one (`EngineConfig.stream_windows`)."""
+    return r.steps - r.window_steps >= ladder[min(r.windows, len(ladder) - 1)]
 
 
 class AudioWorker:

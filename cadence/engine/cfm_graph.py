@@ -94,7 +94,6 @@ def flow_graph_shapes(tts, max_new_tokens: int, max_batch: int) -> list[tuple[in
     """(rows, frames, steps) of one request's solve for outputs of up to `max_new_tokens` tokens, and of
     streaming windows of every batch size up to `max_batch` and every length up to the bounded context plus the
     largest window (an unbounded context captures its longer windows when they come)."""
-    from .streaming import WINDOW_TOKENS
     graphs = tts.audio_runner.cfm_graphs
     if graphs is None:
         return []
@@ -103,7 +102,8 @@ def flow_graph_shapes(tts, max_new_tokens: int, max_batch: int) -> list[tuple[in
     shapes = [(1, frames, flow.n_timesteps) for frames in
               range(graphs.bucket, flow.token_mel_ratio * (prompt + max_new_tokens) + 1, graphs.bucket)]
     keep_prompt, keep_history = tts.config.stream_context_tokens()
-    longest = (min(prompt, keep_prompt or prompt) + (keep_history or WINDOW_TOKENS[-1]) + WINDOW_TOKENS[-1]
+    widest = max(tts.config.stream_windows)
+    longest = (min(prompt, keep_prompt or prompt) + (keep_history or widest) + widest
                + tts.config.eos_check_every + flow.lookahead)
     rows = 2
     while rows < 2 * max_batch:

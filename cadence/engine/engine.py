@@ -318,7 +318,8 @@ class Engine:
                 del running[slot]
                 self._finished.append(r)
         self.stats.t3_s += now - t0
-        due = [r for r in running.values() if r.stream is not None and window_due(r)]
+        ladder = self.tts.config.stream_windows
+        due = [r for r in running.values() if r.stream is not None and window_due(r, ladder)]
         if due:  # streaming requests: S3Gen on the tokens so far, on the audio worker, while T3 goes on
             tokens = [clean_speech_tokens(d.tokens(r.slot, r.steps).tolist()) for r in due]
             self.audio.windows(due, tokens)

@@ -27,7 +27,6 @@ from .shapes import next_pow2, round_up
 HOLD_FRAMES = 8  # mel frames (160 ms) held back each window and cross-faded into the next
 FRAME_BUCKET = 16  # vocoder windows are padded to a multiple of this many mel frames
 TOKEN_BUCKET = 16  # flow windows are padded to a multiple of this many tokens
-WINDOW_TOKENS = (16, 16, 32, 64, 96)  # new tokens per window: a small first chunk soon followed by the next
 
 
 @dataclass

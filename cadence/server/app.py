@@ -83,7 +83,8 @@ def load_tts(settings: ServerSettings):
                         vocoder_dtype=settings.vocoder_dtype, prepare_device=settings.prepare_device,
                         voice_cache_mb=settings.voice_cache_mb, enforce_eager=settings.enforce_eager,
                         watermark_device=settings.watermark_device, stream_prompt_s=settings.stream_prompt_s,
-                        stream_history_s=settings.stream_history_s, first_audio_priority=settings.first_audio_priority,
+                        stream_history_s=settings.stream_history_s, stream_windows=settings.stream_windows,
+                        first_audio_priority=settings.first_audio_priority,
                         overlap_audio=settings.overlap_audio, compile=settings.compile,
                         cpu_threads=settings.cpu_threads)
 

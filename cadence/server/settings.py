@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 
+from ..config import DEFAULT_STREAM_WINDOWS
+
 
 def default_encode_workers(cores: int | None = None) -> int:
     """Encoding threads when none are asked for: a quarter of the cores, at least 2 (one response's encoding never
@@ -73,6 +75,9 @@ class ServerSettings:
     See `EngineConfig.stream_prompt_s`."""
     stream_history_s: float | None = 2.0
     """Streaming: seconds of audio already sent each window conditions on; None (or 'all') = all of it."""
+    stream_windows: tuple[int, ...] = DEFAULT_STREAM_WINDOWS
+    """Streaming: new speech tokens of each window in turn, the last repeated ('16,32,64' in the environment).
+    See `EngineConfig.stream_windows`."""
     first_audio_priority: bool = True
     """Streaming: T3 holds its decode while first windows render. See `EngineConfig.first_audio_priority`."""
     overlap_audio: bool = False
@@ -85,12 +90,13 @@ class ServerSettings:
         if self.family is not None:
             from ..family import family_named
             family_named(self.family)  # ValueError naming the families
-        from ..config import EngineConfig, stream_seconds
+        from ..config import EngineConfig, stream_seconds, stream_windows
         for name in ("stream_prompt_s", "stream_history_s"):
             setattr(self, name, stream_seconds(getattr(self, name), name))
+        self.stream_windows = stream_windows(self.stream_windows)
         # the engine's own rule, checked before the model loads
         EngineConfig(stream_prompt_s=self.stream_prompt_s, stream_history_s=self.stream_history_s,
-                     first_audio_priority=self.first_audio_priority, overlap_audio=self.overlap_audio,
+                     stream_windows=self.stream_windows, first_audio_priority=self.first_audio_priority, overlap_audio=self.overlap_audio,
                      compile=self.compile, vram_budget=self.vram_budget, dtype=self.dtype, max_batch=self.max_batch,
                      kv_slot_len=self.kv_slot_len, vocoder_dtype=self.vocoder_dtype,
                      prepare_device=self.prepare_device, voice_cache_mb=self.voice_cache_mb,
@@ -135,6 +141,9 @@ def _parse(name: str, raw: str):
     if name in ("stream_prompt_s", "stream_history_s"):
         from ..config import stream_seconds
         return stream_seconds(raw, name)
+    if name == "stream_windows":
+        from ..config import stream_windows
+        return stream_windows(raw, name)
     if name in ("watermark", "warmup", "first_audio_priority", "overlap_audio", "compile", "enforce_eager"):
         return _flag(name, raw)
     return raw

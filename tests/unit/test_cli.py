@@ -230,6 +230,7 @@ def test_an_unreachable_hub_is_one_line(tmp_path):
 # EngineConfig fields that a command has no use for, and why; every other field is a flag of that command.
 NOT_ON = {
     "say": {"stream_prompt_s": "say does not stream", "stream_history_s": "say does not stream",
+            "stream_windows": "say does not stream",
             "first_audio_priority": "say does not stream", "overlap_audio": "say does not stream",
             "eos_check_every": "a tuning constant of the decode loop, set in Python"},
     "serve": {"eos_check_every": "a tuning constant of the decode loop, set in Python"},
