@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 from .memory.plan import parse_size_mb
                 parse_size_mb(args.vram_budget)
             print("\n".join(report(args.vram_budget, measure=args.measure, device=args.device,
-                                    cpu_threads=args.cpu_threads)))
+                                    cpu_threads=args.cpu_threads, family=args.family)))
         elif args.command == "serve":
             from .server import ServerSettings, create_app
             cors = [o.strip() for o in args.cors_origins.split(",")] if args.cors_origins else None

@@ -34,7 +34,7 @@ def _add_stream_context(p: argparse.ArgumentParser, default) -> None:
                    help="streaming: seconds of audio already sent each window conditions on, or 'all' (default 2)")
     p.add_argument("--stream-windows", default=None, metavar="N,N,...",
                    help="streaming: new speech tokens of each window in turn, the last repeated (25 = 1 s; default "
-                        "16,16,32,64,96); `cadence doctor --measure` recommends one that plays without gaps here")
+                        "16,16,32,64,96); `cadence doctor --measure` estimates one that plays without gaps here")
     p.add_argument("--first-audio-priority", action=argparse.BooleanOptionalAction, default=None,
                    help="streaming: hold T3's decode while windows that bring first audio render (default on)")
     p.add_argument("--overlap-audio", action=argparse.BooleanOptionalAction, default=None,
@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "scaled to full size) and print the real-time factor to expect")
     doc.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (CUDA if present); with --measure")
     doc.add_argument("--cpu-threads", type=int, default=None, help="with --measure: threads of the CPU math")
+    doc.add_argument("--family", default="english", choices=sorted(FAMILIES),
+                     help="with --measure: the model whose networks the self-test times (default english)")
     ck = sub.add_parser("checkpoint", help="checkpoint utilities")
     cks = ck.add_subparsers(dest="action", required=True)
     rnd = cks.add_parser("random", help="write a random-weight checkpoint in the official layout")

@@ -113,7 +113,7 @@ class EngineConfig:
     `stream_history_s`) whatever its size, so where that cost is high (a CPU) small windows cannot keep up
     with playback: a larger first window gives playback a lead and larger later ones spread the context's cost
     over more audio. Windows are handed over between decode rounds (`eos_check_every` steps), so a size rounds up
-    to a multiple of that. `cadence doctor --measure` recommends a ladder that plays without gaps on its machine."""
+    to a multiple of that. `cadence doctor --measure` estimates a ladder that plays without gaps on its machine."""
     first_audio_priority: bool = True
     """Streaming: while the windows that bring streams their first audio render, T3 holds its decode steps
     (at most 0.5 s), so those windows have the GPU to themselves: shorter time to first audio under load, for

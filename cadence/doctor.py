@@ -40,9 +40,10 @@ def _cpu_plan_lines() -> list[str]:
 
 
 def report(vram_budget: str | None = None, measure: bool = False, device: str = "auto",
-           cpu_threads: int | None = None) -> list[str]:
-    """What this machine has and what Cadence would do on it; `measure`: also the self-test's expected RTF on
-    `device` with the plan auto picks there (`cadence.bench.selftest`)."""
+           cpu_threads: int | None = None, family: str = "english") -> list[str]:
+    """What this machine has and what Cadence would do on it; `measure`: also the self-test's expected RTF of
+    the `family` model (english, turbo, multilingual) on `device` with the plan auto picks there
+    (`cadence.bench.selftest`)."""
     lines = [f"python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}", *_components()]
     if torch.cuda.is_available():
         dev = torch.device("cuda")
@@ -78,10 +79,12 @@ def report(vram_budget: str | None = None, measure: bool = False, device: str = 
         from .bench.selftest import describe
         from .bench.selftest import measure as self_test
         from .config import EngineConfig
+        from .family import family_named
         from .tts import pick_device
+        model = family_named(family)  # ValueError naming the families, before any work
         config = EngineConfig(device=device, cpu_threads=cpu_threads)
         config.apply_cpu_threads()
         dev = pick_device(device)
         plan, _ = config.resolve_plan(dev)
-        lines += describe(self_test(plan, dev))
+        lines += describe(self_test(plan, dev, family=model))
     return lines

@@ -1,8 +1,10 @@
 """`cadence doctor --measure`: the real-time factor to expect on this machine, in about ten seconds and without a
-checkpoint. It times the original model's real networks at full width with random weights, after the memory plan's
-transforms: three of T3's 30 Llama layers decoding the CFG pair (scaled to 30), one pass of the CFM estimator over
-a 10 s voice prompt plus 10 s of speech (the solve makes 10), and the vocoder over 1 s of audio (scaled to 10).
-What it leaves out (the prompt prefill, sampling, the flow encoder) is a few percent of a clip's time."""
+checkpoint. It times a model family's real networks at full width with random weights, after the memory plan's
+transforms: three of T3's layers decoding a step (the original model's CFG pair of its 30 Llama layers, or Turbo's
+one row of its 24 GPT-2 layers; scaled to all), one pass of the CFM estimator over a 10 s voice prompt plus 10 s of
+speech (over the CFG pair for the original model's 10 steps, one row for Turbo's 2), and the vocoder over 1 s of
+audio (scaled to 10). What it leaves out (the prompt prefill, sampling, the flow encoder) is a few percent of a
+clip's time."""
 
 from __future__ import annotations
 
@@ -18,42 +20,78 @@ FRAMES_PER_S = 50  # mel frames
 MEASURED_LAYERS = 3
 
 
-def _best_of(fn, repeats: int) -> float:
+def _best_of(fn, repeats: int, before=None) -> float:
     fn()  # first call: allocations, kernel selection
     times = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
 
 
+def _cache_flusher(device: torch.device):
+    """On the CPU: a function that overwrites 128 MB, run (untimed) before each timed decode step, so the few layers
+    measured read their weights from memory as a full decode step does, not from a last-level cache that holds
+    them (Turbo's three measured layers are 38 MB of int8 weights; a 32 MB L3 held most of them and the step timed
+    at half its real cost)."""
+    if device.type != "cpu":
+        return None
+    buffer = torch.empty(128 * 2 ** 20, dtype=torch.uint8)
+    return lambda: buffer.fill_(1)
+
+
 @torch.inference_mode()
-def _t3_token_s(plan, device: torch.device, full) -> float:
-    """Seconds per speech token: a decode step of the CFG pair through all layers, 400 positions into the cache."""
+def _t3_token_s(plan, device: torch.device, family, tiny: bool) -> float:
+    """Seconds per speech token: a decode step of the family's rows (the CFG pair, or one) through all layers,
+    400 positions into the cache."""
     from ..memory.cpu_int8 import quantize_dynamic_int8_, t3_cpu_int8_targets
-    from ..models.t3 import T3
+    full = family.t3_tiny_config if tiny else family.t3_config
     cfg = replace(full, n_layers=MEASURED_LAYERS)
-    t3 = T3(cfg).to(device=device, dtype=plan.t3_dtype).eval()
+    t3 = family.t3_class(cfg).to(device=device, dtype=plan.t3_dtype).eval()
     if plan.cpu_int8:
         quantize_dynamic_int8_(t3, t3_cpu_int8_targets)
-    S, pos = 512, 400
-    shape = (MEASURED_LAYERS, 2, cfg.n_heads, S, cfg.head_dim)
+    rows, S, pos = (2 if family.cfg_pair else 1), 512, 400
+    shape = (MEASURED_LAYERS, rows, cfg.n_heads, S, cfg.head_dim)
     k_cache = torch.randn(shape, device=device, dtype=plan.t3_dtype)
     v_cache = torch.randn(shape, device=device, dtype=plan.t3_dtype)
-    x = torch.randn(2, 1, cfg.dim, device=device, dtype=plan.t3_dtype)
+    x = torch.randn(rows, 1, cfg.dim, device=device, dtype=plan.t3_dtype)
     positions = torch.tensor([pos], device=device)
     mask = torch.ones(1, pos + 1, dtype=torch.bool, device=device)
 
     hidden = x[:, 0]
-    layers = _best_of(lambda: t3.forward_backbone(x, k_cache, v_cache, positions, mask), 5)
-    head = _best_of(lambda: t3.speech_logits(hidden), 5)  # once per step, not per layer
-    return layers * full.n_layers / MEASURED_LAYERS + head
+    flush = _cache_flusher(device)
+    layers = _best_of(lambda: t3.forward_backbone(x, k_cache, v_cache, positions, mask), 5, flush)
+    head = _best_of(lambda: t3.speech_logits(hidden), 5, flush)  # once per step, not per layer
+    return layers * full.n_layers / MEASURED_LAYERS + head + _sampling_s(device, full.speech_vocab, rows)
+
+
+@torch.inference_mode()
+def _sampling_s(device: torch.device, vocab: int, rows: int) -> float:
+    """One step's sampling as the decode loops run it: CFG, penalty, temperature, min-p, top-k, top-p (a sort over
+    the vocabulary), the step's race noise and the draw."""
+    from ..layers.race_noise import race_noise
+    from ..layers.sampling import process_logits, sample
+    logits = torch.randn(rows, vocab, device=device)
+    counts = torch.zeros(1, vocab, device=device, dtype=torch.int32)
+
+    def knob(v, dtype=torch.float32):
+        return torch.tensor([v], device=device, dtype=dtype)
+    seeds, step = torch.tensor([1], device=device), torch.tensor([3], device=device)
+
+    def run():
+        probs = process_logits(logits[:1], logits[1:2] if rows == 2 else None, counts, knob(0.5), knob(1.2),
+                               knob(0.8), knob(0.05), knob(0.95), knob(1000, torch.long))
+        return sample(probs, race_noise(seeds, step, vocab))
+    return _best_of(run, 5)
 
 
 @torch.inference_mode()
 def _estimator_pass_s(plan, device: torch.device, frames: int, cfg) -> float:
-    """One estimator pass over the CFG pair at `frames` mel frames."""
+    """One estimator pass at `frames` mel frames: over the CFG pair, or one row for a meanflow estimator (told
+    its end time too)."""
     from ..memory.cpu_int8 import quantize_dynamic_int8_, use_blocked_attention_
     from ..models.s3gen.estimator import ConditionalDecoder
     est = ConditionalDecoder(cfg).to(device=device, dtype=plan.flow_dtype).eval()
@@ -61,11 +99,12 @@ def _estimator_pass_s(plan, device: torch.device, frames: int, cfg) -> float:
         quantize_dynamic_int8_(est, lambda name: ".attn1." in name or ".ff." in name)
     if plan.blocked_attention:
         use_blocked_attention_(est)
-    dt = plan.flow_dtype
-    x, mu, cond = (torch.randn(2, 80, frames, device=device, dtype=dt) for _ in range(3))
-    mask = torch.ones(2, 1, frames, device=device, dtype=dt)
-    t, spks = torch.rand(2, device=device, dtype=dt), torch.randn(2, 80, device=device, dtype=dt)
-    return _best_of(lambda: est(x, mask, mu, t, spks, cond), 1)
+    dt, rows = plan.flow_dtype, 1 if cfg.meanflow else 2
+    x, mu, cond = (torch.randn(rows, 80, frames, device=device, dtype=dt) for _ in range(3))
+    mask = torch.ones(rows, 1, frames, device=device, dtype=dt)
+    t, spks = torch.rand(rows, device=device, dtype=dt), torch.randn(rows, 80, device=device, dtype=dt)
+    r = torch.ones(rows, device=device, dtype=dt) if cfg.meanflow else None
+    return _best_of(lambda: est(x, mask, mu, t, spks, cond, r), 1)
 
 
 @torch.inference_mode()
@@ -81,22 +120,22 @@ def _vocoder_s(plan, device: torch.device, cfg, seconds: float = 1.0) -> float:
     return _best_of(lambda: hift(mel, phase, noise), 2)
 
 
-def measure(plan, device: torch.device, tiny: bool = False) -> dict:
-    """-> the stage times of a 10 s clip with a 10 s voice prompt (seconds) and its real-time factor. `tiny`: the
-    tests' small networks, for the mechanism only."""
-    from ..models.s3gen import S3GenConfig
-    from ..models.t3 import T3Config
-    t3_cfg, s3_cfg = (T3Config.tiny(), S3GenConfig.tiny()) if tiny else (T3Config.english(), S3GenConfig.english())
+def measure(plan, device: torch.device, tiny: bool = False, family=None) -> dict:
+    """-> the stage times of a 10 s clip with a 10 s voice prompt (seconds) and its real-time factor, for
+    `family` (default: the original model). `tiny`: the tests' small networks, for the mechanism only."""
+    from ..family import ENGLISH
+    family = family or ENGLISH
+    s3_cfg = family.s3gen(tiny)
     t0 = time.perf_counter()
-    token_s = _t3_token_s(plan, device, t3_cfg)
+    token_s = _t3_token_s(plan, device, family, tiny)
     frames = int(2 * CLIP_S * FRAMES_PER_S)  # prompt + speech
     flow_s = s3_cfg.flow.n_timesteps * _estimator_pass_s(plan, device, frames, s3_cfg.flow.estimator)
     vocoder_s = _vocoder_s(plan, device, s3_cfg.hift) * CLIP_S
     t3_s = token_s * CLIP_S * TOKENS_PER_S
     total = t3_s + flow_s + vocoder_s
     window = _window_pace(plan, device, s3_cfg, vocoder_s / (CLIP_S * TOKENS_PER_S))
-    return {"plan": plan.name, "device": str(device), "threads": torch.get_num_threads(), "clip_s": CLIP_S,
-            "t3_tokens_per_s": 1 / token_s, "t3_s": t3_s, "flow_s": flow_s, "vocoder_s": vocoder_s,
+    return {"family": family.name, "plan": plan.name, "device": str(device), "threads": torch.get_num_threads(),
+            "clip_s": CLIP_S, "t3_tokens_per_s": 1 / token_s, "t3_s": t3_s, "flow_s": flow_s, "vocoder_s": vocoder_s,
             "rtf": total / CLIP_S, "token_s": token_s, **window, "self_test_s": time.perf_counter() - t0}
 
 
@@ -119,10 +158,11 @@ def _window_pace(plan, device: torch.device, s3_cfg, vocoder_token_s: float) -> 
 def describe(m: dict) -> list[str]:
     rtf = m["rtf"]
     lag = math.ceil((rtf - 1) * 10) / 10
-    pace = ("faster than real time: streams play without gaps" if rtf < 1 else
+    pace = ("faster than real time" if rtf < 1 else
             f"slower than real time: a stream of D seconds plays without gaps when playback starts {lag:.1f} x D s "
             f"after its first audio")
-    lines = [f"measured ({m['self_test_s']:.1f} s self-test, plan {m['plan']} on {m['device']}, {m['threads']} threads): "
+    lines = [f"measured ({m['self_test_s']:.1f} s self-test, {m.get('family', 'english')} model, plan {m['plan']} on "
+             f"{m['device']}, {m['threads']} threads): "
              f"T3 {m['t3_tokens_per_s']:.1f} tokens/s; a 10 s clip with a 10 s voice prompt: T3 {m['t3_s']:.1f} s, "
              f"flow {m['flow_s']:.1f} s, vocoder {m['vocoder_s']:.1f} s; RTF {rtf:.2f} ({pace})"]
     if "window_fixed_s" in m:
@@ -140,7 +180,8 @@ def streaming_advice(m: dict, stream_s: float = 30.0) -> str:
     tokens = round(stream_s * TOKENS_PER_S)
     default, best = simulate(DEFAULT_STREAM_WINDOWS, pace, tokens), recommend(pace, stream_s)
     ladder = ",".join(map(str, best.ladder))
-    head = (f"streaming ({stream_s:.0f} s stream; a window costs {pace.window_fixed_s:.2f} s for its context + "
+    head = (f"streaming, estimated from these timings ({stream_s:.0f} s stream; a window costs "
+            f"{pace.window_fixed_s:.2f} s for its context + "
             f"{pace.window_token_s * 1e3:.0f} ms per token): the default windows give first audio after "
             f"{default.first_audio_s:.1f} s and ")
     head += ("play without gaps" if default.gapless else

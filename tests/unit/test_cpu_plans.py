@@ -109,12 +109,22 @@ def test_self_test_times_each_stage_and_describes_the_pace():
     slow = dict(m, rtf=3.0)
     assert "playback starts 2.0 x D s" in selftest.describe(slow)[0]
     assert "faster than real time" in selftest.describe(dict(m, rtf=0.5))[0]
-    assert m["window_fixed_s"] >= 0 and m["window_token_s"] > 0 and "streaming (30 s stream" in selftest.describe(m)[1]
+    assert m["window_fixed_s"] >= 0 and m["window_token_s"] > 0 and "streaming, estimated from these timings (30 s stream" in selftest.describe(m)[1]
     costly = dict(m, token_s=0.016, window_fixed_s=0.5, window_token_s=0.008)  # test_pace's CPU-like pace
     advice = selftest.streaming_advice(costly)
     assert "gaps" in advice and "--stream-windows" in advice and "plays without gaps" in advice
     hopeless = dict(m, token_s=0.04, window_fixed_s=2.0, window_token_s=0.1)
     assert "no window ladder keeps up" in selftest.streaming_advice(hopeless)
+
+
+def test_self_test_measures_turbo_with_its_own_networks():
+    """Turbo: GPT-2 T3 decoding one row, the meanflow estimator (one row, told its end time), 2 steps."""
+    from cadence.bench import selftest
+    from cadence.family import TURBO
+    from cadence.memory.plan import PLANS
+    m = selftest.measure(PLANS["fp32"], torch.device("cpu"), tiny=True, family=TURBO)
+    assert m["family"] == "turbo" and m["t3_tokens_per_s"] > 0 and m["flow_s"] > 0 and m["window_token_s"] > 0
+    assert "turbo model" in selftest.describe(m)[0]
 
 
 @needs_fbgemm
