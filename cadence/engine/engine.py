@@ -75,7 +75,7 @@ class Engine:
         """As many slots as fit in half the free VRAM (the rest: S3Gen batches, graphs), at most 64."""
         t3, dev = self.tts.t3, self.tts.device
         c = t3.cfg
-        per_slot = 2 * self.rows_per_slot * c.n_layers * self.slot_len * c.dim * t3.speech_emb.weight.element_size()
+        per_slot = 2 * self.rows_per_slot * c.n_layers * self.slot_len * c.dim * t3.dtype.itemsize
         if dev.type != "cuda":
             return 8
         free, _ = torch.cuda.mem_get_info(dev)

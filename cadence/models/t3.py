@@ -231,7 +231,20 @@ class CondEncoder(nn.Module):
         self.perceiver = Perceiver(cfg)
 
 
-class T3(nn.Module):
+class SpeechLM(nn.Module):
+    """What the engine reads of either T3 backbone (Llama or GPT-2): the precision and device of its activations
+    and KV cache, its speech embedding's (the projections and head may be int8)."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.speech_emb.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.speech_emb.weight.device
+
+
+class T3(SpeechLM):
     # How the reference samples: the repetition penalty first, with the start token in its history throughout.
     penalty_last = False
     start_in_history = True
@@ -250,15 +263,6 @@ class T3(nn.Module):
         self.register_buffer("inv_freq", llama3_inv_freq(cfg), persistent=False)
 
     # --- conditioning ---------------------------------------------------------------------------
-    @property
-    def dtype(self) -> torch.dtype:
-        """The precision of T3's activations and KV cache (its embeddings'; the projections may be int8)."""
-        return self.speech_emb.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.speech_emb.weight.device
-
     def frame_text(self, ids: list[int]) -> list[int]:
         """Text ids framed by the start/stop text tokens, as T3 was trained."""
         return [self.cfg.start_text, *ids, self.cfg.stop_text]

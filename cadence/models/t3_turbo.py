@@ -15,6 +15,7 @@ from torch import nn
 
 from ..layers.attention import cached_attention, layer_mask
 from ..layers.decode_linear import linear_residual, norm_linear
+from .t3 import SpeechLM
 
 
 @dataclass(frozen=True)
@@ -117,20 +118,11 @@ class TurboCondEncoder(nn.Module):
         self.spkr_enc = nn.Linear(cfg.speaker_dim, cfg.dim)
 
 
-class T3Turbo(nn.Module):
+class T3Turbo(SpeechLM):
     # How Turbo's reference samples: the repetition penalty after temperature/top-k/top-p, and the start token
     # in the penalty's history for the first step only.
     penalty_last = True
     start_in_history = False
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The precision of T3's activations and KV cache (its embeddings'; the projections may be int8)."""
-        return self.speech_emb.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.speech_emb.weight.device
 
     def __init__(self, cfg: T3TurboConfig):
         super().__init__()
