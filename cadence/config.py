@@ -47,6 +47,11 @@ def stream_windows(value, name: str = "stream_windows") -> tuple[int, ...]:
     return tuple(value)
 
 
+def window_tokens(ladder: tuple[int, ...], k: int) -> int:
+    """The new speech tokens of a stream's window k under `ladder`: its k-th size, the last one repeated."""
+    return ladder[min(k, len(ladder) - 1)]
+
+
 def parse_dtype(name: str) -> torch.dtype:
     try:
         return _DTYPES[name]

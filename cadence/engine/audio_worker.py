@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from ..config import window_tokens
 from .oom import retry_alone_on_oom
 from .rng import wait_for_device
 from .state import _Running
@@ -72,7 +73,7 @@ class FirstAudio:
 def window_due(r: _Running, ladder: tuple[int, ...]) -> bool:
     """Window k of a stream is due once ladder[k] decode steps (the last size repeated) have run since the
     previous one (`EngineConfig.stream_windows`)."""
-    return r.steps - r.window_steps >= ladder[min(r.windows, len(ladder) - 1)]
+    return r.steps - r.window_steps >= window_tokens(ladder, r.windows)
 
 
 class AudioWorker:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..config import window_tokens
+
 AUDIO_S_PER_TOKEN = 0.04  # 25 speech tokens a second
 # Window sizes the recommendation tries (tokens): multiples of the engine's decode round (`eos_check_every`, 16),
 # since a window is handed over between rounds.
@@ -67,7 +69,7 @@ def windows_of(ladder: tuple[int, ...], stream_tokens: int) -> list[int]:
     window what is left."""
     sizes, left = [], stream_tokens
     while left > 0:
-        n = min(ladder[min(len(sizes), len(ladder) - 1)], left)
+        n = min(window_tokens(ladder, len(sizes)), left)
         sizes.append(n)
         left -= n
     return sizes
