@@ -104,7 +104,8 @@ def run_stream_bench(model: str, device: str, levels=(1, 16), tokens: int = 250,
         for n in levels:
             stream_level(tts, voice, n, tokens, 0)  # warm-up: lazily captured window shapes, allocator
             row = {"stream_prompt_s": cfg.stream_prompt_s, "stream_history_s": cfg.stream_history_s,
-                   "stream_windows": list(cfg.stream_windows), "first_audio_priority": priority, "overlap_audio": overlap,
+                   "stream_windows": list(cfg.stream_windows), "first_audio_priority": priority,
+                   "overlap_audio": overlap,
                    **stream_level(tts, voice, n, tokens, 100 * n)}
             res["streams"].append(row)
             print(json.dumps(row))

@@ -122,9 +122,9 @@ def t3_cpu_int8_targets(name: str) -> bool:
 
 def quantize_cpu_int8_(t3: nn.Module, s3gen: nn.Module, fingerprint: str | None = None) -> int:
     """The CPU plans' transform: T3's backbone projections and speech head and the estimator's transformer
-    projections in dynamic int8 (those not already swapped in from the cache by `cpu_int8_cache.load_models_cached`);
-    -> how many layers it quantised. With the checkpoint's `fingerprint`, what it quantised is written to the user's cache for the
-    next load."""
+    projections in dynamic int8 (those not already swapped in from the cache by
+    `cpu_int8_cache.load_models_cached`); -> how many layers it quantised. With the checkpoint's `fingerprint`, what
+    it quantised is written to the user's cache for the next load."""
     from . import cpu_int8_cache
     n = quantize_dynamic_int8_(t3, t3_cpu_int8_targets) + quantize_dynamic_int8_(s3gen.flow, flow_int8_targets)
     if n and fingerprint is not None:

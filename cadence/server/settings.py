@@ -96,7 +96,8 @@ class ServerSettings:
         self.stream_windows = stream_windows(self.stream_windows)
         # the engine's own rule, checked before the model loads
         EngineConfig(stream_prompt_s=self.stream_prompt_s, stream_history_s=self.stream_history_s,
-                     stream_windows=self.stream_windows, first_audio_priority=self.first_audio_priority, overlap_audio=self.overlap_audio,
+                     stream_windows=self.stream_windows, first_audio_priority=self.first_audio_priority,
+                     overlap_audio=self.overlap_audio,
                      compile=self.compile, vram_budget=self.vram_budget, dtype=self.dtype, max_batch=self.max_batch,
                      kv_slot_len=self.kv_slot_len, vocoder_dtype=self.vocoder_dtype,
                      prepare_device=self.prepare_device, voice_cache_mb=self.voice_cache_mb,
