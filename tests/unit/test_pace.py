@@ -81,3 +81,10 @@ def test_the_engine_hands_over_windows_by_its_ladder(tiny_ckpt):
         tts.close()
     # 128 tokens: eight 16-token windows against two of 64 (each window one chunk, the last flushed at the end)
     assert chunks[(16,)] >= 7 and chunks[(64,)] <= 3, chunks
+
+
+def test_a_bad_window_flag_is_one_line_and_exit_code_2(capsys):
+    from cadence.cli import main
+    assert main(["serve", "--stream-windows", "2", "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stream_windows" in err[0] and err[0].startswith("cadence: error:")
