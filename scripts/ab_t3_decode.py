@@ -1,8 +1,9 @@
-"""A/B in one process, single-request T3 decode (CUDA graphs, bf16) on a checkpoint: the fused rotary + KV write
-(`cadence.layers.rotary_kv`) on and off with the fused Llama decode linears (`cadence.layers.llama_decode`) on,
-and for the multilingual model its end-of-speech taps on and off. 750 forced speech tokens, 3 runs per variant after a warm-up, in the order A B A B. Also the largest relative
-difference of the guided logits between fused and eager over 40 teacher-forced steps.
-Usage: python scripts/ab_t3_decode.py CHECKPOINT OUT.json"""
+"""A/B in one process, single-request T3 decode (CUDA graphs, bf16, the fused linears and rotary/KV kernel on) on a
+multilingual checkpoint: its end-of-speech rules as eager tensor math, as the two Triton kernels
+(`cadence.layers.alignment_kernels`), and without the taps (what the rules cost). 750 forced speech tokens
+(the rules run every step; their decisions are not applied: random weights would stop at once), 3 runs per
+variant after a warm-up, in the order A B A B, then C. Also whether eager and kernel rules draw the same tokens
+with the rules applied (same seed). Usage: python scripts/ab_t3_decode.py CHECKPOINT OUT.json"""
 import json
 import sys
 import time
@@ -10,25 +11,21 @@ import time
 import torch
 from torch import nn
 
-import cadence.layers.llama_decode as llama_decode
-import cadence.layers.rotary_kv as rotary_kv
+import cadence.layers.alignment_kernels as alignment_kernels
 from cadence.bench.offline import LONG_TEXT
 from cadence.engine.alignment_guard import attach_query_taps
 from cadence.tts import TTS
 
 tts = TTS.from_dir(sys.argv[1], device="cuda", watermark=False)
 voice = tts.voice_or_default(None)
-applies, rotary_applies = llama_decode.applies, rotary_kv.applies
-p = tts.params(seed=1, language="en", max_new_tokens=750, **({"alignment_stop": False}
-                                                           if "alignment_stop" in tts.family.defaults else {}))
+applies = alignment_kernels.applies
+p = tts.params(seed=1, language="en", max_new_tokens=750, alignment_stop=False)
 prefill = tts.prefill(LONG_TEXT, voice, p)
 out = {"family": tts.family.name, "device": torch.cuda.get_device_name(), "torch": torch.__version__}
 
 
-def variant(fused: bool, taps: bool):
-    """fused: the rotary + KV write kernel (the linears are fused in both variants)."""
-    llama_decode.applies = applies
-    rotary_kv.applies = rotary_applies if fused else (lambda *a: False)
+def variant(kernels: bool, taps: bool = True):
+    alignment_kernels.applies = applies if kernels else (lambda *a: False)
     for layer in tts.t3.tfmr.layers:
         layer.self_attn.query_tap = nn.Identity()
     if taps:
@@ -36,8 +33,8 @@ def variant(fused: bool, taps: bool):
     tts.t3_runner.release()
 
 
-def rate(fused: bool, taps: bool) -> list[float]:
-    variant(fused, taps)
+def rate(kernels: bool, taps: bool = True) -> list[float]:
+    variant(kernels, taps)
     tts.t3_runner.generate(prefill, p, 1, speech_only=True)
     rates = []
     for i in range(3):
@@ -49,20 +46,19 @@ def rate(fused: bool, taps: bool) -> list[float]:
     return rates
 
 
-taps = bool(tts.family.aligned_heads)
 for rnd in range(2):
-    for fused in (False, True):
-        key = f"{'fused_rotary' if fused else 'eager_rotary'}{'_taps' if taps else ''}"
-        out.setdefault(key, []).extend(rate(fused, taps))
+    for kernels in (False, True):
+        key = "rules_kernels" if kernels else "rules_eager"
+        out.setdefault(key, []).extend(rate(kernels))
         print(key, [round(x) for x in out[key]], flush=True)
-if taps:
-    out["fused_no_taps"] = rate(True, False)
-    print("fused_no_taps", [round(x) for x in out["fused_no_taps"]], flush=True)
-forced = torch.randint(0, 6561, (40,), generator=torch.Generator().manual_seed(0)).tolist()
-logs = {}
-for fused in (False, True):
-    variant(fused, taps)
-    logs[fused] = tts.t3_runner.generate(prefill, p, 0, forced_tokens=forced, keep_logits=True).guided
-out["fused_vs_eager_max_rel"] = max(float((a - b).norm() / b.norm()) for a, b in zip(logs[True], logs[False]))
-print("fused vs eager rotary, logits, max relative difference:", out["fused_vs_eager_max_rel"], flush=True)
+out["no_taps"] = rate(True, False)
+print("no_taps", [round(x) for x in out["no_taps"]], flush=True)
+applied = tts.params(seed=3, language="en", max_new_tokens=200, temperature=0.05, repetition_penalty=1.0)
+drawn = {}
+for kernels in (False, True):
+    variant(kernels)
+    drawn[kernels] = tts.t3_runner.generate(tts.prefill(LONG_TEXT, voice, applied), applied, 3).tokens
+out["same_tokens_rules_applied"] = drawn[True] == drawn[False]
+out["tokens_rules_applied"] = len(drawn[True])
+print("rules applied: same tokens", out["same_tokens_rules_applied"], len(drawn[True]), len(drawn[False]), flush=True)
 json.dump(out, open(sys.argv[2], "w"), indent=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers import alignment_kernels
 from ..layers.alignment import AlignmentState, alignment_step, apply_alignment, text_attention
 
 
@@ -86,6 +87,8 @@ class AlignmentGuard:
         self.enabled = torch.zeros(slots, device=dev, dtype=torch.bool)
         self.last_two = torch.full((slots, 2), -1, device=dev, dtype=torch.long)
         self.history = torch.zeros(slots, device=dev, dtype=torch.long)
+        self.kernels = alignment_kernels.applies(dev, sum(len(tap.heads) for _, tap in self.taps))
+        """The rules as two Triton kernels (`layers.alignment_kernels`) rather than ~50 eager ones (CUDA)."""
 
     @classmethod
     def build(cls, t3, slots: int, rows_per_slot: int, max_positions: int) -> "AlignmentGuard | NoGuard":
@@ -112,10 +115,17 @@ class AlignmentGuard:
                 queries.append(qh[:, -1] if query_at is None else qh[torch.arange(qh.shape[0], device=qh.device),
                                                                       query_at])
                 keys.append(k_cache[layer][:: self.per_slot, head])  # (b, A, D)
-        self.attn[slots] = text_attention(queries, keys, lengths, self.text_start, self.width)
+        if self.kernels and isinstance(slots, slice):
+            alignment_kernels.text_attention_into(self.attn[slots], queries, keys, lengths, self.text_start)
+        else:
+            self.attn[slots] = text_attention(queries, keys, lengths, self.text_start, self.width)
 
     def decide(self, logits: torch.Tensor, b: int) -> torch.Tensor:
         """logits (b, V) after CFG for slots [0, b) -> with EOS suppressed or forced where the rules say so."""
+        if self.kernels:
+            return alignment_kernels.step_and_apply(self.state.first(b), self.attn[:b], self.text_len[:b],
+                                                    self.last_two[:b], self.history[:b], self.enabled[:b], logits,
+                                                    self.eos)
         suppress, force = alignment_step(self.state.first(b), self.attn[:b], self.text_len[:b], self.last_two[:b],
                                          self.history[:b])
         on = self.enabled[:b]
