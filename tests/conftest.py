@@ -57,3 +57,16 @@ def check_env_flag(monkeypatch, field: str, text: str, expected: bool, bad_text:
     with pytest.raises(ValueError, match=f"{env}={bad_text!r}"):
         ServerSettings.from_env()
     monkeypatch.delenv(env)
+
+
+def run_kernel_check(code: str, device: str = "cpu") -> None:
+    """Run a kernel check (Python source printing "ok") in a process of its own: on the CPU through Triton's
+    interpreter, or compiled on CUDA (`CHECK_DEVICE` tells the check where its tensors go)."""
+    import subprocess
+    import sys
+    pytest.importorskip("triton")
+    env = {**os.environ, "CHECK_DEVICE": device}
+    if device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]

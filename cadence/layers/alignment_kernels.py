@@ -48,7 +48,8 @@ if triton is not None:
                                len_ptr, s_len, out_ptr, s_out, text_start, width, scale,
                                D: tl.constexpr, BLOCK_A: tl.constexpr):
         """Program b: row b's three heads (queries q_j + b * sq_j, keys k_j + b * sk_j, key stride sa_j, D
-        contiguous) over its first L = lengths[b * s_len] keys -> out[b, c] for text columns c < min(width, L - start)."""
+        contiguous) over its first L = lengths[b * s_len] keys -> out[b, c] for text columns
+        c < min(width, L - text_start)."""
         b = tl.program_id(0)
         L = tl.load(len_ptr + b * s_len).to(tl.int32)
         d = tl.arange(0, D)
@@ -102,7 +103,7 @@ if triton is not None:
         history = tl.load(history_ptr + b)
         token_repeat = (history >= 3) & (tl.load(last_two_ptr + b * 2) == tl.load(last_two_ptr + b * 2 + 1))
         on = tl.load(enabled_ptr + b) != 0
-        force = ((complete & (tail_max >= 5.0)) | (complete & (repeat > 5.0)) | token_repeat) & on
+        force = ((complete & ((tail_max >= 5.0) | (repeat > 5.0))) | token_repeat) & on
         suppress = (cur < S - 3) & (S > 5) & on
         v = tl.arange(0, BLOCK_V)
         for v0 in range(0, V, BLOCK_V):
@@ -128,8 +129,8 @@ def text_attention_into(out: torch.Tensor, queries: list[torch.Tensor], keys: li
     D = keys[0].shape[-1]
     q = [t if t.stride(-1) == 1 else t.contiguous() for t in queries]
     _text_attention_kernel[(B,)](*q, *(t.stride(0) for t in q), *keys, *(k.stride(0) for k in keys),
-                                 *(k.stride(1) for k in keys), lengths, lengths.stride(0), out, out.stride(0), text_start, width,
-                                 D ** -0.5, D=D, BLOCK_A=64, num_warps=4)
+                                 *(k.stride(1) for k in keys), lengths, lengths.stride(0), out, out.stride(0),
+                                 text_start, width, D ** -0.5, D=D, BLOCK_A=64, num_warps=4)
 
 
 def step_and_apply(state: AlignmentState, attn: torch.Tensor, text_len: torch.Tensor, last_two: torch.Tensor,

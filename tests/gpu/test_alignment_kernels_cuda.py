@@ -4,14 +4,15 @@ through Triton's interpreter, here with the GPU's own argmax tie-breaking and bf
 import pytest
 import torch
 
-from tests.unit.test_alignment_kernels import RULES_CHECK, TEXT_ATTENTION_CHECK, _interpreted
+from tests.conftest import run_kernel_check
+from tests.unit.test_alignment_kernels import RULES_CHECK, TEXT_ATTENTION_CHECK
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
 def test_text_attention_kernel_on_cuda():
-    _interpreted(TEXT_ATTENTION_CHECK, "cuda")
+    run_kernel_check(TEXT_ATTENTION_CHECK, "cuda")
 
 
 def test_rules_kernel_on_cuda():
-    _interpreted(RULES_CHECK, "cuda")
+    run_kernel_check(RULES_CHECK, "cuda")

@@ -2,11 +2,7 @@
 Triton's interpreter, against the eager functions they replace (which the parity tests hold to the reference):
 the three heads' text attention, and the rules' steps with their logit rewrite, decision for decision."""
 
-import os
-import subprocess
-import sys
-
-import pytest
+from tests.conftest import run_kernel_check
 
 TEXT_ATTENTION_CHECK = r"""
 import os, torch
@@ -18,7 +14,8 @@ layers, rows, H, A, D, start, width = 3, 6, 4, 300, 64, 34, 200
 watched = ((2, 1), (0, 3), (1, 0))
 for per_slot, dtype in ((1, torch.float32), (2, torch.float32), (2, torch.bfloat16)):
     k_cache = torch.randn(layers, rows, H, A, D, generator=g).to(dev, dtype)
-    q = torch.randn(rows, H, 1, D, generator=g).to(dev, dtype)  # one row per slot (Turbo-like) or a CFG pair, the conditional row first
+    # one row per slot (Turbo-like) or a CFG pair, the conditional row first
+    q = torch.randn(rows, H, 1, D, generator=g).to(dev, dtype)
     queries = [q[::per_slot, h, -1] for _, h in watched]
     keys = [k_cache[l][::per_slot, h] for l, h in watched]  # strided views of the layered cache, as the guard takes
     b = queries[0].shape[0]
@@ -83,19 +80,9 @@ print("ok")
 """
 
 
-def _interpreted(code: str, device: str = "cpu") -> None:
-    """Run a check in a process of its own: on the CPU through Triton's interpreter, or compiled on CUDA."""
-    pytest.importorskip("triton")
-    env = {**os.environ, "CHECK_DEVICE": device}
-    if device == "cpu":
-        env["TRITON_INTERPRET"] = "1"
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
-
-
 def test_text_attention_kernel_equals_the_eager_heads_in_the_interpreter():
-    _interpreted(TEXT_ATTENTION_CHECK)
+    run_kernel_check(TEXT_ATTENTION_CHECK)
 
 
 def test_rules_kernel_decides_as_the_eager_rules_in_the_interpreter():
-    _interpreted(RULES_CHECK)
+    run_kernel_check(RULES_CHECK)

@@ -1,15 +1,11 @@
 """Cadence's Triton kernels, run on the CPU by Triton's interpreter, against the eager math they replace: the
 per-row prefix attention of batched decoding (and its SDPA fallback), and the vocoder's Snake activation."""
 
-import os
-import subprocess
-import sys
-
-import pytest
 import torch
 import torch.nn.functional as F
 
 from cadence.layers.decode_attention import PrefixMask, kernel_applies, prefix_attention, prefix_bias
+from tests.conftest import run_kernel_check
 
 KERNEL_CHECK = r"""
 import torch, torch.nn.functional as F
@@ -140,39 +136,32 @@ print("ok")
 """
 
 
-def _interpreted(code: str) -> None:
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
-
-
 def test_prefix_attention_kernel_equals_masked_sdpa_in_the_interpreter():
-    _interpreted(KERNEL_CHECK)
+    run_kernel_check(KERNEL_CHECK)
 
 
 def test_snake_kernel_equals_eager_snake_in_the_interpreter():
-    _interpreted(SNAKE_CHECK)
+    run_kernel_check(SNAKE_CHECK)
 
 
 def test_decode_linear_kernels_equal_the_eager_math_in_the_interpreter():
-    _interpreted(DECODE_LINEAR_CHECK)
+    run_kernel_check(DECODE_LINEAR_CHECK)
 
 
 def test_llama_decode_linears_equal_the_eager_math_in_the_interpreter():
-    _interpreted(LLAMA_LINEAR_CHECK)
+    run_kernel_check(LLAMA_LINEAR_CHECK)
 
 
 def test_kv_write_kernel_equals_index_copies_in_the_interpreter():
-    _interpreted(KV_WRITE_CHECK)
+    run_kernel_check(KV_WRITE_CHECK)
 
 
 def test_rotary_kv_kernel_equals_the_eager_rotation_and_write_in_the_interpreter():
-    _interpreted(ROTARY_KV_CHECK)
+    run_kernel_check(ROTARY_KV_CHECK)
 
 
 def test_race_noise_kernel_equals_the_torch_draws_in_the_interpreter():
-    _interpreted(RACE_NOISE_CHECK)
+    run_kernel_check(RACE_NOISE_CHECK)
 
 
 def test_fallback_equals_the_bool_mask_it_replaces():
