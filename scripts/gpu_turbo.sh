@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine (device tool), Chatterbox Turbo: a full-size random Turbo checkpoint, then the PHASES asked
-# for: the GPU tests, the T3 step probe, the offline bench side by side with the reference Turbo (watermark on),
+# for: the GPU tests, the T3 step probe, where a 30 s clip's peak memory goes, the offline bench side by side with the reference Turbo (watermark on),
 # the compile and int8 plans, streaming first audio, the HTTP server under load, and the Turbo parity tests on
 # CUDA. Wheels for what the machine lacks travel in .whl (see docs/benchmarks.md). Results in $OUT.
 set -uo pipefail
@@ -18,6 +18,8 @@ for phase in ${PHASES:-tests probe bench int8 stream serve parity}; do
     compile) timeout ${COMPILE_T:-300} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --compile \
              --watermark --repeats 2 --json "$OUT/turbo_compile.json" --md "$OUT/turbo_compile.md" 2>&1 | quiet | tail -25 ;;
     probe) timeout ${PROBE_T:-200} python3 scripts/turbo_t3_probe.py $CK "$OUT/turbo_t3_probe.json" 2>&1 | quiet | tail -60 ;;
+    memory) timeout ${MEMORY_T:-120} python3 scripts/memory_probe.py $CK ${MEMORY_TOKENS:-750} "$OUT/turbo_memory.json" 2>&1 \
+             | quiet | tail -30 ;;
     int8)  timeout ${INT8_T:-150} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --memory-plan int8 \
              --watermark --repeats 2 --json "$OUT/turbo_int8.json" --md "$OUT/turbo_int8.md" 2>&1 | quiet | tail -25 ;;
     tests) timeout ${TESTS_T:-300} python3 -m pytest ${GPU_TESTS:-tests/gpu/test_turbo_cuda.py tests/gpu/test_cuda.py \

@@ -1,20 +1,64 @@
 """Where Turbo's single-stream T3 step goes (GPU): ms per decode step through the captured graph with Turbo's
-default filters (top_k 1000, top_p 0.95) and with none, a kernel profile of eager decode steps by kernel, and
+default filters (top_k 1000, top_p 0.95) and with none, the filters as one kernel against the eager filters (A/B
+in this process, alternating), a kernel profile of eager decode steps by kernel, and
 each GPT-2 projection as one row through cuBLAS and through the fused decode kernel (µs per call in a graph).
 Usage: python scripts/turbo_t3_probe.py CHECKPOINT_DIR OUT.json"""
 
 import json
+import statistics
 import sys
 import time
 
 import torch
 
+from cadence.layers.sampling import filters_for, process_logits
 from cadence.sampling_params import SamplingParams
 from cadence.tts import TTS
-from probe_timing import replay_ms
 
 STEPS = 300
 CALLS = 50  # calls per captured graph in the projection timings
+
+
+def replay_ms(graph, reps: int = 50) -> float:
+    """Median device time (ms, CUDA events) of one replay of a captured CUDA graph: launch gaps out of the figure."""
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return round(statistics.median(times), 3)
+
+
+def filters_ab(tts, voice, rounds: int = 3) -> dict:
+    """Turbo's defaults through captured graphs, the filters as one kernel vs as eager math (a decoder of each),
+    alternating: tokens/s of each round, and whether the two gave the same tokens."""
+    from cadence.engine.t3_graph import T3GraphDecoder
+    p = SamplingParams.for_family(tts.family, max_new_tokens=STEPS, seed=1)
+    prefill = tts.prefill("Hello there, this is a quick test of the reference model.", voice, p)
+    decoders = {}
+    for name, filters in (("kernel", filters_for("cuda")), ("eager", process_logits)):
+        decoders[name] = T3GraphDecoder(tts.t3, 1, 1024, 1024)
+        decoders[name].filters = filters  # before the defaults' graphs are captured (on the first generate)
+    out = {"kernel": [], "eager": [], "same_tokens": True}
+    tokens = {}
+    for _ in range(rounds + 1):
+        for name, d in decoders.items():
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            got = d.generate(prefill, p, 1, STEPS, STEPS, speech_only=True)
+            torch.cuda.synchronize()
+            if name in tokens:  # the first round captures
+                out[name].append(round(len(got) / (time.perf_counter() - t), 1))
+                out["same_tokens"] &= tokens[name] == got
+            tokens[name] = got
+    out["same_tokens"] &= tokens["kernel"] == tokens["eager"]
+    for d in decoders.values():
+        d.close()
+    print("filters A/B tokens/s", out, flush=True)
+    return out
 
 
 def linear_timings() -> list[dict]:
@@ -56,6 +100,7 @@ def main(ckpt: str, out: str) -> None:
     tts = TTS.from_dir(ckpt, device="cuda", watermark=False)
     voice = tts.default_voice
     res = {"device": torch.cuda.get_device_name(), "steps": STEPS, "linears": linear_timings()}
+    res["filters_ab"] = filters_ab(tts, voice)
     for name, knobs in (("turbo_defaults", {}), ("no_filters", {"top_k": 0, "top_p": 1.0})):
         p = SamplingParams.for_family(tts.family, max_new_tokens=STEPS, seed=1, **knobs)
         prefill = tts.prefill("Hello there, this is a quick test of the reference model.", voice, p)

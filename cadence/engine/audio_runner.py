@@ -15,6 +15,10 @@ from ..voices.voice import Voice
 
 
 class AudioRunner:
+    graph_batches = False
+    """Padded batches of finished requests replay the CFM solve's CUDA graph of their (rows, frames) bucket, as
+    single requests and streaming windows do (False: eager solves, about a thousand kernel launches a batch)."""
+
     def __init__(self, s3gen: S3Gen, use_graphs: bool = False, vocoder_window_frames: int | None = None):
         self.s3gen = s3gen
         self.vocoder_window_frames = vocoder_window_frames
@@ -109,7 +113,8 @@ class AudioRunner:
         for i, v in enumerate(voices):
             cond[i, :, : v.prompt_feat.shape[1]] = v.prompt_feat[0].t().to(dt)
         spks = flow.speaker(torch.cat([v.xvector for v in voices]).to(dt)).to(dt)
-        mel = flow.decoder.solve(noise[..., : mu.shape[-1]], mu, mask, spks, cond, n_steps or flow.cfg.n_timesteps)
+        solve = self.cfm_graphs.solve if self.cfm_graphs is not None and self.graph_batches else flow.decoder.solve
+        mel = solve(noise[..., : mu.shape[-1]], mu, mask, spks, cond, n_steps or flow.cfg.n_timesteps)
         return [mel[i:i + 1, :, v.prompt_feat.shape[1]: ratio * f.numel()].float()
                 for i, (v, f) in enumerate(zip(voices, fulls))]
 

@@ -15,7 +15,7 @@ import torch
 
 from ..layers.decode_attention import PrefixMask
 from ..layers.race_noise import race_noise_into
-from ..layers.sampling import cfg_combine, process_logits, sample
+from ..layers.sampling import cfg_combine, filters_for, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
 from .alignment_guard import AlignmentGuard
@@ -71,6 +71,7 @@ class BatchDecoder:
         self.eos_only = torch.zeros(c.speech_vocab, device=dev, dtype=torch.bool)
         self.eos_only[c.stop_speech] = True
         self.guard = AlignmentGuard.build(t3, slots, rows_per_slot, slot_len)  # the multilingual EOS rules
+        self.filters = filters_for(dev)  # the sampling filters: one kernel on CUDA
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle() if use_graphs else None
         self.lazy = False  # a step without its graph yet runs eagerly and asks for the graph (background warm-up)
@@ -160,8 +161,8 @@ class BatchDecoder:
         logits = logits.masked_fill(banned[:, None], float("-inf"))
         kn = {k: t[:b] for k, t in self.knobs.items()}
         guided = self.guard.decide(cfg_combine(logits[:, 0], logits[:, 1] if n == 2 else None, kn["cfg"]), b)
-        probs = process_logits(guided, None, self.counts[:b], kn["cfg"], kn["rep"], kn["temp"], kn["min_p"],
-                               kn["top_p"], self.top_k[:b], use_top_k, use_top_p, penalty_last=t3.penalty_last)
+        probs = self.filters(guided, None, self.counts[:b], kn["cfg"], kn["rep"], kn["temp"], kn["min_p"],
+                             kn["top_p"], self.top_k[:b], use_top_k, use_top_p, penalty_last=t3.penalty_last)
         token = sample(probs, race_noise_into(self.noise[:b], self.seeds[:b], self.step[:b]))  # (b,)
         self.guard.observe(token, b)
         slots = torch.arange(b, device=token.device)

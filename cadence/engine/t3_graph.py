@@ -10,7 +10,7 @@ import torch
 
 from ..layers.decode_attention import PrefixMask
 from ..layers.race_noise import race_noise_into
-from ..layers.sampling import cfg_combine, process_logits, sample
+from ..layers.sampling import cfg_combine, filters_for, sample
 from ..models.t3 import T3
 from ..sampling_params import SamplingParams
 from .alignment_guard import AlignmentGuard
@@ -47,6 +47,7 @@ class T3GraphDecoder:
         self.knobs = {k: torch.zeros(1, device=dev) for k in ("cfg", "rep", "temp", "min_p", "top_p")}
         self.top_k = torch.zeros(1, device=dev, dtype=torch.long)
         self.guard = AlignmentGuard.build(t3, 1, rows, max_len)
+        self.filters = filters_for(dev)  # the sampling filters: one kernel on CUDA
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self.pool = torch.cuda.graph_pool_handle()
         for attend in self.buckets:  # the common case (no top-k, no top-p) is captured up front
@@ -57,8 +58,8 @@ class T3GraphDecoder:
         logits = t3.speech_logits(self.hidden).float().masked_fill(~self.allowed, float("-inf"))
         kn = self.knobs
         guided = self.guard.decide(cfg_combine(logits[:1], logits[1:2] if self.rows == 2 else None, kn["cfg"]), 1)
-        probs = process_logits(guided, None, self.counts, kn["cfg"], kn["rep"], kn["temp"], kn["min_p"],
-                               kn["top_p"], self.top_k, use_top_k, use_top_p, penalty_last=t3.penalty_last)
+        probs = self.filters(guided, None, self.counts, kn["cfg"], kn["rep"], kn["temp"], kn["min_p"],
+                             kn["top_p"], self.top_k, use_top_k, use_top_p, penalty_last=t3.penalty_last)
         token = sample(probs, race_noise_into(self.noise, self.seed, self.step))
         self.guard.observe(token, 1)
         self.out.index_copy_(0, self.step.clamp(max=self.max_steps), token)

@@ -63,6 +63,21 @@ def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torc
     return logits.softmax(-1)
 
 
+def filters_for(device: torch.device | str):
+    """`process_logits` for decoders whose tensors live on `device`: on CUDA the one-kernel version
+    (`layers.sampling_kernel`, the same math without ~25 small kernels and a sort a step), else the eager math."""
+    from . import sampling_kernel
+    if not sampling_kernel.applies(device):
+        return process_logits
+
+    def fused(cond, uncond, counts, cfg_weight, repetition_penalty, temperature, min_p, top_p, top_k,
+              use_top_k: bool = True, use_top_p: bool = True, penalty_last: bool = False) -> torch.Tensor:
+        # the kernel skips a filter that is off in a row by itself: the use_* hints are not needed
+        return sampling_kernel.filtered_probs(cfg_combine(cond, uncond, cfg_weight), counts, repetition_penalty,
+                                              temperature, min_p, top_p, top_k, penalty_last)
+    return fused
+
+
 def sample(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Exponential race: argmax(p / E) with E ~ Exp(1) draws token i with probability p_i.
     `noise` (B, V) holds the exponential draws, made from each request's own generator."""
