@@ -77,6 +77,10 @@ def window_due(r: _Running, ladder: tuple[int, ...]) -> bool:
 
 
 class AudioWorker:
+    one_piece_turns = False
+    """Finished requests' S3Gen batches take a turn on the GPU as stream windows do (`GpuTurns`) instead of
+    running beside the decode."""
+
     def __init__(self, engine):
         self.engine = engine
         dev = engine.tts.device
@@ -181,7 +185,8 @@ class AudioWorker:
             self._windows_in_turn(heads)
         if self._live:
             live, self._live = self._live, []
-            self._guarded(self._batch, live, live)
+            with self.engine.turns.turn() if self.one_piece_turns else contextlib.nullcontext():
+                self._guarded(self._batch, live, live)
         self.first.behind(False)
 
     def _windows_in_turn(self, todo: list[Window]) -> None:

@@ -36,6 +36,8 @@ FIRST_AUDIO_HOLD_S = 0.5  # the longest decode waits for first windows (EngineCo
 # and rendered them in separate batches (16 streams on an H100: first audio ~350 ms instead of ~250 ms).
 GATHER_GAP_S = 0.002
 GATHER_MAX_S = 0.010
+# Newcomers admitted per round (one padded prefill), so running requests keep decoding between admissions.
+ADMIT_MAX = 16
 
 
 class Engine:
@@ -243,10 +245,9 @@ class Engine:
                 if not r.failed:
                     self._cancel(r)
         free = [s for s in range(self.max_batch) if s not in self._running]
-        # Newcomers are admitted up to 16 at a time (one padded prefill) so running requests keep decoding.
         t0 = time.perf_counter()
         admitted: list[tuple[_Running, tuple]] = []
-        while self._waiting and free and len(admitted) < 16:
+        while self._waiting and free and len(admitted) < ADMIT_MAX:
             r = self._waiting.popleft()
             if r.handle.cancelled:
                 self._cancel(r)

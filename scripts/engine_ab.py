@@ -1,0 +1,39 @@
+"""The batched engine alone under closed-loop load (GPU): CLIENTS client threads each sending its requests one after
+another, as `cadence bench serve`'s engine-only replay does, on one warmed engine, alternating scheduling variants:
+the admission cap per round (`engine.ADMIT_MAX`) and whether finished requests' S3Gen batches take GPU turns
+(`AudioWorker.one_piece_turns`). x real time and the engine's counters of each run.
+Usage: python scripts/engine_ab.py CHECKPOINT_DIR OUT.json [CLIENTS] [REQUESTS] [TOKENS] [ROUNDS]"""
+
+import json
+import sys
+
+from cadence.bench.engine_replay import engine_level
+from cadence.bench.serve import level_bodies
+from cadence.engine import audio_worker, engine as engine_mod
+from cadence.tts import TTS
+
+VARIANTS = {"admit 16, S3Gen beside decode": (16, False), "admit 64, S3Gen beside decode": (64, False),
+            "admit 16, S3Gen turns": (16, True), "admit 64, S3Gen turns": (64, True)}
+
+
+def main(ckpt: str, out: str, clients: int = 64, requests: int = 128, tokens: int = 300, rounds: int = 2) -> None:
+    tts = TTS.from_dir(ckpt, device="cuda", watermark=True)
+    tts.engine.warmup()
+    bodies = level_bodies(requests, 1, tokens, False, "pcm", tokens)
+    res = {"clients": clients, "requests": requests, "tokens": tokens, "family": tts.family.name, "runs": []}
+    engine_level(tts, bodies[:clients], clients, True)  # warm: the first full admission's allocations
+    for r in range(rounds):
+        for name, (admit, turns) in VARIANTS.items():
+            engine_mod.ADMIT_MAX, audio_worker.AudioWorker.one_piece_turns = admit, turns
+            lv = engine_level(tts, bodies, clients, True)
+            res["runs"].append({"variant": name, "round": r, **lv})
+            e = lv["engine"]
+            print(f"{name:32s} {lv['x_realtime']:6.1f}x  wall {lv['wall_s']:.2f} s  mean batch {e['mean_batch']:.1f}  "
+                  f"t3 {e['t3_busy_s']:.2f} s  s3gen {e['s3gen_busy_s']:.2f} s  prefill {e['prefill_busy_s']:.2f} s",
+                  flush=True)
+    json.dump(res, open(out, "w"), indent=1)
+    tts.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:]))
