@@ -111,8 +111,13 @@ class SourceModule(nn.Module):
         """f0 (B, 1, L) Hz at sample rate; phase (B, H, 1) uniform in [-pi, pi) (harmonic 0's is
         forced to 0); noise (B, H, L) standard normal; offset (B, H, 1) cycles already run before sample 0
         (streaming continues a previous window's phase). Returns (B, 1, L)."""
-        c = self.cfg
         cycles = self.cycles(f0) if offset is None else self.cycles(f0) + offset
+        return self.excite(cycles, f0, phase, noise)
+
+    def excite(self, cycles, f0, phase, noise):
+        """The source from its harmonics' cumulative cycles (B, H, L), sample by sample (so any run of samples
+        can be computed alone): f0 (B, 1, L), phase (B, H, 1), noise (B, H, L) -> (B, 1, L)."""
+        c = self.cfg
         theta = 2 * np.pi * (cycles % 1)
         phase = torch.cat((torch.zeros_like(phase[:, :1]), phase[:, 1:]), dim=1)
         sines = c.sine_amp * torch.sin(theta + phase)
@@ -150,27 +155,43 @@ class HiFTGenerator(nn.Module):
 
     def source(self, mel, phase, noise, mask=None):
         """mel (B, 80, T) -> source excitation (B, 1, T * samples_per_frame), in the F0 path's precision."""
+        dt = self.m_source.l_linear.weight.dtype
+        return self.m_source(self.f0(mel, mask), phase.to(dt), noise.to(dt))
+
+    def f0(self, mel, mask=None):
+        """mel (B, 80, T) -> F0 (B, 1, T * samples_per_frame) in Hz, each frame's value held over its samples,
+        in the source's precision."""
         f0 = self.f0_predictor(mel.to(self.f0_predictor.classifier.weight.dtype), mask)
         f0 = F.interpolate(f0[:, None], scale_factor=float(self.cfg.samples_per_frame), mode="nearest")
-        dt = self.m_source.l_linear.weight.dtype
-        return self.m_source(f0.to(dt), phase.to(dt), noise.to(dt))
+        return f0.to(self.m_source.l_linear.weight.dtype)
 
     def decode(self, mel, source, frames=None):
         """mel (B, 80, T), source (B, 1, T * samples_per_frame) -> waveform (B, T * samples_per_frame).
         `frames` (B ints) marks a padded batch: row b is real for its first frames[b] mel frames; padding is
         zeroed between layers and the STFTs run per row, so each row's waveform equals the one it gets
         alone. Samples past a row's end are zero."""
+        s = self._source_spec(source, frames)  # (B, n_fft + 2, 120 T + 1)
+        return self.waveform(self.spectrum(mel, s, frames), mel.shape[-1], frames)
+
+    def spectrum(self, mel, s, frames=None, start: bool = True):
+        """The upsampler: mel (B, 80, T) and the source's STFT s (B, n_fft + 2, 120 T + 1) -> log-magnitude and
+        phase (B, n_fft + 2, 120 T + 1), fp32. Every layer sees only nearby frames, so a run of frames can be
+        computed alone from a slice of mel and s with some frames either side (`engine.vocoder_chunks`); with
+        `start` False the run is not the clip's start: its last stage has no reflected first column, and s
+        and the result lack that column (120 T columns)."""
         c = self.cfg
         dt = self.conv_pre.weight.dtype
         n = None if frames is None else torch.tensor(frames, device=mel.device)
-        s = self._source_spec(source, frames).to(dt)  # (B, n_fft + 2, 120 T + 1)
+        s = s.to(dt)
         x = _masked(self.conv_pre(_masked(mel.to(dt), n)), n)
         n_k = len(c.resblock_kernels)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, c.lrelu_slope))
             last = i == len(self.ups) - 1
-            if last:
+            if last and start:
                 x = F.pad(x, (1, 0), mode="reflect")
+            elif last:
+                s = s[..., 1:]
             if n is not None:  # real frames at this resolution: T * (upsampling so far), +1 for the pad
                 n_i = n * int(np.prod(c.upsample_rates[: i + 1])) + int(last)
                 m = (torch.arange(x.shape[-1], device=x.device)[None] < n_i[:, None])[:, None].to(x.dtype)
@@ -182,7 +203,12 @@ class HiFTGenerator(nn.Module):
             for j in range(1, n_k):
                 acc += self.resblocks[i * n_k + j](x, m)
             x = acc.div_(n_k)
-        x = self.conv_post(F.leaky_relu(x)).float()  # the iSTFT runs in fp32
+        return self.conv_post(F.leaky_relu(x)).float()  # the iSTFT runs in fp32
+
+    def waveform(self, x, mel_frames: int, frames=None):
+        """`spectrum`'s output (B, n_fft + 2, 120 T + 1) -> waveform (B, T * samples_per_frame) by the iSTFT;
+        `frames` as in `decode`."""
+        c = self.cfg
         half = c.n_fft // 2 + 1
         magnitude = torch.exp(x[:, :half]).clamp(max=1e2)
         phase = torch.sin(x[:, half:])
@@ -191,7 +217,7 @@ class HiFTGenerator(nn.Module):
             wav = torch.istft(spec, c.n_fft, c.hop, c.n_fft, window=self.stft_window)
         else:  # per row over its own spectrogram frames: the overlap-add edge is the row's own end
             spf = c.samples_per_frame
-            wav = spec.real.new_zeros(spec.shape[0], mel.shape[-1] * spf)
+            wav = spec.real.new_zeros(spec.shape[0], mel_frames * spf)
             for b, f in enumerate(frames):
                 wav[b, : f * spf] = torch.istft(spec[b, :, : f * spf // c.hop + 1], c.n_fft, c.hop, c.n_fft,
                                                 window=self.stft_window)
