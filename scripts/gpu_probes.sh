@@ -1,3 +1,6 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool): the batched-stage probes (S3Gen batches, the T3 batched step) for Turbo and the
+# original model, and the Turbo single-request step probe. Results in $OUT.
 set -uo pipefail
 source scripts/gpu_env.sh
 nvidia-smi --query-gpu=name --format=csv,noheader

@@ -104,7 +104,7 @@ def main(ckpt: str, out: str) -> None:
     for name, knobs in (("turbo_defaults", {}), ("no_filters", {"top_k": 0, "top_p": 1.0})):
         p = SamplingParams.for_family(tts.family, max_new_tokens=STEPS, seed=1, **knobs)
         prefill = tts.prefill("Hello there, this is a quick test of the reference model.", voice, p)
-        gen = torch.Generator(device="cuda").manual_seed(1)
+        gen = 1  # the seed
         tts.t3_runner.generate(prefill, p, gen, speech_only=True)  # capture
         torch.cuda.synchronize()
         t = time.perf_counter()
@@ -116,7 +116,7 @@ def main(ckpt: str, out: str) -> None:
     p = SamplingParams.for_family(tts.family, max_new_tokens=40, seed=1)
     prefill = tts.prefill("Hello there.", voice, p)
     tts.t3_runner.use_graphs = False
-    gen = torch.Generator(device="cuda").manual_seed(1)
+    gen = 1  # the seed
     tts.t3_runner.generate(prefill, p, gen, speech_only=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         n = len(tts.t3_runner.generate(prefill, p, gen, speech_only=True).tokens)
