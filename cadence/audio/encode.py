@@ -20,6 +20,30 @@ _AV = {"mp3": ("mp3", "libmp3lame", None), "opus": ("ogg", "libopus", 48000), "a
        "flac": ("flac", "flac", None)}
 
 
+def available_formats() -> tuple[str, ...]:
+    """The response formats this installation can encode: wav and pcm always; flac, mp3, opus and aac where PyAV
+    (FFmpeg) imports (the `server` extra installs it)."""
+    global _AV_OK
+    if _AV_OK is None:
+        try:
+            import av  # noqa: F401
+            _AV_OK = True
+        except ImportError:
+            _AV_OK = False
+    return FORMATS if _AV_OK else tuple(f for f in FORMATS if f not in _AV)
+
+
+def format_unavailable(fmt: str) -> str | None:
+    """Why `fmt` cannot be encoded here (one line), or None when it can."""
+    if fmt in available_formats():
+        return None
+    return (f"response_format {fmt!r} needs PyAV (FFmpeg), which this server lacks (pip install av); "
+            f"available: {', '.join(available_formats())}")
+
+
+_AV_OK: bool | None = None
+
+
 def _pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
@@ -50,6 +74,8 @@ class StreamEncoder:
         self._container = None
         self._held: list[np.ndarray] | None = [] if fmt == "flac" else None
         if fmt in _AV:
+            if format_unavailable(fmt):
+                raise RuntimeError(format_unavailable(fmt))
             import av
             container_fmt, codec, rate = _AV[fmt]
             self._sink = io.BytesIO() if fmt == "flac" else _Sink()

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from ..audio.encode import CONTENT_TYPES, StreamEncoder
+from ..audio.encode import CONTENT_TYPES, StreamEncoder, format_unavailable
 from ..engine.cpu_priority import lower_beside_gpu
 from ..engine.request import Request as EngineRequest
 from ..engine.request import RequestCancelled
@@ -83,6 +83,9 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
             raise ApiError(400, f"input has {len(text)} characters; at most {settings.max_input_chars} per request",
                            param="input", code="input_too_long")
         check_model(t.family, body.model)
+        unavailable = format_unavailable(body.response_format)
+        if unavailable:
+            raise ApiError(400, unavailable, param="response_format", code="format_unavailable")
         loop = asyncio.get_running_loop()
         voice = await asyncio.to_thread(resolve_voice, t, body.voice_name)
         try:

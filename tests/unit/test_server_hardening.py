@@ -197,3 +197,19 @@ def test_the_published_schema_documents_the_errors_the_server_sends(burst_server
     assert {"400", "404", "413", "429"} <= set(speech) and "422" not in speech  # validation errors are 400
     assert "409" in spec["paths"]["/v1/voices"]["post"]["responses"]
     assert "ErrorBody" in json.dumps(speech["400"])
+
+
+def test_a_format_without_its_encoder_is_a_clear_400(wide_server, monkeypatch):
+    """PyAV missing (a broken install): mp3 is refused up front with the formats that work, not a 500 mid-stream."""
+    from cadence.audio import encode
+    base = wide_server
+    monkeypatch.setattr(encode, "_AV_OK", False)
+    r = httpx.post(base + SPEECH, json={"input": "Hello.", "response_format": "mp3", "max_new_tokens": 20},
+                   headers={"Authorization": "Bearer k3y"}, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "response_format" and err["code"] == "format_unavailable"
+    assert "PyAV" in err["message"] and "wav" in err["message"] and "mp3" not in err["message"].split("available:")[1]
+    r = httpx.post(base + SPEECH, json={"input": "Hello.", "response_format": "wav", "max_new_tokens": 20},
+                   headers={"Authorization": "Bearer k3y"}, timeout=60)
+    assert r.status_code == 200 and r.content[:4] == b"RIFF"
