@@ -172,7 +172,7 @@ class Engine:
             self._collect()
             if self.warm.pending:  # background captures: one between rounds, back to back while idle
                 with self.turns.turn():
-                    self.warm.run_one()
+                    self.warm.run_one(busy=not self._idle())
                     while self.warm.pending and self._idle() and self._inbox.empty():
                         self.warm.run_one()
             if self._stop.is_set() and (not self._drain or not (self._waiting or self._running or self._finished

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 from .request import Request
@@ -34,15 +35,25 @@ def warm_bursts(engine) -> None:
             h.result()
 
 
+PLANNED_SHARE = 0.2
+"""While requests run, the most of the GPU thread's time that captures of graphs no request has asked for yet may
+take: each such capture (~0.1 s) is followed by decode rounds worth four times its duration. A capture a running
+request waits for goes first, unthrottled; an idle engine captures back to back."""
+
+
 class BackgroundWarmup:
     """The engine's graph captures done while it serves: a server answers `ready` once its weights are loaded,
     and the decode and flow graphs are captured on the GPU thread afterwards, a few at a time between decode
     rounds (all of them while idle). Until its graph is there, a step or a solve runs eagerly (same kernels,
-    no capture stall on a request's path) and its shape moves to the front of the queue."""
+    no capture stall on a request's path) and its shape moves to the front of the queue. Captures of planned
+    shapes beside traffic are held to `PLANNED_SHARE` of the thread's time: one after every decode round made
+    the first requests after `ready` several times slower than once warm."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, clock=time.perf_counter):
         self.engine = engine
         self.tasks: deque[tuple[str, tuple]] = deque()
+        self.clock = clock
+        self._planned_after = 0.0  # while busy, no planned capture before this time
 
     @property
     def pending(self) -> int:
@@ -67,8 +78,9 @@ class BackgroundWarmup:
         if self._flow is not None:
             self._flow.lazy = True
 
-    def run_one(self) -> None:
-        """Capture the next graph: one a request asked for first, else the next of the plan."""
+    def run_one(self, busy: bool = False) -> bool:
+        """Capture the next graph: one a request asked for first, else the next of the plan (while `busy`, only
+        within `PLANNED_SHARE` of the time). -> whether it captured one."""
         decoder, flow, runner = self._decoder, self._flow, self.engine.tts.audio_runner
         if decoder.wanted:
             decoder.capture(decoder.wanted.pop(0))
@@ -76,9 +88,15 @@ class BackgroundWarmup:
             with flow.lock:
                 key = flow.wanted.pop(0)
             flow.prepare(*key, runner.device, runner.flow_dtype)
-        elif self.tasks:
+        elif self.tasks and (not busy or self.clock() >= self._planned_after):
+            t0 = self.clock()
             kind, key = self.tasks.popleft()
             if kind == "decode":
                 decoder.capture(key)
             else:
                 flow.prepare(*key, runner.device, runner.flow_dtype)
+            now = self.clock()
+            self._planned_after = now + (now - t0) * (1 - PLANNED_SHARE) / PLANNED_SHARE
+        else:
+            return False
+        return True

@@ -1,0 +1,76 @@
+"""Background graph capture beside traffic (`cadence.engine.warmup.BackgroundWarmup`), on a fake clock: graphs a
+running request waits for go first and at once; planned ones take at most `PLANNED_SHARE` of the GPU thread's time
+while requests run, and go back to back while the engine is idle."""
+
+import threading
+from types import SimpleNamespace
+
+from cadence.engine import warmup
+from cadence.engine.warmup import BackgroundWarmup
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _engine(clock, capture_s=0.1):
+    captured = []
+
+    def capture(key):
+        captured.append(("decode", key))
+        clock.t += capture_s
+
+    def prepare(rows, frames, steps, device, dtype):
+        captured.append(("flow", (rows, frames, steps)))
+        clock.t += capture_s
+    decoder = SimpleNamespace(wanted=[], capture=capture)
+    flow = SimpleNamespace(wanted=[], lock=threading.Lock(), prepare=prepare)
+    runner = SimpleNamespace(cfm_graphs=flow, device="cpu", flow_dtype=None)
+    engine = SimpleNamespace(decoder=decoder, tts=SimpleNamespace(audio_runner=runner))
+    return engine, captured
+
+
+def test_planned_captures_keep_to_their_share_while_busy():
+    clock = FakeClock()
+    engine, captured = _engine(clock)
+    warm = BackgroundWarmup(engine, clock=clock)
+    warm.tasks.extend(("decode", (b, 512, False, False)) for b in (1, 2, 4, 8))
+    assert warm.run_one(busy=True)  # the first may go at once (0.1 s)
+    wait = 0.1 * (1 - warmup.PLANNED_SHARE) / warmup.PLANNED_SHARE
+    clock.t += wait - 0.01  # decode rounds worth a little less than four captures
+    assert not warm.run_one(busy=True) and len(captured) == 1
+    clock.t += 0.01
+    assert warm.run_one(busy=True) and len(captured) == 2
+    # over a long busy stretch, planned captures took at most their share of the time
+    start, n0 = clock.t, len(captured)
+    while warm.tasks:
+        if not warm.run_one(busy=True):
+            clock.t += 0.016  # a decode round
+    assert (len(captured) - n0) * 0.1 <= warmup.PLANNED_SHARE * (clock.t - start) + 0.1
+
+
+def test_wanted_graphs_go_first_and_unthrottled():
+    clock = FakeClock()
+    engine, captured = _engine(clock)
+    warm = BackgroundWarmup(engine, clock=clock)
+    warm.tasks.extend(("decode", (b, 512, False, False)) for b in (1, 2))
+    assert warm.run_one(busy=True)  # planned: now throttled
+    engine.decoder.wanted.append((8, 768, True, True))
+    engine.tts.audio_runner.cfm_graphs.wanted.append((1, 1024, 2))
+    assert warm.run_one(busy=True) and warm.run_one(busy=True)  # both at once, despite the throttle
+    assert captured[1:] == [("decode", (8, 768, True, True)), ("flow", (1, 1024, 2))]
+    assert not warm.run_one(busy=True)  # the plan is still held back
+
+
+def test_idle_engine_captures_back_to_back():
+    clock = FakeClock()
+    engine, captured = _engine(clock)
+    warm = BackgroundWarmup(engine, clock=clock)
+    warm.tasks.extend(("decode", (b, 512, False, False)) for b in (1, 2, 4, 8))
+    assert warm.run_one(busy=True)
+    assert all(warm.run_one(busy=False) for _ in range(3)) and not warm.tasks
+    assert not warm.run_one(busy=False)  # nothing left
