@@ -28,7 +28,8 @@ for phase in ${PHASES:-tests probe bench int8 stream serve parity}; do
              --json "$OUT/turbo_stream.json" --md "$OUT/turbo_stream.md" 2>&1 | quiet | tail -25 ;;
     serve) timeout ${SERVE_T:-300} python3 -m cadence.cli bench serve --model $CK --device cuda --watermark \
              --watermark-device ${WM_DEVICE:-cpu} --concurrency ${LEVELS:-16,64} --modes ${MODES:-one-piece} \
-             --format ${FORMAT:-mp3} --requests-per-client ${RPC:-2} --server-log "$OUT/turbo_server.log" \
+             --format ${FORMAT:-mp3} --requests-per-client ${RPC:-2} --request-tokens ${TOKENS:-300} \
+             --server-log "$OUT/turbo_server.log" \
              --json "$OUT/turbo_serve.json" --md "$OUT/turbo_serve.md" 2>&1 | quiet | tail -25 ;;
     parity) CADENCE_PARITY_DEVICE=cuda timeout ${PARITY_T:-200} python3 -m pytest tests/parity/test_turbo_parity.py \
              -q -s -p no:cacheprovider 2>&1 | tee "$OUT/turbo_parity_cuda.log" | grep -E "turbo |passed|failed|Error" ;;
