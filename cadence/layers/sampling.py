@@ -47,7 +47,7 @@ def process_logits(cond: torch.Tensor, uncond: torch.Tensor | None, counts: torc
     elif use_top_p:
         # One ascending sort serves both filters: top-k drops the low end of it (masking keeps it sorted),
         # then top-p drops the low tail whose cumulative probability is at most 1 - top_p (the top token stays).
-        sorted_logits, order = torch.sort(logits, dim=-1)
+        sorted_logits, order = torch.sort(logits, dim=-1, stable=True)  # ties (bf16 logits) in id order
         V = logits.shape[-1]
         drop = torch.zeros_like(sorted_logits, dtype=torch.bool)
         if use_top_k:

@@ -6,9 +6,10 @@ Why: as eager tensor math these are ~25 kernels a decode step, the two filters t
 vocabulary (about a tenth of Turbo's single-request step on an H200). No sort is needed to filter: top-k keeps
 the values at or above the k-th largest and top-p the values whose ascending cumulative probability exceeds
 1 - top_p, and both cut-offs are found by bisection over the values' order-preserving integer keys (32 masked
-counts or sums over the row each). The math is the eager function's, in its order; ties at a cut-off are kept
-together (the eager sort splits them arbitrarily), and the top-p sum adds in a tree instead of a running sum,
-so only a value whose cumulative probability lies within rounding of 1 - top_p can fall on the other side."""
+counts or sums over the row each). The math is the eager function's, in its order: top-k keeps every value tied
+with the k-th, and top-p splits a tie at its edge (frequent in bf16 logits) as the eager function's stable sort
+orders it, by id. The top-p sum adds in a tree instead of a running sum, so only a value whose cumulative
+probability lies within rounding of 1 - top_p can fall on the other side."""
 
 from __future__ import annotations
 
@@ -72,14 +73,24 @@ if triton is not None:
             # are those at or above the smallest t whose mass of keys <= t exceeds it (the top value always stays).
             p = _softmax(x)
             cut = 1.0 - top_p
+            top = tl.max(key, 0).to(tl.int64)
             lo = tl.min(tl.where(valid, key, 2147483647), 0).to(tl.int64)
-            hi = tl.max(key, 0).to(tl.int64)
+            hi = top
             for _ in range(33):
                 mid = lo + (hi - lo) // 2
                 above = tl.sum(tl.where(key <= mid, p, 0.0), 0) > cut
                 hi = tl.where(above, mid, hi)
                 lo = tl.where(above, lo, mid + 1)
-            x = tl.where(key >= hi, x, float("-inf"))
+            # Ties at the edge value (common in bf16 logits) in the order of a stable ascending sort, by id: the
+            # first r of them still have a cumulative probability <= cut and go; the top value keeps one at least.
+            tied = (key == hi) & valid
+            below = tl.sum(tl.where(key < hi, p, 0.0), 0)
+            q = tl.max(tl.where(tied, p, 0.0), 0)
+            n_tied = tl.sum(tied.to(tl.int32), 0)
+            rank = tl.cumsum(tied.to(tl.int32), 0)  # 1-based among the tied ids
+            most = (n_tied - (hi == top).to(tl.int32)).to(tl.float32)
+            r = tl.minimum(tl.floor((cut - below) / q), most).to(tl.int32)
+            x = tl.where((key > hi) | (tied & (rank > r)), x, float("-inf"))
         if PENALTY_LAST:
             x = _penalize(x, seen, penalty)
         tl.store(probs_ptr + b * s_probs + offs, _softmax(x), mask=valid)

@@ -20,7 +20,8 @@ for V in (6563, 8194):
     B = len(knobs)
     logits = torch.randn(B, V, generator=g) * 3
     logits[0] *= 0.1  # flat: top-k 1000 and top-p both cut
-    logits[-1, 100:] = float("-inf")  # 100 live tokens: fewer than k after masking is fine too
+    logits[-1, 100:] = float("-inf")
+    logits[[2, 4]] = logits[[2, 4]].bfloat16().float()  # bf16 logits: many ties, at the top-p edge too  # 100 live tokens: fewer than k after masking is fine too
     counts = (torch.rand(B, V, generator=g) < 0.05).to(torch.int32) * torch.randint(1, 4, (B, V), generator=g, dtype=torch.int32)
     rep, temp, min_p, top_p = (torch.tensor([r[i] for r in knobs], dtype=torch.float32) for i in range(4))
     top_k = torch.tensor([r[4] for r in knobs])
@@ -36,6 +37,17 @@ for V in (6563, 8194):
             assert err < 1e-6, (V, last, b, err)
         assert int((ref[5] > 0).sum()) == 1 and int((ref[7] > 0).sum()) == 1  # the rows test what they say
         assert 900 < int((ref[0] > 0).sum()) < 1000 and int((ref[3] > 0).sum()) == 50
+    # ties straddling the top-p edge: bf16-rounded flat rows, where the edge falls inside a group of equal values
+    flat = (torch.randn(64, V, generator=g) * 0.5).bfloat16().float()
+    n = flat.shape[0]
+    ones, zeros = torch.ones(n), torch.zeros(n)
+    args = (flat, torch.zeros(n, V, dtype=torch.int32), ones, ones, zeros, torch.full((n,), 0.9), torch.zeros(n, dtype=torch.long))
+    ref = process_logits(flat, None, args[1], zeros, *args[2:])
+    out = filtered_probs(*[t.to(dev) for t in args]).cpu()
+    assert torch.equal(out > 0, ref > 0), int(((out > 0) != (ref > 0)).sum())
+    assert float((out - ref).abs().max()) < 1e-6
+    split = sum(int(((flat[b] == flat[b][ref[b] > 0].min()) & (ref[b] == 0)).any()) for b in range(n))
+    assert split > 0, "no row had a tie split by the edge: the check would not see the tie rule"
 print("ok")
 """
 
