@@ -23,7 +23,7 @@ for phase in ${PHASES:-tests probe bench int8 stream serve parity}; do
     int8)  timeout ${INT8_T:-150} python3 -m cadence.cli bench --family turbo --model $CK --device cuda --memory-plan int8 \
              --watermark --repeats 2 --json "$OUT/turbo_int8.json" --md "$OUT/turbo_int8.md" 2>&1 | quiet | tail -25 ;;
     tests) timeout ${TESTS_T:-300} python3 -m pytest ${GPU_TESTS:-tests/gpu/test_turbo_cuda.py tests/gpu/test_cuda.py \
-             tests/gpu/test_engine_cuda.py} -q -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; tail -15 "$OUT/pytest_gpu.log" ;;
+             tests/gpu/test_engine_cuda.py tests/gpu/test_sampling_kernel_cuda.py tests/gpu/test_vocoder_chunks_cuda.py} -q -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; tail -15 "$OUT/pytest_gpu.log" ;;
     stream) timeout ${STREAM_T:-240} python3 -m cadence.cli bench --stream --model $CK --device cuda --words ${WORDS:-2000} \
              --json "$OUT/turbo_stream.json" --md "$OUT/turbo_stream.md" 2>&1 | quiet | tail -25 ;;
     serve) timeout ${SERVE_T:-300} python3 -m cadence.cli bench serve --model $CK --device cuda --watermark \
