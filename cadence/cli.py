@@ -264,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack to stderr, the server goes on
                 faulthandler.register(signal.SIGUSR1, all_threads=True)
             from .audio.encode import format_unavailable
-            if format_unavailable("mp3"):  # a broken install: say so at start, not at the first mp3 request
-                print(f"cadence serve: warning: {format_unavailable('mp3')}", file=sys.stderr)
+            reason = format_unavailable("mp3")
+            if reason:  # a broken install: say so at start, not at the first mp3 request
+                print(f"cadence serve: warning: {reason}", file=sys.stderr)
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
         elif args.command == "voices":
             _voices(args)

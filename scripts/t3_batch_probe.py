@@ -4,25 +4,13 @@ kernels of eager steps at one batch size grouped by kernel.
 Usage: python scripts/t3_batch_probe.py CHECKPOINT_DIR OUT.json [ATTEND] [PROFILE_BATCH]"""
 
 import json
-import statistics
 import sys
 
 import torch
 
 from cadence.layers.sampling import filters_for, process_logits
 from cadence.tts import TTS
-
-
-def replay_ms(graph, reps: int = 30) -> float:
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return round(statistics.median(times), 3)
+from probe_timing import replay_ms
 
 
 def main(ckpt: str, out: str, attend: int = 768, profile_batch: int = 32) -> None:
@@ -50,7 +38,7 @@ def probe(tts, dec, out: str, attend: int, profile_batch: int) -> None:
                 dec.pos.fill_(attend - 1)
                 dec.capture(key)
                 dec.pos.fill_(attend - 1)
-                ms = replay_ms(dec.graphs[key])
+                ms = replay_ms(dec.graphs[key], 30)
                 res["steps"].append({"filters": name, "batch": b, "ms": ms, "us_per_request": 1000 * ms / b})
                 print(res["steps"][-1], flush=True)
         dec.filters = filters_for("cuda")

@@ -5,7 +5,6 @@ each GPT-2 projection as one row through cuBLAS and through the fused decode ker
 Usage: python scripts/turbo_t3_probe.py CHECKPOINT_DIR OUT.json"""
 
 import json
-import statistics
 import sys
 import time
 
@@ -14,22 +13,10 @@ import torch
 from cadence.layers.sampling import filters_for, process_logits
 from cadence.sampling_params import SamplingParams
 from cadence.tts import TTS
+from probe_timing import replay_ms
 
 STEPS = 300
 CALLS = 50  # calls per captured graph in the projection timings
-
-
-def replay_ms(graph, reps: int = 50) -> float:
-    """Median device time (ms, CUDA events) of one replay of a captured CUDA graph: launch gaps out of the figure."""
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return round(statistics.median(times), 3)
 
 
 def filters_ab(tts, voice, rounds: int = 3) -> dict:

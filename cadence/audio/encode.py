@@ -20,6 +20,9 @@ _AV = {"mp3": ("mp3", "libmp3lame", None), "opus": ("ogg", "libopus", 48000), "a
        "flac": ("flac", "flac", None)}
 
 
+_AV_OK: bool | None = None  # whether PyAV imports, found on first use
+
+
 def available_formats() -> tuple[str, ...]:
     """The response formats this installation can encode: wav and pcm always; flac, mp3, opus and aac where PyAV
     (FFmpeg) imports (the `server` extra installs it)."""
@@ -39,9 +42,6 @@ def format_unavailable(fmt: str) -> str | None:
         return None
     return (f"response_format {fmt!r} needs PyAV (FFmpeg), which this server lacks (pip install av); "
             f"available: {', '.join(available_formats())}")
-
-
-_AV_OK: bool | None = None
 
 
 def _pcm16(samples: np.ndarray) -> bytes:
@@ -74,8 +74,9 @@ class StreamEncoder:
         self._container = None
         self._held: list[np.ndarray] | None = [] if fmt == "flac" else None
         if fmt in _AV:
-            if format_unavailable(fmt):
-                raise RuntimeError(format_unavailable(fmt))
+            reason = format_unavailable(fmt)
+            if reason:
+                raise RuntimeError(reason)
             import av
             container_fmt, codec, rate = _AV[fmt]
             self._sink = io.BytesIO() if fmt == "flac" else _Sink()
