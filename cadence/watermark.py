@@ -40,6 +40,11 @@ def preload(device: str = "cpu") -> bool:
     return _load(str(device)) is not None
 
 
+def unavailable_reason() -> str:
+    """Why Perth did not load ('' when it did, or was never asked for)."""
+    return _state.get("error", "")
+
+
 def _streams() -> dict:
     # One CUDA stream per watermarking thread and device: a lane's Perth kernels never queue behind the engine's
     # work on the default stream, nor behind another lane's.

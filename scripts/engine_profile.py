@@ -1,5 +1,6 @@
 """Where the batched engine's time goes under closed-loop load (GPU): the engine-only replay of `engine_ab.py`
-(CLIENTS client threads, REQUESTS requests of TOKENS forced tokens) with the watermark on and off, each finished-
+(CLIENTS client threads, REQUESTS requests of TOKENS forced tokens) with the watermark in worker processes, in
+threads of the engine's process, and off, each finished-
 request S3Gen batch logged (rows, tokens, wall and the audio thread's CPU seconds: a thread whose CPU time is close to
 its wall time is launching kernels, not waiting for them), then one level under the CUDA profiler: each stream's
 kernel time and the time the GPU ran any kernel at all.
@@ -14,6 +15,7 @@ import torch
 from cadence.bench.engine_replay import engine_level
 from cadence.bench.serve import level_bodies
 from cadence.engine.audio_worker import AudioWorker
+from cadence.engine.postprocess import Postprocess
 from cadence.tts import TTS
 
 BATCHES: list[dict] = []
@@ -28,14 +30,25 @@ def logged(batch):
     return run
 
 
-def level(tts, bodies, clients, watermark):
+def use_postprocess(tts, processes: bool) -> None:
+    """Swap the idle engine's postprocess lanes for ones that watermark in worker processes or in threads."""
+    eng = tts.engine
+    eng.post.shutdown()
+    Postprocess.worker_processes = processes
+    eng.post = Postprocess(eng)
+    if not all(w.wait_ready(120) for w in eng.post.workers):
+        raise RuntimeError("a watermark worker did not load Perth")
+
+
+def level(tts, bodies, clients, watermark, variant=""):
     BATCHES.clear()
     lv = engine_level(tts, bodies, clients, watermark)
     lv["s3gen_batches"] = list(BATCHES)
     wall = sum(b["wall_s"] for b in BATCHES)
     cpu = sum(b["cpu_s"] for b in BATCHES)
     e = lv["engine"]
-    print(f"wm {watermark!s:5s} {lv['x_realtime']:6.1f}x  wall {lv['wall_s']:.2f} s  mean batch {e['mean_batch']:.1f}  "
+    lv["variant"] = variant
+    print(f"{variant:8s} {lv['x_realtime']:6.1f}x  wall {lv['wall_s']:.2f} s  mean batch {e['mean_batch']:.1f}  "
           f"t3 {e['t3_busy_s']:.2f} s  prefill {e['prefill_busy_s']:.2f} s  s3gen batches {len(BATCHES)} wall {wall:.2f} s "
           f"cpu {cpu:.2f} s  rows {[b['rows'] for b in BATCHES]}", flush=True)
     return lv
@@ -74,10 +87,12 @@ def main(ckpt: str, out: str, clients: int = 64, requests: int = 128, tokens: in
     res = {"clients": clients, "requests": requests, "tokens": tokens, "family": tts.family.name, "runs": []}
     engine_level(tts, bodies[:clients], clients, True)  # warm: the first full admission's allocations
     for r in range(2):
-        for wm in (True, False):
-            res["runs"].append({"watermark": wm, "round": r, **level(tts, bodies, clients, wm)})
+        for variant, wm, processes in (("workers", True, True), ("threads", True, False), ("off", False, False)):
+            use_postprocess(tts, processes)
+            res["runs"].append({"watermark": wm, "round": r, **level(tts, bodies, clients, wm, variant)})
+    use_postprocess(tts, True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        lv = level(tts, bodies[:clients], clients, True)
+        lv = level(tts, bodies[:clients], clients, True, "workers")
     busy = gpu_busy(prof)
     print(f"profiled level: wall {lv['wall_s']:.2f} s, GPU busy {busy['union_ms']:.0f} ms of a {busy['span_ms']:.0f} ms "
           f"span, {busy['kernels']} kernels, per stream {busy['per_stream_ms']}", flush=True)

@@ -4,7 +4,9 @@ seconds).
 
 The Perth watermark is CPU work (0.1-0.2 s for a 30 s clip on a server core), so it runs on several lanes, one
 thread each, sized to the machine: a request's chunks all go through one lane (in order), different requests
-through different lanes (side by side), so one long clip's watermark never holds up another request's audio."""
+through different lanes (side by side), so one long clip's watermark never holds up another request's audio.
+Beside a GPU engine each lane hands its chunks to a worker process of its own (`watermark_pool`): in the engine's
+process the watermark's Python would slow the launch-bound GPU threads down."""
 
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import watermark as wm
-from .cpu_priority import lower_beside_gpu
+from .cpu_priority import HELPER_NICE, lower_beside_gpu
 from .host_memory import HostTrimmer
 from .request import AudioChunk
 from .state import _Running
+from .watermark_pool import WatermarkWorker, start_workers
 
 
 def lane_count() -> int:
@@ -27,6 +30,11 @@ def lane_count() -> int:
 
 
 class Postprocess:
+    worker_processes: bool | None = None
+    """Watermark in worker processes, one per lane. None: when the engine runs on a GPU, the watermark on the CPU
+    and on by default (a request that turns it on beside an engine where it is off is marked in-process); True or
+    False force it (tests, A/B runs)."""
+
     def __init__(self, engine, lanes: int | None = None):
         self.engine = engine
         # beside a GPU engine, below its threads on the CPU (`cpu_priority`): the watermark must not delay a step
@@ -38,6 +46,13 @@ class Postprocess:
                        for i in range(n)]
         self._next = 0
         self._trimmer = HostTrimmer()
+        self.workers: list[WatermarkWorker] = start_workers(n, team, HELPER_NICE if engine.tts.device.type == "cuda"
+                                                            else 0) if self._use_workers(engine.tts) else []
+
+    def _use_workers(self, tts) -> bool:
+        if self.worker_processes is not None:
+            return self.worker_processes
+        return tts.device.type == "cuda" and tts.watermark_device == "cpu" and bool(tts.watermark)
 
     def submit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
         """Queue one chunk of `r` (its samples; speech tokens and S3Gen seconds, reported with the final one) on
@@ -49,6 +64,12 @@ class Postprocess:
     def shutdown(self) -> None:
         for lane in self._lanes:
             lane.shutdown(wait=True)
+        for worker in self.workers:
+            worker.close()
+
+    def _mark(self, lane: int, wav: np.ndarray, tts) -> tuple[np.ndarray, bool]:
+        done = self.workers[lane].apply(wav, tts.sample_rate) if self.workers else None
+        return done if done is not None else wm.apply(wav, tts.sample_rate, tts.watermark_device)
 
     def _emit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
         if r.failed:  # its caller has the error already
@@ -59,7 +80,7 @@ class Postprocess:
             t0 = time.perf_counter()
             marked = False
             if (tts.watermark if req.watermark is None else req.watermark) and wav.size:
-                wav, marked = wm.apply(wav, tts.sample_rate, tts.watermark_device)
+                wav, marked = self._mark(r.lane, wav, tts)
             now = time.perf_counter()
             if not r.t_first_audio:
                 r.t_first_audio = now
