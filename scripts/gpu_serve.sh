@@ -4,8 +4,8 @@
 # "english:one-piece:32,64:mp3:cpu:3 turbo:one-piece:16,64:mp3:cuda:2". TOKENS: each request's max_new_tokens
 # (300). COLD: clients of the first-traffic probe (8; 0 skips it). GPU_TESTS: test files to run first. BENCH: "turbo" or "english" for the offline bench with the reference
 # side by side (watermark on, on WM_DEVICE). PROFILE="LEVEL:SECONDS": py-spy samples each run's server for SECONDS,
-# from 2 s after the level of LEVEL clients has finished (so during the next level) (once with every thread, once only the thread holding the GIL; py-spy's wheel in
-# .whl_srv). CONC: space-separated FAMILY:LEVELS, the batched engine alone (`bench --concurrency`, the family's
+# from 2 s after the level of LEVEL clients has finished (so during the next level), once per PROFILE_KINDS ("all gil":
+# every thread, then only the thread holding the GIL; py-spy's wheel in .whl_srv). CONC: space-separated FAMILY:LEVELS, the batched engine alone (`bench --concurrency`, the family's
 # checkpoint, 300-token requests). STREAM: families whose streaming latency to measure (`bench --stream`).
 # Results in $OUT: one JSON per run, the logs (and profiles) in logs.tgz.
 set -uo pipefail
@@ -33,10 +33,11 @@ for run in ${RUNS:-}; do
       for _ in $(seq 1200); do grep -q "\"concurrency\": $after," /tmp/logs/bench_$tag.log 2>/dev/null && break; sleep 0.5; done
       sleep 2
       pid=$(pgrep -f "cadence.cli serve" | head -1)
-      [ -n "$pid" ] && /tmp/site/bin/py-spy record -p "$pid" -d "$secs" -r 200 --threads --nonblocking -f raw \
-        -o /tmp/logs/prof_all_$tag.txt > /tmp/logs/prof_$tag.log 2>&1
-      [ -n "$pid" ] && /tmp/site/bin/py-spy record -p "$pid" -d "$secs" -r 200 --threads --gil --nonblocking -f raw \
-        -o /tmp/logs/prof_gil_$tag.txt >> /tmp/logs/prof_$tag.log 2>&1 ) > /dev/null 2>&1 &
+      for kind in ${PROFILE_KINDS:-all gil}; do  # every thread, or only the thread holding the GIL
+        flag=$([ "$kind" = gil ] && echo --gil)
+        [ -n "$pid" ] && /tmp/site/bin/py-spy record -p "$pid" -d "$secs" -r 200 --threads $flag --nonblocking -f raw \
+          -o /tmp/logs/prof_${kind}_$tag.txt >> /tmp/logs/prof_$tag.log 2>&1
+      done ) > /dev/null 2>&1 &
   fi
   timeout ${SERVE_T:-280} python3 -m cadence.cli bench serve --model $ck --device cuda --watermark \
     --watermark-device "$wmdev" --concurrency "$levels" --modes "$modes" --format "$fmt" --requests-per-client "$rpc" \

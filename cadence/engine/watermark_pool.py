@@ -101,8 +101,9 @@ class WatermarkWorker:
         # the worker imports this very Cadence, wherever it was imported from
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        cmd = [sys.executable, "-m", "cadence.engine.watermark_worker", "--threads", str(self.torch_threads),
-               "--nice", str(self.nice)]
+        # -c rather than -m: the package imports this module itself, and runpy would warn about running it twice
+        cmd = [sys.executable, "-c", "import sys; from cadence.engine.watermark_worker import main; sys.exit(main())",
+               "--threads", str(self.torch_threads), "--nice", str(self.nice)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
         ready = threading.Event()
         self._proc, self._ready, self._usable = proc, ready, False

@@ -12,7 +12,8 @@ goes to stderr):
   worker -> parent: REPLY_FRAME (MARKED / UNMARKED + n float32 samples, or FAILED + n bytes of message).
 The worker exits when its stdin closes (the parent shut the pool down, or died).
 
-Usage: python -m cadence.engine.watermark_worker [--threads N] [--nice K]"""
+Usage: python -m cadence.engine.watermark_worker [--threads N] [--nice K] (the pool starts it through -c, so the
+package's own import of this module is not run twice)."""
 
 from __future__ import annotations
 
