@@ -18,7 +18,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..engine.cpu_priority import HELPER_NICE
 from ..sampling_params import SamplingParams
+from .encode_pool import EncodePool
 from .errors import ApiError, documented, error_body
 from .metrics import Metrics
 from .settings import ServerSettings
@@ -94,6 +96,7 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
     `health_extra`: a blocking function whose dict joins /health's body (Ray Serve: the deployment's replicas), run
     off the event loop."""
     state, metrics = _State(), Metrics()
+    encode_pool = EncodePool(settings.encode_workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(_):
@@ -104,6 +107,7 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
         yield
         if state.tts is not None:
             await asyncio.to_thread(state.tts.close)  # graceful: requests already running finish
+        encode_pool.close()
 
     app = FastAPI(title="Cadence", version="0.1.0", description="OpenAI-compatible speech API for Chatterbox",
                   lifespan=lifespan)
@@ -119,6 +123,8 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
             if settings.warmup:  # the GPU thread captures its graphs while serving, missing ones run eagerly
                 state.tts.engine.warmup(background=True)
+            device = state.tts.device  # beside a GPU engine the encoders start as processes, below its threads
+            encode_pool.start(device, HELPER_NICE if device.type == "cuda" else 0)
             if settings.watermark:  # Perth's network and librosa load now, not in the first request
                 from .. import watermark
                 watermark.preload(state.tts.watermark_device)
@@ -213,7 +219,7 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
     add_voice_routes(app, settings, ready, library)
 
     from .speech_api import add_speech_routes
-    add_speech_routes(app, settings, ready, library, metrics)
+    add_speech_routes(app, settings, ready, library, metrics, encode_pool)
 
     def openapi():
         """The schema, with the responses the server really sends: validation errors are 400, never 422."""

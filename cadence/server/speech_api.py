@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from ..audio.encode import CONTENT_TYPES, StreamEncoder, format_unavailable
+from ..audio.encode import CONTENT_TYPES, format_unavailable
 from ..engine.cpu_priority import lower_beside_gpu
 from ..engine.request import Request as EngineRequest
 from ..engine.request import RequestCancelled
@@ -57,8 +57,9 @@ def queue_full(load: dict, max_queue: int) -> bool:
     return load["waiting"] - max(free, 0) >= max_queue
 
 
-def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
-    # Encoders (mp3, opus, aac, flac: FFmpeg through PyAV, which releases the GIL) run here, never on the loop.
+def add_speech_routes(app: FastAPI, settings, ready, library, metrics, encode_pool) -> None:
+    # Encoding (mp3, opus, aac, flac: FFmpeg through PyAV) runs on these threads, never on the loop: in the
+    # `encode_pool`'s processes beside a GPU engine (the threads wait on their pipes), in the threads otherwise.
     # Beside a GPU engine, below its threads on the CPU (`cadence.engine.cpu_priority`): encoding never delays a
     # decode step. A pool thread starts with the first response it encodes, so the loaded engine's device is known.
     encoders = ThreadPoolExecutor(max_workers=settings.encode_workers, thread_name_prefix="cadence-encode",
@@ -116,7 +117,7 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
             metrics.requests.labels("error").inc()
             raise ApiError(503, f"generation failed: {type(exc).__name__}: {exc}", "server_error") from None
         metrics.ttfa.observe(time.perf_counter() - started)
-        encoder = StreamEncoder(body.response_format, t.sample_rate)
+        encoder = encode_pool.encoder(body.response_format, t.sample_rate)
         usage = {"input_tokens": len(t.text_ids(text, params.language)), "output_tokens": 0}
 
         async def audio_chunks():
@@ -137,6 +138,7 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics) -> None:
                 metrics.audio_seconds.inc(total)
             finally:  # a client that hangs up (or a timeout) cancels the request inside the engine
                 handle.cancel()
+                encoders.submit(encoder.discard)  # and frees its encoder's state (not awaited)
 
         async def raw():
             async for data in audio_chunks():

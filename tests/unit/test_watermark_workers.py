@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cadence import watermark as wm
-from cadence.engine import watermark_pool
+from cadence import pipe_worker
 from cadence.engine.watermark_pool import WatermarkWorker
 
 pytestmark = pytest.mark.skipif(not wm.preload("cpu"), reason="Perth (cadence-tts[watermark]) is not installed")
@@ -72,7 +72,7 @@ def test_a_killed_worker_is_replaced_and_its_chunk_is_left_to_the_caller(worker)
 
 
 def test_a_lane_stops_restarting_a_worker_that_keeps_dying(monkeypatch):
-    monkeypatch.setattr(watermark_pool, "MAX_RESTARTS", 0)
+    monkeypatch.setattr(pipe_worker, "MAX_RESTARTS", 0)
     w = WatermarkWorker(torch_threads=1)
     try:
         assert w.wait_ready(120)
