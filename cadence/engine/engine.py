@@ -104,6 +104,7 @@ class Engine:
             raise ValueError(f"text of {len(ids)} tokens plus max_new_tokens={request.params.max_new_tokens} needs "
                              f"{need} KV positions; this engine's slots hold {self.slot_len} (kv_slot_len)")
         handle = RequestHandle(request)
+        handle.input_tokens = len(ids)
         self._inbox.put(_Running(handle, ids))
         self._wake.set()
         return handle

@@ -77,6 +77,8 @@ class RequestHandle:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._finished = False
+        self.input_tokens = 0
+        """Text tokens the engine decodes from (set when it is submitted): the usage a server reports."""
 
     @property
     def request_id(self) -> str:

@@ -118,7 +118,7 @@ def add_speech_routes(app: FastAPI, settings, ready, library, metrics, encode_po
             raise ApiError(503, f"generation failed: {type(exc).__name__}: {exc}", "server_error") from None
         metrics.ttfa.observe(time.perf_counter() - started)
         encoder = encode_pool.encoder(body.response_format, t.sample_rate)
-        usage = {"input_tokens": len(t.text_ids(text, params.language)), "output_tokens": 0}
+        usage = {"input_tokens": handle.input_tokens, "output_tokens": 0}  # the engine's own tokenization
 
         async def audio_chunks():
             chunk, total = first, 0.0

@@ -103,6 +103,7 @@ def test_sse_usage_counts_output_tokens(burst_server):
     assert done["type"] == "speech.audio.done" and all(base64.b64decode(e["audio"]) for e in events[:-1])
     u = done["usage"]
     assert u["output_tokens"] > 0 and u["total_tokens"] == u["input_tokens"] + u["output_tokens"]
+    assert u["input_tokens"] > 0  # the engine's own count of the text's tokens
 
 
 def test_refusals_are_counted_in_metrics(burst_server):
