@@ -43,9 +43,9 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         if raw is None:
             return 0
         try:
-            if op == DROP:
+            if op == DROP:  # answered with the number of responses still open here (ascii)
                 streams.pop(sid, None)
-                reply(out, OK)
+                reply(out, OK, str(len(streams)))
                 continue
             if sid not in streams:
                 streams[sid] = StreamEncoder(fmt.rstrip(b"\0").decode("ascii"), rate)

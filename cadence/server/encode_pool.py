@@ -86,14 +86,16 @@ class PooledEncoder:
     def finish(self, samples: np.ndarray) -> bytes:
         return self._call(FINISH, samples)
 
-    def discard(self) -> None:
-        """Free the worker's state of a response that ends early (a client that hung up)."""
-        if self._open and self.worker is not None:
-            try:
-                self._request(DROP, np.zeros(0, np.float32))
-            except WorkerGone:
-                pass
-            self._open = False
+    def discard(self) -> int | None:
+        """Free the worker's state of a response that ends early (a client that hung up); returns how many
+        responses that worker still holds (None when nothing was held)."""
+        if not (self._open and self.worker is not None):
+            return None
+        self._open = False
+        try:
+            return int(self._request(DROP, np.zeros(0, np.float32))[1] or 0)
+        except WorkerGone:
+            return None
 
     def _call(self, op: int, samples: np.ndarray) -> bytes:
         if self._local is None and self.worker is None:

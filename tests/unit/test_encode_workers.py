@@ -70,6 +70,21 @@ def test_interleaved_responses_keep_their_own_state(pool):
     assert out_a == _local("mp3", a) and out_b == _local("mp3", b)
 
 
+def test_a_response_that_ends_early_frees_its_state_in_the_worker():
+    p = EncodePool(1)
+    p.start("cuda")
+    try:
+        assert p.workers[0].wait_ready(60)
+        kept, dropped = p.encoder("mp3", SR), p.encoder("mp3", SR)
+        kept.write(_clip(0.3, 1))
+        dropped.write(_clip(0.3, 2))
+        assert dropped.discard() == 1  # only `kept` is still held
+        assert dropped.discard() is None and kept.finish(_clip(0.3, 3))
+        assert p.encoder("mp3", SR).discard() is None  # nothing sent, nothing to free
+    finally:
+        p.close()
+
+
 def test_wav_and_pcm_stay_in_this_process(pool):
     assert not isinstance(pool.encoder("pcm", SR), PooledEncoder)
     assert not isinstance(pool.encoder("wav", SR), PooledEncoder)
