@@ -75,6 +75,10 @@ class PipeWorker:
     """The parent's side of one worker, `python -c "from MODULE import main; main()" ARGS`. Not thread-safe:
     one caller at a time (a lane's thread, or callers holding `lock`)."""
 
+    request_timeout_s: float = 60.0
+    """A request not answered within this is the worker's end: it is killed and replaced (the work is then done
+    in this process), so a hung worker can never hang its caller. A 30 s clip takes well under a second."""
+
     def __init__(self, module: str, args: list[str], env: dict[str, str] | None = None):
         self.module, self.args, self.env = module, list(args), dict(env or {})
         self.restarts = 0
@@ -104,6 +108,9 @@ class PipeWorker:
         proc = self._proc
         if proc is None or not self.usable:
             raise WorkerGone("no worker running")
+        watchdog = threading.Timer(self.request_timeout_s, proc.kill)  # a hung worker's pipes then close
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for p in parts:
                 proc.stdin.write(p)
@@ -117,8 +124,12 @@ class PipeWorker:
                 raise EOFError("its pipe closed mid-reply")
             return status, data
         except (OSError, EOFError, ValueError) as exc:
+            if not watchdog.is_alive():
+                exc = TimeoutError(f"no answer within {self.request_timeout_s} s; killed")
             self._replace(exc)
             raise WorkerGone(str(exc)) from None
+        finally:
+            watchdog.cancel()
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the worker's pipe (it exits) and reap it; killed if it does not exit within `timeout`."""
