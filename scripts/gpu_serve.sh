@@ -7,6 +7,8 @@
 # from 2 s after the level of LEVEL clients has finished (so during the next level), once per PROFILE_KINDS ("all gil":
 # every thread, then only the thread holding the GIL; py-spy's wheel in .whl_srv). CONC: space-separated FAMILY:LEVELS, the batched engine alone (`bench --concurrency`, the family's
 # checkpoint, 300-token requests). STREAM: families whose streaming latency to measure (`bench --stream`).
+# FIRST: space-separated FAMILY:PLANNED_SHARE, the first requests after start-up on the engine alone
+# (scripts/first_burst.py: 8 clients x 2 requests of TOKENS tokens, the graph captures meanwhile), run first.
 # Results in $OUT: one JSON per run, the logs (and profiles) in logs.tgz.
 set -uo pipefail
 source scripts/gpu_env.sh
@@ -16,13 +18,21 @@ mkdir -p /tmp/logs
 # only the checkpoints the runs need
 ckpt() { case $1 in turbo) echo /tmp/ckt ;; multilingual) echo /tmp/ckm ;; *) echo /tmp/cke ;; esac; }
 for fam in english turbo multilingual; do
-  if [[ "${RUNS:-} ${BENCH:-} ${CONC:-} ${STREAM:-}" == *$fam* ]] && [ ! -f "$(ckpt $fam)/conds.pt" ]; then
+  if [[ "${RUNS:-} ${BENCH:-} ${CONC:-} ${STREAM:-} ${FIRST:-}" == *$fam* ]] && [ ! -f "$(ckpt $fam)/conds.pt" ]; then
     timeout 300 python3 -m cadence.cli checkpoint random "$(ckpt $fam)" --family $fam || exit 1; fi
 done
 if [ -n "${GPU_TESTS:-}" ]; then
   timeout ${TESTS_T:-200} python3 -m pytest $GPU_TESTS -q -p no:cacheprovider > /tmp/logs/pytest_gpu.log 2>&1
   tail -6 /tmp/logs/pytest_gpu.log
 fi
+for run in ${FIRST:-}; do
+  IFS=: read -r fam share <<< "$run"
+  echo "== first burst $fam share $share $(date +%T)"
+  timeout ${FIRST_T:-200} python3 scripts/first_burst.py "$(ckpt $fam)" "$OUT/first_burst_${fam}_share-$share.json" 8 2 \
+    ${TOKENS:-300} "$share" > /tmp/logs/first_${fam}_$share.log 2>&1
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d.pop('events'); print(json.dumps(d))" \
+    "$OUT/first_burst_${fam}_share-$share.json" 2>/dev/null || tail -5 /tmp/logs/first_${fam}_$share.log
+done
 for run in ${RUNS:-}; do
   IFS=: read -r fam modes levels fmt wmdev rpc <<< "$run"
   ck=$(ckpt "$fam")

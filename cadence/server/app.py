@@ -127,7 +127,13 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
             encode_pool.start(device, HELPER_NICE if device.type == "cuda" else 0)
             if settings.watermark:  # Perth's network and librosa load now, not in the first request
                 from .. import watermark
-                watermark.preload(state.tts.watermark_device)
+                if settings.warmup and state.tts.engine.post.workers:
+                    # The lanes' worker processes mark; Perth here only stands in for one still starting, and a
+                    # lane that needs it meanwhile waits for this import (seconds) rather than `ready` waiting.
+                    threading.Thread(target=watermark.preload, args=(state.tts.watermark_device,),
+                                     name="cadence-perth", daemon=True).start()
+                else:
+                    watermark.preload(state.tts.watermark_device)
             state.status = "ready"
         except Exception as exc:  # noqa: BLE001 - reported by /health
             state.status, state.error = "error", f"{type(exc).__name__}: {exc}"

@@ -139,3 +139,51 @@ def test_the_engine_marks_through_its_lanes_workers(tiny_ckpt):
             Postprocess.worker_processes = None
     assert not any(_alive(p) for p in pids)  # closed with the engine
     np.testing.assert_allclose(outs[True].samples, outs[False].samples, atol=1e-6)
+
+
+def test_a_server_whose_lanes_have_workers_is_ready_before_its_own_perth_loads(tiny_ckpt, monkeypatch):
+    """Beside worker processes, the server's own Perth only stands in for a worker still starting: it loads behind
+    `ready` (seconds of imports off the cold start), and a request meanwhile is still served, marked."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from cadence.engine.postprocess import Postprocess
+    from cadence.server import ServerSettings, create_app
+    from cadence.tts import TTS
+    from tests.unit.test_server import _free_port
+    gate, loaded, real = threading.Event(), threading.Event(), wm.preload
+
+    def slow_preload(device="cpu"):
+        gate.wait(20)
+        loaded.set()
+        return real(device)
+    monkeypatch.setattr(wm, "preload", slow_preload)
+    Postprocess.worker_processes = True
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=True, memory_plan="fp32")
+    settings = ServerSettings(model=str(tiny_ckpt), port=_free_port())
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, tts=tts), host="127.0.0.1", port=settings.port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{settings.port}"
+    try:
+        status, deadline = None, time.time() + 15
+        while status != "ready" and time.time() < deadline:
+            try:
+                status = httpx.get(base + "/health").json()["status"]
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert status == "ready" and not loaded.is_set()  # ready while this process's Perth is still loading
+        gate.set()
+        r = httpx.post(base + "/v1/audio/speech", timeout=120,
+                       json={"input": "Served meanwhile.", "voice": "default", "response_format": "wav",
+                             "max_new_tokens": 16, "seed": 3})
+        assert r.status_code == 200 and len(r.content) > 1000
+        assert loaded.is_set()
+    finally:
+        gate.set()
+        srv.should_exit = True
+        thread.join(30)
+        Postprocess.worker_processes = None

@@ -1,0 +1,151 @@
+"""The first requests after start-up, on the engine alone (GPU): load a checkpoint as `cadence serve` does (graphs
+planned for the background, `Engine.warmup(background=True)`), send CLIENTS clients x REQUESTS one-piece requests
+of TOKENS forced tokens the moment it is loaded, and log what the GPU thread did meanwhile: every graph capture
+(decode or flow; asked for by a running request or planned) with its start and duration, and the steps and solves
+that ran eagerly for want of a graph. Then the rest of the plan is dropped and the same level runs twice more on
+the graphs it captured: the warm figure the first one is compared with. Start-up phases are timed from the
+script's start (before torch is imported).
+Usage: python scripts/first_burst.py CHECKPOINT_DIR OUT.json [CLIENTS] [REQUESTS] [TOKENS] [PLANNED_SHARE]"""
+
+import time
+
+T0 = time.perf_counter()
+
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+import torch  # noqa: E402
+
+from cadence.bench.serve import level_bodies  # noqa: E402
+from cadence.engine import cfm_graph, warmup  # noqa: E402
+from cadence.engine.batch_t3 import BatchDecoder  # noqa: E402
+from cadence.engine.request import Request  # noqa: E402
+from cadence.sampling_params import SamplingParams  # noqa: E402
+from cadence.tts import TTS  # noqa: E402
+
+EVENTS: list[dict] = []
+EAGER = {"decode_steps": 0, "flow_solves": 0}
+
+
+def since() -> float:
+    return round(time.perf_counter() - T0, 4)
+
+
+def instrument() -> None:
+    run_one, capture, prepare = warmup.BackgroundWarmup.run_one, BatchDecoder.capture, cfm_graph.CFMGraphs.prepare
+    run_step, solve = BatchDecoder.run_step, cfm_graph.CFMGraphs.solve
+    where = threading.local()
+
+    def timed_run_one(self, busy=False):
+        flow = self._flow
+        where.wanted = bool(self._decoder.wanted or (flow is not None and flow.wanted))
+        where.busy = busy
+        return run_one(self, busy)
+
+    def log(kind, key, fn):
+        t = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        EVENTS.append({"t": round(t - T0, 4), "kind": kind, "key": list(key)[:3], "s": time.perf_counter() - t,
+                       "wanted": getattr(where, "wanted", None), "busy": getattr(where, "busy", None)})
+        return out
+
+    def timed_capture(self, key):
+        if key in self.graphs:
+            return capture(self, key)
+        return log("decode", key, lambda: capture(self, key))
+
+    def timed_prepare(self, rows, frames, n_steps, device, dtype):
+        if (*self.shape_for(rows, frames), n_steps) in self.captured:
+            return prepare(self, rows, frames, n_steps, device, dtype)
+        return log("flow", (rows, frames, n_steps), lambda: prepare(self, rows, frames, n_steps, device, dtype))
+
+    def counted_step(self, b, attend, use_top_k, use_top_p):
+        if self.use_graphs and self.lazy and (b, attend, use_top_k, use_top_p) not in self.graphs:
+            EAGER["decode_steps"] += 1
+        return run_step(self, b, attend, use_top_k, use_top_p)
+
+    def counted_solve(self, noise, mu, mask, spks, cond, n_steps):
+        if self.lazy and (*self.shape_for(mu.shape[0], mu.shape[2]), n_steps) not in self.captured:
+            EAGER["flow_solves"] += 1
+        return solve(self, noise, mu, mask, spks, cond, n_steps)
+
+    warmup.BackgroundWarmup.run_one = timed_run_one
+    BatchDecoder.capture, cfm_graph.CFMGraphs.prepare = timed_capture, timed_prepare
+    BatchDecoder.run_step, cfm_graph.CFMGraphs.solve = counted_step, counted_solve
+
+
+def level(tts, bodies, clients) -> dict:
+    todo, lock, latencies, audio = list(reversed(bodies)), threading.Lock(), [], []
+
+    def client():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                body = todo.pop()
+            params = SamplingParams.for_family(tts.family, seed=body["seed"], max_new_tokens=body["max_new_tokens"],
+                                               language=body.get("language"))
+            t = time.perf_counter()
+            handle = tts.submit(Request(body["input"], None, params, watermark=True, stream=False, ignore_eos=True))
+            seconds = sum(c.samples.size / c.sample_rate for c in handle)
+            with lock:
+                latencies.append(time.perf_counter() - t)
+                audio.append(seconds)
+    t = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t
+    return {"start_s": round(t - T0, 3), "wall_s": wall, "audio_s": sum(audio), "x_realtime": sum(audio) / wall,
+            "latency_p50_s": statistics.median(latencies), "latency_max_s": max(latencies)}
+
+
+def summary(events) -> dict:
+    out = {}
+    for e in events:
+        k = f"{e['kind']}_{'wanted' if e['wanted'] else 'planned'}"
+        n, s = out.get(k, (0, 0.0))
+        out[k] = (n + 1, round(s + e["s"], 3))
+    return {k: {"captures": n, "seconds": s} for k, (n, s) in out.items()}
+
+
+def main() -> None:
+    ckpt, out = sys.argv[1], sys.argv[2]
+    clients, per_client, tokens = (int(a) for a in (sys.argv[3:6] + ["8", "2", "300"][len(sys.argv[3:6]):]))
+    if len(sys.argv) > 6:
+        warmup.PLANNED_SHARE = float(sys.argv[6])
+    instrument()
+    phases = {"imports_s": since()}
+    tts = TTS.from_dir(ckpt, device="cuda" if torch.cuda.is_available() else "cpu", watermark=True)
+    phases["loaded_s"] = since()
+    tts.engine.warmup(background=True)
+    phases["planned_s"] = since()
+    from cadence import watermark
+    watermark.preload(tts.watermark_device)
+    phases["perth_s"] = since()
+    pending_at_ready = tts.engine.load["warming"]
+    bodies = level_bodies(clients * per_client, 7, tokens, False, "mp3", request_tokens=tokens)
+    first = level(tts, bodies, clients)
+    first["eager"] = dict(EAGER)
+    first["captures"] = summary(e for e in EVENTS if first["start_s"] <= e["t"] <= first["start_s"] + first["wall_s"])
+    workers = [w.process.usable for w in tts.engine.post.workers]
+    tts.engine.call(tts.engine.warm.tasks.clear).result()  # the rest of the plan: not what these requests use
+    warm = [level(tts, bodies, clients) for _ in range(2)]
+    result = {"checkpoint": ckpt, "family": tts.family.name, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+              "planned_share": warmup.PLANNED_SHARE, "clients": clients, "requests": len(bodies), "tokens": tokens,
+              "phases": phases, "graphs_planned_at_ready": pending_at_ready, "watermark_workers_up": workers,
+              "first": first, "warm": warm, "latency_ratio": first["latency_p50_s"] / warm[-1]["latency_p50_s"],
+              "events": EVENTS}
+    print(json.dumps({k: v for k, v in result.items() if k != "events"}, indent=1), flush=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    tts.close()
+
+
+if __name__ == "__main__":
+    main()
