@@ -171,11 +171,12 @@ class Engine:
         self._ready.set()
         while True:
             self._collect()
-            if self.warm.pending:  # background captures: one between rounds, back to back while idle
+            if self.warm.pending:  # background captures: one between rounds, back to back while quiet
                 with self.turns.turn():
-                    self.warm.run_one(busy=not self._idle())
-                    while self.warm.pending and self._idle() and self._inbox.empty():
-                        self.warm.run_one()
+                    self.warm.run_one(busy=not self._quiet(), audio_busy=self.audio.busy)
+                    while self.warm.pending and self._quiet() and self._inbox.empty():
+                        if not self.warm.run_one():
+                            break
             if self._stop.is_set() and (not self._drain or not (self._waiting or self._running or self._finished
                                                                  or self.audio.busy)):
                 break
@@ -207,10 +208,15 @@ class Engine:
     def _idle(self) -> bool:
         return not (self._waiting or self._running or self._finished)
 
+    def _quiet(self) -> bool:
+        """No request anywhere on the GPU: none in T3 and no S3Gen work (finished requests, stream windows)."""
+        return self._idle() and not self.audio.busy
+
     def _collect(self) -> None:
         idle = self._idle()
-        if idle and not self._stop.is_set() and not self.warm.pending:
-            self._wake.wait(0.1)
+        if idle and not self._stop.is_set() and not (self.warm.pending and self._quiet()):
+            # with captures pending beside S3Gen work: look again soon (they wait for it, `BackgroundWarmup`)
+            self._wake.wait(0.01 if self.warm.pending else 0.1)
         self._wake.clear()
         self._take_inbox()
         if idle and self._waiting:  # the first of a burst: gather the rest (while they keep coming) into one admission

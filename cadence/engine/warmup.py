@@ -36,15 +36,16 @@ def warm_bursts(engine) -> None:
 
 
 PLANNED_SHARE = 0.2
-"""While requests run, the most of the GPU thread's time that captures of graphs no request has asked for yet may
-take: each such capture (~0.1 s) is followed by decode rounds worth four times its duration. A capture a running
-request waits for goes first, unthrottled; an idle engine captures back to back."""
+"""While requests run, the most of the GPU thread's time that captures other than a waiting request's decode graph
+may take: each such capture (a decode graph ~0.05-0.15 s, a flow graph up to ~1 s) is followed by rounds worth four
+times its duration. A decode graph a running request waits for goes first, unthrottled; an engine with no request
+anywhere (T3 or S3Gen) captures back to back."""
 
 
 class BackgroundWarmup:
     """The engine's graph captures done while it serves: a server answers `ready` once its weights are loaded,
     and the decode and flow graphs are captured on the GPU thread afterwards, a few at a time between decode
-    rounds (all of them while idle). Until its graph is there, a step or a solve runs eagerly (same kernels,
+    rounds (back to back while no request is anywhere in the engine). Until its graph is there, a step or a solve runs eagerly (same kernels,
     no capture stall on a request's path) and its shape moves to the front of the queue. Captures of planned
     shapes beside traffic are held to `PLANNED_SHARE` of the thread's time: one after every decode round made
     the first requests after `ready` several times slower than once warm."""
@@ -78,25 +79,32 @@ class BackgroundWarmup:
         if self._flow is not None:
             self._flow.lazy = True
 
-    def run_one(self, busy: bool = False) -> bool:
-        """Capture the next graph: one a request asked for first, else the next of the plan (while `busy`, only
-        within `PLANNED_SHARE` of the time). -> whether it captured one."""
+    def run_one(self, busy: bool = False, audio_busy: bool = False) -> bool:
+        """Capture the next graph: a decode graph a request asked for first, at once; then a flow graph a request
+        asked for, then the next of the plan, each while `busy` only within `PLANNED_SHARE` of the time. No flow
+        graph while `audio_busy`: its capture holds the lock every S3Gen solve takes (~1 s for a 10-step solve on
+        an H100: captured back to back beside the first requests' S3Gen, they held it up for seconds at a time).
+        `busy`: a request is anywhere in the engine; `audio_busy`: the audio worker has S3Gen work.
+        -> whether it captured one."""
         decoder, flow, runner = self._decoder, self._flow, self.engine.tts.audio_runner
         if decoder.wanted:
             decoder.capture(decoder.wanted.pop(0))
-        elif flow is not None and flow.wanted:
+            return True
+        if busy and self.clock() < self._planned_after:
+            return False
+        t0 = self.clock()
+        if flow is not None and flow.wanted and not audio_busy:
             with flow.lock:
                 key = flow.wanted.pop(0)
             flow.prepare(*key, runner.device, runner.flow_dtype)
-        elif self.tasks and (not busy or self.clock() >= self._planned_after):
-            t0 = self.clock()
+        elif self.tasks and not (audio_busy and self.tasks[0][0] == "flow"):
             kind, key = self.tasks.popleft()
             if kind == "decode":
                 decoder.capture(key)
             else:
                 flow.prepare(*key, runner.device, runner.flow_dtype)
-            now = self.clock()
-            self._planned_after = now + (now - t0) * (1 - PLANNED_SHARE) / PLANNED_SHARE
         else:
             return False
+        now = self.clock()
+        self._planned_after = now + (now - t0) * (1 - PLANNED_SHARE) / PLANNED_SHARE
         return True

@@ -53,7 +53,7 @@ def test_planned_captures_keep_to_their_share_while_busy():
     assert (len(captured) - n0) * 0.1 <= warmup.PLANNED_SHARE * (clock.t - start) + 0.1
 
 
-def test_wanted_graphs_go_first_and_unthrottled():
+def test_a_waiting_requests_decode_graph_goes_first_and_unthrottled():
     clock = FakeClock()
     engine, captured = _engine(clock)
     warm = BackgroundWarmup(engine, clock=clock)
@@ -61,9 +61,28 @@ def test_wanted_graphs_go_first_and_unthrottled():
     assert warm.run_one(busy=True)  # planned: now throttled
     engine.decoder.wanted.append((8, 768, True, True))
     engine.tts.audio_runner.cfm_graphs.wanted.append((1, 1024, 2))
-    assert warm.run_one(busy=True) and warm.run_one(busy=True)  # both at once, despite the throttle
+    assert warm.run_one(busy=True)  # the decode graph at once, despite the throttle
+    assert not warm.run_one(busy=True)  # a flow graph (up to ~1 s of capture) keeps to the throttle
+    clock.t += 1.0
+    assert warm.run_one(busy=True)  # then goes ahead of the plan
     assert captured[1:] == [("decode", (8, 768, True, True)), ("flow", (1, 1024, 2))]
-    assert not warm.run_one(busy=True)  # the plan is still held back
+    assert not warm.run_one(busy=True)  # the plan is held back again
+
+
+def test_no_flow_capture_while_the_audio_worker_has_work():
+    """A flow capture holds the lock every S3Gen solve takes: none, asked for or planned, while S3Gen has work."""
+    clock = FakeClock()
+    engine, captured = _engine(clock)
+    warm = BackgroundWarmup(engine, clock=clock)
+    warm.tasks.append(("flow", (1, 128, 10)))
+    engine.tts.audio_runner.cfm_graphs.wanted.append((2, 192, 10))
+    clock.t += 10.0
+    assert not warm.run_one(busy=True, audio_busy=True) and not captured
+    engine.decoder.wanted.append((4, 256, False, False))
+    assert warm.run_one(busy=True, audio_busy=True)  # a decode graph still goes
+    clock.t += 10.0
+    assert warm.run_one(busy=True) and warm.run_one(busy=False)
+    assert captured == [("decode", (4, 256, False, False)), ("flow", (2, 192, 10)), ("flow", (1, 128, 10))]
 
 
 def test_idle_engine_captures_back_to_back():
