@@ -38,11 +38,11 @@ def instrument() -> None:
     run_step, solve = BatchDecoder.run_step, cfm_graph.CFMGraphs.solve
     where = threading.local()
 
-    def timed_run_one(self, busy=False):
+    def timed_run_one(self, busy=False, audio_busy=False):
         flow = self._flow
         where.wanted = bool(self._decoder.wanted or (flow is not None and flow.wanted))
         where.busy = busy
-        return run_one(self, busy)
+        return run_one(self, busy, audio_busy)
 
     def log(kind, key, fn):
         t = time.perf_counter()

@@ -91,6 +91,11 @@ def load_tts(settings: ServerSettings):
                         cpu_threads=settings.cpu_threads)
 
 
+def _preload_watermark(device: str) -> None:
+    from .. import watermark
+    watermark.preload(device)
+
+
 def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI:
     """`tts`: an already loaded `TTS` (tests, embedding); otherwise `settings.model` loads in the background.
     `health_extra`: a blocking function whose dict joins /health's body (Ray Serve: the deployment's replicas), run
@@ -118,6 +123,11 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
 
     def load():
         try:
+            perth = None
+            if settings.watermark and settings.watermark_device == "cpu" and tts is None:
+                # Perth's imports (librosa, seconds) run beside the checkpoint's load instead of after it
+                perth = threading.Thread(target=_preload_watermark, args=("cpu",), name="cadence-perth", daemon=True)
+                perth.start()
             state.tts = tts or load_tts(settings)
             # One library object for the app's life (its lock file and re-preparation are per instance).
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
@@ -125,15 +135,10 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
                 state.tts.engine.warmup(background=True)
             device = state.tts.device  # beside a GPU engine the encoders start as processes, below its threads
             encode_pool.start(device, HELPER_NICE if device.type == "cuda" else 0)
-            if settings.watermark:  # Perth's network and librosa load now, not in the first request
-                from .. import watermark
-                if settings.warmup and state.tts.engine.post.workers:
-                    # The lanes' worker processes mark; Perth here only stands in for one still starting, and a
-                    # lane that needs it meanwhile waits for this import (seconds) rather than `ready` waiting.
-                    threading.Thread(target=watermark.preload, args=(state.tts.watermark_device,),
-                                     name="cadence-perth", daemon=True).start()
-                else:
-                    watermark.preload(state.tts.watermark_device)
+            if perth is not None:  # ready means a first request's watermark waits for no import
+                perth.join()
+            elif settings.watermark:  # Perth's network and librosa load now, not in the first request
+                _preload_watermark(state.tts.watermark_device)
             state.status = "ready"
         except Exception as exc:  # noqa: BLE001 - reported by /health
             state.status, state.error = "error", f"{type(exc).__name__}: {exc}"

@@ -141,49 +141,54 @@ def test_the_engine_marks_through_its_lanes_workers(tiny_ckpt):
     np.testing.assert_allclose(outs[True].samples, outs[False].samples, atol=1e-6)
 
 
-def test_a_server_whose_lanes_have_workers_is_ready_before_its_own_perth_loads(tiny_ckpt, monkeypatch):
-    """Beside worker processes, the server's own Perth only stands in for a worker still starting: it loads behind
-    `ready` (seconds of imports off the cold start), and a request meanwhile is still served, marked."""
+def test_a_servers_perth_loads_beside_its_checkpoint_and_ready_waits_for_it(tiny_ckpt, monkeypatch):
+    """Perth's imports (seconds) overlap the checkpoint's load rather than follow it (a shorter cold start), and
+    `ready` still means a first request's watermark waits for no import."""
     import threading
 
     import httpx
     import uvicorn
 
-    from cadence.engine.postprocess import Postprocess
+    import cadence.server.app as app_module
     from cadence.server import ServerSettings, create_app
-    from cadence.tts import TTS
     from tests.unit.test_server import _free_port
-    gate, loaded, real = threading.Event(), threading.Event(), wm.preload
+    gate, perth_started, model_loaded = threading.Event(), threading.Event(), threading.Event()
+    real_preload, real_load = wm.preload, app_module.load_tts
+    overlapped = []
 
     def slow_preload(device="cpu"):
-        gate.wait(20)
-        loaded.set()
-        return real(device)
+        perth_started.set()
+        gate.wait(30)
+        return real_preload(device)
+
+    def load_tts(settings):
+        overlapped.append(perth_started.wait(5))  # Perth's import under way while the checkpoint loads
+        tts = real_load(settings)
+        model_loaded.set()
+        return tts
     monkeypatch.setattr(wm, "preload", slow_preload)
-    Postprocess.worker_processes = True
-    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=True, memory_plan="fp32")
-    settings = ServerSettings(model=str(tiny_ckpt), port=_free_port())
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, tts=tts), host="127.0.0.1", port=settings.port,
+    monkeypatch.setattr(app_module, "load_tts", load_tts)
+    settings = ServerSettings(model=str(tiny_ckpt), port=_free_port(), device="cpu", memory_plan="fp32")
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
                                         log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{settings.port}"
     try:
-        status, deadline = None, time.time() + 15
-        while status != "ready" and time.time() < deadline:
-            try:
-                status = httpx.get(base + "/health").json()["status"]
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert status == "ready" and not loaded.is_set()  # ready while this process's Perth is still loading
+        assert model_loaded.wait(60) and overlapped == [True]
+        time.sleep(0.5)
+        assert httpx.get(base + "/health").json()["status"] != "ready"  # loaded, Perth not yet
         gate.set()
+        status, deadline = None, time.time() + 30
+        while status != "ready" and time.time() < deadline:
+            status = httpx.get(base + "/health").json()["status"]
+            time.sleep(0.05)
+        assert status == "ready"
         r = httpx.post(base + "/v1/audio/speech", timeout=120,
-                       json={"input": "Served meanwhile.", "voice": "default", "response_format": "wav",
+                       json={"input": "Served marked.", "voice": "default", "response_format": "wav",
                              "max_new_tokens": 16, "seed": 3})
         assert r.status_code == 200 and len(r.content) > 1000
-        assert loaded.is_set()
     finally:
         gate.set()
         srv.should_exit = True
         thread.join(30)
-        Postprocess.worker_processes = None
