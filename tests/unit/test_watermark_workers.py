@@ -168,6 +168,8 @@ def test_a_servers_perth_loads_beside_its_checkpoint_and_ready_waits_for_it(tiny
         return tts
     monkeypatch.setattr(wm, "preload", slow_preload)
     monkeypatch.setattr(app_module, "load_tts", load_tts)
+    assert not app_module.perth_beside_load(ServerSettings(model=str(tiny_ckpt), device="cpu"))  # a CPU engine
+    monkeypatch.setattr(app_module, "perth_beside_load", lambda s: True)  # as beside a GPU engine
     settings = ServerSettings(model=str(tiny_ckpt), port=_free_port(), device="cpu", memory_plan="fp32")
     srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
                                         log_level="warning"))
