@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# On a GPU machine: seconds from starting `cadence serve` to /health answering ready, STARTS times (2) over one
+# full-size random checkpoint of FAMILY (english), the server's default settings (watermark on). Prints one line
+# per start; the first start after the checkpoint is written finds its files in the page cache, as a restart does.
+set -uo pipefail
+source scripts/gpu_env.sh
+fam=${FAMILY:-english}; ck=/tmp/ck_$fam
+[ -f $ck/conds.pt ] || python3 -m cadence.cli checkpoint random $ck --family $fam > /dev/null 2>&1 || exit 1
+for i in $(seq ${STARTS:-2}); do
+  python3 - "$ck" "$i" <<'PY'
+import subprocess, sys, time, urllib.request, json
+t0 = time.perf_counter()
+p = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", sys.argv[1], "--port", "8123"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+status = None
+while status != "ready" and time.perf_counter() - t0 < 120 and p.poll() is None:
+    try:
+        status = json.load(urllib.request.urlopen("http://127.0.0.1:8123/health", timeout=1))["status"]
+    except Exception:
+        pass
+    time.sleep(0.05)
+print(f"start {sys.argv[2]}: {status} after {time.perf_counter() - t0:.2f} s", flush=True)
+p.terminate(); p.wait(30)
+PY
+done
