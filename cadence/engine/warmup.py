@@ -45,10 +45,10 @@ anywhere (T3 or S3Gen) captures back to back."""
 class BackgroundWarmup:
     """The engine's graph captures done while it serves: a server answers `ready` once its weights are loaded,
     and the decode and flow graphs are captured on the GPU thread afterwards, a few at a time between decode
-    rounds (back to back while no request is anywhere in the engine). Until its graph is there, a step or a solve runs eagerly (same kernels,
-    no capture stall on a request's path) and its shape moves to the front of the queue. Captures of planned
-    shapes beside traffic are held to `PLANNED_SHARE` of the thread's time: one after every decode round made
-    the first requests after `ready` several times slower than once warm."""
+    rounds (back to back while no request is anywhere in the engine). Until its graph is there, a step or a
+    solve runs eagerly (same kernels, no capture stall on a request's path) and its shape moves to the front of
+    the queue. Captures of planned shapes beside traffic are held to `PLANNED_SHARE` of the thread's time: one
+    after every decode round made the first requests after `ready` several times slower than once warm."""
 
     def __init__(self, engine, clock=time.perf_counter):
         self.engine = engine
