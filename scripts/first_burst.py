@@ -136,7 +136,8 @@ def main() -> None:
     workers = [w.process.usable for w in tts.engine.post.workers]
     tts.engine.call(tts.engine.warm.tasks.clear).result()  # the rest of the plan: not what these requests use
     warm = [level(tts, bodies, clients) for _ in range(2)]
-    result = {"checkpoint": ckpt, "family": tts.family.name, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    result = {"checkpoint": ckpt, "family": tts.family.name, "device": device,
               "planned_share": warmup.PLANNED_SHARE, "clients": clients, "requests": len(bodies), "tokens": tokens,
               "phases": phases, "graphs_planned_at_ready": pending_at_ready, "watermark_workers_up": workers,
               "first": first, "warm": warm, "latency_ratio": first["latency_p50_s"] / warm[-1]["latency_p50_s"],
