@@ -12,17 +12,15 @@ import time
 T0 = time.perf_counter()
 
 import json  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 
 import torch  # noqa: E402
 
+from cadence.bench.engine_replay import engine_level  # noqa: E402
 from cadence.bench.serve import level_bodies  # noqa: E402
 from cadence.engine import cfm_graph, warmup  # noqa: E402
 from cadence.engine.batch_t3 import BatchDecoder  # noqa: E402
-from cadence.engine.request import Request  # noqa: E402
-from cadence.sampling_params import SamplingParams  # noqa: E402
 from cadence.tts import TTS  # noqa: E402
 
 EVENTS: list[dict] = []
@@ -78,31 +76,9 @@ def instrument() -> None:
 
 
 def level(tts, bodies, clients) -> dict:
-    todo, lock, latencies, audio = list(reversed(bodies)), threading.Lock(), [], []
-
-    def client():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                body = todo.pop()
-            params = SamplingParams.for_family(tts.family, seed=body["seed"], max_new_tokens=body["max_new_tokens"],
-                                               language=body.get("language"))
-            t = time.perf_counter()
-            handle = tts.submit(Request(body["input"], None, params, watermark=True, stream=False, ignore_eos=True))
-            seconds = sum(c.samples.size / c.sample_rate for c in handle)
-            with lock:
-                latencies.append(time.perf_counter() - t)
-                audio.append(seconds)
-    t = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - t
-    return {"start_s": round(t - T0, 3), "wall_s": wall, "audio_s": sum(audio), "x_realtime": sum(audio) / wall,
-            "latency_p50_s": statistics.median(latencies), "latency_max_s": max(latencies)}
+    """The bench's engine-only level (one-piece, watermark on, every request to its token count), with its start."""
+    start = since()
+    return {"start_s": start, **engine_level(tts, bodies, clients, watermark=True, ignore_eos=True)}
 
 
 def summary(events) -> dict:

@@ -4,6 +4,7 @@ figures it says what the server's layer costs."""
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from dataclasses import asdict
@@ -12,8 +13,9 @@ from ..engine.request import Request
 from ..sampling_params import SamplingParams
 
 
-def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> dict:
-    """x real time of `bodies` (speech request bodies) through `tts.submit` from `concurrency` client threads."""
+def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool, ignore_eos: bool = False) -> dict:
+    """x real time of `bodies` (speech request bodies) through `tts.submit` from `concurrency` client threads, and
+    the requests' latencies; `ignore_eos`: every request runs to its `max_new_tokens` (random weights)."""
     todo = list(reversed(bodies))
     lock = threading.Lock()
     audio, latencies = [], []
@@ -27,7 +29,8 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> 
             params = SamplingParams.for_family(tts.family, seed=body["seed"], max_new_tokens=body["max_new_tokens"],
                                                language=body.get("language"))
             t0 = time.perf_counter()
-            handle = tts.submit(Request(body["input"], None, params, watermark=watermark, stream=body["stream"]))
+            handle = tts.submit(Request(body["input"], None, params, watermark=watermark, stream=body["stream"],
+                                        ignore_eos=ignore_eos))
             seconds = sum(chunk.samples.size / chunk.sample_rate for chunk in handle)
             with lock:
                 audio.append(seconds)
@@ -46,7 +49,9 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool) -> 
               "decode_steps": d["decode_steps"], "request_steps": d["slot_steps"],
               "mean_batch": d["slot_steps"] / d["decode_steps"] if d["decode_steps"] else 0.0}
     return {"concurrency": concurrency, "stream": bodies[0]["stream"] if bodies else True, "requests": len(bodies),
-            "audio_s": sum(audio), "wall_s": wall, "x_realtime": sum(audio) / wall, "engine": engine}
+            "audio_s": sum(audio), "wall_s": wall, "x_realtime": sum(audio) / wall, "engine": engine,
+            "latency_p50_s": statistics.median(latencies) if latencies else 0.0,
+            "latency_max_s": max(latencies, default=0.0)}
 
 
 def replay(model: str, device: str, levels: list[tuple[int, list[dict]]], watermark: bool,
