@@ -120,9 +120,11 @@ class EngineConfig:
     over more audio. Windows are handed over between decode rounds (`eos_check_every` steps), so a size rounds up
     to a multiple of that. `cadence doctor --measure` estimates a ladder that plays without gaps on its machine."""
     first_audio_priority: bool = True
-    """Streaming: while the windows that bring streams their first audio render, T3 holds its decode steps
-    (at most 0.5 s), so those windows have the GPU to themselves: shorter time to first audio under load, for
-    less overlap of decode and S3Gen meanwhile. The audio is the same either way."""
+    """Streaming: the work a stream's first audio waits for goes first. Its admission, its first decode round
+    and its first window take their GPU turns ahead of later windows (`cadence.engine.gpu_turns`), and while
+    first windows render T3 holds its decode steps (at most 0.5 s), so those windows have the GPU to
+    themselves: shorter time to first audio under load, for less overlap of decode and S3Gen meanwhile. The
+    audio is the same either way."""
 
     overlap_audio: bool = False
     """Let S3Gen render stream windows on the GPU while T3 decodes. Off: windows and decode rounds take turns

@@ -2,9 +2,10 @@
 # On a GPU machine: seconds from starting `cadence serve` to /health answering ready, STARTS times (2) over one
 # full-size random checkpoint of FAMILY (english), the server's default settings (watermark on). Prints one line
 # per start; the first start after the checkpoint is written finds its files in the page cache, as a restart does.
+# CK: the checkpoint directory (written there if missing).
 set -uo pipefail
 source scripts/gpu_env.sh
-fam=${FAMILY:-english}; ck=/tmp/ck_$fam
+fam=${FAMILY:-english}; ck=${CK:-/tmp/ck_$fam}
 [ -f $ck/conds.pt ] || python3 -m cadence.cli checkpoint random $ck --family $fam > /dev/null 2>&1 || exit 1
 for i in $(seq ${STARTS:-2}); do
   python3 - "$ck" "$i" <<'PY'

@@ -62,6 +62,11 @@ class FirstAudio:
                 self._behind = busy
                 self._cv.notify_all()
 
+    @property
+    def holds(self) -> bool:
+        """First audio is pending and the worker is free to render it: `wait` would block."""
+        return self._n > 0 and not self._behind
+
     def wait(self, timeout: float) -> bool:
         """Block while first audio is pending and the worker is free to render it; False if `timeout` passed."""
         if self._n <= 0 or self._behind:  # the common case, without the lock
@@ -129,22 +134,27 @@ class AudioWorker:
             torch.cuda.set_device(dev)
         while True:
             idle = not (self._backlog or self._live)
-            jobs = []
-            try:
-                while True:  # block only when idle; take everything that piled up: bigger batches
-                    job = self._jobs.get() if idle and not jobs else self._jobs.get_nowait()
-                    if job is None:
-                        if idle and not jobs:
-                            return
-                        self._jobs.put(None)  # close once the backlog is done
-                        break
-                    jobs.append(job)
-            except queue.Empty:
-                pass
+            jobs, closing = self._drain(block=idle)
+            if closing and idle and not jobs:
+                return
             self._file(jobs)
             with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
                 self._step()
             self._has_work = bool(self._backlog or self._live)
+
+    def _drain(self, block: bool) -> tuple[list[list], bool]:
+        """Everything handed over so far (blocking for the first when `block`): bigger batches. -> (jobs, whether
+        `close` was called; its sentinel stays queued until the backlog is done)."""
+        jobs = []
+        try:
+            while True:
+                job = self._jobs.get() if block and not jobs else self._jobs.get_nowait()
+                if job is None:
+                    self._jobs.put(None)
+                    return jobs, True
+                jobs.append(job)
+        except queue.Empty:
+            return jobs, False
 
     def _file(self, jobs: list[list]) -> None:
         eng = self.engine
@@ -169,31 +179,39 @@ class AudioWorker:
     def _step(self) -> None:
         """Render the next step of the backlog. Window boundaries are fixed by decode steps, not by timing, so
         a seed gives one result however busy this worker is and however its windows are batched."""
-        first = [todo[0] for todo in self._backlog.values() if todo[0][3]]
-        if first:
-            self._pop(first)
-            self.first.behind(False)
-            try:
-                self._windows_in_turn(first)
-            finally:
-                self.first.done(len(first))
-            return
-        self.first.behind(True)
         if self._backlog:
-            heads = [todo[0] for todo in self._backlog.values()]
-            self._pop(heads)
-            self._windows_in_turn(heads)
+            urgent = self.engine.tts.config.first_audio_priority and any(t[0][3] for t in self._backlog.values())
+            with self.engine.turns.turn(urgent=urgent):
+                self._file(self._drain(block=False)[0])  # what came while it waited: a first window goes now
+                if self._render_first():
+                    wait_for_device(self.engine.tts.device)
+                    return
+                self.first.behind(True)
+                heads = [todo[0] for todo in self._backlog.values()]
+                self._pop(heads)
+                self._guarded(self._windows, heads, [e[0] for e in heads])
+                self._file(self._drain(block=False)[0])
+                self.first.behind(False)
+                self._render_first()  # first windows that came during the round, before T3's next turn
+                wait_for_device(self.engine.tts.device)  # the turn ends with its GPU work done
         if self._live:
+            self.first.behind(True)
             live, self._live = self._live, []
             with self.engine.turns.turn() if self.one_piece_turns else contextlib.nullcontext():
                 self._guarded(self._batch, live, live)
-        self.first.behind(False)
+            self.first.behind(False)
 
-    def _windows_in_turn(self, todo: list[Window]) -> None:
-        """Stream windows take a turn on the GPU (see `GpuTurns`); finished requests' batches do not."""
-        with self.engine.turns.turn():
-            self._guarded(self._windows, todo, [e[0] for e in todo])
-            wait_for_device(self.engine.tts.device)  # the turn ends with its GPU work done
+    def _render_first(self) -> bool:
+        """Render the windows that bring streams their first audio, as a batch of their own (in a turn held)."""
+        first = [todo[0] for todo in self._backlog.values() if todo[0][3]]
+        if not first:
+            return False
+        self._pop(first)
+        try:
+            self._guarded(self._windows, first, [e[0] for e in first])
+        finally:
+            self.first.done(len(first))
+        return True
 
     def _guarded(self, render, items: list, requests: list[_Running]) -> None:
         """A bug in one step fails that step's requests, never the worker thread (its death would hang them all)."""

@@ -181,12 +181,15 @@ class Engine:
                                                                  or self.audio.busy)):
                 break
             try:
-                with self.turns.turn():
+                with self.turns.turn(urgent=self._newcomers()):
                     self._schedule()
-                if self._running and self.tts.config.first_audio_priority:
+                    # the decode round follows in the same turn, unless first windows are to render before it
+                    decoded = bool(self._running) and not self._hold_for_first_audio()
+                    if decoded:
+                        self._decode()
+                if self._running and not decoded:
                     self.audio.first.wait(FIRST_AUDIO_HOLD_S)
-                if self._running:
-                    with self.turns.turn():
+                    with self.turns.turn(urgent=self._newcomers()):
                         self._decode()
                 if self._finished:  # S3Gen runs on the audio worker, alongside the next decode steps
                     self.audio.finished(self._finished)
@@ -204,6 +207,16 @@ class Engine:
         self.audio.close()
         for r in [*self._waiting, *self._running.values(), *self._finished]:
             r.handle._fail(RequestCancelled("the engine shut down"))
+
+    def _newcomers(self) -> bool:
+        """A stream waits for its admission or its first window: the GPU turns it needs are urgent (`GpuTurns`)."""
+        return self.tts.config.first_audio_priority and (
+            any(r.handle.request.stream for r in self._waiting)
+            or any(r.stream is not None and not r.windows for r in self._running.values()))
+
+    def _hold_for_first_audio(self) -> bool:
+        """Decode waits for first windows being rendered (`EngineConfig.first_audio_priority`)."""
+        return self.tts.config.first_audio_priority and self.audio.first.holds
 
     def _idle(self) -> bool:
         return not (self._waiting or self._running or self._finished)

@@ -35,6 +35,18 @@ def warm_bursts(engine) -> None:
             h.result()
 
 
+FIRST_BATCH = 16  # first-traffic graphs: batch sizes up to one admission (`engine.ADMIT_MAX`)
+FIRST_POSITIONS = 512  # ... and attention lengths up to this (a prompt and ~300 tokens: 12 s of speech)
+
+
+def first_traffic(keys: list[tuple], flags: tuple[bool, bool]) -> list[tuple]:
+    """The decode graphs (batch, length, *flags) that a first burst of default requests steps through: batches of
+    one admission, default sampling flags, the lengths of a prompt and its first ~300 tokens. Each one missing
+    costs its first round eagerly (measured on an H100: the first requests' latency 2.5x the warm one's, most of
+    it such rounds)."""
+    return [k for k in keys if k[0] <= FIRST_BATCH and k[1] <= FIRST_POSITIONS and tuple(k[2:]) == flags]
+
+
 PLANNED_SHARE = 0.2
 """While requests run, the most of the GPU thread's time that captures other than a waiting request's decode graph
 may take: each such capture (a decode graph ~0.05-0.15 s, a flow graph up to ~1 s) is followed by rounds worth four
@@ -55,6 +67,20 @@ class BackgroundWarmup:
         self.tasks: deque[tuple[str, tuple]] = deque()
         self.clock = clock
         self._planned_after = 0.0  # while busy, no planned capture before this time
+        self.first: list[tuple] = []  # the plan's first-traffic decode graphs, captured first
+
+    @property
+    def first_pending(self) -> int:
+        """First-traffic decode graphs (`first_traffic`) not captured yet; a server answers ready once none is."""
+        return sum(1 for k in self.first if k not in self._decoder.graphs)
+
+    def wait_first(self, timeout: float) -> bool:
+        """Block until the first-traffic graphs are captured (the GPU thread captures them back to back while no
+        request is in the engine), at most `timeout` seconds. -> whether they are."""
+        deadline = time.perf_counter() + timeout
+        while self.first_pending and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        return not self.first_pending
 
     @property
     def pending(self) -> int:
@@ -73,7 +99,10 @@ class BackgroundWarmup:
         from .cfm_graph import flow_graph_shapes
         eng = self.engine
         flags = default_filter_flags(eng.tts.family)
-        self.tasks.extend(("decode", k) for k in self._decoder.graph_keys(flags))
+        keys = self._decoder.graph_keys(flags)
+        d = eng.tts.family.defaults
+        self.first = first_traffic(keys, (d["top_k"] > 0, d["top_p"] < 1.0))
+        self.tasks.extend(("decode", k) for k in self.first + [k for k in keys if k not in self.first])
         self.tasks.extend(("flow", s) for s in flow_graph_shapes(eng.tts, max_new_tokens, eng.max_batch))
         self._decoder.lazy = True
         if self._flow is not None:

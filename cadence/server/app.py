@@ -71,6 +71,9 @@ class _Guard:
 ROUTES = ("/v1/audio/speech", "/v1/voices", "/v1/models", "/v1/languages", "/v1/audio/models", "/v1/audio/voices", "/health", "/metrics", "/")
 
 
+FIRST_GRAPHS_MAX_S = 5.0  # the longest `ready` waits for the first-traffic decode graphs (`warmup.first_traffic`)
+
+
 class _State:
     def __init__(self):
         self.status, self.error, self.tts, self.library = "starting", None, None, None
@@ -148,6 +151,8 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
                 perth.join()
             elif settings.watermark:  # Perth's network and librosa load now, not in the first request
                 _preload_watermark(state.tts.watermark_device)
+            if settings.warmup:  # ready means the first burst's decode rounds find their graphs
+                state.tts.engine.warm.wait_first(FIRST_GRAPHS_MAX_S)
             state.status = "ready"
         except Exception as exc:  # noqa: BLE001 - reported by /health
             state.status, state.error = "error", f"{type(exc).__name__}: {exc}"

@@ -93,3 +93,36 @@ def test_idle_engine_captures_back_to_back():
     assert warm.run_one(busy=True)
     assert all(warm.run_one(busy=False) for _ in range(3)) and not warm.tasks
     assert not warm.run_one(busy=False)  # nothing left
+
+
+def test_the_first_traffics_decode_graphs_lead_the_plan_and_ready_waits_for_them(monkeypatch):
+    """The graphs a first burst of default requests steps through (one admission's batch sizes, default sampling
+    flags, a prompt and ~300 tokens) are captured first; `wait_first` (a server's `ready`) returns once they are."""
+    from cadence.engine.batch_t3 import LENGTH_LADDER, batch_ladder
+    monkeypatch.setattr("cadence.engine.cfm_graph.flow_graph_shapes", lambda *a: [])
+    clock = FakeClock()
+    engine, captured = _engine(clock)
+    graphs = {}
+    flags = [(False, False), (True, True)]  # the family's defaults use top-k and top-p
+    keys = [(b, a, *f) for b in batch_ladder(64) for a in LENGTH_LADDER[:8] for f in flags]
+    engine.decoder.graph_keys = lambda fl: keys
+    engine.decoder.graphs = graphs
+    engine.decoder.capture = lambda key: (captured.append(key), graphs.setdefault(key, object()))
+    engine.max_batch = 64
+    engine.tts.family = SimpleNamespace(defaults={"top_k": 1000, "top_p": 0.95})
+    warm = BackgroundWarmup(engine, clock=clock)
+    warm.plan(1000)
+    first = {(b, a, True, True) for b in (1, 2, 4, 8, 16) for a in (128, 256, 384, 512)}
+    assert set(warm.first) == first and warm.first_pending == len(first)
+    assert {k for _, k in list(warm.tasks)[:len(first)]} == first  # at the front of the plan
+    assert not warm.wait_first(0.0)
+    done = threading.Event()
+
+    def gpu_thread():  # captures back to back, as the engine does while no request is in it
+        while warm.run_one():
+            pass
+        done.set()
+    threading.Thread(target=gpu_thread).start()
+    assert warm.wait_first(30.0) and warm.first_pending == 0
+    done.wait(30.0)
+    assert set(captured[:len(first)]) == first and len(captured) == len(keys)

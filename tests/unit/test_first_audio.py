@@ -199,33 +199,103 @@ def test_a_failing_step_fails_its_stream_and_the_worker_goes_on(tiny_tts, monkey
     assert list(tiny_tts.stream(TEXT, seed=1, max_new_tokens=60))[-1].final
 
 
+class _FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _queue_turns(turns, waiters: list[tuple[str, bool]], clock=None, at=None):
+    """Hold `turns`, queue one thread per (name, urgent) in that order (each seen waiting before the next is
+    started; with `clock`, queued at the times in `at`), release, and return the order they were served in."""
+    order, holding, release = [], threading.Event(), threading.Event()
+
+    def holder():
+        with turns.turn():
+            holding.set()
+            release.wait()
+
+    def waiter(name, urgent):
+        with turns.turn(urgent=urgent):
+            order.append(name)
+    threads = [threading.Thread(target=holder)]
+    threads[0].start()
+    holding.wait()
+    for k, (name, urgent) in enumerate(waiters):
+        if clock is not None:
+            clock.now = at[k]
+        threads.append(threading.Thread(target=waiter, args=(name, urgent)))
+        threads[-1].start()
+        while turns.waiting < k + 1:  # queued: the order of arrival is fixed before the next one starts
+            time.sleep(0.001)
+    if clock is not None:
+        clock.now = at[-1]
+    release.set()
+    for th in threads:
+        th.join()
+    return order
+
+
 def test_gpu_turns_are_exclusive_and_first_come_first_served():
     from cadence.engine.gpu_turns import GpuTurns
-    turns, inside, order, overlap_seen = GpuTurns(overlap=False), [], [], []
-    first_in = threading.Event()
+    turns, inside, overlap_seen = GpuTurns(overlap=False), [], []
 
-    def worker(name, hold):
+    def worker(hold):
         with turns.turn():
-            inside.append(name)
+            inside.append(1)
             overlap_seen.append(len(inside) > 1)
-            order.append(name)
-            first_in.set()
             time.sleep(hold)
-            inside.remove(name)
-    a = threading.Thread(target=worker, args=("a", 0.2))
-    a.start()
-    first_in.wait()
-    b = threading.Thread(target=worker, args=("b", 0.0))
-    b.start()
-    time.sleep(0.05)
-    c = threading.Thread(target=worker, args=("c", 0.0))
-    c.start()
-    for th in (a, b, c):
+            inside.pop()
+    threads = [threading.Thread(target=worker, args=(0.01,)) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
         th.join()
-    assert order == ["a", "b", "c"] and not any(overlap_seen)
+    assert len(overlap_seen) == 6 and not any(overlap_seen)
+    assert _queue_turns(GpuTurns(overlap=False), [("a", False), ("b", False), ("c", False)]) == ["a", "b", "c"]
     free = GpuTurns(overlap=True)  # overlap on: no waiting at all
     with free.turn(), free.turn():
         pass
+
+
+def test_an_urgent_turn_goes_ahead_of_ordinary_ones_within_their_patience():
+    from cadence.engine.gpu_turns import GpuTurns
+    clock = _FakeClock()
+    turns = GpuTurns(overlap=False, patience_s=0.25, clock=clock)
+    # released 0.1 s after the first ordinary one queued: the urgent ones first, in their own order
+    order = _queue_turns(turns, [("a", False), ("u1", True), ("b", False), ("u2", True)], clock, [0.0, 0.01, 0.02,
+                                                                                                   0.03, 0.1])
+    assert order == ["u1", "u2", "a", "b"]
+    # released once `a` has waited past its patience: `a` goes first, then the urgent one
+    order = _queue_turns(turns, [("a", False), ("u", True), ("b", False)], clock, [1.0, 1.01, 1.02, 1.3])
+    assert order[:2] == ["a", "u"] and order[2] == "b"
+
+
+def test_a_newcomers_turns_are_urgent_and_a_sounding_streams_are_not(tiny_tts, monkeypatch):
+    """The engine asks for urgent turns while a stream waits for admission or its first window, and the worker
+    for its first windows; with first_audio_priority off every turn is ordinary."""
+    eng, asked = tiny_tts.engine, []
+    real = eng.turns.turn
+
+    def spy(urgent=False):
+        asked.append((threading.current_thread().name, urgent))
+        return real(urgent=urgent)
+    monkeypatch.setattr(eng.turns, "turn", spy)
+    list(tiny_tts.stream(TEXT, seed=3, max_new_tokens=120))
+    engine_turns = [u for name, u in asked if name == "cadence-engine"]
+    audio_turns = [u for name, u in asked if name == "cadence-audio"]
+    assert engine_turns[0] is True and engine_turns[-1] is False  # admission urgent; once it sounds, ordinary
+    assert audio_turns[0] is True and not any(audio_turns[1:])  # its first window, then ordinary ones
+    asked.clear()
+    before = tiny_tts.config.first_audio_priority
+    tiny_tts.config.first_audio_priority = False
+    try:
+        list(tiny_tts.stream(TEXT, seed=3, max_new_tokens=120))
+    finally:
+        tiny_tts.config.first_audio_priority = before
+    assert asked and not any(u for _, u in asked)
 
 
 def test_engine_runs_with_overlap_on_and_off_alike(tiny_ckpt):
