@@ -20,7 +20,14 @@ while status != "ready" and time.perf_counter() - t0 < 120 and p.poll() is None:
     except Exception:
         pass
     time.sleep(0.05)
-print(f"start {sys.argv[2]}: {status} after {time.perf_counter() - t0:.2f} s", flush=True)
-p.terminate(); p.wait(30)
+ready = time.perf_counter() - t0
+t1 = time.perf_counter()
+p.terminate()
+try:
+    p.wait(60)
+except subprocess.TimeoutExpired:
+    p.kill(); p.wait()
+print(f"start {sys.argv[2]}: {status} after {ready:.2f} s; stopped {time.perf_counter() - t1:.2f} s after SIGTERM "
+      f"(exit {p.returncode})", flush=True)
 PY
 done

@@ -171,10 +171,10 @@ class Engine:
         self._ready.set()
         while True:
             self._collect()
-            if self.warm.pending:  # background captures: one between rounds, back to back while quiet
-                with self.turns.turn():
+            if self.warm.pending and not self._stop.is_set():  # background captures: one between rounds, back
+                with self.turns.turn():                             # to back while quiet; none once closing
                     self.warm.run_one(busy=not self._quiet(), audio_busy=self.audio.busy)
-                    while self.warm.pending and self._quiet() and self._inbox.empty():
+                    while self.warm.pending and self._quiet() and self._inbox.empty() and not self._stop.is_set():
                         if not self.warm.run_one():
                             break
             if self._stop.is_set() and (not self._drain or not (self._waiting or self._running or self._finished

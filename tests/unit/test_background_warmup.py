@@ -126,3 +126,23 @@ def test_the_first_traffics_decode_graphs_lead_the_plan_and_ready_waits_for_them
     assert warm.wait_first(30.0) and warm.first_pending == 0
     done.wait(30.0)
     assert set(captured[:len(first)]) == first and len(captured) == len(keys)
+
+
+def test_an_engine_closes_without_capturing_the_rest_of_its_plan(tiny_ckpt):
+    """A server stopped (SIGTERM) while its graphs are still being captured in the background stops at once, not
+    after the whole plan (~60 s of captures on an H100)."""
+    import time
+
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False)
+    eng, captured, started = tts.engine, [], threading.Event()
+
+    def capture(key):
+        captured.append(key)
+        started.set()
+        time.sleep(0.01)
+    eng.decoder.capture = capture
+    eng.call(lambda: eng.warm.tasks.extend(("decode", (1, 128 + i, False, False)) for i in range(3000))).result()
+    assert started.wait(30)
+    tts.close()
+    assert 0 < len(captured) < 3000 and eng.warm.pending > 0
