@@ -36,15 +36,19 @@ def warm_bursts(engine) -> None:
 
 
 FIRST_BATCH = 16  # first-traffic graphs: batch sizes up to one admission (`engine.ADMIT_MAX`)
-FIRST_POSITIONS = 512  # ... and attention lengths up to this (a prompt and ~300 tokens: 12 s of speech)
+FIRST_TEXT_IDS = 100  # ... the prompts of texts up to this many ids (a few sentences)
+FIRST_TOKENS = 300  # ... and their first this many speech tokens (12 s of speech)
 
 
-def first_traffic(keys: list[tuple], flags: tuple[bool, bool]) -> list[tuple]:
-    """The decode graphs (batch, length, *flags) that a first burst of default requests steps through: batches of
-    one admission, default sampling flags, the lengths of a prompt and its first ~300 tokens. Each one missing
-    costs its first round eagerly (measured on an H100: the first requests' latency 2.5x the warm one's, most of
-    it such rounds)."""
-    return [k for k in keys if k[0] <= FIRST_BATCH and k[1] <= FIRST_POSITIONS and tuple(k[2:]) == flags]
+def first_traffic(keys: list[tuple], flags: tuple[bool, bool], shortest: int, longest: int) -> list[tuple]:
+    """The decode graphs (batch, length, *flags) that a first burst of default requests steps through: batch
+    sizes of one admission, the default sampling flags, attention lengths from the bucket of the `shortest` prompt
+    to that of `longest` positions (a long prompt and its first `FIRST_TOKENS` tokens). Each one missing costs its
+    first round eagerly (on an H100 the first requests' latency was 2.5x the warm one's, most of it such rounds)."""
+    def bucket(n: int) -> int:
+        return min((a for a in {k[1] for k in keys} if a >= n), default=n)
+    lo, hi = bucket(shortest), bucket(longest)
+    return [k for k in keys if k[0] <= FIRST_BATCH and lo <= k[1] <= hi and tuple(k[2:]) == flags]
 
 
 PLANNED_SHARE = 0.2
@@ -101,7 +105,8 @@ class BackgroundWarmup:
         flags = default_filter_flags(eng.tts.family)
         keys = self._decoder.graph_keys(flags)
         d = eng.tts.family.defaults
-        self.first = first_traffic(keys, (d["top_k"] > 0, d["top_p"] < 1.0))
+        self.first = first_traffic(keys, (d["top_k"] > 0, d["top_p"] < 1.0), eng.prefill_len(1),
+                                   eng.prefill_len(FIRST_TEXT_IDS) + FIRST_TOKENS)
         self.tasks.extend(("decode", k) for k in self.first + [k for k in keys if k not in self.first])
         self.tasks.extend(("flow", s) for s in flow_graph_shapes(eng.tts, max_new_tokens, eng.max_batch))
         self._decoder.lazy = True

@@ -109,10 +109,11 @@ def test_the_first_traffics_decode_graphs_lead_the_plan_and_ready_waits_for_them
     engine.decoder.graphs = graphs
     engine.decoder.capture = lambda key: (captured.append(key), graphs.setdefault(key, object()))
     engine.max_batch = 64
+    engine.prefill_len = lambda n_text_ids: 200 + n_text_ids  # a Turbo-like prompt: 201 to 300 positions
     engine.tts.family = SimpleNamespace(defaults={"top_k": 1000, "top_p": 0.95})
     warm = BackgroundWarmup(engine, clock=clock)
     warm.plan(1000)
-    first = {(b, a, True, True) for b in (1, 2, 4, 8, 16) for a in (128, 256, 384, 512)}
+    first = {(b, a, True, True) for b in (1, 2, 4, 8, 16) for a in (256, 384, 512, 640)}  # 201 to 600 positions
     assert set(warm.first) == first and warm.first_pending == len(first)
     assert {k for _, k in list(warm.tasks)[:len(first)]} == first  # at the front of the plan
     assert not warm.wait_first(0.0)
