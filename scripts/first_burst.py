@@ -5,7 +5,9 @@ of TOKENS forced tokens the moment it is loaded, and log what the GPU thread did
 that ran eagerly for want of a graph. Then the rest of the plan is dropped and the same level runs twice more on
 the graphs it captured: the warm figure the first one is compared with. Start-up phases are timed from the
 script's start (before torch is imported).
-Usage: python scripts/first_burst.py CHECKPOINT_DIR OUT.json [CLIENTS] [REQUESTS] [TOKENS] [PLANNED_SHARE]"""
+As the server does, it waits for Perth's imports and the first-traffic decode graphs before the first requests.
+MODE: one-piece (default) or streamed (then the time to first audio is reported too).
+Usage: python scripts/first_burst.py CHECKPOINT_DIR OUT.json [CLIENTS] [REQUESTS] [TOKENS] [PLANNED_SHARE] [MODE]"""
 
 import time
 
@@ -95,6 +97,7 @@ def main() -> None:
     clients, per_client, tokens = (int(a) for a in (sys.argv[3:6] + ["8", "2", "300"][len(sys.argv[3:6]):]))
     if len(sys.argv) > 6:
         warmup.PLANNED_SHARE = float(sys.argv[6])
+    stream = len(sys.argv) > 7 and sys.argv[7] == "streamed"
     instrument()
     phases = {"imports_s": since()}
     tts = TTS.from_dir(ckpt, device="cuda" if torch.cuda.is_available() else "cpu", watermark=True)
@@ -104,8 +107,11 @@ def main() -> None:
     from cadence import watermark
     watermark.preload(tts.watermark_device)
     phases["perth_s"] = since()
+    from cadence.server.app import FIRST_GRAPHS_MAX_S
+    tts.engine.warm.wait_first(FIRST_GRAPHS_MAX_S)
+    phases["ready_s"] = since()
     pending_at_ready = tts.engine.load["warming"]
-    bodies = level_bodies(clients * per_client, 7, tokens, False, "mp3", request_tokens=tokens)
+    bodies = level_bodies(clients * per_client, 7, tokens, stream, "mp3", request_tokens=tokens)
     first = level(tts, bodies, clients)
     first["eager"] = dict(EAGER)
     first["captures"] = summary(e for e in EVENTS if first["start_s"] <= e["t"] <= first["start_s"] + first["wall_s"])
@@ -113,7 +119,7 @@ def main() -> None:
     tts.engine.call(tts.engine.warm.tasks.clear).result()  # the rest of the plan: not what these requests use
     warm = [level(tts, bodies, clients) for _ in range(2)]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    result = {"checkpoint": ckpt, "family": tts.family.name, "device": device,
+    result = {"checkpoint": ckpt, "family": tts.family.name, "device": device, "stream": stream,
               "planned_share": warmup.PLANNED_SHARE, "clients": clients, "requests": len(bodies), "tokens": tokens,
               "phases": phases, "graphs_planned_at_ready": pending_at_ready, "watermark_workers_up": workers,
               "first": first, "warm": warm, "latency_ratio": first["latency_p50_s"] / warm[-1]["latency_p50_s"],

@@ -7,8 +7,9 @@
 # from 2 s after the level of LEVEL clients has finished (so during the next level), once per PROFILE_KINDS ("all gil":
 # every thread, then only the thread holding the GIL; py-spy's wheel in .whl_srv). CONC: space-separated FAMILY:LEVELS, the batched engine alone (`bench --concurrency`, the family's
 # checkpoint, 300-token requests). STREAM: families whose streaming latency to measure (`bench --stream`).
-# FIRST: space-separated FAMILY:PLANNED_SHARE, the first requests after start-up on the engine alone
-# (scripts/first_burst.py: 8 clients x 2 requests of TOKENS tokens, the graph captures meanwhile), run first.
+# FIRST: space-separated FAMILY:PLANNED_SHARE[:MODE], the first requests after start-up on the engine alone
+# (scripts/first_burst.py: 8 clients x 2 requests of TOKENS tokens, one-piece or streamed, the graph captures
+# meanwhile), run first.
 # Results in $OUT: one JSON per run, the logs (and profiles) in logs.tgz.
 set -uo pipefail
 source scripts/gpu_env.sh
@@ -26,12 +27,13 @@ if [ -n "${GPU_TESTS:-}" ]; then
   tail -6 /tmp/logs/pytest_gpu.log
 fi
 for run in ${FIRST:-}; do
-  IFS=: read -r fam share <<< "$run"
-  echo "== first burst $fam share $share $(date +%T)"
-  timeout ${FIRST_T:-200} python3 scripts/first_burst.py "$(ckpt $fam)" "$OUT/first_burst_${fam}_share-$share.json" 8 2 \
-    ${TOKENS:-300} "$share" > /tmp/logs/first_${fam}_$share.log 2>&1
+  IFS=: read -r fam share mode <<< "$run"
+  mode=${mode:-one-piece}; tag=${fam}_share-${share}_$mode
+  echo "== first burst $tag $(date +%T)"
+  timeout ${FIRST_T:-200} python3 scripts/first_burst.py "$(ckpt $fam)" "$OUT/first_burst_$tag.json" 8 2 \
+    ${TOKENS:-300} "$share" "$mode" > /tmp/logs/first_$tag.log 2>&1
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d.pop('events'); print(json.dumps(d))" \
-    "$OUT/first_burst_${fam}_share-$share.json" 2>/dev/null || tail -5 /tmp/logs/first_${fam}_$share.log
+    "$OUT/first_burst_$tag.json" 2>/dev/null || tail -5 /tmp/logs/first_$tag.log
 done
 for run in ${RUNS:-}; do
   IFS=: read -r fam modes levels fmt wmdev rpc <<< "$run"

@@ -18,7 +18,7 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool, ign
     the requests' latencies; `ignore_eos`: every request runs to its `max_new_tokens` (random weights)."""
     todo = list(reversed(bodies))
     lock = threading.Lock()
-    audio, latencies = [], []
+    audio, latencies, first_audio = [], [], []
 
     def client():
         while True:
@@ -31,10 +31,14 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool, ign
             t0 = time.perf_counter()
             handle = tts.submit(Request(body["input"], None, params, watermark=watermark, stream=body["stream"],
                                         ignore_eos=ignore_eos))
-            seconds = sum(chunk.samples.size / chunk.sample_rate for chunk in handle)
+            seconds, first = 0.0, None
+            for chunk in handle:
+                first = first or time.perf_counter() - t0
+                seconds += chunk.samples.size / chunk.sample_rate
             with lock:
                 audio.append(seconds)
                 latencies.append(time.perf_counter() - t0)
+                first_audio.append(first or latencies[-1])
     before = asdict(tts.engine.stats)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
@@ -51,7 +55,8 @@ def engine_level(tts, bodies: list[dict], concurrency: int, watermark: bool, ign
     return {"concurrency": concurrency, "stream": bodies[0]["stream"] if bodies else True, "requests": len(bodies),
             "audio_s": sum(audio), "wall_s": wall, "x_realtime": sum(audio) / wall, "engine": engine,
             "latency_p50_s": statistics.median(latencies) if latencies else 0.0,
-            "latency_max_s": max(latencies, default=0.0)}
+            "latency_max_s": max(latencies, default=0.0),
+            "ttfa_p50_s": statistics.median(first_audio) if first_audio else 0.0}
 
 
 def replay(model: str, device: str, levels: list[tuple[int, list[dict]]], watermark: bool,
