@@ -209,9 +209,10 @@ class Engine:
             r.handle._fail(RequestCancelled("the engine shut down"))
 
     def _newcomers(self) -> bool:
-        """A stream waits for its admission or its first window: the GPU turns it needs are urgent (`GpuTurns`)."""
+        """A stream waits for its admission (with a slot free for it) or its first window: the GPU turns it needs
+        are urgent (`GpuTurns`)."""
         return self.tts.config.first_audio_priority and (
-            any(r.handle.request.stream for r in self._waiting)
+            (len(self._running) < self.max_batch and any(r.handle.request.stream for r in self._waiting))
             or any(r.stream is not None and not r.windows for r in self._running.values()))
 
     def _hold_for_first_audio(self) -> bool:

@@ -11,7 +11,8 @@ H100); overlap on lets windows overlap too.
 Turns go first come, first served, except that an urgent turn (work a listener is waiting on for a stream's
 first audio: its admission, its first decode round, its first window) goes ahead of ordinary ones (later
 windows, whose audio is already ahead of real time, and the decode of streams that have sounded). An ordinary
-turn waits at most `patience_s` for urgent ones, so a stream of newcomers never starves the rest.
+turn lets at most one urgent turn pass it and waits at most `patience_s` for urgent ones, so under a steady
+stream of newcomers (every decode round has one when many streams run) windows still get every other turn.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class _Waiter:
     urgent: bool
     since: float
     granted: bool = False
+    passed: int = 0  # urgent turns served ahead of this (ordinary) one
 
 
 class GpuTurns:
@@ -68,11 +70,13 @@ class GpuTurns:
                     self._cv.notify_all()
 
     def _next(self) -> _Waiter | None:
-        """The oldest ordinary waiter once it has waited past its patience, else the oldest urgent one, else the
-        oldest."""
+        """The oldest urgent waiter, unless the oldest waiter is an ordinary one that an urgent one passed already
+        or that has waited past its patience; else the oldest."""
         if not self._waiting:
             return None
         oldest = self._waiting[0]
-        if not oldest.urgent and self._clock() - oldest.since >= self.patience_s:
+        if oldest.urgent or oldest.passed or self._clock() - oldest.since >= self.patience_s:
             return oldest
-        return next((w for w in self._waiting if w.urgent), oldest)
+        urgent = next((w for w in self._waiting if w.urgent), oldest)
+        oldest.passed += urgent is not oldest
+        return urgent

@@ -260,14 +260,16 @@ def test_gpu_turns_are_exclusive_and_first_come_first_served():
         pass
 
 
-def test_an_urgent_turn_goes_ahead_of_ordinary_ones_within_their_patience():
+def test_an_urgent_turn_passes_an_ordinary_one_once_and_within_its_patience():
     from cadence.engine.gpu_turns import GpuTurns
     clock = _FakeClock()
     turns = GpuTurns(overlap=False, patience_s=0.25, clock=clock)
-    # released 0.1 s after the first ordinary one queued: the urgent ones first, in their own order
+    # released 0.1 s after the first ordinary one queued: an urgent one passes each ordinary one, once
     order = _queue_turns(turns, [("a", False), ("u1", True), ("b", False), ("u2", True)], clock, [0.0, 0.01, 0.02,
                                                                                                    0.03, 0.1])
-    assert order == ["u1", "u2", "a", "b"]
+    assert order == ["u1", "a", "u2", "b"]
+    order = _queue_turns(turns, [("a", False), ("u1", True), ("u2", True)], clock, [0.5, 0.51, 0.52, 0.6])
+    assert order == ["u1", "a", "u2"]  # so windows keep every other turn under a stream of newcomers
     # released once `a` has waited past its patience: `a` goes first, then the urgent one
     order = _queue_turns(turns, [("a", False), ("u", True), ("b", False)], clock, [1.0, 1.01, 1.02, 1.3])
     assert order[:2] == ["a", "u"] and order[2] == "b"
