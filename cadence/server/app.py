@@ -71,7 +71,7 @@ class _Guard:
 ROUTES = ("/v1/audio/speech", "/v1/voices", "/v1/models", "/v1/languages", "/v1/audio/models", "/v1/audio/voices", "/health", "/metrics", "/")
 
 
-FIRST_GRAPHS_MAX_S = 5.0  # the longest `ready` waits for the first-traffic decode graphs (`warmup.first_traffic`)
+FIRST_GRAPHS_MAX_S = 3.0  # the longest `ready` waits for the first-traffic decode graphs (`warmup.first_traffic`)
 
 
 class _State:
