@@ -35,7 +35,7 @@ def warm_bursts(engine) -> None:
             h.result()
 
 
-FIRST_BATCH = 16  # first-traffic graphs: batch sizes up to one admission (`engine.ADMIT_MAX`)
+FIRST_BATCH = 16  # first-traffic graphs: batch sizes up to one admission (`admission.ADMIT_MAX`)
 FIRST_TEXT_IDS = 100  # ... the prompts of texts up to this many ids (a few sentences)
 FIRST_TOKENS = 300  # ... and their first this many speech tokens (12 s of speech)
 
