@@ -18,6 +18,7 @@ from .family import ENGLISH, ModelFamily
 from .engine.alignment_guard import attach_query_taps
 from .engine.audio_runner import AudioRunner
 from .engine.graphed import GraphedForward
+from .engine.host_memory import keep_freed_blocks
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
 from .memory.cpu_int8 import quantize_cpu_int8_, use_blocked_attention_
@@ -102,6 +103,8 @@ class TTS(EngineAPI):
         path = resolve(path, family)
         dev = pick_device(config.device)
         config.apply_cpu_threads()
+        if dev.type == "cpu":  # the CPU forwards' tensors reuse freed memory instead of fresh pages
+            keep_freed_blocks()
         on_demand = config.prepare_device == "auto" and dev.type != "cpu"
         prep = torch.device("cpu") if on_demand or config.prepare_device == "cpu" else (
             dev if config.prepare_device == "auto" else pick_device(config.prepare_device))

@@ -217,3 +217,44 @@ def test_heads_per_block_keeps_the_scores_within_the_budget():
     assert heads_per_block(8, 3000, 2) == 1  # never fewer than one head
     assert heads_per_block(6, 10, 2) == 2  # a power-of-two divisor of the head count
     assert heads_per_block(8, 10, 2) == 8
+
+
+_MMAPPED = """
+import ctypes, sys
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = Info, ctypes.c_void_p, [ctypes.c_void_p]
+if sys.argv[1] == "keep":
+    from cadence.engine.host_memory import keep_freed_blocks
+    assert keep_freed_blocks()
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(6 << 20)  # an attention block's scores at 600 frames: 5.8 MB
+print(libc.mallinfo2().hblkhd - before)
+libc.free(block)
+"""
+
+
+def test_a_cpu_engine_keeps_freed_blocks_instead_of_mapping_each_anew(tiny_ckpt, monkeypatch):
+    """glibc maps a block of a few MB on allocation and unmaps it on free (fresh pages each time a CPU forward
+    allocates its scores again); `keep_freed_blocks` makes it reuse heap memory, and a CPU engine sets it."""
+    import subprocess
+    import sys
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's allocator")
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallinfo2  # noqa: B018 - glibc >= 2.33
+    except (OSError, AttributeError):
+        pytest.skip("no glibc mallinfo2 here")
+
+    def mapped(mode: str) -> int:  # a fresh process: its thresholds not yet moved by earlier frees
+        out = subprocess.run([sys.executable, "-c", _MMAPPED, mode], capture_output=True, text=True, check=True)
+        return int(out.stdout.strip())
+    assert mapped("default") >= 6 << 20 and mapped("keep") == 0
+    from cadence.tts import TTS
+    calls = []
+    monkeypatch.setattr("cadence.tts.keep_freed_blocks", lambda: calls.append(1) or True)
+    TTS.from_dir(tiny_ckpt, device="cpu", watermark=False).close()
+    assert calls
