@@ -314,3 +314,29 @@ def test_engine_runs_with_overlap_on_and_off_alike(tiny_ckpt):
     (s0, m0), (s1, m1) = outs
     assert s0.shape == s1.shape and np.abs(s0 - s1).max() < 1e-3
     assert all(a.tokens == b.tokens for a, b in zip(m0, m1))
+
+
+def test_more_streams_than_slots_all_finish_as_each_alone_with_urgent_turns(tiny_ckpt):
+    """Streams waiting for a slot while others play: admissions wait for a free slot (not urgent meanwhile), each
+    newcomer's turns go first, and every stream still gets its audio, the same as alone."""
+    from cadence.tts import TTS
+    tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, max_batch=2, memory_plan="fp32")
+    try:
+        assert tts.config.first_audio_priority and not tts.engine.turns.overlap
+        texts = [f"Stream number {i} waits for its slot." for i in range(5)]
+        alone = [np.concatenate([c.samples for c in tts.stream(t, seed=40 + i, max_new_tokens=70)])
+                 for i, t in enumerate(texts)]
+        handles = [tts.stream(t, seed=40 + i, max_new_tokens=70) for i, t in enumerate(texts)]
+        out: list = [None] * len(texts)
+
+        def consume(i):
+            out[i] = np.concatenate([c.samples for c in handles[i]])
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(texts))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        for a, b in zip(alone, out):
+            assert b is not None and a.shape == b.shape and np.abs(a - b).max() < 1e-3
+    finally:
+        tts.close()
