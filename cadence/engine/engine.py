@@ -118,14 +118,20 @@ class Engine(Admission):
         """True when called from the engine's own GPU thread (inside `call`)."""
         return threading.current_thread() is self._thread
 
-    def warmup(self, max_new_tokens: int = 1000, background: bool = False) -> None:
+    def warmup(self, max_new_tokens: int = 1000, background: bool = False, first_graphs_s: float = 0.0) -> None:
         """Capture now what the first requests would otherwise capture: every T3 decode graph (batch size x
         attention length), the single-request CFM graphs for outputs of up to `max_new_tokens` tokens and the
         batched ones of streaming windows; then warm-up bursts of requests (`warmup.warm_bursts`). With
-        `background`, return at once and capture them while serving (`warmup.BackgroundWarmup`; `load` says how
-        many are left as `warming`)."""
+        `background`, capture them while serving instead (`warmup.BackgroundWarmup`; `load` says how many are
+        left as `warming`), first the decode graphs a first burst of requests steps through
+        (`warmup.first_traffic`), and return once those are captured or after `first_graphs_s` seconds (0: at
+        once; `cadence serve` answers ready once they are, waiting at most 3 s)."""
+        if isinstance(first_graphs_s, bool) or not isinstance(first_graphs_s, (int, float)) \
+                or not 0 <= first_graphs_s <= 600:
+            raise ValueError(f"first_graphs_s must be seconds in [0, 600], got {first_graphs_s!r}")
         if background:
             self.call(lambda: self.warm.plan(max_new_tokens)).result()
+            self.warm.wait_first(first_graphs_s)
             return
         self.call(lambda: self._warmup(max_new_tokens)).result()
         if self.tts.device.type == "cuda":  # the CPU has no device allocator to warm

@@ -147,3 +147,13 @@ def test_an_engine_closes_without_capturing_the_rest_of_its_plan(tiny_ckpt):
     assert started.wait(30)
     tts.close()
     assert 0 < len(captured) < 3000 and eng.warm.pending > 0
+
+
+def test_a_background_warmup_may_wait_for_the_first_graphs_and_checks_how_long(tiny_tts):
+    import pytest
+    for bad in (-1, 601, "3", True):
+        with pytest.raises(ValueError, match="first_graphs_s"):
+            tiny_tts.engine.warmup(background=True, first_graphs_s=bad)
+    tiny_tts.engine.warmup(background=True, first_graphs_s=3)  # no graphs on the CPU: nothing to wait for
+    assert tiny_tts.engine.warm.first_pending == 0
+    assert tiny_tts.generate_many(["Still serving."], seed=1, max_new_tokens=20)[0].tokens
