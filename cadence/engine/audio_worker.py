@@ -69,7 +69,7 @@ class FirstAudio:
 
     def wait(self, timeout: float) -> bool:
         """Block while first audio is pending and the worker is free to render it; False if `timeout` passed."""
-        if self._n <= 0 or self._behind:  # the common case, without the lock
+        if not self.holds:  # the common case, without the lock
             return True
         with self._cv:
             return self._cv.wait_for(lambda: self._n <= 0 or self._behind, timeout)

@@ -8,10 +8,15 @@ from collections import deque
 from .request import Request
 
 
+def default_request_flags(family) -> tuple[bool, bool]:
+    """(use_top_k, use_top_p) of the family's default requests."""
+    d = family.defaults
+    return d["top_k"] > 0, d["top_p"] < 1.0
+
+
 def default_filter_flags(family) -> list[tuple[bool, bool]]:
     """(use_top_k, use_top_p) variants a warm-up captures: none, and those of the family's default requests."""
-    d = family.defaults
-    return sorted({(False, False), (d["top_k"] > 0, d["top_p"] < 1.0)})
+    return sorted({(False, False), default_request_flags(family)})
 
 
 def warm_bursts(engine) -> None:
@@ -40,14 +45,11 @@ FIRST_TEXT_IDS = 100  # ... the prompts of texts up to this many ids (a few sent
 FIRST_TOKENS = 300  # ... and their first this many speech tokens (12 s of speech)
 
 
-def first_traffic(keys: list[tuple], flags: tuple[bool, bool], shortest: int, longest: int) -> list[tuple]:
+def first_traffic(keys: list[tuple], flags: tuple[bool, bool], lo: int, hi: int) -> list[tuple]:
     """The decode graphs (batch, length, *flags) that a first burst of default requests steps through: batch
-    sizes of one admission, the default sampling flags, attention lengths from the bucket of the `shortest` prompt
-    to that of `longest` positions (a long prompt and its first `FIRST_TOKENS` tokens). Each one missing costs its
-    first round eagerly (on an H100 the first requests' latency was 2.5x the warm one's, most of it such rounds)."""
-    def bucket(n: int) -> int:
-        return min((a for a in {k[1] for k in keys} if a >= n), default=n)
-    lo, hi = bucket(shortest), bucket(longest)
+    sizes of one admission, the default sampling flags, attention lengths `lo` to `hi` (the buckets of the
+    shortest prompt and of a long prompt with its first `FIRST_TOKENS` tokens). Each one missing costs its first
+    round eagerly (on an H100 the first requests' latency was 2.5x the warm one's, most of it such rounds)."""
     return [k for k in keys if k[0] <= FIRST_BATCH and lo <= k[1] <= hi and tuple(k[2:]) == flags]
 
 
@@ -103,11 +105,15 @@ class BackgroundWarmup:
         from .cfm_graph import flow_graph_shapes
         eng = self.engine
         flags = default_filter_flags(eng.tts.family)
-        keys = self._decoder.graph_keys(flags)
-        d = eng.tts.family.defaults
-        self.first = first_traffic(keys, (d["top_k"] > 0, d["top_p"] < 1.0), eng.prefill_len(1),
-                                   eng.prefill_len(FIRST_TEXT_IDS) + FIRST_TOKENS)
-        self.tasks.extend(("decode", k) for k in self.first + [k for k in keys if k not in self.first])
+        decoder = self._decoder
+        keys = decoder.graph_keys(flags)
+
+        def bucket(positions: int) -> int:  # the decoder's attention length, the slot's at most
+            return decoder.length_for(min(positions, decoder.lengths[-1]))
+        self.first = first_traffic(keys, default_request_flags(eng.tts.family), bucket(eng.prefill_len(1)),
+                                   bucket(eng.prefill_len(FIRST_TEXT_IDS) + FIRST_TOKENS))
+        first = set(self.first)
+        self.tasks.extend(("decode", k) for k in self.first + [k for k in keys if k not in first])
         self.tasks.extend(("flow", s) for s in flow_graph_shapes(eng.tts, max_new_tokens, eng.max_batch))
         self._decoder.lazy = True
         if self._flow is not None:

@@ -98,7 +98,9 @@ def test_idle_engine_captures_back_to_back():
 def test_the_first_traffics_decode_graphs_lead_the_plan_and_ready_waits_for_them(monkeypatch):
     """The graphs a first burst of default requests steps through (one admission's batch sizes, default sampling
     flags, a prompt and ~300 tokens) are captured first; `wait_first` (a server's `ready`) returns once they are."""
-    from cadence.engine.batch_t3 import LENGTH_LADDER, batch_ladder
+    from types import MethodType
+
+    from cadence.engine.batch_t3 import LENGTH_LADDER, BatchDecoder, batch_ladder
     monkeypatch.setattr("cadence.engine.cfm_graph.flow_graph_shapes", lambda *a: [])
     clock = FakeClock()
     engine, captured = _engine(clock)
@@ -106,6 +108,8 @@ def test_the_first_traffics_decode_graphs_lead_the_plan_and_ready_waits_for_them
     flags = [(False, False), (True, True)]  # the family's defaults use top-k and top-p
     keys = [(b, a, *f) for b in batch_ladder(64) for a in LENGTH_LADDER[:8] for f in flags]
     engine.decoder.graph_keys = lambda fl: keys
+    engine.decoder.lengths = list(LENGTH_LADDER[:8])  # the decoder's own bucketing over them
+    engine.decoder.length_for = MethodType(BatchDecoder.length_for, engine.decoder)
     engine.decoder.graphs = graphs
     engine.decoder.capture = lambda key: (captured.append(key), graphs.setdefault(key, object()))
     engine.max_batch = 64
