@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine: seconds from starting `cadence serve` to /health answering ready, STARTS times (2) over one
 # full-size random checkpoint of FAMILY (english), the server's default settings (watermark on). Prints one line
-# per start; the first start after the checkpoint is written finds its files in the page cache, as a restart does.
+# per start, with the server's own start-up timeline (/health's `startup`); the first start after the checkpoint is written finds its files in the page cache, as a restart does.
 # CK: the checkpoint directory (written there if missing).
 set -uo pipefail
 source scripts/gpu_env.sh
@@ -13,10 +13,11 @@ import subprocess, sys, time, urllib.request, json
 t0 = time.perf_counter()
 p = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", sys.argv[1], "--port", "8123"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-status = None
+status, marks = None, {}
 while status != "ready" and time.perf_counter() - t0 < 120 and p.poll() is None:
     try:
-        status = json.load(urllib.request.urlopen("http://127.0.0.1:8123/health", timeout=1))["status"]
+        health = json.load(urllib.request.urlopen("http://127.0.0.1:8123/health", timeout=1))
+        status, marks = health["status"], health.get("startup", {})
     except Exception:
         pass
     time.sleep(0.05)
@@ -28,6 +29,7 @@ try:
 except subprocess.TimeoutExpired:
     p.kill(); p.wait()
 print(f"start {sys.argv[2]}: {status} after {ready:.2f} s; stopped {time.perf_counter() - t1:.2f} s after SIGTERM "
-      f"(exit {p.returncode})", flush=True)
+      f"(exit {p.returncode}); the server's phases, seconds after its start: "
+      + ", ".join(f"{k} {v}" for k, v in marks.items()), flush=True)
 PY
 done

@@ -24,6 +24,7 @@ from .encode_pool import EncodePool
 from .errors import ApiError, documented, error_body
 from .metrics import Metrics
 from .settings import ServerSettings
+from .startup import StartupTimeline
 
 
 def bearer_ok(header: str, key: str) -> bool:
@@ -77,6 +78,7 @@ FIRST_GRAPHS_MAX_S = 3.0  # the longest `ready` waits for the first-traffic deco
 class _State:
     def __init__(self):
         self.status, self.error, self.tts, self.library = "starting", None, None, None
+        self.startup = StartupTimeline()
 
 
 def load_tts(settings: ServerSettings):
@@ -117,6 +119,7 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
 
     @contextlib.asynccontextmanager
     async def lifespan(_):
+        state.startup.mark("app")  # imports done, the app built; the port opens next
         if tts is not None:
             load()
         else:
@@ -141,6 +144,7 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
                 perth = threading.Thread(target=_preload_watermark, args=("cpu",), name="cadence-perth", daemon=True)
                 perth.start()
             state.tts = tts or load_tts(settings)
+            state.startup.mark("model")
             # One library object for the app's life (its lock file and re-preparation are per instance).
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
             if settings.warmup:  # the GPU thread captures its graphs while serving, missing ones run eagerly
@@ -151,9 +155,15 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
                 perth.join()
             elif settings.watermark:  # Perth's network and librosa load now, not in the first request
                 _preload_watermark(state.tts.watermark_device)
+            if settings.watermark:
+                state.startup.mark("watermark")
             if settings.warmup:  # ready means the first burst's decode rounds find their graphs
                 state.tts.engine.warm.wait_first(FIRST_GRAPHS_MAX_S)
+                state.startup.mark("first_graphs")
+            state.startup.mark("ready")
             state.status = "ready"
+            if tts is None:
+                state.startup.report()
         except Exception as exc:  # noqa: BLE001 - reported by /health
             state.status, state.error = "error", f"{type(exc).__name__}: {exc}"
 
@@ -190,7 +200,8 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
     # --- health, metrics, models ------------------------------------------------------------------------
     @app.get("/health")
     async def health():
-        body = {"status": state.status, "model": settings.model, "auth": bool(settings.api_key)}
+        body = {"status": state.status, "model": settings.model, "auth": bool(settings.api_key),
+                "startup": state.startup.marks}
         if state.error:
             body["error"] = state.error
         if state.tts is not None and state.status == "ready":

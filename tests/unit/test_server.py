@@ -147,7 +147,10 @@ def test_auth_size_limit_bad_upload_health_metrics_models_playground(server):
     bad = httpx.post(server + "/v1/voices", headers={"Authorization": f"Bearer {KEY}"}, data={"name": "bad"},
                      files={"file": ("bad.wav", b"not audio at all", "audio/wav")})
     assert bad.status_code == 400 and "cannot decode audio" in bad.json()["error"]["message"]
-    assert httpx.get(server + "/health").json()["status"] == "ready"
+    health = httpx.get(server + "/health").json()
+    assert health["status"] == "ready"
+    marks = health["startup"]  # phase -> seconds after the process started, in order
+    assert list(marks)[0] == "app" and list(marks)[-1] == "ready" and list(marks.values()) == sorted(marks.values())
     metrics = httpx.get(server + "/metrics").text
     assert "cadence_requests_total" in metrics and "cadence_time_to_first_audio_seconds_bucket" in metrics
     assert "tts-1" in [m.id for m in _client(server).models.list().data]

@@ -214,3 +214,14 @@ def test_a_format_without_its_encoder_is_a_clear_400(wide_server, monkeypatch):
     r = httpx.post(base + SPEECH, json={"input": "Hello.", "response_format": "wav", "max_new_tokens": 20},
                    headers={"Authorization": "Bearer k3y"}, timeout=60)
     assert r.status_code == 200 and r.content[:4] == b"RIFF"
+
+
+def test_startup_clock_counts_from_the_process_start():
+    """The start-up timeline's origin is the process's own start (the interpreter and imports count), not the
+    moment the module was imported."""
+    import subprocess
+    import sys
+    code = ("import time; time.sleep(0.6); from cadence.server.startup import process_age_s; "
+            "print(process_age_s())")
+    age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0.6 <= age < 60
