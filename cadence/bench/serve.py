@@ -223,7 +223,8 @@ def run_serve_bench(model: str, device: str, levels: list[int], requests_per_cli
         res = {"model": model, "device": health.get("device"), "plan": health.get("plan"), "compile": bool(compile),
                "ray_proxy": ray_proxy if ray else None,
                "format": fmt, "watermark": watermark, "watermark_device": watermark_device,
-               "client": client, "request_tokens": request_tokens, "ready_s": ready_s, "warm_s": warm_s, "levels": []}
+               "client": client, "request_tokens": request_tokens, "ready_s": ready_s, "warm_s": warm_s,
+               "startup": health.get("startup", {}), "levels": []}
         if probe:
             res["first_traffic"] = {"after_ready": after_ready, "when_warm": when_warm,
                                     "latency_p50_ratio": after_ready["latency_p50_s"] / max(when_warm["latency_p50_s"],
@@ -298,7 +299,9 @@ def markdown(res: dict) -> str:
              f"{res.get('format', 'pcm')} through the {res.get('client', 'httpx')} client"
              f"{'; watermark on ' + res['watermark_device'] if res.get('watermark') and res.get('watermark_device') else ''}"
              f"; ready {res.get('ready_s', 0):.1f} s after start, its graphs all captured "
-             f"{res.get('warm_s', 0):.1f} s after start. Engine only: the same "
+             f"{res.get('warm_s', 0):.1f} s after start"
+             f"{' (its phases: ' + ', '.join(f'{k} {v} s' for k, v in res['startup'].items()) + ')' if res.get('startup') else ''}"
+             ". Engine only: the same "
              "requests on the batched engine in one process, no HTTP.", "",
              "| clients | mode | requests ok / sent | errors | × real time | engine only | HTTP / engine | TTFA p50 "
              "| TTFA p99 | latency p50 | latency p99 |", "|---|---|---|---|---|---|---|---|---|---|---|"]

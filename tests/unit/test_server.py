@@ -188,6 +188,7 @@ def test_bench_serve_drives_a_separate_server_process(tiny_ckpt, tmp_path):
     assert streamed["ttfa_p50_s"] < streamed["latency_p50_s"]  # audio arrives before the request ends
     assert "| 2 | streamed | 2 / 2 |" in (tmp_path / "s.md").read_text()
     assert res["format"] == "mp3" and res["ready_s"] > 0  # the OpenAI default format, the time to ready
+    assert res["startup"]["ready"] > 0 and "its phases: app" in (tmp_path / "s.md").read_text()  # where it went
     for level in (streamed, whole):  # the same requests on the engine alone, beside the HTTP figure
         assert level["engine_only_x_realtime"] > 0 and level["http_share_of_engine"] > 0
     assert res["client"] == "openai"  # through the real OpenAI client
