@@ -19,6 +19,7 @@ import time
 import httpx
 import numpy as np
 
+from ..server.startup import describe
 from .http_clients import level_client, one_httpx, one_openai
 from .offline import LONG_TEXT, write_report
 from .serve_ray import interleaved_rounds, summarize
@@ -300,7 +301,7 @@ def markdown(res: dict) -> str:
              f"{'; watermark on ' + res['watermark_device'] if res.get('watermark') and res.get('watermark_device') else ''}"
              f"; ready {res.get('ready_s', 0):.1f} s after start, its graphs all captured "
              f"{res.get('warm_s', 0):.1f} s after start"
-             f"{' (its phases: ' + ', '.join(f'{k} {v} s' for k, v in res['startup'].items()) + ')' if res.get('startup') else ''}"
+             f"{' (its phases: ' + describe(res['startup']) + ')' if res.get('startup') else ''}"
              ". Engine only: the same "
              "requests on the batched engine in one process, no HTTP.", "",
              "| clients | mode | requests ok / sent | errors | × real time | engine only | HTTP / engine | TTFA p50 "

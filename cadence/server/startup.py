@@ -24,6 +24,11 @@ def process_age_s() -> float:
         return time.monotonic() - _IMPORTED
 
 
+def describe(marks: dict[str, float]) -> str:
+    """Phase marks (a `StartupTimeline`'s, or /health's `startup`) as one line: `app 3.1 s, model 8.2 s, ...`."""
+    return ", ".join(f"{phase} {t:.1f} s" for phase, t in marks.items())
+
+
 class StartupTimeline:
     """Phase name -> seconds since the process started when that phase ended, in the order they ended."""
 
@@ -34,11 +39,7 @@ class StartupTimeline:
         """Record that `phase` ended now."""
         self.marks[phase] = round(process_age_s(), 2)
 
-    def summary(self) -> str:
-        """One line: each phase's end, e.g. `app 3.1 s, checkpoint 8.2 s, ..., ready 12.0 s`."""
-        return ", ".join(f"{phase} {t:.1f} s" for phase, t in self.marks.items())
-
     def report(self) -> None:
-        """The summary on stderr (the server's log), once ready."""
-        print(f"cadence serve: start-up, seconds after the process started: {self.summary()}", file=sys.stderr,
-              flush=True)
+        """The marks as one line on stderr (the server's log), once ready."""
+        print(f"cadence serve: start-up, seconds after the process started: {describe(self.marks)}",
+              file=sys.stderr, flush=True)
