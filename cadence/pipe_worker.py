@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -133,19 +134,21 @@ class PipeWorker:
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the worker's pipe (it exits) and reap it; killed if it does not exit within `timeout`."""
-        proc, self._proc, self._usable = self._proc, None, False
+        close_all([self], timeout)
+
+    def _detach(self) -> subprocess.Popen | None:
+        """Let go of the worker process and tell it to exit: a worker still starting has no work to finish and
+        is killed at once (its imports take seconds); a started one sees its stdin close."""
+        proc, started, self._proc, self._usable = self._proc, self._ready.is_set(), None, False
         if proc is None:
-            return
+            return None
+        if not started:
+            proc.kill()
         try:
             proc.stdin.close()
         except OSError:
             pass
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        return proc
 
     def _start(self) -> None:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **self.env}  # never a CUDA context (VRAM per process)
@@ -182,3 +185,17 @@ class PipeWorker:
         log.warning("%s worker %s is gone (%s); starting another, its request is done in this process",
                     self.module, pid, exc)
         self._start()
+
+
+def close_all(workers: list[PipeWorker], timeout: float = 5.0) -> None:
+    """Close several workers at once: every pipe closes first, then each is reaped within one shared `timeout`
+    (killed past it), so a server stops in the time of its slowest worker, not the sum of them."""
+    procs = [p for p in (w._detach() for w in workers) if p is not None]
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

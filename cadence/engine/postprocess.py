@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import watermark as wm
+from ..pipe_worker import close_all
 from .cpu_priority import HELPER_NICE, lower_beside_gpu
 from .host_memory import HostTrimmer
 from .request import AudioChunk
@@ -64,8 +65,7 @@ class Postprocess:
     def shutdown(self) -> None:
         for lane in self._lanes:
             lane.shutdown(wait=True)
-        for worker in self.workers:
-            worker.close()
+        close_all([worker.process for worker in self.workers])
 
     def _mark(self, lane: int, wav: np.ndarray, tts) -> tuple[np.ndarray, bool]:
         done = self.workers[lane].apply(wav, tts.sample_rate) if self.workers else None

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..audio.encode import StreamEncoder
 from ..audio.encode_worker import DROP, FINISH, REQUEST_FRAME, WRITE
-from ..pipe_worker import OK, PipeWorker, WorkerGone
+from ..pipe_worker import OK, PipeWorker, WorkerGone, close_all
 
 PROCESS_FORMATS = ("mp3", "opus", "aac", "flac")
 
@@ -57,8 +57,7 @@ class EncodePool:
         return usable[start % len(usable)]
 
     def close(self) -> None:
-        for w in self.workers:
-            w.close()
+        close_all(self.workers)
         self.workers = []
 
 
