@@ -2,13 +2,14 @@
 # On a GPU machine: seconds from starting `cadence serve` to /health answering ready, STARTS times (2) over one
 # full-size random checkpoint of FAMILY (english), the server's default settings (watermark on). Prints one line
 # per start, with the server's own start-up timeline (/health's `startup`); the first start after the checkpoint is written finds its files in the page cache, as a restart does.
-# CK: the checkpoint directory (written there if missing).
+# CK: the checkpoint directory (written there if missing). FIRST=N: once ready, N clients each send one 300-token mp3
+# request, in two rounds back to back (round 1 the moment it said ready, round 2 as round 1 ends), p50 latency of each.
 set -uo pipefail
 source scripts/gpu_env.sh
 fam=${FAMILY:-english}; ck=${CK:-/tmp/ck_$fam}
 [ -f $ck/conds.pt ] || python3 -m cadence.cli checkpoint random $ck --family $fam > /dev/null 2>&1 || exit 1
 for i in $(seq ${STARTS:-2}); do
-  python3 - "$ck" "$i" <<'PY'
+  python3 - "$ck" "$i" "${FIRST:-0}" <<'PY'
 import subprocess, sys, time, urllib.request, json
 t0 = time.perf_counter()
 p = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", sys.argv[1], "--port", "8123"],
@@ -22,6 +23,24 @@ while status != "ready" and time.perf_counter() - t0 < 120 and p.poll() is None:
         pass
     time.sleep(0.05)
 ready = time.perf_counter() - t0
+first = int(sys.argv[3])
+if status == "ready" and first:
+    import statistics, threading
+    body = json.dumps({"model": "tts-1", "input": "The first requests after start-up, sent the moment it said ready.",
+                       "voice": "default", "response_format": "mp3", "max_new_tokens": 300, "seed": 1}).encode()
+    for rnd in (1, 2):
+        lat = []
+        def one():
+            t = time.perf_counter()
+            req = urllib.request.Request("http://127.0.0.1:8123/v1/audio/speech", data=body,
+                                         headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=120).read()
+            lat.append(time.perf_counter() - t)
+        threads = [threading.Thread(target=one) for _ in range(first)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print(f"  round {rnd}: {len(lat)}/{first} answered, latency p50 {statistics.median(lat):.2f} s, "
+              f"max {max(lat):.2f} s", flush=True)
 t1 = time.perf_counter()
 p.terminate()
 try:

@@ -22,12 +22,35 @@ from .cpu_priority import HELPER_NICE, lower_beside_gpu
 from .host_memory import HostTrimmer
 from .request import AudioChunk
 from .state import _Running
-from .watermark_pool import WatermarkWorker, start_workers
+from .watermark_pool import WatermarkWorker, prestart, start_workers
 
 
 def lane_count() -> int:
     """Postprocess lanes: half the CPU cores (the rest serve HTTP, encoding and the GPU threads), 1 to 8."""
     return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def lane_team(lanes: int) -> int:
+    """Each lane's torch threads: together the lanes' teams fill at most the cores."""
+    return max(1, (os.cpu_count() or 2) // lanes)
+
+
+def watermark_in_workers(device, watermark: bool, watermark_device: str) -> bool:
+    """The default (`Postprocess.worker_processes` None): worker processes when the engine runs on a GPU and the
+    watermark, on by default, on the CPU."""
+    if Postprocess.worker_processes is not None:
+        return Postprocess.worker_processes
+    return getattr(device, "type", str(device)) == "cuda" and str(watermark_device) == "cpu" and bool(watermark)
+
+
+def prestart_watermark_workers(device, watermark: bool, watermark_device: str) -> bool:
+    """Start the watermark workers an engine on `device` will use before the engine exists (a server calls this
+    as its checkpoint starts loading); True when it wants them."""
+    if not watermark_in_workers(device, watermark, watermark_device):
+        return False
+    n = lane_count()
+    prestart(n, lane_team(n), HELPER_NICE if getattr(device, "type", str(device)) == "cuda" else 0)
+    return True
 
 
 class Postprocess:
@@ -40,8 +63,7 @@ class Postprocess:
         self.engine = engine
         # beside a GPU engine, below its threads on the CPU (`cpu_priority`): the watermark must not delay a step
         n = lanes or lane_count()
-        # each lane's torch work in a team of its own: together the lanes' teams fill at most the cores
-        team = max(1, (os.cpu_count() or 2) // n)
+        team = lane_team(n)  # each lane's torch work in a team of its own
         self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cadence-post-{i}",
                                           initializer=lower_beside_gpu, initargs=(engine.tts.device, team))
                        for i in range(n)]
@@ -51,9 +73,13 @@ class Postprocess:
                                                             else 0) if self._use_workers(engine.tts) else []
 
     def _use_workers(self, tts) -> bool:
-        if self.worker_processes is not None:
-            return self.worker_processes
-        return tts.device.type == "cuda" and tts.watermark_device == "cpu" and bool(tts.watermark)
+        return watermark_in_workers(tts.device, tts.watermark, tts.watermark_device)
+
+    def wait_workers(self, timeout: float) -> bool:
+        """Wait, at most `timeout` s in all, until every watermark worker can work; True when they can (or there
+        are none). Until then a lane marks its chunks in this process, beside the engine's threads."""
+        deadline = time.monotonic() + timeout
+        return all(w.wait_ready(max(0.0, deadline - time.monotonic())) for w in self.workers)
 
     def submit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
         """Queue one chunk of `r` (its samples; speech tokens and S3Gen seconds, reported with the final one) on

@@ -8,6 +8,7 @@ until a worker has loaded Perth (a few seconds of imports, during the engine's o
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -21,9 +22,9 @@ class WatermarkWorker:
     """One lane's worker. `apply` returns None whenever the caller should mark the chunk itself."""
 
     def __init__(self, torch_threads: int, nice: int = 0):
-        threads = max(1, int(torch_threads))
-        self.process = PipeWorker("cadence.engine.watermark_worker",
-                                  ["--threads", str(threads), "--nice", str(max(0, int(nice)))],
+        threads, nice = max(1, int(torch_threads)), max(0, int(nice))
+        self.settings = (threads, nice)
+        self.process = PipeWorker("cadence.engine.watermark_worker", ["--threads", str(threads), "--nice", str(nice)],
                                   env={"OMP_NUM_THREADS": str(threads)})
         self.chunks_marked = 0
         """Chunks this lane's workers have returned marked."""
@@ -61,6 +62,26 @@ class WatermarkWorker:
         self.process.close()
 
 
+_spares: list[WatermarkWorker] = []
+_spares_lock = threading.Lock()
+
+
+def prestart(lanes: int, torch_threads: int, nice: int = 0) -> None:
+    """Start the workers an engine will want before it exists: their imports (seconds) then overlap the
+    checkpoint's load in processes of their own instead of following it. `start_workers` adopts them."""
+    started = start_workers(lanes, torch_threads, nice)
+    with _spares_lock:
+        _spares.extend(started)
+
+
 def start_workers(lanes: int, torch_threads: int, nice: int = 0) -> list[WatermarkWorker]:
-    """One worker per lane, each with `torch_threads` CPU threads, `nice` below the engine."""
-    return [WatermarkWorker(torch_threads, nice) for _ in range(lanes)]
+    """One worker per lane, each with `torch_threads` CPU threads, `nice` below the engine: started ones waiting
+    from `prestart` with those settings first, new ones for the rest."""
+    threads, nice = max(1, int(torch_threads)), max(0, int(nice))
+    with _spares_lock:
+        fits = [w for w in _spares if w.settings == (threads, nice)][:lanes]
+        for w in fits:
+            _spares.remove(w)
+    if lanes <= 0:
+        return []
+    return fits + [WatermarkWorker(threads, nice) for _ in range(lanes - len(fits))]

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.cpu_priority import HELPER_NICE
+from ..engine.postprocess import prestart_watermark_workers
 from ..sampling_params import SamplingParams
 from .encode_pool import EncodePool
 from .errors import ApiError, documented, error_body
@@ -73,6 +74,7 @@ ROUTES = ("/v1/audio/speech", "/v1/voices", "/v1/models", "/v1/languages", "/v1/
 
 
 FIRST_GRAPHS_MAX_S = 3.0  # the longest `ready` waits for the first-traffic decode graphs (`warmup.first_traffic`)
+HELPERS_MAX_S = 20.0  # the longest `ready` waits for the watermark's and the encoders' worker processes
 
 
 class _State:
@@ -96,13 +98,10 @@ def load_tts(settings: ServerSettings):
                         cpu_threads=settings.cpu_threads)
 
 
-def perth_beside_load(settings: ServerSettings) -> bool:
-    """Whether Perth's imports run beside the checkpoint's load: for a CPU watermark beside a GPU engine, whose
-    load is mostly file reads and copies to the device. A CPU engine's load keeps the cores busy itself (on a
-    2-core machine the overlap saved nothing: 12.4-12.7 s to ready against 10.5-13.9 s one after the other)."""
-    import torch
-    return bool(settings.watermark) and settings.watermark_device == "cpu" and settings.device != "cpu" \
-        and torch.cuda.is_available()
+def engine_device(settings: ServerSettings):
+    """The device the server's engine will run on, known before its checkpoint loads."""
+    from ..tts import pick_device
+    return pick_device(settings.device)
 
 
 def _preload_watermark(device: str) -> None:
@@ -138,25 +137,30 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
 
     def load():
         try:
-            perth = None
-            if tts is None and perth_beside_load(settings):
-                # Perth's imports (librosa, seconds) run beside the checkpoint's load instead of after it
-                perth = threading.Thread(target=_preload_watermark, args=("cpu",), name="cadence-perth", daemon=True)
-                perth.start()
+            helpers = False
+            if tts is None:
+                # The helper processes start first: their imports (torch, Perth, PyAV; seconds) overlap the
+                # checkpoint's load in processes of their own, and hold none of this process's interpreter lock.
+                device = engine_device(settings)
+                helpers = prestart_watermark_workers(device, settings.watermark, settings.watermark_device)
+                encode_pool.start(device, HELPER_NICE if device.type == "cuda" else 0)
             state.tts = tts or load_tts(settings)
             state.startup.mark("model")
             # One library object for the app's life (its lock file and re-preparation are per instance).
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
             if settings.warmup:  # the GPU thread captures its graphs while serving, missing ones run eagerly
                 state.tts.engine.warmup(background=True)
-            device = state.tts.device  # beside a GPU engine the encoders start as processes, below its threads
-            encode_pool.start(device, HELPER_NICE if device.type == "cuda" else 0)
-            if perth is not None:  # ready means a first request's watermark waits for no import
-                perth.join()
-            elif settings.watermark:  # Perth's network and librosa load now, not in the first request
+            device = state.tts.device
+            encode_pool.start(device, HELPER_NICE if device.type == "cuda" else 0)  # (a no-op when started above)
+            if settings.watermark and not (helpers and state.tts.engine.post.wait_workers(HELPERS_MAX_S)):
+                # no workers (or none ready in time): Perth's network and librosa load in this process now,
+                # not in the first request
                 _preload_watermark(state.tts.watermark_device)
             if settings.watermark:
                 state.startup.mark("watermark")
+            if encode_pool.workers:  # ready means a first response is encoded beside the engine, not in it
+                encode_pool.wait_ready(HELPERS_MAX_S)
+                state.startup.mark("encoders")
             if settings.warmup:  # ready means the first burst's decode rounds find their graphs
                 state.tts.engine.warm.wait_first(FIRST_GRAPHS_MAX_S)
                 state.startup.mark("first_graphs")

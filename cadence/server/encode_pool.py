@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import numpy as np
 
@@ -36,6 +37,12 @@ class EncodePool:
         if wanted and not self.workers:
             self.workers = [PipeWorker("cadence.audio.encode_worker", ["--nice", str(nice)])
                             for _ in range(self.size)]
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait, at most `timeout` s in all, until every worker has started; True when all can work (or there are
+        none). Until then responses are encoded in this process."""
+        deadline = time.monotonic() + timeout
+        return all(w.wait_ready(max(0.0, deadline - time.monotonic())) for w in self.workers)
 
     def encoder(self, fmt: str, sample_rate: int):
         """One response's encoder: `write(samples)`, `finish(samples)` and `discard()`, called from the encode

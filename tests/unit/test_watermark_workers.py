@@ -1,6 +1,7 @@
 """The postprocess lanes' watermark worker processes: the same marks as in the engine's process, in order, a dead
 worker replaced without losing a chunk, no worker outliving its engine."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import torch
 
 from cadence import watermark as wm
 from cadence import pipe_worker
+from cadence.engine.postprocess import Postprocess
 from cadence.engine.watermark_pool import WatermarkWorker
 
 pytestmark = pytest.mark.skipif(not wm.preload("cpu"), reason="Perth (cadence-tts[watermark]) is not installed")
@@ -141,56 +143,55 @@ def test_the_engine_marks_through_its_lanes_workers(tiny_ckpt):
     np.testing.assert_allclose(outs[True].samples, outs[False].samples, atol=1e-6)
 
 
-def test_a_servers_perth_loads_beside_its_checkpoint_and_ready_waits_for_it(tiny_ckpt, monkeypatch):
-    """Perth's imports (seconds) overlap the checkpoint's load rather than follow it (a shorter cold start), and
-    `ready` still means a first request's watermark waits for no import."""
+def test_a_servers_helper_processes_start_before_its_checkpoint_loads_and_ready_waits_for_them(tiny_ckpt,
+                                                                                              monkeypatch):
+    """The watermark's and the encoders' worker processes import (seconds) while the checkpoint loads rather than
+    after it, `ready` means the first requests find them working, and the server's own process never imports
+    Perth for them (that import would hold its interpreter lock beside the load)."""
     import threading
 
     import httpx
     import uvicorn
 
     import cadence.server.app as app_module
+    from cadence.engine import watermark_pool
     from cadence.server import ServerSettings, create_app
+    from cadence.server.encode_pool import EncodePool
     from tests.unit.test_server import _free_port
-    gate, perth_started, model_loaded = threading.Event(), threading.Event(), threading.Event()
-    real_preload, real_load = wm.preload, app_module.load_tts
-    overlapped = []
-
-    def slow_preload(device="cpu"):
-        perth_started.set()
-        gate.wait(30)
-        return real_preload(device)
+    monkeypatch.setattr(Postprocess, "worker_processes", True)  # as beside a GPU engine
+    monkeypatch.setattr(EncodePool, "processes", True)
+    in_process, started_before_load = [], []
+    monkeypatch.setattr(wm, "preload", lambda device="cpu": in_process.append(device))
+    real_load = app_module.load_tts
 
     def load_tts(settings):
-        overlapped.append(perth_started.wait(5))  # Perth's import under way while the checkpoint loads
-        tts = real_load(settings)
-        model_loaded.set()
-        return tts
-    monkeypatch.setattr(wm, "preload", slow_preload)
+        started_before_load.append(len(watermark_pool._spares))
+        return real_load(settings)
     monkeypatch.setattr(app_module, "load_tts", load_tts)
-    assert not app_module.perth_beside_load(ServerSettings(model=str(tiny_ckpt), device="cpu"))  # a CPU engine
-    monkeypatch.setattr(app_module, "perth_beside_load", lambda s: True)  # as beside a GPU engine
-    settings = ServerSettings(model=str(tiny_ckpt), port=_free_port(), device="cpu", memory_plan="fp32")
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
-                                        log_level="warning"))
+    settings = ServerSettings(model=str(tiny_ckpt), port=_free_port(), device="cpu", memory_plan="fp32",
+                              encode_workers=1)
+    app = create_app(settings)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{settings.port}"
     try:
-        assert model_loaded.wait(60) and overlapped == [True]
-        time.sleep(0.5)
-        assert httpx.get(base + "/health").json()["status"] != "ready"  # loaded, Perth not yet
-        gate.set()
-        status, deadline = None, time.time() + 30
-        while status != "ready" and time.time() < deadline:
-            status = httpx.get(base + "/health").json()["status"]
+        health, deadline = {}, time.time() + 120
+        while health.get("status") not in ("ready", "error") and time.time() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(base + "/health").json()
             time.sleep(0.05)
-        assert status == "ready"
+        assert health["status"] == "ready", health
+        post = app.state.cadence.tts.engine.post
+        assert started_before_load and started_before_load[0] == len(post.workers) >= 1
+        assert not watermark_pool._spares  # the engine adopted them
+        assert all(w.process.usable for w in post.workers)
+        assert list(health["startup"])[-4:] == ["watermark", "encoders", "first_graphs", "ready"]
         r = httpx.post(base + "/v1/audio/speech", timeout=120,
-                       json={"input": "Served marked.", "voice": "default", "response_format": "wav",
+                       json={"input": "Served marked.", "voice": "default", "response_format": "mp3",
                              "max_new_tokens": 16, "seed": 3})
-        assert r.status_code == 200 and len(r.content) > 1000
+        assert r.status_code == 200 and len(r.content) > 500
+        assert sum(w.chunks_marked for w in post.workers) >= 1 and in_process == []
     finally:
-        gate.set()
         srv.should_exit = True
         thread.join(30)
