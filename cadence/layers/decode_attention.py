@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .kernel_op import kernel_op
+
 try:
     import triton
     import triton.language as tl
@@ -116,7 +118,7 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths:
     many keys whatever the batch's size; 0: the kernel from MIN_PROGRAMS (row, head) pairs on, in programs of CHUNK."""
     if not kernel_applies(q.shape, q.device, q.dtype, any_size=chunk > 0):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_bias(lengths, k.shape[2], q.dtype))
-    return torch.ops.cadence.prefix_attention(q, k, v, lengths, chunk or CHUNK)
+    return _prefix_attention_op(q, k, v, lengths, chunk or CHUNK)
 
 
 def launch(q, k, v, lengths, chunk: int, block_n: int = 128, num_warps: int = 4) -> torch.Tensor:
@@ -141,7 +143,7 @@ def launch(q, k, v, lengths, chunk: int, block_n: int = 128, num_warps: int = 4)
 
 if triton is not None:
     # A custom op: torch.compile (the decoder layers under `compile`) sees one opaque call, shapes from the fake.
-    @torch.library.custom_op("cadence::prefix_attention", mutates_args=())
+    @kernel_op("prefix_attention", mutates_args=())
     def _prefix_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
                              chunk: int) -> torch.Tensor:
         return launch(q, k, v, lengths, chunk)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernel_op import kernel_op
+
 try:
     import triton
     import triton.language as tl
@@ -78,7 +80,7 @@ def launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, norm: tupl
 
 if triton is not None:
     # Custom ops: torch.compile (the decoder layers under `compile`) sees one opaque call each.
-    @torch.library.custom_op("cadence::norm_linear", mutates_args=())
+    @kernel_op("norm_linear", mutates_args=())
     def _norm_linear_op(x: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor, eps: float, weight: torch.Tensor,
                         bias: torch.Tensor, gelu: bool) -> torch.Tensor:
         return launch(x, weight, bias, (ln_w, ln_b, eps), gelu)
@@ -87,7 +89,7 @@ if triton is not None:
     def _(x, ln_w, ln_b, eps, weight, bias, gelu):
         return x.new_empty(x.shape[0], weight.shape[0], dtype=weight.dtype)
 
-    @torch.library.custom_op("cadence::linear_residual", mutates_args=())
+    @kernel_op("linear_residual", mutates_args=())
     def _linear_residual_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                             residual: torch.Tensor) -> torch.Tensor:
         return launch(x, weight, bias, residual=residual)
@@ -110,7 +112,7 @@ def norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear, gelu: bo
     """linear(norm(x)), then GPT-2's tanh GELU when `gelu`; x (..., K) -> (..., N)."""
     if applies(x, linear):
         flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.cadence.norm_linear(flat, norm.weight, norm.bias, norm.eps, linear.weight, linear.bias, gelu)
+        out = _norm_linear_op(flat, norm.weight, norm.bias, norm.eps, linear.weight, linear.bias, gelu)
         return out.view(*x.shape[:-1], -1)
     y = linear(norm(x))
     return F.gelu(y, approximate="tanh") if gelu else y
@@ -120,7 +122,7 @@ def linear_residual(x: torch.Tensor, linear: nn.Linear, residual: torch.Tensor) 
     """residual + linear(x); x (..., K), residual (..., N)."""
     if applies(x, linear) and residual.dtype == linear.weight.dtype:
         flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.cadence.linear_residual(flat, linear.weight, linear.bias,
+        out = _linear_residual_op(flat, linear.weight, linear.bias,
                                                 residual.reshape(-1, residual.shape[-1]))
         return out.view(residual.shape)
     return residual + linear(x)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from .kernel_op import kernel_op
+
 try:
     import triton
     import triton.language as tl
@@ -24,7 +26,7 @@ if triton is not None:
         tl.store(kc_ptr + b * s_cb + h * s_ch + pos * s_cn + d, tl.load(k_ptr + b * s_kb + h * s_kh + d))
         tl.store(vc_ptr + b * s_db + h * s_dh + pos * s_dn + d, tl.load(v_ptr + b * s_vb + h * s_vh + d))
 
-    @torch.library.custom_op("cadence::kv_write", mutates_args=("k_cache", "v_cache"))
+    @kernel_op("kv_write", mutates_args=("k_cache", "v_cache"))
     def _kv_write_op(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      positions: torch.Tensor) -> None:
         launch(k, v, k_cache, v_cache, positions)
@@ -50,7 +52,7 @@ def write_kv(k, v, k_cache, v_cache, positions) -> None:
     """Write this step's keys/values (B, H, T, D) into the caches (B, H, S, D) at `positions`: (T,) shared by
     all rows, or (B, 1) one position per row."""
     if applies(k, positions):
-        torch.ops.cadence.kv_write(k, v, k_cache, v_cache, positions)
+        _kv_write_op(k, v, k_cache, v_cache, positions)
     elif positions.dim() == 1:
         k_cache.index_copy_(2, positions, k)
         v_cache.index_copy_(2, positions, v)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernel_op import kernel_op
+
 try:
     import triton
     import triton.language as tl
@@ -78,7 +80,7 @@ def launch(x: torch.Tensor, weight: torch.Tensor, norm: tuple | None = None, gat
 
 if triton is not None:
     # Custom ops: torch.compile (the decoder layers under `compile`) sees one opaque call each.
-    @torch.library.custom_op("cadence::rms_linear", mutates_args=())
+    @kernel_op("rms_linear", mutates_args=())
     def _rms_linear_op(x: torch.Tensor, norm_w: torch.Tensor, eps: float, weight: torch.Tensor,
                        gated: bool) -> torch.Tensor:
         return launch(x, weight, (norm_w, eps), gated)
@@ -87,7 +89,7 @@ if triton is not None:
     def _(x, norm_w, eps, weight, gated):
         return x.new_empty(x.shape[0], weight.shape[0] // (2 if gated else 1), dtype=weight.dtype)
 
-    @torch.library.custom_op("cadence::plain_linear_residual", mutates_args=())
+    @kernel_op("plain_linear_residual", mutates_args=())
     def _linear_residual_op(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return launch(x, weight, residual=residual)
 
@@ -108,7 +110,7 @@ def applies(x: torch.Tensor, linear: nn.Module) -> bool:
 def rms_linear(x: torch.Tensor, norm: nn.Module, linear: nn.Linear) -> torch.Tensor:
     """linear(rms_norm(x)); x (..., K) -> (..., N). `norm` has `weight` and `eps` (an RMSNorm)."""
     if applies(x, linear):
-        out = torch.ops.cadence.rms_linear(x.reshape(-1, x.shape[-1]), norm.weight, norm.eps, linear.weight, False)
+        out = _rms_linear_op(x.reshape(-1, x.shape[-1]), norm.weight, norm.eps, linear.weight, False)
         return out.view(*x.shape[:-1], -1)
     return linear(norm(x))
 
@@ -116,7 +118,7 @@ def rms_linear(x: torch.Tensor, norm: nn.Module, linear: nn.Linear) -> torch.Ten
 def rms_gated_linear(x: torch.Tensor, norm: nn.Module, gate_up: nn.Linear) -> torch.Tensor:
     """silu(gate) * up of gate_up(rms_norm(x)), gate_up's output [gate | up]; x (..., K) -> (..., F)."""
     if applies(x, gate_up):
-        out = torch.ops.cadence.rms_linear(x.reshape(-1, x.shape[-1]), norm.weight, norm.eps, gate_up.weight, True)
+        out = _rms_linear_op(x.reshape(-1, x.shape[-1]), norm.weight, norm.eps, gate_up.weight, True)
         return out.view(*x.shape[:-1], -1)
     gate, up = gate_up(norm(x)).chunk(2, dim=-1)
     return F.silu(gate) * up
@@ -125,7 +127,7 @@ def rms_gated_linear(x: torch.Tensor, norm: nn.Module, gate_up: nn.Linear) -> to
 def linear_residual(x: torch.Tensor, linear: nn.Linear, residual: torch.Tensor) -> torch.Tensor:
     """residual + linear(x); x (..., K), residual (..., N)."""
     if applies(x, linear) and residual.dtype == linear.weight.dtype:
-        out = torch.ops.cadence.plain_linear_residual(x.reshape(-1, x.shape[-1]), linear.weight,
+        out = _linear_residual_op(x.reshape(-1, x.shape[-1]), linear.weight,
                                                       residual.reshape(-1, residual.shape[-1]))
         return out.view(residual.shape)
     return residual + linear(x)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .kernel_op import kernel_op
+
 try:
     import triton
     import triton.language as tl
@@ -43,7 +45,7 @@ if triton is not None:
         d = tl.arange(0, D)
         tl.store(vc_ptr + b * s_db + h * s_dh + pos * s_dn + d, tl.load(head + 2 * C + d))
 
-    @torch.library.custom_op("cadence::rotary_kv_write", mutates_args=("k_cache", "v_cache"))
+    @kernel_op("rotary_kv_write", mutates_args=("k_cache", "v_cache"))
     def _rotary_kv_op(qkv: torch.Tensor, freqs: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                       positions: torch.Tensor) -> torch.Tensor:
         return launch(qkv, freqs, k_cache, v_cache, positions)
@@ -83,4 +85,4 @@ def rotate_and_write(qkv: torch.Tensor, freqs: torch.Tensor, k_cache: torch.Tens
     """qkv (B, 1, 3C), freqs complex (1, D/2) or (B, 1, 1, D/2) as `t3.rotary_freqs` gives them -> rotated
     queries (B, H, 1, D); the rotated keys and the values are written into the caches at `positions`."""
     pairs = torch.view_as_real(freqs).reshape(-1, freqs.shape[-1], 2)  # (1 or B, D/2, 2): a view, no copy
-    return torch.ops.cadence.rotary_kv_write(qkv, pairs, k_cache, v_cache, positions)
+    return _rotary_kv_op(qkv, pairs, k_cache, v_cache, positions)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .kernel_op import kernel_op
+
 try:
     import triton
     import triton.language as tl
@@ -21,7 +23,7 @@ BLOCK = 1024
 def snake(x: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """x (B, C, T), alpha (C,), mask (B, 1, T) or None -> Snake of x (times mask), same shape and dtype."""
     if triton is not None and x.is_cuda:
-        return torch.ops.cadence.snake(x, alpha, mask)
+        return _snake_op(x, alpha, mask)
     if mask is not None:
         x = x * mask
     a = alpha[None, :, None]
@@ -43,7 +45,7 @@ if triton is not None:
         tl.store(out_ptr + row * T + t, (s * s * (1.0 / (a + 1e-9)) + x).to(out_ptr.dtype.element_ty), mask=live)
 
     # A custom op: any torch.compile region that calls it sees one opaque call with a known output shape.
-    @torch.library.custom_op("cadence::snake", mutates_args=())
+    @kernel_op("snake", mutates_args=())
     def _snake_op(x: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x.contiguous()
         B, C, T = x.shape
