@@ -14,16 +14,18 @@ import torch
 
 
 class KernelOp:
-    """`fn` registered as the custom op `cadence::NAME`; calling the object runs `fn` itself, or the op while
-    torch.compile traces (the op and `fn` compute the same thing: the op's body is `fn`)."""
+    """`fn` registered as the custom op `cadence::NAME`; calling the object runs `fn` itself, or the op
+    (`torch.ops.cadence.NAME`) while torch.compile traces (the two compute the same thing: the op's body is
+    `fn`)."""
 
-    def __init__(self, fn: Callable, op):
+    def __init__(self, fn: Callable, op, name: str):
         self.fn, self.op = fn, op
+        self.traced = getattr(torch.ops.cadence, name)
         self.__doc__, self.__name__ = fn.__doc__, fn.__name__
 
     def __call__(self, *args):
         if torch.compiler.is_compiling():
-            return self.op(*args)
+            return self.traced(*args)
         return self.fn(*args)
 
     def register_fake(self, fake: Callable) -> Callable:
@@ -35,5 +37,5 @@ class KernelOp:
 def kernel_op(name: str, mutates_args: tuple[str, ...] = ()) -> Callable[[Callable], KernelOp]:
     """Decorator: `fn` (type-annotated, as `torch.library.custom_op` requires) as the op `cadence::name`."""
     def wrap(fn: Callable) -> KernelOp:
-        return KernelOp(fn, torch.library.custom_op(f"cadence::{name}", mutates_args=mutates_args)(fn))
+        return KernelOp(fn, torch.library.custom_op(f"cadence::{name}", mutates_args=mutates_args)(fn), name)
     return wrap
