@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -6,9 +8,17 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
-# the CPU plans' int8 cache: per test session, never the user's own
-os.environ.setdefault("CADENCE_CACHE", __import__("tempfile").mkdtemp(prefix="cadence-cache-"))
+# the CPU plans' int8 cache: per test session, never the user's own, removed when the session ends (a full-size
+# checkpoint's cache is 360 MB)
+_SESSION_CACHE = None if "CADENCE_CACHE" in os.environ else tempfile.mkdtemp(prefix="cadence-cache-")
+if _SESSION_CACHE:
+    os.environ["CADENCE_CACHE"] = _SESSION_CACHE
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SESSION_CACHE:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
