@@ -103,8 +103,12 @@ def _replica_class():
         """One Cadence engine behind Serve's proxy: the `cadence serve` app, loaded and warmed before traffic."""
 
         def __init__(self, settings: dict):
-            from .server.app import create_app, load_tts
+            from .engine.postprocess import prestart_watermark_workers
+            from .server.app import create_app, engine_device, load_tts
             self.settings = ServerSettings(**settings)
+            # as `cadence serve` does: the watermark's worker processes import while the checkpoint loads
+            prestart_watermark_workers(engine_device(self.settings), self.settings.watermark,
+                                       self.settings.watermark_device)
             tts = load_tts(self.settings)
             if self.settings.warmup and tts.device.type == "cuda":
                 tts.engine.warmup()  # graphs captured before Serve routes anything here
