@@ -187,6 +187,13 @@ class PipeWorker:
         self._start()
 
 
+def wait_all_ready(workers: list[PipeWorker], timeout: float) -> bool:
+    """Wait, at most `timeout` s in all, until every worker has said whether it can work; True when all can (or
+    there are none)."""
+    deadline = time.monotonic() + timeout
+    return all(w.wait_ready(max(0.0, deadline - time.monotonic())) for w in workers)
+
+
 def close_all(workers: list[PipeWorker], timeout: float = 5.0) -> None:
     """Close several workers at once: every pipe closes first, then each is reaped within one shared `timeout`
     (killed past it), so a server stops in the time of its slowest worker, not the sum of them."""

@@ -30,6 +30,12 @@ def lower_this_thread(increment: int = HELPER_NICE) -> bool:
     return True
 
 
+def helper_nice(device) -> int:
+    """The nice increment of a helper process beside an engine on `device`: HELPER_NICE beside a GPU; 0 beside a
+    CPU engine, whose own threads are the CPU work (as `lower_beside_gpu`)."""
+    return HELPER_NICE if getattr(device, "type", str(device)) == "cuda" else 0
+
+
 def lower_beside_gpu(device, torch_threads: int | None = None) -> bool:
     """A helper thread's pool initializer: lower it beside an engine on a GPU (`device`); beside a CPU engine,
     whose own thread is the CPU work and would starve it, leave it as it is. True when lowered.

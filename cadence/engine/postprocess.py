@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import watermark as wm
-from ..pipe_worker import close_all
-from .cpu_priority import HELPER_NICE, lower_beside_gpu
+from ..pipe_worker import close_all, wait_all_ready
+from .cpu_priority import helper_nice, lower_beside_gpu
 from .host_memory import HostTrimmer
 from .request import AudioChunk
 from .state import _Running
@@ -49,7 +49,7 @@ def prestart_watermark_workers(device, watermark: bool, watermark_device: str) -
     if not watermark_in_workers(device, watermark, watermark_device):
         return False
     n = lane_count()
-    prestart(n, lane_team(n), HELPER_NICE if getattr(device, "type", str(device)) == "cuda" else 0)
+    prestart(n, lane_team(n), helper_nice(device))
     return True
 
 
@@ -69,8 +69,8 @@ class Postprocess:
                        for i in range(n)]
         self._next = 0
         self._trimmer = HostTrimmer()
-        self.workers: list[WatermarkWorker] = start_workers(n, team, HELPER_NICE if engine.tts.device.type == "cuda"
-                                                            else 0) if self._use_workers(engine.tts) else []
+        self.workers: list[WatermarkWorker] = start_workers(n, team, helper_nice(engine.tts.device)) \
+            if self._use_workers(engine.tts) else []
 
     def _use_workers(self, tts) -> bool:
         return watermark_in_workers(tts.device, tts.watermark, tts.watermark_device)
@@ -78,8 +78,7 @@ class Postprocess:
     def wait_workers(self, timeout: float) -> bool:
         """Wait, at most `timeout` s in all, until every watermark worker can work; True when they can (or there
         are none). Until then a lane marks its chunks in this process, beside the engine's threads."""
-        deadline = time.monotonic() + timeout
-        return all(w.wait_ready(max(0.0, deadline - time.monotonic())) for w in self.workers)
+        return wait_all_ready([w.process for w in self.workers], timeout)
 
     def submit(self, r: _Running, wav: np.ndarray, speech: list[int], s3_s: float, final: bool) -> None:
         """Queue one chunk of `r` (its samples; speech tokens and S3Gen seconds, reported with the final one) on

@@ -77,11 +77,11 @@ def prestart(lanes: int, torch_threads: int, nice: int = 0) -> None:
 def start_workers(lanes: int, torch_threads: int, nice: int = 0) -> list[WatermarkWorker]:
     """One worker per lane, each with `torch_threads` CPU threads, `nice` below the engine: started ones waiting
     from `prestart` with those settings first, new ones for the rest."""
+    if lanes <= 0:
+        return []
     threads, nice = max(1, int(torch_threads)), max(0, int(nice))
     with _spares_lock:
         fits = [w for w in _spares if w.settings == (threads, nice)][:lanes]
         for w in fits:
             _spares.remove(w)
-    if lanes <= 0:
-        return []
     return fits + [WatermarkWorker(threads, nice) for _ in range(lanes - len(fits))]

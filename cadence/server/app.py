@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..engine.cpu_priority import HELPER_NICE
+from ..engine.cpu_priority import helper_nice
 from ..engine.postprocess import prestart_watermark_workers
 from ..sampling_params import SamplingParams
 from .encode_pool import EncodePool
@@ -137,21 +137,18 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
 
     def load():
         try:
-            helpers = False
-            if tts is None:
-                # The helper processes start first: their imports (torch, Perth, PyAV; seconds) overlap the
-                # checkpoint's load in processes of their own, and hold none of this process's interpreter lock.
-                device = engine_device(settings)
-                helpers = prestart_watermark_workers(device, settings.watermark, settings.watermark_device)
-                encode_pool.start(device, HELPER_NICE if device.type == "cuda" else 0)
+            # The helper processes start first: their imports (torch, Perth, PyAV; seconds) overlap the
+            # checkpoint's load in processes of their own, and hold none of this process's interpreter lock.
+            device = tts.device if tts is not None else engine_device(settings)
+            helpers = tts is None and prestart_watermark_workers(device, settings.watermark,
+                                                                 settings.watermark_device)
+            encode_pool.start(device, helper_nice(device))
             state.tts = tts or load_tts(settings)
             state.startup.mark("model")
             # One library object for the app's life (its lock file and re-preparation are per instance).
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
             if settings.warmup:  # the GPU thread captures its graphs while serving, missing ones run eagerly
                 state.tts.engine.warmup(background=True)
-            device = state.tts.device
-            encode_pool.start(device, HELPER_NICE if device.type == "cuda" else 0)  # (a no-op when started above)
             if settings.watermark and not (helpers and state.tts.engine.post.wait_workers(HELPERS_MAX_S)):
                 # no workers (or none ready in time): Perth's network and librosa load in this process now,
                 # not in the first request

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 
 import numpy as np
 
 from ..audio.encode import StreamEncoder
 from ..audio.encode_worker import DROP, FINISH, REQUEST_FRAME, WRITE
-from ..pipe_worker import OK, PipeWorker, WorkerGone, close_all
+from ..pipe_worker import OK, PipeWorker, WorkerGone, close_all, wait_all_ready
 
 PROCESS_FORMATS = ("mp3", "opus", "aac", "flac")
 
@@ -41,8 +40,7 @@ class EncodePool:
     def wait_ready(self, timeout: float) -> bool:
         """Wait, at most `timeout` s in all, until every worker has started; True when all can work (or there are
         none). Until then responses are encoded in this process."""
-        deadline = time.monotonic() + timeout
-        return all(w.wait_ready(max(0.0, deadline - time.monotonic())) for w in self.workers)
+        return wait_all_ready(self.workers, timeout)
 
     def encoder(self, fmt: str, sample_rate: int):
         """One response's encoder: `write(samples)`, `finish(samples)` and `discard()`, called from the encode
