@@ -3,17 +3,34 @@
 # full-size random checkpoint of FAMILY (english), the server's default settings (watermark on). Prints one line
 # per start, with the server's own start-up timeline (/health's `startup`); the first start after the checkpoint is written finds its files in the page cache, as a restart does.
 # CK: the checkpoint directory (written there if missing). FIRST=N: once ready, N clients each send one 300-token mp3
-# request, in two rounds back to back (round 1 the moment it said ready, round 2 as round 1 ends), p50 latency of each.
+# request, in two rounds back to back (round 1 the moment it said ready, round 2 as round 1 ends), p50 latency of each,
+# and the engine's busy seconds per stage after each round (/metrics).
+# PROFILE="1 3": py-spy samples those starts, every thread, from spawn to stop ($OUT/prof_start_N.txt, raw folded).
+# TRITON_CLEAR="3": Triton's kernel cache is emptied before those starts (what a fresh machine's start compiles).
+# Each start's server log: $OUT/server_start_N.log.
 set -uo pipefail
 source scripts/gpu_env.sh
 fam=${FAMILY:-english}; ck=${CK:-/tmp/ck_$fam}
 [ -f $ck/conds.pt ] || python3 -m cadence.cli checkpoint random $ck --family $fam > /dev/null 2>&1 || exit 1
 for i in $(seq ${STARTS:-2}); do
-  python3 - "$ck" "$i" "${FIRST:-0}" <<'PY'
-import subprocess, sys, time, urllib.request, json
+  [[ " ${TRITON_CLEAR:-} " == *" $i "* ]] && rm -rf ~/.triton/cache && echo "  (Triton cache emptied)"
+  python3 - "$ck" "$i" "${FIRST:-0}" "${PROFILE:-}" <<'PY'
+import os, re, subprocess, sys, time, urllib.request, json
 t0 = time.perf_counter()
+out = os.environ.get("OUT", "/tmp/out")
 p = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", sys.argv[1], "--port", "8123"],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     stdout=open(f"{out}/server_start_{sys.argv[2]}.log", "w"), stderr=subprocess.STDOUT)
+spy = None
+if sys.argv[2] in sys.argv[4].split():
+    spy = subprocess.Popen(["/tmp/site/bin/py-spy", "record", "-p", str(p.pid), "-r", "100", "--threads", "-f", "raw",
+                            "--nonblocking", "-o", f"{out}/prof_start_{sys.argv[2]}.txt"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def busy():
+    text = urllib.request.urlopen("http://127.0.0.1:8123/metrics", timeout=5).read().decode()
+    return " ".join(f"{m[0]} {float(m[1]):.2f}" for m in
+                    re.findall(r'cadence_engine_busy_seconds\{stage="(\w+)"\} (\S+)', text))
 status, marks = None, {}
 while status != "ready" and time.perf_counter() - t0 < 120 and p.poll() is None:
     try:
@@ -40,13 +57,15 @@ if status == "ready" and first:
         [t.start() for t in threads]
         [t.join() for t in threads]
         print(f"  round {rnd}: {len(lat)}/{first} answered, latency p50 {statistics.median(lat):.2f} s, "
-              f"max {max(lat):.2f} s", flush=True)
+              f"max {max(lat):.2f} s; engine busy s: {busy()}", flush=True)
 t1 = time.perf_counter()
 p.terminate()
 try:
     p.wait(60)
 except subprocess.TimeoutExpired:
     p.kill(); p.wait()
+if spy:
+    spy.wait(30)
 print(f"start {sys.argv[2]}: {status} after {ready:.2f} s; stopped {time.perf_counter() - t1:.2f} s after SIGTERM "
       f"(exit {p.returncode}); the server's phases, seconds after its start: "
       + ", ".join(f"{k} {v}" for k, v in marks.items()), flush=True)
