@@ -157,6 +157,8 @@ def _innermost(parser, args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .early_start import start
+    start(sys.argv[1:] if argv is None else list(argv))  # `serve`'s helper processes, before torch is imported
     logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .audio.encode import FORMATS
-from .family import ENGLISH, FAMILIES, TURBO, TURBO_TAGS
 from .sampling_params import SamplingParams
-from .text.multilingual import LANGUAGES
 
 DEFAULT_MODEL = os.environ.get("CADENCE_MODEL", "ResembleAI/chatterbox")
 
@@ -44,6 +41,8 @@ def _add_stream_context(p: argparse.ArgumentParser, default) -> None:
 def _add_knobs(p: argparse.ArgumentParser) -> None:
     """The sampling knobs, unset by default: the loaded model's family fills its own defaults (original
     model / Turbo), and refuses a knob its model does not have."""
+    from .family import ENGLISH, TURBO
+    from .text.multilingual import LANGUAGES
     e, t = ENGLISH.defaults, TURBO.defaults
     p.add_argument("--exaggeration", type=float, default=None,
                    help="emotion intensity 0..2 (default: the voice's; not a Turbo knob)")
@@ -70,6 +69,9 @@ def _add_knobs(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # imported here, not with this module: `cadence serve` starts its helpers before anything imports torch
+    from .audio.encode import FORMATS
+    from .family import FAMILIES, TURBO_TAGS
     ap = argparse.ArgumentParser(prog="cadence", description="Fast Chatterbox text-to-speech.")
     from . import __version__
     ap.add_argument("--version", action="version", version=f"cadence {__version__}")

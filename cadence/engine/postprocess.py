@@ -10,7 +10,6 @@ process the watermark's Python would slow the launch-bound GPU threads down."""
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,17 +21,7 @@ from .cpu_priority import helper_nice, lower_beside_gpu
 from .host_memory import HostTrimmer
 from .request import AudioChunk
 from .state import _Running
-from .watermark_pool import WatermarkWorker, prestart, start_workers
-
-
-def lane_count() -> int:
-    """Postprocess lanes: half the CPU cores (the rest serve HTTP, encoding and the GPU threads), 1 to 8."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
-def lane_team(lanes: int) -> int:
-    """Each lane's torch threads: together the lanes' teams fill at most the cores."""
-    return max(1, (os.cpu_count() or 2) // lanes)
+from .watermark_pool import WatermarkWorker, lane_count, lane_team, prestart, start_workers
 
 
 def watermark_in_workers(device, watermark: bool, watermark_device: str) -> bool:

@@ -8,14 +8,25 @@ until a worker has loaded Perth (a few seconds of imports, during the engine's o
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import numpy as np
 
-from ..pipe_worker import FAILED, OK, PipeWorker, WorkerGone
+from ..pipe_worker import FAILED, OK, PipeWorker, WorkerGone, close_all
 from .watermark_worker import REQUEST_FRAME
 
 log = logging.getLogger("cadence")
+
+
+def lane_count() -> int:
+    """Postprocess lanes: half the CPU cores (the rest serve HTTP, encoding and the GPU threads), 1 to 8."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def lane_team(lanes: int) -> int:
+    """Each lane's torch threads: together the lanes' teams fill at most the cores."""
+    return max(1, (os.cpu_count() or 2) // lanes)
 
 
 class WatermarkWorker:
@@ -85,3 +96,11 @@ def start_workers(lanes: int, torch_threads: int, nice: int = 0) -> list[Waterma
         for w in fits:
             _spares.remove(w)
     return fits + [WatermarkWorker(threads, nice) for _ in range(lanes - len(fits))]
+
+
+def close_spares() -> None:
+    """Close the workers `prestart` started that no engine adopted."""
+    with _spares_lock:
+        spares = list(_spares)
+        _spares.clear()
+    close_all([w.process for w in spares])

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.cpu_priority import helper_nice
+from ..early_start import close_unadopted
 from ..engine.postprocess import prestart_watermark_workers
 from ..sampling_params import SamplingParams
 from .encode_pool import EncodePool
@@ -144,6 +145,7 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
                                                                  settings.watermark_device)
             encode_pool.start(device, helper_nice(device))
             state.tts = tts or load_tts(settings)
+            close_unadopted()  # the engine and the encoders have taken the helpers the command started for them
             state.startup.mark("model")
             # One library object for the app's life (its lock file and re-preparation are per instance).
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
@@ -166,6 +168,7 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
             if tts is None:
                 state.startup.report()
         except Exception as exc:  # noqa: BLE001 - reported by /health
+            close_unadopted()
             state.status, state.error = "error", f"{type(exc).__name__}: {exc}"
 
     app.add_middleware(_Guard, settings=settings, metrics=metrics)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..audio.encode import StreamEncoder
 from ..audio.encode_worker import DROP, FINISH, REQUEST_FRAME, WRITE
+from ..early_start import encoder_process, take_encoders
 from ..pipe_worker import OK, PipeWorker, WorkerGone, close_all, wait_all_ready
 
 PROCESS_FORMATS = ("mp3", "opus", "aac", "flac")
@@ -33,9 +34,9 @@ class EncodePool:
     def start(self, device, nice: int = 0) -> None:
         """Start the workers, if this engine's `device` calls for them (see `processes`); returns at once."""
         wanted = self.processes if self.processes is not None else getattr(device, "type", str(device)) == "cuda"
-        if wanted and not self.workers:
-            self.workers = [PipeWorker("cadence.audio.encode_worker", ["--nice", str(nice)])
-                            for _ in range(self.size)]
+        if wanted and not self.workers:  # those `cadence serve` started as it began first (`early_start`)
+            started = take_encoders(self.size, nice)
+            self.workers = started + [encoder_process(nice) for _ in range(self.size - len(started))]
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait, at most `timeout` s in all, until every worker has started; True when all can work (or there are

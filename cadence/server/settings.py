@@ -6,12 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from ..config import DEFAULT_STREAM_WINDOWS
-
-
-def default_encode_workers(cores: int | None = None) -> int:
-    """Encoding threads when none are asked for: a quarter of the cores, at least 2 (one response's encoding never
-    waits for another's), at most 4 (`ServerSettings.encode_workers` says why)."""
-    return max(2, min(4, (cores or os.cpu_count() or 1) // 4))
+from ..early_start import default_encode_workers
 
 
 @dataclass
