@@ -7,6 +7,7 @@
 # and the engine's busy seconds per stage after each round (/metrics).
 # PROFILE="1 3": py-spy samples those starts, every thread, from spawn to stop ($OUT/prof_start_N.txt, raw folded).
 # TRITON_CLEAR="3": Triton's kernel cache is emptied before those starts (what a fresh machine's start compiles).
+# WARM_AT=N: on start N, a third round once every graph is captured (the steady state the first rounds compare with).
 # Each start's server log: $OUT/server_start_N.log.
 set -uo pipefail
 source scripts/gpu_env.sh
@@ -14,7 +15,7 @@ fam=${FAMILY:-english}; ck=${CK:-/tmp/ck_$fam}
 [ -f $ck/conds.pt ] || python3 -m cadence.cli checkpoint random $ck --family $fam > /dev/null 2>&1 || exit 1
 for i in $(seq ${STARTS:-2}); do
   [[ " ${TRITON_CLEAR:-} " == *" $i "* ]] && rm -rf ~/.triton/cache && echo "  (Triton cache emptied)"
-  python3 - "$ck" "$i" "${FIRST:-0}" "${PROFILE:-}" <<'PY'
+  python3 - "$ck" "$i" "${FIRST:-0}" "${PROFILE:-}" "${WARM_AT:-0}" <<'PY'
 import os, re, subprocess, sys, time, urllib.request, json
 t0 = time.perf_counter()
 out = os.environ.get("OUT", "/tmp/out")
@@ -45,7 +46,10 @@ if status == "ready" and first:
     import statistics, threading
     body = json.dumps({"model": "tts-1", "input": "The first requests after start-up, sent the moment it said ready.",
                        "voice": "default", "response_format": "mp3", "max_new_tokens": 300, "seed": 1}).encode()
-    for rnd in (1, 2):
+    rounds = (1, 2, "warm") if sys.argv[2] == sys.argv[5] else (1, 2)
+    for rnd in rounds:
+        while rnd == "warm" and json.load(urllib.request.urlopen("http://127.0.0.1:8123/health")).get("warming", 0):
+            time.sleep(0.5)  # the steady state: every graph captured
         lat = []
         def one():
             t = time.perf_counter()
