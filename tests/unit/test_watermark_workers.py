@@ -196,3 +196,22 @@ def test_a_servers_helper_processes_start_before_its_checkpoint_loads_and_ready_
     finally:
         srv.should_exit = True
         thread.join(30)
+
+
+def test_a_worker_warms_perth_after_saying_ready_and_before_its_first_request(monkeypatch):
+    import io
+
+    from cadence.engine import watermark_worker
+
+    out = io.BytesIO()
+    calls = []
+
+    def fake_apply(wav, rate, device):
+        calls.append((rate, wav.size, device, out.tell()))  # what had been replied when the warm-up ran
+        return wav, True
+
+    monkeypatch.setattr(wm, "preload", lambda device="cpu": True)
+    monkeypatch.setattr(wm, "apply", fake_apply)
+    assert watermark_worker.serve(io.BytesIO(b""), out) == 0  # no request: the warm-up alone
+    assert calls == [(watermark_worker.WARM_RATE, watermark_worker.WARM_RATE // 4, "cpu", len(out.getvalue()))]
+    assert calls[0][3] > 0, "the worker said it was ready before warming, not after"
