@@ -20,7 +20,8 @@ ENCODERS = early_start.default_encode_workers()
 @pytest.mark.parametrize("argv, env, gpu, expected", [
     (["serve"], {}, True, HelperPlan(LANES, TEAM, ENCODERS, HELPER_NICE)),
     (["serve", "--model", "x", "--device", "cuda:1", "--encode-workers", "3"], {}, False,
-     HelperPlan(LANES, TEAM, 3, HELPER_NICE)),
+     HelperPlan(LANES, TEAM, 3, HELPER_NICE, "x")),
+    (["serve"], {"CADENCE_MODEL": "/ck"}, True, HelperPlan(LANES, TEAM, ENCODERS, HELPER_NICE, "/ck")),
     (["serve", "--no-watermark"], {}, True, HelperPlan(0, 0, ENCODERS, HELPER_NICE)),
     (["serve"], {"CADENCE_WATERMARK": "off"}, True, HelperPlan(0, 0, ENCODERS, HELPER_NICE)),
     (["serve", "--watermark-device", "cuda"], {}, True, HelperPlan(0, 0, ENCODERS, HELPER_NICE)),
@@ -55,7 +56,7 @@ def test_a_gpu_is_likely_where_the_driver_lists_one_and_cuda_devices_are_not_hid
 def test_the_command_line_module_does_not_import_torch():
     """What lets `serve` start its helpers first: everything before `early_start.start` is light."""
     out = subprocess.run([sys.executable, "-c", "import sys, cadence.cli, cadence.early_start; "
-                          "print(sorted(m for m in ('torch', 'fastapi', 'perth') if m in sys.modules))"],
+                          "print(sorted(m for m in ('torch', 'fastapi', 'perth', 'triton') if m in sys.modules))"],
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
 
