@@ -157,7 +157,9 @@ def _innermost(parser, args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cache_dir import keep_compiled_kernels
     from .early_start import start
+    keep_compiled_kernels()  # before torch and Triton are imported, here and in the helpers started next
     start(sys.argv[1:] if argv is None else list(argv))  # `serve`'s helper processes, before torch is imported
     logging.basicConfig(level=logging.WARNING, format="cadence: %(message)s")
     parser = build_parser()

@@ -13,17 +13,11 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..cache_dir import cache_dir
 from .cpu_int8 import DynamicInt8Linear, has_vnni
 
 FORMAT = "cadence-cpu-int8-v1"
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("CADENCE_CACHE")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cadence"
 
 
 def cache_path(fingerprint: str) -> Path:
