@@ -14,7 +14,8 @@ source scripts/gpu_env.sh
 fam=${FAMILY:-english}; ck=${CK:-/tmp/ck_$fam}
 [ -f $ck/conds.pt ] || python3 -m cadence.cli checkpoint random $ck --family $fam > /dev/null 2>&1 || exit 1
 for i in $(seq ${STARTS:-2}); do
-  [[ " ${TRITON_CLEAR:-} " == *" $i "* ]] && rm -rf ~/.triton/cache && echo "  (Triton cache emptied)"
+  # the cache `cadence` compiles its Triton kernels into (cadence/cache_dir.py), and Triton's own default
+  [[ " ${TRITON_CLEAR:-} " == *" $i "* ]] && rm -rf "${TRITON_CACHE_DIR:-$(python3 -c 'from cadence.cache_dir import cache_dir; print(cache_dir() / "triton")')}" ~/.triton/cache && echo "  (Triton cache emptied)"
   python3 - "$ck" "$i" "${FIRST:-0}" "${PROFILE:-}" "${WARM_AT:-0}" <<'PY'
 import os, re, subprocess, sys, time, urllib.request, json
 t0 = time.perf_counter()
