@@ -145,6 +145,7 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
                                                                  settings.watermark_device)
             encode_pool.start(device, helper_nice(device))
             state.tts = tts or load_tts(settings)
+            state.tts.engine  # noqa: B018 - the engine starts here (else on first use) and adopts the watermark workers
             close_unadopted()  # the engine and the encoders have taken the helpers the command started for them
             state.startup.mark("model")
             # One library object for the app's life (its lock file and re-preparation are per instance).

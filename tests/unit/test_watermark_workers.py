@@ -166,7 +166,7 @@ def test_a_servers_helper_processes_start_before_its_checkpoint_loads_and_ready_
     real_load = app_module.load_tts
 
     def load_tts(settings):
-        started_before_load.append(len(watermark_pool._spares))
+        started_before_load.append(list(watermark_pool._spares))
         return real_load(settings)
     monkeypatch.setattr(app_module, "load_tts", load_tts)
     settings = ServerSettings(model=str(tiny_ckpt), port=_free_port(), device="cpu", memory_plan="fp32",
@@ -184,8 +184,9 @@ def test_a_servers_helper_processes_start_before_its_checkpoint_loads_and_ready_
             time.sleep(0.05)
         assert health["status"] == "ready", health
         post = app.state.cadence.tts.engine.post
-        assert started_before_load and started_before_load[0] == len(post.workers) >= 1
-        assert not watermark_pool._spares  # the engine adopted them
+        assert started_before_load and len(post.workers) >= 1
+        assert post.workers == started_before_load[0]  # the engine adopted those very workers, none was replaced
+        assert not watermark_pool._spares
         assert all(w.process.usable for w in post.workers)
         assert list(health["startup"])[-4:] == ["watermark", "encoders", "first_graphs", "ready"]
         r = httpx.post(base + "/v1/audio/speech", timeout=120,
