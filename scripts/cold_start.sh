@@ -8,6 +8,7 @@
 # PROFILE="1 3": py-spy samples those starts, every thread, from spawn to stop ($OUT/prof_start_N.txt, raw folded).
 # TRITON_CLEAR="3": Triton's kernel cache is emptied before those starts (what a fresh machine's start compiles).
 # WARM_AT=N: on start N, a third round once every graph is captured (the steady state the first rounds compare with).
+# LATE="2 4": those starts skip `cadence.early_start` (helpers started by the app, no read-ahead): its A/B in one run.
 # Each start's server log: $OUT/server_start_N.log.
 set -uo pipefail
 source scripts/gpu_env.sh
@@ -20,7 +21,11 @@ for i in $(seq ${STARTS:-2}); do
 import os, re, subprocess, sys, time, urllib.request, json
 t0 = time.perf_counter()
 out = os.environ.get("OUT", "/tmp/out")
-p = subprocess.Popen([sys.executable, "-m", "cadence.cli", "serve", "--model", sys.argv[1], "--port", "8123"],
+# LATE="2": on those starts the helper processes and the read-ahead start with the app, as before early_start (the A/B)
+late = sys.argv[2] in os.environ.get("LATE", "").split()
+command = ["-c", "import sys; from cadence import cli, early_start; early_start.start = lambda argv: None; "
+           "sys.exit(cli.main(sys.argv[1:]))"] if late else ["-m", "cadence.cli"]
+p = subprocess.Popen([sys.executable, *command, "serve", "--model", sys.argv[1], "--port", "8123"],
                      stdout=open(f"{out}/server_start_{sys.argv[2]}.log", "w"), stderr=subprocess.STDOUT)
 spy = None
 if sys.argv[2] in sys.argv[4].split():
@@ -71,7 +76,7 @@ except subprocess.TimeoutExpired:
     p.kill(); p.wait()
 if spy:
     spy.wait(30)
-print(f"start {sys.argv[2]}: {status} after {ready:.2f} s; stopped {time.perf_counter() - t1:.2f} s after SIGTERM "
+print(f"start {sys.argv[2]}{' (helpers started late)' if late else ''}: {status} after {ready:.2f} s; stopped {time.perf_counter() - t1:.2f} s after SIGTERM "
       f"(exit {p.returncode}); the server's phases, seconds after its start: "
       + ", ".join(f"{k} {v}" for k, v in marks.items()), flush=True)
 PY
