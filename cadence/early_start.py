@@ -6,9 +6,6 @@ dozen importing at once. Started by the app, after the command's own imports, th
 checkpoint had loaded, and `ready` waited 2.1-2.9 s for them on every restart measured on an H100. Started here,
 before the command imports torch and the web stack, their imports overlap the server's own.
 
-It also starts the read-ahead of the files the
-server will read (`readahead`): on a fresh machine they come off the disk while the command imports and loads.
-
 This module imports nothing heavy (no torch): it runs first. It reads only the flags and `CADENCE_*` variables that
 decide which helpers a server wants; `ServerSettings` still parses and validates the whole command line. The app
 adopts the helpers (`watermark_pool.start_workers`, `take_encoders`) and closes any it did not adopt once its
@@ -22,13 +19,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import readahead
 from .engine import watermark_pool
 from .engine.cpu_priority import HELPER_NICE
 from .pipe_worker import PipeWorker, close_all
 
 ENCODER_MODULE = "cadence.audio.encode_worker"
-DEFAULT_MODEL = "ResembleAI/chatterbox"  # `ServerSettings.model`'s default
 _FALSE = ("0", "false", "no", "off")
 
 _encoders: list[PipeWorker] = []
@@ -65,7 +60,6 @@ class HelperPlan:
     lane_threads: int
     encoders: int
     nice: int
-    model: str = DEFAULT_MODEL
 
 
 def plan(argv: list[str], env, gpu: bool) -> HelperPlan | None:
@@ -76,7 +70,6 @@ def plan(argv: list[str], env, gpu: bool) -> HelperPlan | None:
         return None
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     p.add_argument("--device")
-    p.add_argument("--model")
     p.add_argument("--no-watermark", dest="watermark", action="store_false", default=None)
     p.add_argument("--watermark-device")
     p.add_argument("--encode-workers")
@@ -96,16 +89,14 @@ def plan(argv: list[str], env, gpu: bool) -> HelperPlan | None:
         env.get("CADENCE_WATERMARK", "1").strip().lower() not in _FALSE
     on_cpu = (args.watermark_device or env.get("CADENCE_WATERMARK_DEVICE") or "cpu").strip().lower() == "cpu"
     lanes = watermark_pool.lane_count() if watermark and on_cpu else 0
-    return HelperPlan(lanes, watermark_pool.lane_team(lanes) if lanes else 0, encoders, HELPER_NICE,
-                      args.model or env.get("CADENCE_MODEL") or DEFAULT_MODEL)
+    return HelperPlan(lanes, watermark_pool.lane_team(lanes) if lanes else 0, encoders, HELPER_NICE)
 
 
 def start(argv: list[str]) -> HelperPlan | None:
-    """Start the helpers `cadence ARGV` will want (see `plan`) and the read-ahead of its files; returns at once."""
+    """Start the helpers `cadence ARGV` will want (see `plan`); returns at once."""
     wanted = plan(argv, os.environ, gpu_likely())
     if wanted is None:
         return None
-    readahead.start(wanted.model)
     if wanted.watermark_lanes:
         watermark_pool.prestart(wanted.watermark_lanes, wanted.lane_threads, wanted.nice)
     with _lock:

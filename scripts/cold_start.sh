@@ -8,7 +8,7 @@
 # PROFILE="1 3": py-spy samples those starts, every thread, from spawn to stop ($OUT/prof_start_N.txt, raw folded).
 # TRITON_CLEAR="3": Triton's kernel cache is emptied before those starts (what a fresh machine's start compiles).
 # WARM_AT=N: on start N, a third round once every graph is captured (the steady state the first rounds compare with).
-# LATE="2 4": those starts skip `cadence.early_start` (helpers started by the app, no read-ahead): its A/B in one run.
+# LATE="2 4": those starts skip `cadence.early_start` (the helpers start with the app): its A/B in one run.
 # Each start's server log: $OUT/server_start_N.log.
 set -uo pipefail
 source scripts/gpu_env.sh
@@ -21,7 +21,7 @@ for i in $(seq ${STARTS:-2}); do
 import os, re, subprocess, sys, time, urllib.request, json
 t0 = time.perf_counter()
 out = os.environ.get("OUT", "/tmp/out")
-# LATE="2": on those starts the helper processes and the read-ahead start with the app, as before early_start (the A/B)
+# LATE="2": on those starts the helper processes start with the app, as before early_start (the A/B)
 late = sys.argv[2] in os.environ.get("LATE", "").split()
 command = ["-c", "import sys; from cadence import cli, early_start; early_start.start = lambda argv: None; "
            "sys.exit(cli.main(sys.argv[1:]))"] if late else ["-m", "cadence.cli"]

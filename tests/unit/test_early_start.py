@@ -20,8 +20,7 @@ ENCODERS = early_start.default_encode_workers()
 @pytest.mark.parametrize("argv, env, gpu, expected", [
     (["serve"], {}, True, HelperPlan(LANES, TEAM, ENCODERS, HELPER_NICE)),
     (["serve", "--model", "x", "--device", "cuda:1", "--encode-workers", "3"], {}, False,
-     HelperPlan(LANES, TEAM, 3, HELPER_NICE, "x")),
-    (["serve"], {"CADENCE_MODEL": "/ck"}, True, HelperPlan(LANES, TEAM, ENCODERS, HELPER_NICE, "/ck")),
+     HelperPlan(LANES, TEAM, 3, HELPER_NICE)),
     (["serve", "--no-watermark"], {}, True, HelperPlan(0, 0, ENCODERS, HELPER_NICE)),
     (["serve"], {"CADENCE_WATERMARK": "off"}, True, HelperPlan(0, 0, ENCODERS, HELPER_NICE)),
     (["serve", "--watermark-device", "cuda"], {}, True, HelperPlan(0, 0, ENCODERS, HELPER_NICE)),
