@@ -20,7 +20,7 @@ import numpy as np
 from ..pipe_worker import FAILED, OK, UNAVAILABLE, lower_priority, read_exact, reply, worker_pipes
 
 REQUEST_FRAME = struct.Struct("<IQ")  # sample rate, samples that follow
-WARM_RATE = 24000  # the engine's output rate: the first resampling path a request takes
+WARM_RATE = 24000  # models.s3gen.S3GEN_SR (that package is not imported here): a request's resampling path
 
 
 def warm(wm) -> None:

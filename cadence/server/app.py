@@ -145,14 +145,14 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
                                                                  settings.watermark_device)
             encode_pool.start(device, helper_nice(device))
             state.tts = tts or load_tts(settings)
-            state.tts.engine  # noqa: B018 - the engine starts here (else on first use) and adopts the watermark workers
+            engine = state.tts.engine  # started here, not on first use: it adopts the watermark workers
             close_unadopted()  # the engine and the encoders have taken the helpers the command started for them
             state.startup.mark("model")
             # One library object for the app's life (its lock file and re-preparation are per instance).
             state.library = state.tts.library(settings.library) if settings.library else state.tts.library()
             if settings.warmup:  # the GPU thread captures its graphs while serving, missing ones run eagerly
-                state.tts.engine.warmup(background=True)
-            if settings.watermark and not (helpers and state.tts.engine.post.wait_workers(HELPERS_MAX_S)):
+                engine.warmup(background=True)
+            if settings.watermark and not (helpers and engine.post.wait_workers(HELPERS_MAX_S)):
                 # no workers (or none ready in time): Perth's network and librosa load in this process now,
                 # not in the first request
                 _preload_watermark(state.tts.watermark_device)
@@ -162,7 +162,7 @@ def create_app(settings: ServerSettings, tts=None, health_extra=None) -> FastAPI
                 encode_pool.wait_ready(HELPERS_MAX_S)
                 state.startup.mark("encoders")
             if settings.warmup:  # ready means the first burst's decode rounds find their graphs
-                state.tts.engine.warm.wait_first(FIRST_GRAPHS_MAX_S)
+                engine.warm.wait_first(FIRST_GRAPHS_MAX_S)
                 state.startup.mark("first_graphs")
             state.startup.mark("ready")
             state.status = "ready"
