@@ -1,0 +1,73 @@
+"""What S3Gen's first call on a new batch shape costs (GPU): load a checkpoint as `cadence serve` does, then run the
+engine's batched one-piece path (`AudioRunner.synthesize_batch`: padded flow batch, padded vocoder batch) on ROWS
+requests of TOKENS speech tokens, twice on the same shape and then on shapes not seen yet (one row fewer; a few
+tokens more), timing the flow and the vocoder apart. The first call on each shape is profiled (torch.profiler, CPU
+side): the ops whose self time grows on a first call say what a new shape pays for (cuDNN's plans, cuBLAS's
+heuristics, allocator growth).
+Usage: python scripts/first_shapes_probe.py CHECKPOINT_DIR OUT.json [ROWS] [TOKENS]"""
+
+import json
+import sys
+import time
+
+import torch
+
+from cadence.engine.rng import RequestRNG
+from cadence.tts import TTS
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn):
+    sync()
+    t = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t
+
+
+def main() -> None:
+    ck, out_path = sys.argv[1], sys.argv[2]
+    rows = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+    tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 300
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tts = TTS.from_dir(ck, device=device, watermark=False)
+    runner, voice = tts.audio_runner, tts.default_voice
+    gen = torch.Generator().manual_seed(0)
+
+    def items(n: int, length: int):
+        return [(torch.randint(0, 6561, (length,), generator=gen), voice, RequestRNG(i, device)) for i in range(n)]
+
+    def one(n: int, length: int, profile: bool) -> dict:
+        batch = items(n, length)
+        if profile:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                mels, flow_s = timed(lambda: runner.mel_batch(batch))
+                _, voc_s = timed(lambda: runner.vocode_batch(mels, [b[2] for b in batch]))
+            top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+            ops = [{"op": e.key, "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 1)} for e in top]
+        else:
+            mels, flow_s = timed(lambda: runner.mel_batch(batch))
+            _, voc_s = timed(lambda: runner.vocode_batch(mels, [b[2] for b in batch]))
+            ops = None
+        row = {"rows": n, "tokens": length, "flow_s": round(flow_s, 4), "vocoder_s": round(voc_s, 4)}
+        if ops:
+            row["top_ops"] = ops
+        print(json.dumps({k: v for k, v in row.items() if k != "top_ops"}), flush=True)
+        return row
+
+    runs = []
+    for label, n, length in (("first", rows, tokens), ("again", rows, tokens), ("again", rows, tokens),
+                             ("one row fewer, first", rows - 1, tokens), ("one row fewer, again", rows - 1, tokens),
+                             ("32 tokens more, first", rows, tokens + 32), ("32 tokens more, again", rows, tokens + 32)):
+        runs.append({"label": label, **one(n, length, profile="first" in label)})
+    with open(out_path, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+                   "cudnn": torch.backends.cudnn.version(), "runs": runs}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
