@@ -166,11 +166,15 @@ def build(settings: ServerSettings | dict | None = None, options: RayOptions | N
 
 
 def routing_depth(settings: ServerSettings) -> int:
-    """Serve's `max_ongoing_requests` per replica: one more than the replica itself admits (the requests it decodes,
-    at most 64, plus `max_queue` waiting). So a full replica is never one Serve holds requests back from: it is
-    offered the next request and refuses it itself, with the server's 429, Retry-After and OpenAI-shaped body,
-    which a client retries; Serve's own answer to an overfull proxy queue would be a bare 503."""
-    return settings.max_queue + (settings.max_batch or 64) + 1
+    """Serve's `max_ongoing_requests` per replica: what the replica itself admits (the requests it decodes, at most
+    64, plus `max_queue` waiting), as many again finishing (S3Gen, encoding, the response on its way back through
+    Serve: they still count as ongoing for Serve but no longer for the replica's queue), plus one. So a replica
+    whose queue is full is never one Serve holds requests back from: it is offered the next request and refuses it
+    itself, with the server's 429, Retry-After and OpenAI-shaped body, which a client retries (Serve's own answer to
+    an overfull proxy queue would be a bare 503); and one whose finished requests are still being sent keeps its
+    decode slots filled."""
+    slots = settings.max_batch or 64
+    return settings.max_queue + 2 * slots + 1
 
 
 def replica_cpus(cluster_cpus: float, cluster_gpus: float, replicas: int) -> int:

@@ -69,8 +69,10 @@ def test_requests_reach_both_replicas_and_streams_arrive_in_chunks(cluster):
 
 
 def test_a_burst_past_every_replicas_queue_gets_the_servers_429_never_a_5xx(cluster):
-    """Each replica admits 4 decoding + 2 waiting; Serve offers it one more, which it refuses itself (OpenAI-shaped
-    429 with Retry-After) rather than Serve answering a bare 503."""
+    """Each replica admits 4 decoding + 2 waiting; Serve offers it up to 11 at once (`routing_depth`: room for 4 more
+    finishing), so a burst fills its queue and it refuses the rest itself (OpenAI-shaped 429 with Retry-After) rather
+    than Serve answering a bare 503. With room for one more only, the requests in S3Gen (no longer in the replica's
+    queue, still ongoing for Serve) kept the queue from filling in some runs: no refusal at all."""
     from concurrent.futures import ThreadPoolExecutor
     body = {"input": "Hello there, a burst.", "voice": "default", "response_format": "pcm", "max_new_tokens": 60,
             "stream": False}
