@@ -1,9 +1,38 @@
-"""Causal self-attention over a prompt, with a kernel chosen for serving."""
+"""Attention calls with kernels chosen for serving: no per-shape set-up on the request path."""
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
+
+CUDNN_ATTENTION = False
+"""Whether `attention` lets PyTorch's dispatcher pick cuDNN's attention on CUDA (True: the dispatcher's own
+choice; `scripts/first_shapes_probe.py` measures the two side by side)."""
+
+_BACKEND_SWITCH = threading.Lock()  # PyTorch's backend switch is process-wide; Cadence calls from two threads
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+              is_causal: bool = False) -> torch.Tensor:
+    """`F.scaled_dot_product_attention`, on CUDA without cuDNN's backend (unless `CUDNN_ATTENTION`): q (B, H, Tq,
+    D), k, v (B, H, Tk, D), attn_mask additive and broadcastable to (B, H, Tq, Tk), or None.
+
+    On Hopper the dispatcher prefers cuDNN's attention, which builds an execution plan (compiling kernels for
+    some) the first time it meets a shape. Measured on an H100: the first such call of a process took about 2 s
+    (the decode-graph capture at load, or a voice's first prefill), and each new padded batch shape of S3Gen's
+    flow about 0.1 s more; the flash and memory-efficient kernels the dispatcher picks instead are compiled
+    ahead of time. The switch is turned off for this call only, under a lock, and put back as it was."""
+    if CUDNN_ATTENTION or not q.is_cuda or torch.compiler.is_compiling():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+    with _BACKEND_SWITCH:
+        was = torch.backends.cuda.cudnn_sdp_enabled()
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        try:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        finally:
+            torch.backends.cuda.enable_cudnn_sdp(was)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -12,10 +41,10 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     On CUDA in half precision this calls FlashAttention directly. The SDPA dispatcher prefers cuDNN's attention
     on Hopper, which builds an execution plan for every new (batch, length) shape: with prompts of every length,
     admissions paid 50-100 ms (H100) each time a new length arrived. Flash kernels are compiled ahead of time.
-    (T3's decode keeps the dispatcher's choice: its shapes are fixed and captured in graphs.)"""
+    Elsewhere `attention`."""
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
         return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True)[0]
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return attention(q, k, v, is_causal=True)
 
 
 def cached_attention(q, k, v, k_cache, v_cache, positions, attn_mask) -> torch.Tensor:
@@ -40,7 +69,7 @@ def attend_cache(q, k_cache, v_cache, attn_mask) -> torch.Tensor:
     if isinstance(attn_mask, RowLengths):  # the whole cache: the kernel reads no key past a row's length
         return prefix_attention(q, k_cache, v_cache, attn_mask.lengths, attn_mask.chunk)
     A = attn_mask.shape[-1]
-    return F.scaled_dot_product_attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask=attn_mask)
+    return attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask)
 
 
 def layer_mask(attn_mask, q_shape: tuple, x: torch.Tensor):

@@ -9,7 +9,8 @@ faster, so the CPU plans use this only for a bf16 flow."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from .attention import attention
 
 SCORE_BLOCK_BYTES = 5 * 2 ** 20
 """The score matrices of one block of heads: about what two cores' L2 caches and a slice of L3 hold."""
@@ -17,7 +18,7 @@ SCORE_BLOCK_BYTES = 5 * 2 ** 20
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """q, k, v (B, H, T, D); bias (B, 1, 1, T) additive key-padding bias or None -> (B, H, T, D)."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return attention(q, k, v, bias)
 
 
 def heads_per_block(heads: int, length: int, itemsize: int, budget: int | None = None) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from .kernel_op import kernel_op
 
@@ -117,7 +116,8 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths:
     positions [0, lengths[b]), 1 <= lengths[b] <= S -> (B, H, 1, D). `chunk` > 0: the kernel in programs of that
     many keys whatever the batch's size; 0: the kernel from MIN_PROGRAMS (row, head) pairs on, in programs of CHUNK."""
     if not kernel_applies(q.shape, q.device, q.dtype, any_size=chunk > 0):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_bias(lengths, k.shape[2], q.dtype))
+        from .attention import attention
+        return attention(q, k, v, prefix_bias(lengths, k.shape[2], q.dtype))
     return _prefix_attention_op(q, k, v, lengths, chunk or CHUNK)
 
 

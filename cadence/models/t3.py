@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import rotary_kv
-from ..layers.attention import attend_cache, cached_attention, layer_mask
+from ..layers.attention import attend_cache, attention, cached_attention, layer_mask
 from ..layers.llama_decode import linear_residual, rms_gated_linear, rms_linear
 
 
@@ -206,7 +206,7 @@ class PerceiverAttention(nn.Module):
         def heads(t):  # (B, T, C) -> (B, H, T, C/H)
             return t.view(B, -1, self.heads, C // self.heads).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(heads(self.to_q(qn)), heads(self.to_k(cn)), heads(self.to_v(cn)))
+        out = attention(heads(self.to_q(qn)), heads(self.to_k(cn)), heads(self.to_v(cn)))
         return queries + self.proj_out(out.transpose(1, 2).reshape(B, Tq, C))
 
 

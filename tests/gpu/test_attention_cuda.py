@@ -1,0 +1,46 @@
+"""Cadence's attention calls on CUDA (skipped without it): never cuDNN's backend (it builds a plan per new shape),
+the same result as the dispatcher's own choice, and PyTorch's process-wide backend switch left as it was."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cadence.layers import attention as attention_mod
+from cadence.layers.attention import attention
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def _kernels_of(fn) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_on_cuda_avoids_cudnn_and_matches_the_dispatcher(masked):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(3, 8, 150, 64, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+    bias = None
+    if masked:  # key padding: row 1 sees 100 keys, row 2 sees 37
+        bias = torch.zeros(3, 1, 1, 150, device="cuda", dtype=torch.bfloat16)
+        bias[1, ..., 100:] = float("-inf")
+        bias[2, ..., 37:] = float("-inf")
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    ops = _kernels_of(lambda: attention(q, k, v, bias))
+    assert not any("cudnn_attention" in op for op in ops), ops
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # put back as it was
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=None if bias is None else bias.float())
+    torch.testing.assert_close(attention(q, k, v, bias).float(), want, atol=2e-2, rtol=2e-2)
+
+
+def test_without_the_switch_the_dispatcher_picks_cudnn_for_these_shapes(monkeypatch):
+    """What the test above guards against: on this GPU and torch, the dispatcher's own choice for a padded batch
+    is cuDNN's attention (if it is not, the test above proves nothing here)."""
+    monkeypatch.setattr(attention_mod, "CUDNN_ATTENTION", True)
+    q, k, v = (torch.randn(3, 8, 150, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    bias = torch.zeros(3, 1, 1, 150, device="cuda", dtype=torch.bfloat16)
+    bias[1, ..., 100:] = float("-inf")
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    assert any("cudnn_attention" in op for op in _kernels_of(lambda: attention(q, k, v, bias)))
