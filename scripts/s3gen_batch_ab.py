@@ -2,6 +2,8 @@
 (`AudioRunner.synthesize_batch`) with eager or graph-replayed CFM solves and at several batch budgets, against
 each request alone (graph CFM, one-row vocoder); time in the flow (encoder + CFM) and in the vocoder, and the
 peak allocated memory of each variant. A/B in one process, alternating, after a warm-up of each.
+AB=attention: instead, the engine's eager batches with the attention backend chosen by Cadence (no cuDNN) and by
+PyTorch's dispatcher (cuDNN's on Hopper), `cadence.layers.attention.CUDNN_ATTENTION`.
 Usage: python scripts/s3gen_batch_ab.py CHECKPOINT_DIR OUT.json [REQUESTS] [ROUNDS]"""
 
 import json
@@ -13,6 +15,7 @@ import time
 import torch
 
 from cadence.engine.rng import RequestRNG
+from cadence.layers import attention
 from cadence.tts import TTS
 
 DEVICE = os.environ.get("PROBE_DEVICE", "cuda")  # "cpu": a smoke test of the script on a tiny checkpoint
@@ -49,6 +52,10 @@ def main(ckpt: str, out: str, n: int = 64, rounds: int = 3) -> None:
         "eager batches (96k/24k frames)": dict(graphs=False, flow_frames=96000, vocoder_frames=24000),
         "each alone": dict(graphs=True, flow_frames=24000, vocoder_frames=6000, min_batch=10 ** 9),
     }
+    if os.environ.get("AB") == "attention":
+        variants = {"eager batches, no cuDNN attention": dict(graphs=False, flow_frames=24000, vocoder_frames=6000),
+                    "eager batches, cuDNN attention": dict(graphs=False, flow_frames=24000, vocoder_frames=6000,
+                                                           cudnn_attention=True)}
     stage: dict = {}
     runner.mel_batch = timed(runner.mel_batch, stage, "flow")
     runner.mel = timed(runner.mel, stage, "flow")
@@ -59,6 +66,7 @@ def main(ckpt: str, out: str, n: int = 64, rounds: int = 3) -> None:
 
     def run(v):
         runner.graph_batches = v["graphs"]
+        attention.CUDNN_ATTENTION = v.get("cudnn_attention", False)
         items = [(t, voice, RequestRNG(i, DEVICE)) for i, t in enumerate(tokens)]
         kw = {k: v[k] for k in ("flow_frames", "vocoder_frames", "min_batch") if k in v}
         stage.clear()

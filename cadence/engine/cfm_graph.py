@@ -10,6 +10,7 @@ import threading
 
 import torch
 
+from ..layers.attention import dispatcher_choice
 from ..models.s3gen.flow import CFMDecoder
 from .cuda_graphs import capture
 from .shapes import next_pow2, round_up
@@ -55,8 +56,9 @@ class CFMGraphs:
             c = _Captured(key[0], key[1], self.cfm.cfg.mel_dim, device, dtype)
             c.mask.fill_(1)
             n_steps = key[2]
-            c.graph, c.out = capture(lambda: self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps),
-                                     self.pool)
+            with dispatcher_choice():  # captured once: cuDNN's attention plan built here, its kernel replayed
+                c.graph, c.out = capture(lambda: self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps),
+                                         self.pool)
             self.captured[key] = c
         return c
 

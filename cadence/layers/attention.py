@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import torch
@@ -12,20 +13,47 @@ CUDNN_ATTENTION = False
 choice; `scripts/first_shapes_probe.py` measures the two side by side)."""
 
 _BACKEND_SWITCH = threading.Lock()  # PyTorch's backend switch is process-wide; Cadence calls from two threads
+_captures = threading.local()
+
+
+@contextlib.contextmanager
+def dispatcher_choice():
+    """Inside, `attention` on this thread leaves the backend to PyTorch's dispatcher (cuDNN's on Hopper). For CUDA
+    graph captures off the request path (the CFM solve's, in the background): a capture meets its shape once, so
+    cuDNN's plan is built once there, and every replay runs its kernel, the fastest measured for S3Gen's flow
+    (an H100: one request's S3Gen 0.09 s with it, 0.12 s without; a padded batch of 8 eager 0.33 s against 0.50 s)."""
+    before = dispatcher_chooses()
+    _captures.dispatcher = True
+    try:
+        yield
+    finally:
+        _captures.dispatcher = before
+
+
+def dispatcher_chooses() -> bool:
+    """Whether `attention` on this thread leaves the backend to PyTorch's dispatcher now."""
+    return CUDNN_ATTENTION or getattr(_captures, "dispatcher", False)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
               is_causal: bool = False) -> torch.Tensor:
-    """`F.scaled_dot_product_attention`, on CUDA without cuDNN's backend (unless `CUDNN_ATTENTION`): q (B, H, Tq,
-    D), k, v (B, H, Tk, D), attn_mask additive and broadcastable to (B, H, Tq, Tk), or None.
+    """`F.scaled_dot_product_attention`, on CUDA without cuDNN's backend (unless `CUDNN_ATTENTION`, or inside
+    `dispatcher_choice`): q (B, H, Tq, D), k, v (B, H, Tk, D), attn_mask additive and broadcastable to (B, H, Tq,
+    Tk), or None.
 
-    On Hopper the dispatcher prefers cuDNN's attention, which builds an execution plan (compiling kernels for
-    some) the first time it meets a shape. Measured on an H100: the first such call of a process took about 2 s
-    (the decode-graph capture at load, or a voice's first prefill), and each new padded batch shape of S3Gen's
-    flow about 0.1 s more; the flash and memory-efficient kernels the dispatcher picks instead are compiled
-    ahead of time. The switch is turned off for this call only, under a lock, and put back as it was."""
-    if CUDNN_ATTENTION or not q.is_cuda or torch.compiler.is_compiling():
+    On Hopper the dispatcher prefers cuDNN's attention, which builds an execution plan the first time it meets a
+    shape, on the calling thread. Measured on an H100 (`scripts/first_shapes_probe.py`, docs/server.md): a
+    server's load spent 2.3 s in it capturing T3's decode graphs; a first request's T3 took 1.54 s instead of
+    0.42 s; each new padded batch shape of S3Gen's flow cost 0.58-1.0 s more than its next call (0.02-0.13 s with
+    the kernels the dispatcher picks otherwise, flash and memory-efficient, compiled ahead of time). The price:
+    an eager padded batch of 8 runs its flow in 0.50 s instead of 0.33 s, so graph captures, which meet their
+    shape once, keep cuDNN's kernel (`dispatcher_choice`). The switch is turned off for this call only, under a
+    lock, and put back as it was."""
+    if not q.is_cuda or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+    if dispatcher_chooses():
+        with _BACKEND_SWITCH:  # not while another thread has the switch turned off
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
     with _BACKEND_SWITCH:
         was = torch.backends.cuda.cudnn_sdp_enabled()
         torch.backends.cuda.enable_cudnn_sdp(False)

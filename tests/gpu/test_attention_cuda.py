@@ -44,3 +44,15 @@ def test_without_the_switch_the_dispatcher_picks_cudnn_for_these_shapes(monkeypa
     bias[1, ..., 100:] = float("-inf")
     torch.backends.cuda.enable_cudnn_sdp(True)
     assert any("cudnn_attention" in op for op in _kernels_of(lambda: attention(q, k, v, bias)))
+
+
+def test_graph_captures_keep_the_dispatchers_choice():
+    """Inside `dispatcher_choice` (the CFM graphs' captures) the same padded batch does take cuDNN's kernel."""
+    from cadence.layers.attention import dispatcher_choice
+    q, k, v = (torch.randn(3, 8, 150, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    bias = torch.zeros(3, 1, 1, 150, device="cuda", dtype=torch.bfloat16)
+    bias[1, ..., 100:] = float("-inf")
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    with dispatcher_choice():
+        ops = _kernels_of(lambda: attention(q, k, v, bias))
+    assert any("cudnn_attention" in op for op in ops), ops
