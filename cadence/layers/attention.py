@@ -51,12 +51,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
     lock, and put back as it was."""
     if not q.is_cuda or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
-    if dispatcher_chooses():
-        with _BACKEND_SWITCH:  # not while another thread has the switch turned off
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
-    with _BACKEND_SWITCH:
+    with _BACKEND_SWITCH:  # the dispatcher's choice too: never while another thread has the switch off
         was = torch.backends.cuda.cudnn_sdp_enabled()
-        torch.backends.cuda.enable_cudnn_sdp(False)
+        if not dispatcher_chooses():
+            torch.backends.cuda.enable_cudnn_sdp(False)
         try:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         finally:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import torch
 
+from .attention import attention
 from .kernel_op import kernel_op
 
 try:
@@ -116,7 +117,6 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths:
     positions [0, lengths[b]), 1 <= lengths[b] <= S -> (B, H, 1, D). `chunk` > 0: the kernel in programs of that
     many keys whatever the batch's size; 0: the kernel from MIN_PROGRAMS (row, head) pairs on, in programs of CHUNK."""
     if not kernel_applies(q.shape, q.device, q.dtype, any_size=chunk > 0):
-        from .attention import attention
         return attention(q, k, v, prefix_bias(lengths, k.shape[2], q.dtype))
     return _prefix_attention_op(q, k, v, lengths, chunk or CHUNK)
 

@@ -18,16 +18,21 @@ def _kernels_of(fn) -> set[str]:
     return {e.key for e in prof.key_averages()}
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_attention_on_cuda_avoids_cudnn_and_matches_the_dispatcher(masked):
+def _padded_batch():
+    """q, k, v (3, 8, 150, 64) bf16 and a key-padding bias: row 1 sees 100 keys, row 2 sees 37."""
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(3, 8, 150, 64, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
-    bias = None
-    if masked:  # key padding: row 1 sees 100 keys, row 2 sees 37
-        bias = torch.zeros(3, 1, 1, 150, device="cuda", dtype=torch.bfloat16)
-        bias[1, ..., 100:] = float("-inf")
-        bias[2, ..., 37:] = float("-inf")
+    bias = torch.zeros(3, 1, 1, 150, device="cuda", dtype=torch.bfloat16)
+    bias[1, ..., 100:] = float("-inf")
+    bias[2, ..., 37:] = float("-inf")
     torch.backends.cuda.enable_cudnn_sdp(True)
+    return q, k, v, bias
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_on_cuda_avoids_cudnn_and_matches_the_dispatcher(masked):
+    q, k, v, bias = _padded_batch()
+    bias = bias if masked else None
     ops = _kernels_of(lambda: attention(q, k, v, bias))
     assert not any("cudnn_attention" in op for op in ops), ops
     assert torch.backends.cuda.cudnn_sdp_enabled()  # put back as it was
@@ -39,20 +44,14 @@ def test_without_the_switch_the_dispatcher_picks_cudnn_for_these_shapes(monkeypa
     """What the test above guards against: on this GPU and torch, the dispatcher's own choice for a padded batch
     is cuDNN's attention (if it is not, the test above proves nothing here)."""
     monkeypatch.setattr(attention_mod, "CUDNN_ATTENTION", True)
-    q, k, v = (torch.randn(3, 8, 150, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    bias = torch.zeros(3, 1, 1, 150, device="cuda", dtype=torch.bfloat16)
-    bias[1, ..., 100:] = float("-inf")
-    torch.backends.cuda.enable_cudnn_sdp(True)
+    q, k, v, bias = _padded_batch()
     assert any("cudnn_attention" in op for op in _kernels_of(lambda: attention(q, k, v, bias)))
 
 
 def test_graph_captures_keep_the_dispatchers_choice():
     """Inside `dispatcher_choice` (the CFM graphs' captures) the same padded batch does take cuDNN's kernel."""
     from cadence.layers.attention import dispatcher_choice
-    q, k, v = (torch.randn(3, 8, 150, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    bias = torch.zeros(3, 1, 1, 150, device="cuda", dtype=torch.bfloat16)
-    bias[1, ..., 100:] = float("-inf")
-    torch.backends.cuda.enable_cudnn_sdp(True)
+    q, k, v, bias = _padded_batch()
     with dispatcher_choice():
         ops = _kernels_of(lambda: attention(q, k, v, bias))
     assert any("cudnn_attention" in op for op in ops), ops
