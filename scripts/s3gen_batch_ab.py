@@ -2,8 +2,10 @@
 (`AudioRunner.synthesize_batch`) with eager or graph-replayed CFM solves and at several batch budgets, against
 each request alone (graph CFM, one-row vocoder); time in the flow (encoder + CFM) and in the vocoder, and the
 peak allocated memory of each variant. A/B in one process, alternating, after a warm-up of each.
-AB=attention: instead, the engine's eager batches with the attention backend chosen by Cadence (no cuDNN) and by
-PyTorch's dispatcher (cuDNN's on Hopper), `cadence.layers.attention.CUDNN_ATTENTION`.
+AB=attention: instead, the engine's eager batches with the estimator's attention as Cadence calls it (variable-length
+FlashAttention, `cadence.layers.key_padding`), with the key-padding bias and without cuDNN (the memory-efficient
+kernel), and with the bias as PyTorch's dispatcher chooses (cuDNN's on Hopper, `attention.CUDNN_ATTENTION`); and graph
+batches for reference.
 Usage: python scripts/s3gen_batch_ab.py CHECKPOINT_DIR OUT.json [REQUESTS] [ROUNDS]"""
 
 import json
@@ -15,7 +17,7 @@ import time
 import torch
 
 from cadence.engine.rng import RequestRNG
-from cadence.layers import attention
+from cadence.layers import attention, key_padding
 from cadence.tts import TTS
 
 DEVICE = os.environ.get("PROBE_DEVICE", "cuda")  # "cpu": a smoke test of the script on a tiny checkpoint
@@ -53,9 +55,11 @@ def main(ckpt: str, out: str, n: int = 64, rounds: int = 3) -> None:
         "each alone": dict(graphs=True, flow_frames=24000, vocoder_frames=6000, min_batch=10 ** 9),
     }
     if os.environ.get("AB") == "attention":
-        variants = {"eager batches, no cuDNN attention": dict(graphs=False, flow_frames=24000, vocoder_frames=6000),
-                    "eager batches, cuDNN attention": dict(graphs=False, flow_frames=24000, vocoder_frames=6000,
-                                                           cudnn_attention=True)}
+        eager = dict(graphs=False, flow_frames=24000, vocoder_frames=6000)
+        variants = {"eager batches, varlen flash attention": eager,
+                    "eager batches, bias, no cuDNN": dict(eager, varlen=False),
+                    "eager batches, bias, cuDNN": dict(eager, varlen=False, cudnn_attention=True),
+                    "graph batches (24k/6k frames)": dict(eager, graphs=True)}
     stage: dict = {}
     runner.mel_batch = timed(runner.mel_batch, stage, "flow")
     runner.mel = timed(runner.mel, stage, "flow")
@@ -67,23 +71,29 @@ def main(ckpt: str, out: str, n: int = 64, rounds: int = 3) -> None:
     def run(v):
         runner.graph_batches = v["graphs"]
         attention.CUDNN_ATTENTION = v.get("cudnn_attention", False)
+        key_padding.VARLEN_ATTENTION = v.get("varlen", True)
         items = [(t, voice, RequestRNG(i, DEVICE)) for i, t in enumerate(tokens)]
         kw = {k: v[k] for k in ("flow_frames", "vocoder_frames", "min_batch") if k in v}
         stage.clear()
         sync()
         t = time.perf_counter()
-        runner.synthesize_batch(items, **kw)
+        waves = runner.synthesize_batch(items, **kw)
         sync()
-        return time.perf_counter() - t, dict(stage)
-    for v in variants.values():  # warm-up: graphs captured, cuDNN plans built
-        run(v)
+        return time.perf_counter() - t, dict(stage), waves
+    warm = {name: run(v)[2] for name, v in variants.items()}  # warm-up: graphs captured, cuDNN plans built
+    first = next(iter(warm))  # each variant's waveforms against the first's (same noise): the kernels' difference
+    ref = torch.cat([w.flatten().float() for w in warm[first]])
+    res["wave_snr_db_vs_first"] = {
+        name: (10 * torch.log10(ref.square().sum() / (ref - torch.cat([w.flatten().float() for w in ws])).square()
+                                .sum().clamp_min(1e-30))).item() for name, ws in warm.items() if name != first}
+    print("wave SNR against", first, {k: round(v, 1) for k, v in res["wave_snr_db_vs_first"].items()}, flush=True)
     for name, v in variants.items():
         res["variants"][name] = {"total_s": [], "flow_s": [], "vocoder_s": []}
     for _ in range(rounds):
         for name, v in variants.items():
             if DEVICE == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            total, st = run(v)
+            total, st, _ = run(v)
             r = res["variants"][name]
             r["total_s"].append(total)
             r["flow_s"].append(st.get("flow", 0.0))

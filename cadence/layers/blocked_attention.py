@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from .attention import attention
+from .key_padding import KeyPadding, padded_attention
 
 SCORE_BLOCK_BYTES = 5 * 2 ** 20
 """The score matrices of one block of heads: about what two cores' L2 caches and a slice of L3 hold."""
-
-
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """q, k, v (B, H, T, D); bias (B, 1, 1, T) additive key-padding bias or None -> (B, H, T, D)."""
-    return attention(q, k, v, bias)
 
 
 def heads_per_block(heads: int, length: int, itemsize: int, budget: int | None = None) -> int:
@@ -31,9 +26,10 @@ def heads_per_block(heads: int, length: int, itemsize: int, budget: int | None =
     return n
 
 
-def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`sdpa_attention`'s result, computed a block of heads at a time; q, k, v (B, H, T, D), bias (B, 1, 1, T)."""
+def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding: KeyPadding | None) -> torch.Tensor:
+    """`padded_attention`'s result, computed a block of heads at a time; q, k, v (B, H, T, D)."""
     B, H, T, D = q.shape
+    bias = None if padding is None else padding.bias  # (B, 1, 1, T)
     n = heads_per_block(H, T, q.element_size())
     out = torch.empty_like(q)
     q = q * D ** -0.5

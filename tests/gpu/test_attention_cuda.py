@@ -55,3 +55,41 @@ def test_graph_captures_keep_the_dispatchers_choice():
     with dispatcher_choice():
         ops = _kernels_of(lambda: attention(q, k, v, bias))
     assert any("cudnn_attention" in op for op in ops), ops
+
+
+def test_padded_batches_take_variable_length_flash_attention():
+    """The estimator's padded batches: variable-length FlashAttention (no cuDNN plan, no bias), the bias form's
+    result on every real query and on the padded ones too; inside `dispatcher_choice`, the bias form."""
+    from cadence.layers.attention import dispatcher_choice
+    from cadence.layers.key_padding import key_padding, padded_attention
+    q, k, v, bias = _padded_batch()
+    mask = (bias[:, 0] == 0).to(torch.bfloat16)  # (3, 1, 150): rows of 150, 100 and 37 real positions
+    padding = key_padding(mask, torch.bfloat16)
+    # as the estimator lays them out: heads as a view of (B, T, H * D)
+    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    ops = _kernels_of(lambda: padded_attention(q, k, v, padding))
+    assert any("flash" in op for op in ops) and not any("cudnn" in op or "efficient" in op for op in ops), ops
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias.float())
+    torch.testing.assert_close(padded_attention(q, k, v, padding).float(), want, atol=2e-2, rtol=2e-2)
+    with dispatcher_choice():
+        assert any("cudnn_attention" in op for op in _kernels_of(lambda: padded_attention(q, k, v, padding)))
+
+
+def test_padded_attention_replays_in_a_cuda_graph_with_new_lengths():
+    """The segments are built on the GPU from the mask, so a captured graph serves any row lengths."""
+    from cadence.layers.key_padding import key_padding, padded_attention
+    q, k, v, _ = _padded_batch()
+    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    mask = torch.ones(3, 1, 150, device="cuda", dtype=torch.bfloat16)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        padded_attention(q, k, v, key_padding(mask, torch.bfloat16))  # warm-up off the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = padded_attention(q, k, v, key_padding(mask, torch.bfloat16))
+    mask[1, :, 60:] = 0
+    graph.replay()
+    bias = ((1.0 - mask.float()) * -1.0e10)[:, None]
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias)
+    torch.testing.assert_close(out.float(), want, atol=2e-2, rtol=2e-2)

@@ -10,7 +10,8 @@ from cadence.config import EngineConfig
 from cadence.memory import cpu_int8
 from cadence.memory.cpu_int8 import DynamicInt8Linear, quantize_dynamic_int8_
 from cadence.memory.plan import choose_cpu_plan, choose_plan
-from cadence.layers.blocked_attention import blocked_attention, heads_per_block, sdpa_attention
+from cadence.layers.blocked_attention import blocked_attention, heads_per_block
+from cadence.layers.key_padding import key_padding, padded_attention
 from cadence.models.s3gen.estimator import Attention
 
 needs_fbgemm = pytest.mark.skipif(not cpu_int8.available(), reason="this PyTorch build has no FBGEMM")
@@ -198,16 +199,16 @@ def test_blocked_attention_equals_the_fused_kernel_with_and_without_padding(monk
     torch.manual_seed(0)
     B, H, T, D = 2, 8, 48, 64
     q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
-    mask = torch.ones(B, T)
-    mask[1, 30:] = 0
-    bias = ((1.0 - mask) * -1.0e10)[:, None, None]  # (B, 1, 1, T), as the estimator builds it
-    for b in (None, bias):
-        want = sdpa_attention(q, k, v, b)
+    mask = torch.ones(B, 1, T)
+    mask[1, :, 30:] = 0
+    for b in (None, key_padding(mask, torch.float32)):
+        want = padded_attention(q, k, v, b)
         for budget in (1, 2 * T * T * 4, 10 ** 9):  # blocks of 1, 2 and all 8 heads
             monkeypatch.setattr("cadence.layers.blocked_attention.SCORE_BLOCK_BYTES", budget)
             got = blocked_attention(q, k, v, b)
             assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (budget, (got - want).abs().max())
-        low = blocked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None if b is None else b.bfloat16())
+        low = blocked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(),
+                                None if b is None else key_padding(mask, torch.bfloat16))
         assert low.dtype == torch.bfloat16 and ((low.float() - want).norm() / want.norm()) < 0.02
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...layers.blocked_attention import sdpa_attention
+from ...layers.key_padding import key_padding, padded_attention
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,16 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(dim, inner, bias=False)
         self.to_v = nn.Linear(dim, inner, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
-        self.attend = sdpa_attention  # (q, k, v, bias) -> out; a CPU plan swaps in its blocked form
+        self.attend = padded_attention  # (q, k, v, padding) -> out; a CPU plan swaps in its blocked form
 
-    def forward(self, x, bias):
-        """x (B, T, C); bias (B, 1, 1, T) additive key-padding bias."""
+    def forward(self, x, padding):
+        """x (B, T, C); padding a `KeyPadding`: which positions of each row are real."""
         B, T, _ = x.shape
 
         def heads(t):  # (B, T, H*D) -> (B, H, T, D)
             return t.view(B, T, self.heads, -1).transpose(1, 2)
 
-        out = self.attend(heads(self.to_q(x)), heads(self.to_k(x)), heads(self.to_v(x)), bias)
+        out = self.attend(heads(self.to_q(x)), heads(self.to_k(x)), heads(self.to_v(x)), padding)
         return self.to_out[0](out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -101,8 +101,8 @@ class TransformerBlock(nn.Module):
         self.ff = nn.Module()
         self.ff.net = nn.ModuleList([GELUProj(dim, 4 * dim), nn.Identity(), nn.Linear(4 * dim, dim)])
 
-    def forward(self, x, bias):
-        x = x + self.attn1(self.norm1(x), bias)
+    def forward(self, x, padding):
+        x = x + self.attn1(self.norm1(x), padding)
         h = self.norm3(x)
         for m in self.ff.net:
             h = m(h)
@@ -146,10 +146,10 @@ class ConditionalDecoder(nn.Module):
         self.final_proj = nn.Conv1d(c, cfg.out_channels, 1)
 
     @staticmethod
-    def _transformers(blocks, x, bias):
+    def _transformers(blocks, x, padding):
         x = x.transpose(1, 2)
         for block in blocks:
-            x = block(x, bias)
+            x = block(x, padding)
         return x.transpose(1, 2)
 
     def time_embedding(self, t: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
@@ -165,16 +165,16 @@ class ConditionalDecoder(nn.Module):
         only) -> velocity (B, 80, T)."""
         t_emb = self.time_embedding(t, r)
         x = torch.cat((x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond), dim=1)
-        bias = ((1.0 - mask.to(x.dtype)) * -1.0e10)[:, None]  # (B, 1, 1, T)
+        padding = key_padding(mask, x.dtype)
         resnet, blocks, down = self.down_blocks[0]
-        x = self._transformers(blocks, resnet(x, mask, t_emb), bias)
+        x = self._transformers(blocks, resnet(x, mask, t_emb), padding)
         skip = x
         x = down(x * mask)
         for resnet, blocks in self.mid_blocks:
-            x = self._transformers(blocks, resnet(x, mask, t_emb), bias)
+            x = self._transformers(blocks, resnet(x, mask, t_emb), padding)
         resnet, blocks, up = self.up_blocks[0]
         x = torch.cat((x[:, :, :skip.shape[-1]], skip), dim=1)
-        x = self._transformers(blocks, resnet(x, mask, t_emb), bias)
+        x = self._transformers(blocks, resnet(x, mask, t_emb), padding)
         x = up(x * mask)
         x = self.final_block(x, mask)
         return self.final_proj(x * mask) * mask
