@@ -6,6 +6,7 @@ and its attention masks padded keys, so the real frames never see them."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import torch
@@ -14,6 +15,11 @@ from ..layers.attention import dispatcher_choice
 from ..models.s3gen.flow import CFMDecoder
 from .cuda_graphs import capture
 from .shapes import next_pow2, round_up
+
+CAPTURE_WITH_CUDNN = True
+"""Whether a capture lets PyTorch's dispatcher pick the estimator's attention (cuDNN's, with the key-padding bias:
+its plan built once in the capture) or keeps the variable-length FlashAttention of eager calls (False; the A/B of
+`scripts/cfm_capture_probe.py`)."""
 
 
 class _Captured:
@@ -56,7 +62,8 @@ class CFMGraphs:
             c = _Captured(key[0], key[1], self.cfm.cfg.mel_dim, device, dtype)
             c.mask.fill_(1)
             n_steps = key[2]
-            with dispatcher_choice():  # captured once: cuDNN's attention plan built here, its kernel replayed
+            choice = dispatcher_choice() if CAPTURE_WITH_CUDNN else contextlib.nullcontext()
+            with choice:  # captured once: cuDNN's attention plan built here, its kernel replayed
                 c.graph, c.out = capture(lambda: self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps),
                                          self.pool)
             self.captured[key] = c
