@@ -55,7 +55,8 @@ def key_padding(mask: torch.Tensor, dtype: torch.dtype) -> KeyPadding:
 def varlen_applies(q: torch.Tensor) -> bool:
     """Whether `padded_attention` takes the variable-length kernel for q (B, H, T, D)."""
     return (VARLEN_ATTENTION and varlen_attn is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
-            and q.shape[-1] <= 256 and not torch.compiler.is_compiling() and not dispatcher_chooses())
+            and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0
+            and not torch.compiler.is_compiling() and not dispatcher_chooses())
 
 
 def padded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding: KeyPadding | None) -> torch.Tensor:
