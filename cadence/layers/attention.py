@@ -45,8 +45,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
     shape, on the calling thread. Measured on an H100 (`scripts/first_shapes_probe.py`, docs/server.md): a
     server's load spent 2.3 s in it capturing T3's decode graphs; a first request's T3 took 1.54 s instead of
     0.42 s; each new padded batch shape of S3Gen's flow cost 0.58-1.0 s more than its next call (0.02-0.13 s with
-    the kernels the dispatcher picks otherwise, flash and memory-efficient, compiled ahead of time). The price:
-    an eager padded batch of 8 runs its flow in 0.50 s instead of 0.33 s, so graph captures, which meet their
+    the kernels the dispatcher picks otherwise, flash and memory-efficient, compiled ahead of time). With a bias
+    that is the memory-efficient kernel, slower than cuDNN's, so the estimator's padded batches take
+    variable-length FlashAttention instead (`key_padding.padded_attention`), and graph captures, which meet their
     shape once, keep cuDNN's kernel (`dispatcher_choice`). The switch is turned off for this call only, under a
     lock, and put back as it was."""
     if not q.is_cuda or torch.compiler.is_compiling():

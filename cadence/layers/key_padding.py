@@ -26,12 +26,12 @@ VARLEN_ATTENTION = True
 
 
 class KeyPadding(NamedTuple):
-    """Which positions of each row of a (B, ..., T) batch are real: the first `lengths[b]`, the rest padding.
+    """Which positions of each row of a (B, ..., T) batch are real: the first L_b of row b, the rest padding.
 
     - `bias` (B, 1, 1, T): additive, 0 on real keys and -1e10 on padding.
     - `cu_q`, `cu_k` (2B + 1,) int32: the segment bounds of variable-length attention over the batch laid out as
       B * T positions (row b at [bT, (b+1)T)). Segment 2b holds all T queries of row b and its real keys
-      [bT, bT + lengths[b]); segment 2b + 1 holds no query and row b's padded keys. Every query, padded ones
+      [bT, bT + L_b); segment 2b + 1 holds no query and row b's padded keys. Every query, padded ones
       included, so attends to its own row's real keys, exactly what the bias does."""
 
     bias: torch.Tensor
