@@ -100,7 +100,8 @@ def main(ckpt: str, out: str, n: int = 64, rounds: int = 3) -> None:
             r["flow_s"].append(st.get("flow", 0.0))
             r["vocoder_s"].append(st.get("vocoder", 0.0))
             r["peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20 if DEVICE == "cuda" else 0.0
-    res["wave_snr_db_rerun"] = {name: snr_db(warm[name], last[name]) for name in names}  # identical runs: the clamp's ceiling
+    # each variant against itself (identical runs reach the clamp's ceiling)
+    res["wave_snr_db_rerun"] = {name: snr_db(warm[name], last[name]) for name in names}
     print("wave SNR between variants", res["wave_snr_db"], "\neach against its own rerun", res["wave_snr_db_rerun"],
           flush=True)
     for name, r in res["variants"].items():
