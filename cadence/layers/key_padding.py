@@ -43,7 +43,8 @@ def key_padding(mask: torch.Tensor, dtype: torch.dtype) -> KeyPadding:
     """mask (B, 1, T), 1 on each row's real positions (a prefix of the row), 0 after -> `KeyPadding`, the bias in
     `dtype`. Built on the mask's device without reading it back (CUDA graphs can capture it)."""
     B, _, T = mask.shape
-    lengths = mask[:, 0].sum(-1).to(torch.int32)  # (B,)
+    # counted as integers: a sum in the mask's dtype rounds (in bf16 a row of 837 real positions summed to 836)
+    lengths = mask[:, 0].sum(-1, dtype=torch.int32)  # (B,)
     starts = torch.arange(B, device=mask.device, dtype=torch.int32) * T  # (B,)
     end = torch.full((1,), B * T, device=mask.device, dtype=torch.int32)
     cu_q = torch.cat((torch.stack((starts, starts + T), dim=1).flatten(), end))  # (2B + 1,)

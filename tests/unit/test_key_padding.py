@@ -28,6 +28,14 @@ def test_segments_hold_each_rows_real_keys_and_every_query():
     assert padding.bias[1, 0, 0, :2].abs().max() == 0
 
 
+def test_segments_count_long_rows_exactly_in_half_precision():
+    """The estimator's masks are in the flow's dtype: bf16 holds integers exactly only up to 256."""
+    mask = torch.zeros(3, 1, 900, dtype=torch.bfloat16)
+    mask[0, :, :837], mask[1, :, :601], mask[2] = 1, 1, 1
+    padding = key_padding(mask, torch.bfloat16)
+    assert padding.cu_k.tolist() == [0, 837, 900, 1501, 1800, 2700, 2700]
+
+
 def test_segments_and_bias_give_the_same_attention():
     torch.manual_seed(0)
     B, H, T, D = 3, 4, 12, 16
