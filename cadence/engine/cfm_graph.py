@@ -63,7 +63,7 @@ class CFMGraphs:
             c.mask.fill_(1)
             n_steps = key[2]
             choice = dispatcher_choice() if CAPTURE_WITH_CUDNN else contextlib.nullcontext()
-            with choice:  # captured once: cuDNN's attention plan built here, its kernel replayed
+            with choice:  # with cuDNN's kernel: its plan built here once, its kernel replayed
                 c.graph, c.out = capture(lambda: self.cfm.solve(c.noise, c.mu, c.mask, c.spks, c.cond, n_steps),
                                          self.pool)
             self.captured[key] = c
