@@ -93,3 +93,11 @@ def test_padded_attention_replays_in_a_cuda_graph_with_new_lengths():
     bias = ((1.0 - mask.float()) * -1.0e10)[:, None]
     want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias)
     torch.testing.assert_close(out.float(), want, atol=2e-2, rtol=2e-2)
+
+
+def test_segments_count_long_rows_exactly_on_cuda():
+    """Rows longer than bf16's exact integers (256), as the flow's batches are."""
+    from cadence.layers.key_padding import key_padding
+    mask = torch.zeros(2, 1, 900, device="cuda", dtype=torch.bfloat16)
+    mask[0, :, :837], mask[1] = 1, 1
+    assert key_padding(mask, torch.bfloat16).cu_k.tolist() == [0, 837, 900, 1800, 1800]
