@@ -4,6 +4,7 @@ drawn from the request's own generator (CFM noise, source phase, source noise), 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -159,24 +160,27 @@ class AudioRunner:
         return out
 
     def synthesize_batch(self, items: list[tuple[torch.Tensor, Voice, RequestRNG]], flow_frames: int = 24000,
-                         vocoder_frames: int = 6000, min_batch: int = 4,
-                         speeds: list[float] | None = None) -> list[torch.Tensor]:
+                         vocoder_frames: int = 6000, min_batch: int = 4, speeds: list[float] | None = None,
+                         on_done: Callable[[list[int], list[torch.Tensor]], None] | None = None) -> list[torch.Tensor]:
         """Requests grouped by length into padded batches of at most `flow_frames` (flow) and `vocoder_frames`
         (HiFT) padded mel frames -> waveforms (1, samples), in the order given. Groups smaller than
         `min_batch` take the single-request path, whose CUDA-graph CFM solve beats a small eager batch.
-        `speeds`: each request's speaking rate (its mel stretched before the vocoder)."""
+        `speeds`: each request's speaking rate (its mel stretched before the vocoder).
+        `on_done(indices, waves)`: called as each flow group's waveforms are ready (shortest requests first), so a
+        caller can hand them out while the rest render: a wave of finished requests then leaves a group at a time,
+        and its clients' next requests can decode beside the rest of S3Gen instead of after it."""
         ratio = self.s3gen.flow.cfg.token_mel_ratio
         order = sorted(range(len(items)), key=lambda i: int(items[i][0].numel()))
-        mels: dict[int, torch.Tensor] = {}
+        waves: dict[int, torch.Tensor] = {}
         for group in _groups(order, lambda i: ratio * (int(items[i][0].numel()) + 160), flow_frames):
             small = len(group) < min_batch and self.cfm_graphs is not None
-            for i, m in zip(group, [self.mel(*items[i]) for i in group] if small else
-                            self.mel_batch([items[i] for i in group])):
-                mels[i] = _at_speed(m, speeds[i] if speeds else 1.0)
-        waves: dict[int, torch.Tensor] = {}
-        for group in _groups(order, lambda i: mels[i].shape[-1], vocoder_frames):
-            for i, w in zip(group, self.vocode_batch([mels[i] for i in group], [items[i][2] for i in group])):
-                waves[i] = w
+            mels = {i: _at_speed(m, speeds[i] if speeds else 1.0)
+                    for i, m in zip(group, [self.mel(*items[i]) for i in group] if small else
+                                    self.mel_batch([items[i] for i in group]))}
+            for run in _groups(group, lambda i: mels[i].shape[-1], vocoder_frames):
+                waves.update(zip(run, self.vocode_batch([mels[i] for i in run], [items[i][2] for i in run])))
+            if on_done is not None:
+                on_done(group, [waves[i] for i in group])
         return [waves[i] for i in range(len(items))]
 
 

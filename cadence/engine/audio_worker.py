@@ -245,31 +245,40 @@ class AudioWorker:
                     eng.post.submit(r, wav, clean_speech_tokens(r.tokens) if final else [], s3_s, final)
 
     def _batch(self, live: list[_Running]) -> None:
+        """Finished one-piece requests through S3Gen's padded batches, each request handed to postprocess as soon
+        as its length group is rendered (`synthesize_batch(on_done=...)`), not after the whole backlog."""
         eng, t0 = self.engine, time.perf_counter()
         speech = [clean_speech_tokens(r.tokens) for r in live]
         todo = [i for i, s in enumerate(speech) if s]
-        waves: dict[int, np.ndarray] = {}
+        for i, r in enumerate(live):
+            if not speech[i]:  # nothing to render: its (empty) audio goes now
+                eng.post.submit(r, np.zeros(0, np.float32), speech[i], 0.0, True)
+        delivered: set[int] = set()
+        counted = [t0]  # S3Gen time is counted up to each delivery, before the requests' callers can see it
 
-        def render(idx: list[int]) -> list[np.ndarray]:
-            tts = eng.tts
-            items = [(torch.tensor(tts.s3gen_tokens(speech[todo[i]])),
-                      tts.voice_cache.get(live[todo[i]].handle.request.voice).voice, live[todo[i]].rng) for i in idx]
-            out = tts.audio_runner.synthesize_batch(items, speeds=[live[todo[i]].handle.request.speed for i in idx])
+        def deliver(idx: list[int], waves: list[torch.Tensor]) -> None:
             wait_for_device(eng.tts.device)
-            return [w[0].cpu().numpy() for w in out]
+            now = time.perf_counter()
+            s3_s, eng.stats.s3gen_s, counted[0] = now - t0, eng.stats.s3gen_s + now - counted[0], now
+            for i, w in zip(idx, waves):
+                delivered.add(i)
+                eng.post.submit(live[i], w[0].cpu().numpy(), speech[i], s3_s, True)
+
+        def render(idx: list[int]) -> None:
+            # After an out-of-memory retry (`retry_alone_on_oom`), requests already delivered are not rendered again.
+            rows = [todo[j] for j in idx if todo[j] not in delivered]
+            if not rows:
+                return
+            tts = eng.tts
+            items = [(torch.tensor(tts.s3gen_tokens(speech[i])), tts.voice_cache.get(live[i].handle.request.voice).voice,
+                      live[i].rng) for i in rows]
+            tts.audio_runner.synthesize_batch(items, speeds=[live[i].handle.request.speed for i in rows],
+                                              on_done=lambda pos, waves: deliver([rows[p] for p in pos], waves))
         groups = retry_alone_on_oom(render, len(todo), [live[i].rng for i in todo]) if todo else []
-        failed = set()
+        eng.stats.s3gen_s += time.perf_counter() - counted[0]
         for idx, out in groups:
             if isinstance(out, Exception):
-                self._failed(out, [live[todo[i]] for i in idx])
-                failed.update(todo[i] for i in idx)
-            else:
-                waves.update((todo[i], w) for i, w in zip(idx, out))
-        s3_s = time.perf_counter() - t0
-        eng.stats.s3gen_s += s3_s
-        for i, r in enumerate(live):
-            if i not in failed:
-                eng.post.submit(r, waves.get(i, np.zeros(0, np.float32)), speech[i], s3_s, True)
+                self._failed(out, [live[todo[j]] for j in idx if todo[j] not in delivered])
 
     def _failed(self, exc: Exception, requests: list[_Running]) -> None:
         if isinstance(exc, torch.cuda.OutOfMemoryError):

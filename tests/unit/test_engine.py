@@ -273,3 +273,72 @@ def test_watermark_device_is_one_knob_from_config_to_the_postprocess_lane(tiny_c
         assert out.result(timeout=60).watermarked and seen and set(seen) == {"cpu"}
     finally:
         tts.close()
+
+
+def test_s3gen_batches_hand_each_length_group_out_as_it_is_rendered(tiny_tts, voice2, monkeypatch):
+    """`synthesize_batch(on_done=...)`: each flow group's waveforms reach the caller before the next group renders
+    (shortest first), every request exactly once, and the waves are the ones returned without a callback."""
+    ar = tiny_tts.audio_runner
+    ratio = ar.s3gen.flow.cfg.token_mel_ratio
+    lengths = (40, 12, 30, 20)
+    toks = [torch.randint(0, 6561, (n,), generator=torch.Generator().manual_seed(n)) for n in lengths]
+    voices = [tiny_tts.default_voice, voice2, voice2, tiny_tts.default_voice]
+
+    def items():
+        return [(t, v, RequestRNG(i, "cpu")) for i, (t, v) in enumerate(zip(toks, voices))]
+    budget = 2 * ratio * (40 + 160)  # two rows of up to 40 tokens: (12, 20) then (30, 40)
+    plain = ar.synthesize_batch(items(), flow_frames=budget)
+    events = []
+    real_mel_batch = ar.mel_batch
+    monkeypatch.setattr(ar, "mel_batch", lambda group, *a: (events.append(("flow", len(group))), real_mel_batch(group, *a))[1])
+    waves = ar.synthesize_batch(items(), flow_frames=budget,
+                                on_done=lambda idx, w: events.append(("done", list(idx), w)))
+    assert [e[:2] for e in events] == [("flow", 2), ("done", [1, 3]), ("flow", 2), ("done", [2, 0])], events
+    for _, idx, w in (e for e in events if e[0] == "done"):
+        for i, wave in zip(idx, w):
+            assert wave is waves[i]
+    for a, b in zip(plain, waves):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_a_finished_wave_leaves_s3gen_a_group_at_a_time_and_an_oom_retry_renders_no_group_twice(tiny_tts, monkeypatch):
+    """Four requests finishing together, S3Gen's flow budget two rows: the first group is delivered before the second
+    renders; the second runs out of memory once, so its rows are retried alone, and the delivered group is not
+    rendered again. Every request gets the audio it gets alone."""
+    eng, ar = tiny_tts.engine, tiny_tts.audio_runner
+    texts = [f"Request number {i} of the wave." for i in range(4)]
+    params = [SamplingParams(seed=20 + i, max_new_tokens=24) for i in range(4)]
+
+    def submit_all():
+        return [tiny_tts.submit(Request(t, tiny_tts.default_voice, p, watermark=False, speech_tokens_only=True,
+                                        ignore_eos=True)) for t, p in zip(texts, params)]
+    alone = [tiny_tts.submit(Request(t, tiny_tts.default_voice, p, watermark=False, speech_tokens_only=True,
+                                     ignore_eos=True)).result(60) for t, p in zip(texts, params)]
+    events, failed_once = [], []
+    real_synth, real_mel_batch, real_submit = ar.synthesize_batch, ar.mel_batch, eng.post.submit
+
+    def synthesize_batch(items, **kw):
+        longest = max(int(t.numel()) for t, _, _ in items)
+        return real_synth(items, flow_frames=2 * ar.s3gen.flow.cfg.token_mel_ratio * (longest + 160), **kw)
+
+    def mel_batch(group, *a):
+        events.append(("flow", len(group)))
+        if sum(1 for e in events if e[0] == "flow") == 2 and not failed_once:
+            failed_once.append(True)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by the test)")
+        return real_mel_batch(group, *a)
+
+    import cadence.engine.engine as engine_module
+    monkeypatch.setattr(engine_module, "GATHER_GAP_S", 0.2)  # the four are admitted (and finish) together
+    monkeypatch.setattr(engine_module, "GATHER_MAX_S", 2.0)
+    monkeypatch.setattr(ar, "synthesize_batch", synthesize_batch)
+    monkeypatch.setattr(ar, "mel_batch", mel_batch)
+    monkeypatch.setattr(eng.post, "submit", lambda r, *a: (events.append(("done", id(r))), real_submit(r, *a))[1])
+    together = [h.result(60) for h in submit_all()]
+    kinds = [e[0] for e in events]
+    # group 1 rendered and delivered; group 2 out of memory; its two rows alone, each delivered as it is done
+    assert kinds == ["flow", "done", "done", "flow", "flow", "done", "flow", "done"], events
+    assert len({e[1] for e in events if e[0] == "done"}) == 4
+    for a, b in zip(alone, together):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(b.samples, a.samples, atol=1e-4 * max(1.0, float(np.abs(a.samples).max())))
