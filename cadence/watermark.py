@@ -1,20 +1,52 @@
-"""The Perth implicit watermark the reference applies to every output, through the network and weights the
-`resemble-perth` package ships (optional extra `cadence[watermark]`)."""
+"""The Perth implicit watermark the reference applies to every output: Cadence's own computation of it
+(`cadence.models.perth`, Perth's to float rounding at a third of its CPU time) with the weights the `resemble-perth`
+package ships, read from its install without importing it (optional extra `cadence[watermark]`)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
+import importlib.util
 import logging
+import math
 import threading
-import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .models.perth import SAMPLE_RATE as PERTH_RATE, PerthMark
+
 log = logging.getLogger("cadence")
 _lock = threading.Lock()
 _state: dict = {}  # "error", "warned", and one loaded marker per device: ("marker", "cuda:0") -> marker
+PERTH_WEIGHTS = ("perth_net", "pretrained", "implicit", "perth_net_250000.pth.tar")
+"""Where `resemble-perth` 1.0.1 keeps its implicit watermarker's weights, inside its package directory."""
+
+
+def perth_weights() -> Path:
+    """The installed `resemble-perth` package's weight file; ImportError when the package or the file is missing."""
+    spec = importlib.util.find_spec("perth")  # finds the package without running its imports (seconds)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ImportError("resemble-perth is not installed")
+    path = Path(locations[0]).joinpath(*PERTH_WEIGHTS)
+    if not path.is_file():
+        raise ImportError(f"resemble-perth has no {'/'.join(PERTH_WEIGHTS)} (expected version 1.0.1)")
+    return path
+
+
+def load_perth(path: Path, device: str = "cpu") -> PerthMark:
+    """Perth's encoder weights from its checkpoint file (keys `encoder.*` of its `model` dict, names and shapes
+    checked) into a `PerthMark` on `device`."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    weights = {k: v for k, v in state.get("model", {}).items() if k.startswith("encoder.")}
+    marker = PerthMark()
+    expected = {k: tuple(v.shape) for k, v in marker.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    if found != expected:
+        wrong = sorted(set(expected.items()) ^ set(found.items()))[:4]
+        raise ValueError(f"{path.name} does not hold Perth's implicit encoder as expected: {wrong}")
+    marker.load_state_dict(weights)
+    return marker.to(device).eval()
 
 
 def _load(device: str = "cpu"):
@@ -23,20 +55,27 @@ def _load(device: str = "cpu"):
         if key in _state or "error" in _state:
             return _state.get(key)
         try:
-            # perth warns about pkg_resources and prints its step count on load; keep the console clean.
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                import perth  # noqa: PLC0415 - optional dependency, imported on first use
-                if getattr(perth, "PerthImplicitWatermarker", None) is None:
-                    raise ImportError("perth.PerthImplicitWatermarker did not import (needs setuptools<81, librosa)")
-                _state[key] = perth.PerthImplicitWatermarker(device=device)
+            _state[key] = load_perth(perth_weights(), device)
         except Exception as exc:  # noqa: BLE001
             _state["error"] = f"{type(exc).__name__}: {exc}"
         return _state.get(key)
 
 
+def resample(wav: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """`librosa.resample`'s default (soxr at its HQ setting, length ceil(n * rate_out / rate_in)), without
+    librosa: the resampling Perth does on each side of its network."""
+    if rate_in == rate_out:
+        return wav
+    import soxr  # noqa: PLC0415 - with the watermark's extra only
+    n = math.ceil(wav.shape[-1] * rate_out / rate_in)
+    out = soxr.resample(wav, rate_in, rate_out, quality="soxr_hq")
+    out = out[:n] if out.shape[-1] >= n else np.pad(out, (0, n - out.shape[-1]))
+    return np.asarray(out, dtype=wav.dtype)
+
+
 def preload(device: str = "cpu") -> bool:
-    """Load Perth now, onto `device` (a few seconds of imports); True when it is available."""
+    """Load Perth's network now, onto `device` (its 37 MB weight file; no import of the Perth package); True
+    when it is available."""
     return _load(str(device)) is not None
 
 
@@ -67,11 +106,15 @@ def apply(wav: np.ndarray, sample_rate: int, device: str = "cpu") -> tuple[np.nd
                         "resemble-perth==1.0.1 (Perth pins an old torch, so it goes in without its dependencies)",
                         _state.get("error"))
         return wav, False
+    wav = np.ascontiguousarray(wav, dtype=np.float32).reshape(-1)
+    if not np.isfinite(wav).all():
+        raise ValueError("audio to watermark is not finite everywhere")
+    up = torch.from_numpy(resample(wav, sample_rate, PERTH_RATE))
     if not device.startswith("cuda"):
         with torch.inference_mode():
-            return np.asarray(marker.apply_watermark(wav, sample_rate=sample_rate), dtype=np.float32), True
+            return resample(marker(up).numpy(), PERTH_RATE, sample_rate), True
     streams = _streams()
     stream = streams.get(device) or streams.setdefault(device, torch.cuda.Stream(device=device))
     with torch.inference_mode(), torch.cuda.stream(stream):
-        out = marker.apply_watermark(wav, sample_rate=sample_rate)  # ends in .cpu(): synchronises this stream only
-    return np.asarray(out, dtype=np.float32), True
+        out = marker(up.to(device, non_blocking=False)).cpu().numpy()  # .cpu() synchronises this stream only
+    return resample(out, PERTH_RATE, sample_rate), True
