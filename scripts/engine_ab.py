@@ -1,7 +1,8 @@
 """The batched engine alone under closed-loop load (GPU): CLIENTS client threads each sending its requests one after
 another, as `cadence bench serve`'s engine-only replay does, on one warmed engine, alternating scheduling variants:
 the admission cap per round (`engine.ADMIT_MAX`) and whether finished requests' S3Gen batches take GPU turns
-(`AudioWorker.one_piece_turns`). x real time and the engine's counters of each run.
+(`AudioWorker.one_piece_turns`), and whether finished requests leave S3Gen a length group at a time or once the whole
+backlog is rendered (`AudioWorker.deliver_by_group`). x real time and the engine's counters of each run.
 Usage: python scripts/engine_ab.py CHECKPOINT_DIR OUT.json [CLIENTS] [REQUESTS] [TOKENS] [ROUNDS]"""
 
 import json
@@ -12,8 +13,10 @@ from cadence.bench.serve import level_bodies
 from cadence.engine import audio_worker, engine as engine_mod
 from cadence.tts import TTS
 
-VARIANTS = {"admit 16, S3Gen beside decode": (16, False), "admit 64, S3Gen beside decode": (64, False),
-            "admit 16, S3Gen turns": (16, True), "admit 64, S3Gen turns": (64, True)}
+VARIANTS = {"default (admit 16, beside, by group)": (16, False, True),
+            "whole backlog at once": (16, False, False),
+            "admit 64": (64, False, True),
+            "S3Gen turns": (16, True, True)}
 
 
 def main(ckpt: str, out: str, clients: int = 64, requests: int = 128, tokens: int = 300, rounds: int = 2) -> None:
@@ -23,8 +26,9 @@ def main(ckpt: str, out: str, clients: int = 64, requests: int = 128, tokens: in
     res = {"clients": clients, "requests": requests, "tokens": tokens, "family": tts.family.name, "runs": []}
     engine_level(tts, bodies[:clients], clients, True)  # warm: the first full admission's allocations
     for r in range(rounds):
-        for name, (admit, turns) in VARIANTS.items():
+        for name, (admit, turns, by_group) in VARIANTS.items():
             engine_mod.ADMIT_MAX, audio_worker.AudioWorker.one_piece_turns = admit, turns
+            audio_worker.AudioWorker.deliver_by_group = by_group
             lv = engine_level(tts, bodies, clients, True)
             res["runs"].append({"variant": name, "round": r, **lv})
             e = lv["engine"]

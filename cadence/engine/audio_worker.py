@@ -86,6 +86,10 @@ class AudioWorker:
     """Finished requests' S3Gen batches take a turn on the GPU as stream windows do (`GpuTurns`) instead of
     running beside the decode."""
 
+    deliver_by_group = True
+    """Finished requests leave S3Gen a length group at a time, as each group is rendered (False: once the whole
+    backlog taken in is rendered, as before; for A/B runs, `scripts/engine_ab.py`)."""
+
     def __init__(self, engine):
         self.engine = engine
         dev = engine.tts.device
@@ -255,14 +259,23 @@ class AudioWorker:
                 eng.post.submit(r, np.zeros(0, np.float32), speech[i], 0.0, True)
         delivered: set[int] = set()
         counted = [t0]  # S3Gen time is counted up to each delivery, before the requests' callers can see it
+        held: list[tuple[int, torch.Tensor]] = []  # without `deliver_by_group`: until the backlog is rendered
 
         def deliver(idx: list[int], waves: list[torch.Tensor]) -> None:
+            delivered.update(idx)
+            held.extend(zip(idx, waves))
+            if self.deliver_by_group:
+                hand_out()
+
+        def hand_out() -> None:
+            if not held:
+                return
             wait_for_device(eng.tts.device)
             now = time.perf_counter()
             s3_s, eng.stats.s3gen_s, counted[0] = now - t0, eng.stats.s3gen_s + now - counted[0], now
-            for i, w in zip(idx, waves):
-                delivered.add(i)
+            for i, w in held:
                 eng.post.submit(live[i], w[0].cpu().numpy(), speech[i], s3_s, True)
+            held.clear()
 
         def render(idx: list[int]) -> None:
             # After an out-of-memory retry (`retry_alone_on_oom`), requests already delivered are not rendered again.
@@ -275,6 +288,7 @@ class AudioWorker:
             tts.audio_runner.synthesize_batch(items, speeds=[live[i].handle.request.speed for i in rows],
                                               on_done=lambda pos, waves: deliver([rows[p] for p in pos], waves))
         groups = retry_alone_on_oom(render, len(todo), [live[i].rng for i in todo]) if todo else []
+        hand_out()
         eng.stats.s3gen_s += time.perf_counter() - counted[0]
         for idx, out in groups:
             if isinstance(out, Exception):
