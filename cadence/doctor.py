@@ -11,7 +11,6 @@ from .memory.plan import ALL_PLANS, choose_cpu_plan, choose_plan
 
 def _components() -> list[str]:
     """Versions and availability of what Cadence uses besides torch, and where voices are kept."""
-    import importlib.util
     import os
 
     from . import __version__
@@ -21,8 +20,11 @@ def _components() -> list[str]:
         pyav = f"PyAV {av.__version__} (mp3, opus, aac, flac, m4a)"
     except ImportError:
         pyav = "PyAV missing: only wav/pcm output and wav/flac/ogg/mp3 input"
-    perth = ("Perth watermark installed" if importlib.util.find_spec("perth") else
-             "Perth watermark missing: output is not watermarked (pip install --no-deps resemble-perth==1.0.1)")
+    from .watermark import perth_weights
+    try:
+        perth = f"Perth watermark: weights at {perth_weights()}"
+    except ImportError as exc:
+        perth = f"Perth watermark missing ({exc}): output is not watermarked (pip install --no-deps resemble-perth==1.0.1)"
     return [f"cadence {__version__}", f"CPU: {os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads",
             pyav, perth, f"voice library: {default_root()} (CADENCE_VOICES or --library to change)"]
 
