@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .models.perth import SAMPLE_RATE as PERTH_RATE, PerthMark
+from .models.perth import HOP, N_FFT, SAMPLE_RATE as PERTH_RATE, PerthMark
 
 log = logging.getLogger("cadence")
 _lock = threading.Lock()
@@ -109,12 +109,18 @@ def apply(wav: np.ndarray, sample_rate: int, device: str = "cpu") -> tuple[np.nd
     wav = np.ascontiguousarray(wav, dtype=np.float32).reshape(-1)
     if not np.isfinite(wav).all():
         raise ValueError("audio to watermark is not finite everywhere")
-    up = torch.from_numpy(resample(wav, sample_rate, PERTH_RATE))
+    # Perth's STFT needs more than half a window at 32 kHz (32 ms; Perth itself raises on less, e.g. a stream's
+    # short last chunk or a one-token clip at speed 4): such a clip is marked with silence after it, then trimmed.
+    short = math.ceil(wav.size * PERTH_RATE / sample_rate) <= N_FFT // 2
+    pad = math.ceil((N_FFT // 2 + HOP) * sample_rate / PERTH_RATE) if short else 0  # enough for whole hops past it
+    up = torch.from_numpy(resample(np.pad(wav, (0, pad)) if short else wav, sample_rate, PERTH_RATE))
     if not device.startswith("cuda"):
         with torch.inference_mode():
-            return resample(marker(up).numpy(), PERTH_RATE, sample_rate), True
-    streams = _streams()
-    stream = streams.get(device) or streams.setdefault(device, torch.cuda.Stream(device=device))
-    with torch.inference_mode(), torch.cuda.stream(stream):
-        out = marker(up.to(device, non_blocking=False)).cpu().numpy()  # .cpu() synchronises this stream only
-    return resample(out, PERTH_RATE, sample_rate), True
+            out = marker(up).numpy()
+    else:
+        streams = _streams()
+        stream = streams.get(device) or streams.setdefault(device, torch.cuda.Stream(device=device))
+        with torch.inference_mode(), torch.cuda.stream(stream):
+            out = marker(up.to(device, non_blocking=False)).cpu().numpy()  # .cpu() synchronises this stream only
+    marked = resample(out, PERTH_RATE, sample_rate)
+    return (marked[: wav.size] if short else marked), True

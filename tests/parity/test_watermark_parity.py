@@ -75,3 +75,22 @@ def test_audio_that_is_not_finite_is_refused_with_a_clear_error():
     wav[100] = np.nan
     with pytest.raises(ValueError, match="not finite"):
         wm.apply(wav, 24000, "cpu")
+
+
+@pytest.mark.parametrize("samples", [1, 240, 480, 768])
+def test_a_clip_too_short_for_perths_window_is_marked_and_keeps_its_length(reference, samples):
+    """Perth raises unless a clip holds more than half its 2048-point window at 32 kHz (more than 768 samples at
+    24 kHz): a stream's short last chunk would fail its request. Cadence marks it with silence after it and trims
+    the silence off again."""
+    wav = _speechlike(samples / 24000, 24000)
+    with pytest.raises(RuntimeError):
+        reference.apply_watermark(wav, sample_rate=24000)
+    ours, marked = wm.apply(wav, 24000, "cpu")
+    assert marked and ours.shape == wav.shape and np.isfinite(ours).all()
+
+
+def test_the_shortest_clip_perth_takes_is_not_padded(reference):
+    wav = _speechlike(769 / 24000, 24000)  # 1026 samples at 32 kHz: more than half of Perth's window, just
+    theirs = reference.apply_watermark(wav, sample_rate=24000)
+    ours, _ = wm.apply(wav, 24000, "cpu")
+    assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 1e-5
