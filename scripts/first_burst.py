@@ -1,8 +1,10 @@
 """The first requests after start-up, on the engine alone (GPU): load a checkpoint as `cadence serve` does (graphs
 planned for the background, `Engine.warmup(background=True)`), send CLIENTS clients x REQUESTS one-piece requests
 of TOKENS forced tokens the moment it is loaded, and log what the GPU thread did meanwhile: every graph capture
-(decode or flow; asked for by a running request or planned) with its start and duration, and the steps and solves
-that ran eagerly for want of a graph. Then the rest of the plan is dropped and the same level runs twice more on
+(decode or flow; asked for by a running request or planned) with its start and duration, the steps and solves
+that ran eagerly for want of a graph, and every padded S3Gen batch (flow or vocoder: rows, padded length, seconds,
+whether its shape was new to the process: cuDNN builds a convolution plan per new shape; the flow's length in
+tokens, the vocoder's in mel frames). Then the rest of the plan is dropped and the same level runs twice more on
 the graphs it captured: the warm figure the first one is compared with. Start-up phases are timed from the
 script's start (before torch is imported).
 As the server does, it waits for Perth's imports and the first-traffic decode graphs before the first requests.
@@ -72,6 +74,34 @@ def instrument() -> None:
             EAGER["flow_solves"] += 1
         return solve(self, noise, mu, mask, spks, cond, n_steps)
 
+    from cadence.engine.audio_runner import AudioRunner
+    from cadence.engine.shapes import round_up
+    mel_batch, vocode_batch = AudioRunner.mel_batch, AudioRunner.vocode_batch
+    seen: set = set()
+
+    def batch(kind, rows, frames, fn):
+        shape = (kind, rows, frames)
+        new = shape not in seen
+        seen.add(shape)
+        t = time.perf_counter()
+        out = fn()
+        torch.cuda.current_stream().synchronize()  # the audio worker's stream only: T3's steps go on beside it
+        EVENTS.append({"t": round(t - T0, 4), "kind": kind, "key": [rows, frames], "s": time.perf_counter() - t,
+                       "new_shape": new, "wanted": None, "busy": None})
+        return out
+
+    def timed_mel_batch(self, items, n_steps=None):
+        if len(items) == 1:
+            return mel_batch(self, items, n_steps)
+        frames = round_up(max(v.prompt_tokens.shape[1] + t.numel() for t, v, _ in items), 32)
+        return batch("s3gen_flow", len(items), frames, lambda: mel_batch(self, items, n_steps))
+
+    def timed_vocode_batch(self, mels, rngs):
+        if len(mels) == 1:
+            return vocode_batch(self, mels, rngs)
+        frames = round_up(max(m.shape[-1] for m in mels), 64)
+        return batch("s3gen_vocoder", len(mels), frames, lambda: vocode_batch(self, mels, rngs))
+    AudioRunner.mel_batch, AudioRunner.vocode_batch = timed_mel_batch, timed_vocode_batch
     warmup.BackgroundWarmup.run_one = timed_run_one
     BatchDecoder.capture, cfm_graph.CFMGraphs.prepare = timed_capture, timed_prepare
     BatchDecoder.run_step, cfm_graph.CFMGraphs.solve = counted_step, counted_solve
@@ -86,7 +116,8 @@ def level(tts, bodies, clients) -> dict:
 def summary(events) -> dict:
     out = {}
     for e in events:
-        k = f"{e['kind']}_{'wanted' if e['wanted'] else 'planned'}"
+        k = (f"{e['kind']}_{'new' if e['new_shape'] else 'seen'}_shape" if "new_shape" in e
+             else f"{e['kind']}_{'wanted' if e['wanted'] else 'planned'}")
         n, s = out.get(k, (0, 0.0))
         out[k] = (n + 1, round(s + e["s"], 3))
     return {k: {"captures": n, "seconds": s} for k, (n, s) in out.items()}
@@ -118,6 +149,8 @@ def main() -> None:
     workers = [w.process.usable for w in tts.engine.post.workers]
     tts.engine.call(tts.engine.warm.tasks.clear).result()  # the rest of the plan: not what these requests use
     warm = [level(tts, bodies, clients) for _ in range(2)]
+    for lv in warm:
+        lv["batches"] = summary(e for e in EVENTS if lv["start_s"] <= e["t"] <= lv["start_s"] + lv["wall_s"])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     result = {"checkpoint": ckpt, "family": tts.family.name, "device": device, "stream": stream,
               "planned_share": warmup.PLANNED_SHARE, "clients": clients, "requests": len(bodies), "tokens": tokens,
