@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio.io import resample as soxr_hq
 from .models.perth import HOP, N_FFT, SAMPLE_RATE as PERTH_RATE, PerthMark
 
 log = logging.getLogger("cadence")
@@ -62,15 +63,14 @@ def _load(device: str = "cpu"):
 
 
 def resample(wav: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """`librosa.resample`'s default (soxr at its HQ setting, length ceil(n * rate_out / rate_in)), without
-    librosa: the resampling Perth does on each side of its network."""
+    """`librosa.resample`'s default without librosa: soxr at its HQ setting (`audio.io.resample`), cut or
+    zero-padded to librosa's length ceil(n * rate_out / rate_in). The resampling Perth does on each side of its
+    network."""
     if rate_in == rate_out:
         return wav
-    import soxr  # noqa: PLC0415 - with the watermark's extra only
     n = math.ceil(wav.shape[-1] * rate_out / rate_in)
-    out = soxr.resample(wav, rate_in, rate_out, quality="soxr_hq")
-    out = out[:n] if out.shape[-1] >= n else np.pad(out, (0, n - out.shape[-1]))
-    return np.asarray(out, dtype=wav.dtype)
+    out = soxr_hq(wav, rate_in, rate_out)
+    return out[:n] if out.shape[-1] >= n else np.pad(out, (0, n - out.shape[-1]))
 
 
 def preload(device: str = "cpu") -> bool:

@@ -25,8 +25,8 @@ WARM_RATE = 24000  # models.s3gen.S3GEN_SR (that package is not imported here): 
 
 def warm(wm) -> None:
     """Mark a quarter second of quiet noise once, so the first request does not pay for the first call's lazy
-    imports and allocations (the resampler, torch's first STFT and convolutions). Runs after the worker said it is ready: it delays no start, and a request that comes
-    meanwhile waits for it only as long as it has left."""
+    imports and allocations (the resampler, torch's first STFT and convolutions). Runs after the worker said it is
+    ready: it delays no start, and a request that comes meanwhile waits for it only as long as it has left."""
     quiet = (0.01 * np.random.default_rng(0).standard_normal(WARM_RATE // 4)).astype(np.float32)
     try:
         wm.apply(quiet, WARM_RATE, "cpu")
