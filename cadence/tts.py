@@ -30,7 +30,7 @@ from .models.s3gen import S3GEN_SR, SILENCE_TOKEN
 from .outputs import Audio
 from .sampling_params import DEFAULT_MAX_NEW_TOKENS, SamplingParams
 from .tts_engine import EngineAPI
-from .voices.cache import VoiceCache
+from .voices.cache import VoiceCache, voice_key
 from .voices.library import VoiceLibrary
 from .voices.prepare import prepare_voice
 from .voices.voice import Voice
@@ -331,6 +331,11 @@ class TTS(EngineAPI):
             resident.t3_prefix[dtype] = self.t3_runner.voice_prefix(self._voice_embeds(resident))
             self.voice_cache.grown()
         return resident.t3_prefix[dtype]
+
+    def voice_prompt(self, voice: Voice) -> tuple[str, torch.Tensor]:
+        """(the voice's cache key, T3's conditioning of it (1, P, C)): the first P prompt positions of every
+        request with this voice, which the batched decoder keeps once for all of them (`SharedPrompts`)."""
+        return voice_key(voice), self._voice_embeds(self.voice_cache.get(voice))
 
     def _voice_embeds(self, resident) -> torch.Tensor:
         """T3's conditioning of a resident voice (1, P, C): the perceiver runs once per voice, not per request."""

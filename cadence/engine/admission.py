@@ -38,11 +38,13 @@ class Admission:
                 r.rng = RequestRNG(req.params.seed, self.tts.device)
                 prefill = self.tts.prefill(req.text, req.voice, req.params, cfg_pair=self.rows_per_slot == 2)
                 prefix = self.tts.voice_prefix(req.voice)  # None where T3 decodes in CUDA graphs
+                voice = self.tts.voice_prompt(req.voice) if self.decoder.prompts is not None else None
             except Exception as exc:  # noqa: BLE001 - one bad request fails alone
                 self._fail(r, exc)
                 continue
             r.slot, r.prefill_len = free.pop(0), prefill.shape[1]
-            admitted.append((r, (r.slot, prefill, req.params, req.speech_tokens_only, req.ignore_eos, prefix)))
+            admitted.append((r, (r.slot, prefill, req.params, req.speech_tokens_only, req.ignore_eos, prefix,
+                                 voice)))
         if not admitted:
             return
         admitted = self._admit(admitted)

@@ -20,6 +20,7 @@ from ..models.t3 import T3
 from ..sampling_params import SamplingParams
 from .alignment_guard import AlignmentGuard
 from .cuda_graphs import capture
+from .shared_prompts import SharedPrompts
 from .t3_runner import prefill_rows
 
 # Attention lengths a step can be captured for: a step reads every row's KV up to the bucket, so buckets are fine
@@ -38,7 +39,10 @@ def batch_ladder(max_slots: int) -> list[int]:
 class BatchDecoder:
     """Static state for `slots` concurrent requests of at most `slot_len` positions each."""
 
-    def __init__(self, t3: T3, slots: int, slot_len: int, use_graphs: bool, rows_per_slot: int = 2):
+    def __init__(self, t3: T3, slots: int, slot_len: int, use_graphs: bool, rows_per_slot: int = 2,
+                 shared_voices: int = 0):
+        """`shared_voices` > 0: keep that many voices' prompt keys and values once for all their rows
+        (`SharedPrompts`), which the decode kernel reads instead of each row's copy."""
         if rows_per_slot not in (1, 2):
             raise ValueError(f"rows_per_slot must be 1 or 2 (a CFG pair), got {rows_per_slot}")
         c = t3.cfg
@@ -76,6 +80,7 @@ class BatchDecoder:
         self.pool = torch.cuda.graph_pool_handle() if use_graphs else None
         self.lazy = False  # a step without its graph yet runs eagerly and asks for the graph (background warm-up)
         self.wanted: list[tuple] = []
+        self.prompts = SharedPrompts(t3, shared_voices, rows) if shared_voices else None
 
     @property
     def device(self):
@@ -84,22 +89,26 @@ class BatchDecoder:
     # --- slot management (between steps) ---------------------------------------------------------------
     @torch.inference_mode()
     def admit(self, slot: int, prefill: torch.Tensor, params: SamplingParams, speech_only: bool = False,
-              ignore_eos: bool = False, prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+              ignore_eos: bool = False, prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+              voice: tuple[str, torch.Tensor] | None = None) -> None:
         """Prefill one request's rows (rows_per_slot, L, C) into `slot` and load its sampling knobs. `prefix`:
-        the keys and values of the voice's first prompt positions (`T3Runner.voice_prefix`), copied in."""
+        the keys and values of the voice's first prompt positions (`T3Runner.voice_prefix`), copied in. `voice`:
+        (key, prompt embeddings (1, P, C)) of the voice, whose P positions the rows share (`SharedPrompts`)."""
         L = prefill.shape[1]
         r = self._rows(slot)
         h = prefill_rows(self.t3, prefill.to(self.hidden.dtype), self.k[:, r], self.v[:, r], prefix)
+        self._share(slot, voice)
         self.guard.record(self.k[:, r, :, :, :L], slice(slot, slot + 1), torch.tensor([L], device=self.device))
         self._load(slot, L, h, params, speech_only, ignore_eos)
 
     @torch.inference_mode()
     def admit_many(self, entries: list[tuple]) -> None:
-        """Several (slot, prefill (rows_per_slot, L_i, C), params, speech_only, ignore_eos) in one right-padded forward:
-        causal attention keeps each prompt from seeing its padding, whose keys land past the prompt where
-        decoding overwrites them before any step attends there."""
+        """Several (slot, prefill (rows_per_slot, L_i, C), params, speech_only, ignore_eos[, prefix[, voice]]) in
+        one right-padded forward: causal attention keeps each prompt from seeing its padding, whose keys land past
+        the prompt where decoding overwrites them before any step attends there."""
         if len(entries) == 1:
             return self.admit(*entries[0])
+        voices = [e[6] if len(e) > 6 else None for e in entries]
         entries = [e[:5] for e in entries]  # a voice prefix helps a lone admission; here all rows run from 0
         c, dt, n = self.t3.cfg, self.hidden.dtype, self.per_slot
         lengths = [e[1].shape[1] for e in entries]
@@ -117,7 +126,12 @@ class BatchDecoder:
         self.k[:, rows, :, :T] = k
         self.v[:, rows, :, :T] = v
         for i, e in enumerate(entries):
+            self._share(e[0], voices[i])
             self._load(e[0], lengths[i], h[n * i: n * i + n], *e[2:])
+
+    def _share(self, slot: int, voice: tuple[str, torch.Tensor] | None) -> None:
+        if self.prompts is not None and voice is not None:
+            self.prompts.attach(slot, self._rows(slot), voice, self.k, self.v)
 
     def _rows(self, slot: int) -> slice:
         return slice(self.per_slot * slot, self.per_slot * slot + self.per_slot)
@@ -144,6 +158,8 @@ class BatchDecoder:
         self.active[slot] = 1
 
     def free(self, slot: int) -> None:
+        if self.prompts is not None:
+            self.prompts.detach(slot, self._rows(slot))
         self.active[slot] = 0
         self.pos[self._rows(slot)] = 0
 
@@ -175,7 +191,8 @@ class BatchDecoder:
         x = x.repeat_interleave(n, dim=0)[:, None]  # (n b, 1, C): a CFG pair's rows both take the sampled token
         pos = self.pos[:rows]
         # each row attends to its own positions so far (this step's key included), within the bucket
-        mask = PrefixMask((pos + 1).clamp(max=attend).to(torch.int32), attend)
+        shared = self.prompts.for_rows(rows) if self.prompts is not None else None
+        mask = PrefixMask((pos + 1).clamp(max=attend).to(torch.int32), attend, shared=shared)
         self.hidden[:rows] = t3.forward_backbone(x, self.k[:, :rows], self.v[:, :rows], pos[:, None], mask)
         self.guard.record(self.k[:, :rows, :, :attend], slice(0, b), mask.lengths[::n])
         act = self.active[:b]

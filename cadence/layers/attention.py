@@ -94,7 +94,7 @@ def attend_cache(q, k_cache, v_cache, attn_mask) -> torch.Tensor:
     `cached_attention` takes it."""
     from .decode_attention import RowLengths, prefix_attention
     if isinstance(attn_mask, RowLengths):  # the whole cache: the kernel reads no key past a row's length
-        return prefix_attention(q, k_cache, v_cache, attn_mask.lengths, attn_mask.chunk)
+        return prefix_attention(q, k_cache, v_cache, attn_mask.lengths, attn_mask.chunk, attn_mask.shared)
     A = attn_mask.shape[-1]
     return attention(q, k_cache[:, :, :A], v_cache[:, :, :A], attn_mask)
 
@@ -106,8 +106,17 @@ def layer_mask(attn_mask, q_shape: tuple, x: torch.Tensor):
     from .decode_attention import PrefixMask, RowLengths, kernel_applies, prefix_bias
     if isinstance(attn_mask, PrefixMask):
         if kernel_applies(q_shape, x.device, x.dtype, any_size=attn_mask.chunk > 0):
-            return RowLengths(attn_mask.lengths, attn_mask.chunk)
+            return RowLengths(attn_mask.lengths, attn_mask.chunk, attn_mask.shared)
         return prefix_bias(attn_mask.lengths, attn_mask.span, x.dtype)
     if attn_mask is not None:
         return torch.zeros(attn_mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~attn_mask, float("-inf"))
     return None
+
+
+def for_layer(attn_mask, i: int):
+    """What layer `i` takes of `layer_mask`'s result: the same mask, with a shared prompt store sliced to
+    that layer's keys and values."""
+    from .decode_attention import RowLengths
+    if isinstance(attn_mask, RowLengths) and attn_mask.shared is not None:
+        return attn_mask._replace(shared=attn_mask.shared.layer(i))
+    return attn_mask

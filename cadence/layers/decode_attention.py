@@ -7,7 +7,13 @@ b = 32, span 1024, mean length 676: 8.05 GB read where 5.32 GB are real). This T
 its own length: each (row, head) walks its keys, contiguous in the (rows, heads, positions, dim) cache, in
 programs of CHUNK keys with an online softmax in fp32, and a second kernel combines a row's programs. Where
 Triton or CUDA is missing, or a batch has too few (row, head) pairs for the kernel to beat cuDNN
-(MIN_PROGRAMS), the same result comes from SDPA with an additive mask."""
+(MIN_PROGRAMS), the same result comes from SDPA with an additive mask.
+
+Requests with one voice begin with the same prompt positions (Turbo: the speaker token and up to 375 prompt
+speech tokens, more than half of a 300-token request's keys). With a `SharedPrefix` the kernel reads those
+positions from one copy per voice instead of each row's own: every row of a voice reads the same keys, which the
+GPU's L2 cache serves after the first row. The rows' own caches hold the same values there (the engine copies
+them in at admission), so the SDPA fallback and the kernel compute the same thing."""
 
 from __future__ import annotations
 
@@ -28,31 +34,51 @@ MIN_PROGRAMS = 256  # (row, head) pairs below which cuDNN's kernel wins (H100: f
 CHUNK = 256  # keys per program when a row is split over several programs (0: one program per row and head)
 
 
+class SharedPrefix(NamedTuple):
+    """Where rows read their first positions from: row b reads positions [0, lengths[b]) from entry rows[b] of
+    the store k, v ((layers, entries, H, P, D) as the backbone takes it; (entries, H, P, D) once `layer` picked
+    one layer's) instead of its own cache; lengths[b] = 0: none. rows, lengths (B,) int32."""
+    k: torch.Tensor
+    v: torch.Tensor
+    rows: torch.Tensor
+    lengths: torch.Tensor
+
+    def layer(self, i: int) -> "SharedPrefix":
+        return self._replace(k=self.k[i], v=self.v[i])
+
+
 class PrefixMask(NamedTuple):
     """Row b of a decode step attends to cache positions [0, lengths[b]) of the first `span` (lengths (B,) int32).
     `chunk` > 0 asks for the kernel with rows split in programs of that many keys whatever the batch's size (a
     one- or two-row step: few (row, head) pairs, so many splits keep the GPU busy); 0 leaves the choice to
-    `kernel_applies` (the kernel from MIN_PROGRAMS pairs on, in programs of CHUNK keys)."""
+    `kernel_applies` (the kernel from MIN_PROGRAMS pairs on, in programs of CHUNK keys). `shared`: the voices'
+    prompt positions, read by the kernel from one copy per voice (the SDPA fallback reads the rows' own)."""
     lengths: torch.Tensor
     span: int
     chunk: int = 0
+    shared: SharedPrefix | None = None
 
 
 class RowLengths(NamedTuple):
     """A `PrefixMask` as the layers take it when the kernel runs: the lengths alone (the kernel reads no further),
-    so torch.compile has no span to specialise on and one compile serves every bucket; `chunk` as `PrefixMask`'s."""
+    so torch.compile has no span to specialise on and one compile serves every bucket; `chunk` and `shared` as
+    `PrefixMask`'s (`for_layer` gives each layer its own slice of the shared store)."""
     lengths: torch.Tensor
     chunk: int = 0
+    shared: SharedPrefix | None = None
 
 
 if triton is not None:
     @triton.jit
     def _prefix_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, len_ptr, n_heads, scale,
                                  s_qb, s_qh, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh,
-                                 HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
+                                 pk_ptr, pv_ptr, prow_ptr, plen_ptr, s_pkb, s_pkh, s_pkn, s_pvb, s_pvh, s_pvn,
+                                 HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+                                 SHARED: tl.constexpr):
         """Program (row * heads + head, split): keys [split * CHUNK, ...) of that row's prefix (all of it when
         CHUNK is 0). Unsplit, it writes the output; split, its max, denominator and accumulator go to part_ptr
-        ((rows * heads, splits, HEAD_DIM + 2) fp32) for `_combine_kernel`."""
+        ((rows * heads, splits, HEAD_DIM + 2) fp32) for `_combine_kernel`. SHARED: positions below plen[b] come
+        from entry prow[b] of the store pk/pv (a masked load reads no memory, so each key is read once)."""
         pid, split = tl.program_id(0), tl.program_id(1)
         b, h = pid // n_heads, pid % n_heads
         n_keys = tl.load(len_ptr + b)
@@ -62,18 +88,32 @@ if triton is not None:
         q = tl.load(q_ptr + b * s_qb + h * s_qh + d).to(tl.float32) * scale
         k_row = k_ptr + b * s_kb + h * s_kh
         v_row = v_ptr + b * s_vb + h * s_vh
+        if SHARED:
+            n_shared = tl.load(plen_ptr + b)
+            entry = tl.load(prow_ptr + b).to(tl.int64)
+            pk_row = pk_ptr + entry * s_pkb + h * s_pkh
+            pv_row = pv_ptr + entry * s_pvb + h * s_pvh
         m = tl.max(tl.full((BLOCK_N,), float("-inf"), tl.float32), 0)  # running max, as a scalar tensor
         denom = tl.sum(tl.zeros((BLOCK_N,), tl.float32), 0)
         acc = tl.zeros((HEAD_DIM,), tl.float32)
         for start in range(lo, hi, BLOCK_N):
             n = start + tl.arange(0, BLOCK_N)
             live = n < hi
-            k = tl.load(k_row + n[:, None] * s_kn + d[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+            if SHARED:
+                own = (live & (n >= n_shared))[:, None]
+                common = (live & (n < n_shared))[:, None]
+            else:
+                own = live[:, None]
+            k = tl.load(k_row + n[:, None] * s_kn + d[None, :], mask=own, other=0.0).to(tl.float32)
+            if SHARED:
+                k += tl.load(pk_row + n[:, None] * s_pkn + d[None, :], mask=common, other=0.0).to(tl.float32)
             s = tl.where(live, tl.sum(k * q[None, :], 1), float("-inf"))  # (BLOCK_N,)
             m_new = tl.maximum(m, tl.max(s, 0))
             p = tl.exp(s - m_new)
             rescale = tl.exp(m - m_new)
-            v = tl.load(v_row + n[:, None] * s_vn + d[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+            v = tl.load(v_row + n[:, None] * s_vn + d[None, :], mask=own, other=0.0).to(tl.float32)
+            if SHARED:
+                v += tl.load(pv_row + n[:, None] * s_pvn + d[None, :], mask=common, other=0.0).to(tl.float32)
             acc = acc * rescale + tl.sum(p[:, None] * v, 0)
             denom = denom * rescale + tl.sum(p, 0)
             m = m_new
@@ -112,16 +152,21 @@ def kernel_applies(shape: tuple, device: torch.device, dtype: torch.dtype, any_s
 
 
 def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
-                     chunk: int = 0) -> torch.Tensor:
+                     chunk: int = 0, shared: SharedPrefix | None = None) -> torch.Tensor:
     """q (B, H, 1, D); k, v (B, H, S, D) caches (any strides, D contiguous); lengths (B,) int32: row b attends to
     positions [0, lengths[b]), 1 <= lengths[b] <= S -> (B, H, 1, D). `chunk` > 0: the kernel in programs of that
-    many keys whatever the batch's size; 0: the kernel from MIN_PROGRAMS (row, head) pairs on, in programs of CHUNK."""
+    many keys whatever the batch's size; 0: the kernel from MIN_PROGRAMS (row, head) pairs on, in programs of CHUNK.
+    `shared` (one layer's store, (entries, H, P, D)): the kernel reads each row's first positions from there; the
+    caller keeps the same values in the rows' own caches, which the SDPA fallback reads."""
     if not kernel_applies(q.shape, q.device, q.dtype, any_size=chunk > 0):
         return attention(q, k, v, prefix_bias(lengths, k.shape[2], q.dtype))
+    if shared is not None:
+        return _shared_prefix_attention_op(q, k, v, lengths, chunk or CHUNK, *shared)
     return _prefix_attention_op(q, k, v, lengths, chunk or CHUNK)
 
 
-def launch(q, k, v, lengths, chunk: int, block_n: int = 128, num_warps: int = 4) -> torch.Tensor:
+def launch(q, k, v, lengths, chunk: int, block_n: int = 128, num_warps: int = 4,
+           shared: SharedPrefix | None = None) -> torch.Tensor:
     """The Triton kernels themselves (see `prefix_attention`); chunk 0 = one program per row and head."""
     block_n = min(block_n, chunk) if chunk else block_n
     if chunk % block_n:
@@ -131,10 +176,14 @@ def launch(q, k, v, lengths, chunk: int, block_n: int = 128, num_warps: int = 4)
     q3 = q[:, :, 0]
     splits = triton.cdiv(k.shape[2], chunk) if chunk else 1
     part = torch.empty(B * H, splits, D + 2, device=q.device, dtype=torch.float32) if chunk else out
+    pk, pv, prow, plen = shared if shared is not None else (k, v, lengths, lengths)  # unread without SHARED
     _prefix_attention_kernel[(B * H, splits)](q3, k, v, out, part, lengths, H, D ** -0.5,
                                               q3.stride(0), q3.stride(1), k.stride(0), k.stride(1), k.stride(2),
                                               v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
-                                              HEAD_DIM=D, BLOCK_N=block_n, CHUNK=chunk, num_warps=num_warps)
+                                              pk, pv, prow, plen, pk.stride(0), pk.stride(1), pk.stride(2),
+                                              pv.stride(0), pv.stride(1), pv.stride(2),
+                                              HEAD_DIM=D, BLOCK_N=block_n, CHUNK=chunk, SHARED=shared is not None,
+                                              num_warps=num_warps)
     if chunk:
         _combine_kernel[(B * H,)](part, out, H, splits, out.stride(0), out.stride(1), HEAD_DIM=D,
                                   SPLITS=triton.next_power_of_2(splits))
@@ -150,6 +199,16 @@ if triton is not None:
 
     @_prefix_attention_op.register_fake
     def _(q, k, v, lengths, chunk):
+        return q.new_empty(q.shape)
+
+    @kernel_op("shared_prefix_attention", mutates_args=())
+    def _shared_prefix_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                                    chunk: int, shared_k: torch.Tensor, shared_v: torch.Tensor,
+                                    shared_rows: torch.Tensor, shared_lengths: torch.Tensor) -> torch.Tensor:
+        return launch(q, k, v, lengths, chunk, shared=SharedPrefix(shared_k, shared_v, shared_rows, shared_lengths))
+
+    @_shared_prefix_attention_op.register_fake
+    def _(q, k, v, lengths, chunk, shared_k, shared_v, shared_rows, shared_lengths):
         return q.new_empty(q.shape)
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import rotary_kv
-from ..layers.attention import attend_cache, attention, cached_attention, layer_mask
+from ..layers.attention import attend_cache, attention, cached_attention, for_layer, layer_mask
 from ..layers.llama_decode import linear_residual, rms_gated_linear, rms_linear
 
 
@@ -303,6 +303,11 @@ class T3(SpeechLM):
         return torch.cat((cond.to(text.dtype), text, start), dim=1)
 
     @property
+    def max_voice_positions(self) -> int:
+        """KV positions of `voice_embeds`' output: the speaker token and the perceiver's queries."""
+        return 1 + self.cfg.perceiver_queries
+
+    @property
     def text_start(self) -> int:
         """KV position of a prompt's first text token (after the speaker token, the perceiver queries and the
         emotion token)."""
@@ -323,7 +328,7 @@ class T3(SpeechLM):
         q_shape = (x.shape[0], self.cfg.n_heads, x.shape[1], self.cfg.head_dim)
         attn_mask = layer_mask(attn_mask, q_shape, x)  # built once, shared by all layers
         for i, layer in enumerate(self.tfmr.layers):
-            x = layer(x, freqs, k_cache[i], v_cache[i], positions, attn_mask)
+            x = layer(x, freqs, k_cache[i], v_cache[i], positions, for_layer(attn_mask, i))
         return self.tfmr.norm(x[:, -1] if last is None else x[torch.arange(x.shape[0], device=x.device), last])
 
     def speech_logits(self, hidden: torch.Tensor) -> torch.Tensor:

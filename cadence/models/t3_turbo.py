@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers.attention import cached_attention, layer_mask
+from ..layers.attention import cached_attention, for_layer, layer_mask
 from ..layers.decode_linear import linear_residual, norm_linear
 from .t3 import SpeechLM
 
@@ -150,6 +150,11 @@ class T3Turbo(SpeechLM):
         shorter voice takes fewer), the text, the start token."""
         return 1 + self.cfg.prompt_len + n_text_ids + 1
 
+    @property
+    def max_voice_positions(self) -> int:
+        """KV positions of `voice_embeds`' output at most: the speaker token and `prompt_len` prompt tokens."""
+        return 1 + self.cfg.prompt_len
+
     def voice_embeds(self, speaker_emb: torch.Tensor, prompt_tokens: torch.Tensor) -> torch.Tensor:
         """speaker_emb (B, 256), prompt_tokens (B, P) -> (B, 1 + P, C): the speaker token, then the prompt's
         speech-token embeddings as they are (GPT-2's positions are added inside the backbone)."""
@@ -180,7 +185,7 @@ class T3Turbo(SpeechLM):
         q_shape = (x.shape[0], self.cfg.n_heads, x.shape[1], self.cfg.head_dim)
         attn_mask = layer_mask(attn_mask, q_shape, x)  # built once, shared by all layers
         for i, block in enumerate(self.tfmr.h):
-            x = block(x, k_cache[i], v_cache[i], positions, attn_mask)
+            x = block(x, k_cache[i], v_cache[i], positions, for_layer(attn_mask, i))
         return self.tfmr.ln_f(x[:, -1] if last is None else x[torch.arange(x.shape[0], device=x.device), last])
 
     def speech_logits(self, hidden: torch.Tensor) -> torch.Tensor:

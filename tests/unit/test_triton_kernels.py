@@ -26,6 +26,36 @@ print("ok")
 """
 
 
+# The voices' shared prompt positions: rows read [0, plen[b]) from their store entry. The rows' own copies there are
+# NaN, so any read of them would show; plen 0 (no shared prefix), inside one program's keys, across programs,
+# equal to the row's length.
+SHARED_CHECK = r"""
+import torch, torch.nn.functional as F
+from cadence.layers.decode_attention import SharedPrefix, prefix_bias
+g = torch.Generator().manual_seed(1)
+layers, B, H, S, D, E, P = 2, 5, 3, 300, 64, 3, 140
+cache_k, cache_v = (torch.randn(layers, B, H, S, D, generator=g) for _ in range(2))
+store_k, store_v = (torch.randn(layers, E, H, P, D, generator=g) for _ in range(2))
+q = torch.randn(B, H, 1, D, generator=g)
+lengths = torch.tensor([200, 37, 300, 140, 90], dtype=torch.int32)
+plen = torch.tensor([140, 0, 70, 140, 90], dtype=torch.int32)
+rows = torch.tensor([2, 0, 1, 0, 2], dtype=torch.int32)
+k, v = cache_k[1].clone(), cache_v[1].clone()
+for b in range(B):  # what the fallback reads: the store's values copied in
+    k[b, :, :plen[b]] = store_k[1, rows[b], :, :plen[b]]
+    v[b, :, :plen[b]] = store_v[1, rows[b], :, :plen[b]]
+ref = F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_bias(lengths, S, q.dtype))
+for b in range(B):  # the kernel must not read them
+    k[b, :, :plen[b]] = float("nan")
+    v[b, :, :plen[b]] = float("nan")
+shared = SharedPrefix(store_k, store_v, rows, plen).layer(1)
+for chunk in (0, 64, 128, 256):
+    out = torch.ops.cadence.shared_prefix_attention(q, k, v, lengths, chunk, *shared)
+    err = float((out - ref).abs().max())
+    assert err < 1e-5, (chunk, err)
+print("ok")
+"""
+
 SNAKE_CHECK = r"""
 import torch
 from cadence.layers.snake import snake
@@ -138,6 +168,10 @@ print("ok")
 
 def test_prefix_attention_kernel_equals_masked_sdpa_in_the_interpreter():
     run_kernel_check(KERNEL_CHECK)
+
+
+def test_shared_prompt_positions_come_from_the_store_in_the_interpreter():
+    run_kernel_check(SHARED_CHECK)
 
 
 def test_snake_kernel_equals_eager_snake_in_the_interpreter():

@@ -1,0 +1,87 @@
+"""One copy of each running voice's prompt keys and values, read by every decode row of that voice.
+
+A request's first P KV positions are its voice's alone (the speaker token and the prompt speech tokens, or the
+perceiver's queries): the same for every request with that voice. Turbo's prompt holds up to 376 of them, more
+than half of a 300-token request's keys, and a batched decode step reads every row's keys once a step: with 64
+rows of one voice, 64 copies of the same positions. This store keeps one copy per voice for the decode kernel
+(`layers.decode_attention.SharedPrefix`), which the L2 cache serves to every row after the first. Each admitted
+row also gets the store's values copied into its own first positions, so whichever kernel reads a row (the
+shared one, or SDPA on small batches and on the CPU) sees the same keys, and the request's tokens do not depend
+on which one ran."""
+
+from __future__ import annotations
+
+import torch
+
+from ..layers.decode_attention import SharedPrefix
+
+
+class SharedPrompts:
+    """`entries` voices' prompt keys and values (layers, entries, H, P, D), P = the backbone's longest voice
+    prompt, and per KV row the entry it reads and how many positions (0: its own cache only). An entry is
+    filled on a voice's first admission, held while a slot of that voice decodes, and reused least recently
+    used first once free; with every entry held, a newcomer of another voice reads its own cache."""
+
+    def __init__(self, t3, entries: int, rows: int):
+        if entries < 1:
+            raise ValueError(f"entries must be at least 1, got {entries}")
+        c, dev, dt = t3.cfg, t3.device, t3.dtype
+        self.t3, self.positions = t3, t3.max_voice_positions
+        shape = (c.n_layers, entries, c.n_heads, self.positions, c.head_dim)
+        self.k = torch.zeros(shape, device=dev, dtype=dt)
+        self.v = torch.zeros(shape, device=dev, dtype=dt)
+        self.row_entry = torch.zeros(rows, device=dev, dtype=torch.int32)
+        self.row_len = torch.zeros(rows, device=dev, dtype=torch.int32)
+        self.voices: list[str | None] = [None] * entries  # the voice key each entry holds
+        self.users = [0] * entries  # slots decoding with each entry
+        self.used = [0] * entries  # when each entry was last attached (a counter): the oldest free one goes first
+        self.clock = 0
+        self.of_slot: dict[int, int] = {}
+
+    def for_rows(self, rows: int) -> SharedPrefix:
+        """What a decode step over the first `rows` KV rows passes to the kernel (static buffers: graphs replay
+        with whatever the rows hold then)."""
+        return SharedPrefix(self.k, self.v, self.row_entry[:rows], self.row_len[:rows])
+
+    @torch.inference_mode()
+    def attach(self, slot: int, rows: slice, voice: tuple[str, torch.Tensor], k_cache: torch.Tensor,
+               v_cache: torch.Tensor) -> bool:
+        """Rows `rows` (one slot's) of the caches (layers, rows, H, S, D), already prefilled, now hold `voice`'s
+        (key, prompt embeddings (1, P, C)) keys and values from the store and read them there. -> whether an
+        entry was free (if not, the rows keep their own prefill's keys)."""
+        key, embeds = voice
+        P = embeds.shape[1]
+        entry = self._entry_for(key, embeds) if P <= self.positions else None
+        if entry is None:
+            return False
+        self.users[entry] += 1
+        self.of_slot[slot] = entry
+        k_cache[:, rows, :, :P] = self.k[:, entry: entry + 1, :, :P]  # broadcast over a CFG pair's rows
+        v_cache[:, rows, :, :P] = self.v[:, entry: entry + 1, :, :P]
+        self.row_entry[rows] = entry
+        self.row_len[rows] = P
+        return True
+
+    def detach(self, slot: int, rows: slice) -> None:
+        """The slot is freed: its rows read their own cache, and its entry is one user lighter."""
+        entry = self.of_slot.pop(slot, None)
+        if entry is not None:
+            self.users[entry] -= 1
+            self.row_len[rows] = 0
+
+    def _entry_for(self, key: str, embeds: torch.Tensor) -> int | None:
+        self.clock += 1
+        if key in self.voices:
+            entry = self.voices.index(key)
+        else:
+            free = [e for e, n in enumerate(self.users) if n == 0]
+            if not free:
+                return None
+            entry = min(free, key=lambda e: self.used[e])
+            P = embeds.shape[1]
+            store_k, store_v = self.k[:, entry: entry + 1], self.v[:, entry: entry + 1]
+            self.t3.forward_backbone(embeds.to(self.k.dtype), store_k, store_v,
+                                     torch.arange(P, device=self.k.device), None)
+            self.voices[entry] = key
+        self.used[entry] = self.clock
+        return entry
