@@ -49,6 +49,7 @@ class SharedPrompts:
         """Rows `rows` (one slot's) of the caches (layers, rows, H, S, D), already prefilled, now hold `voice`'s
         (key, prompt embeddings (1, P, C)) keys and values from the store and read them there. -> whether an
         entry was free (if not, the rows keep their own prefill's keys)."""
+        self.detach(slot, rows)  # a slot admitted again (a padded prefill retried alone) holds one entry at most
         key, embeds = voice
         P = embeds.shape[1]
         entry = self._entry_for(key, embeds) if P <= self.positions else None

@@ -56,6 +56,7 @@ def test_entries_are_filled_once_per_voice_held_while_used_and_reused_oldest_fir
     store.detach(2, slice(2, 3))  # b's entry is free now, a's is still held
     assert store.row_len[2] == 0 and store.users == [2, 0]
     assert store.attach(3, slice(3, 4), c, k, v) and store.row_entry[3] == 1 and store.voices[1] == c[0]
+    assert store.attach(3, slice(3, 4), c, k, v) and store.users == [2, 1]  # admitted again: still one user
     store.detach(0, slice(0, 1))
     store.detach(1, slice(1, 2))
     store.detach(3, slice(3, 4))
