@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+import torch
+
 from cadence.bench.engine_replay import engine_level
 from cadence.bench.serve import level_bodies
 from cadence.engine import admission, audio_worker
@@ -38,6 +40,7 @@ def read_shared_prompts(tts, shared: bool) -> None:
     for g in dec.graphs.values():
         g.reset()
     dec.graphs.clear()
+    dec.pool = torch.cuda.graph_pool_handle()  # the old pool went with its last graph
     dec.warmup(flags=default_filter_flags(tts.family))
 
 

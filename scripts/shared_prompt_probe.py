@@ -46,6 +46,7 @@ def probe(tts, dec, prompts, out: str) -> None:
                 key = (b, attend, *flags)
                 if key in dec.graphs:
                     dec.graphs.pop(key).reset()
+                dec.pool = torch.cuda.graph_pool_handle()  # a pool goes with its last graph: a new one each time
                 dec.pos.copy_(live.to(dec.pos.device))
                 dec.capture(key)
                 dec.pos.copy_(live.to(dec.pos.device))  # a replay advances the rows: each timing starts alike
