@@ -36,9 +36,10 @@ FIRST_AUDIO_HOLD_S = 0.5  # the longest decode waits for first windows (EngineCo
 # and rendered them in separate batches (16 streams on an H100: first audio ~350 ms instead of ~250 ms).
 GATHER_GAP_S = 0.002
 GATHER_MAX_S = 0.010
-# Voices whose prompt keys and values a batched decode step reads from one copy (`SharedPrompts`); Turbo's take
-# 37 MB each in bf16 (24 layers x 376 positions), the original model's 4 MB (33 positions).
-SHARED_VOICES = 8
+# Voices whose prompt keys and values a batched decode step reads from one copy (`SharedPrompts`; Turbo's take
+# 37 MB each in bf16, 24 layers x 376 positions). Off: on an H100 the decode kernel reading that copy for every row
+# of a voice made Turbo's 64-row step 14% slower (2.87 against 2.47 ms; docs/turbo.md), not faster.
+SHARED_VOICES = 0
 
 
 class Engine(Admission):
@@ -77,7 +78,8 @@ class Engine(Admission):
     def shared_voices(self) -> int:
         """Voices whose prompt keys the decoder keeps once for all their rows (`SharedPrompts`): only where the
         decode kernel that reads them runs (CUDA with Triton); elsewhere every row reads its own."""
-        return SHARED_VOICES if self.tts.device.type == "cuda" and decode_attention.triton is not None else 0
+        cuda = self.tts.device.type == "cuda" and decode_attention.triton is not None
+        return SHARED_VOICES if cuda else 0
 
     def _auto_batch(self) -> int:
         """As many slots as fit in half the free VRAM (the rest: S3Gen batches, graphs), at most 64."""

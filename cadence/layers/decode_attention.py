@@ -78,7 +78,7 @@ if triton is not None:
         """Program (row * heads + head, split): keys [split * CHUNK, ...) of that row's prefix (all of it when
         CHUNK is 0). Unsplit, it writes the output; split, its max, denominator and accumulator go to part_ptr
         ((rows * heads, splits, HEAD_DIM + 2) fp32) for `_combine_kernel`. SHARED: positions below plen[b] come
-        from entry prow[b] of the store pk/pv (a masked load reads no memory, so each key is read once)."""
+        from entry prow[b] of the store pk/pv (each key's address picked from the two, one load)."""
         pid, split = tl.program_id(0), tl.program_id(1)
         b, h = pid // n_heads, pid % n_heads
         n_keys = tl.load(len_ptr + b)
@@ -99,21 +99,18 @@ if triton is not None:
         for start in range(lo, hi, BLOCK_N):
             n = start + tl.arange(0, BLOCK_N)
             live = n < hi
-            if SHARED:
-                own = (live & (n >= n_shared))[:, None]
-                common = (live & (n < n_shared))[:, None]
-            else:
-                own = live[:, None]
-            k = tl.load(k_row + n[:, None] * s_kn + d[None, :], mask=own, other=0.0).to(tl.float32)
-            if SHARED:
-                k += tl.load(pk_row + n[:, None] * s_pkn + d[None, :], mask=common, other=0.0).to(tl.float32)
+            k_at = k_row + n[:, None] * s_kn + d[None, :]
+            v_at = v_row + n[:, None] * s_vn + d[None, :]
+            if SHARED:  # one load, each key from the store or the row
+                common = (n < n_shared)[:, None]
+                k_at = tl.where(common, pk_row + n[:, None] * s_pkn + d[None, :], k_at)
+                v_at = tl.where(common, pv_row + n[:, None] * s_pvn + d[None, :], v_at)
+            k = tl.load(k_at, mask=live[:, None], other=0.0).to(tl.float32)
             s = tl.where(live, tl.sum(k * q[None, :], 1), float("-inf"))  # (BLOCK_N,)
             m_new = tl.maximum(m, tl.max(s, 0))
             p = tl.exp(s - m_new)
             rescale = tl.exp(m - m_new)
-            v = tl.load(v_row + n[:, None] * s_vn + d[None, :], mask=own, other=0.0).to(tl.float32)
-            if SHARED:
-                v += tl.load(pv_row + n[:, None] * s_pvn + d[None, :], mask=common, other=0.0).to(tl.float32)
+            v = tl.load(v_at, mask=live[:, None], other=0.0).to(tl.float32)
             acc = acc * rescale + tl.sum(p[:, None] * v, 0)
             denom = denom * rescale + tl.sum(p, 0)
             m = m_new
