@@ -1,13 +1,12 @@
-"""One copy of each running voice's prompt keys and values, read by every decode row of that voice.
+"""One copy of each running voice's prompt keys and values, read once for all the decode rows of that voice.
 
 A request's first P KV positions are its voice's alone (the speaker token and the prompt speech tokens, or the
 perceiver's queries): the same for every request with that voice. Turbo's prompt holds up to 376 of them, more
 than half of a 300-token request's keys, and a batched decode step reads every row's keys once a step: with 64
-rows of one voice, 64 copies of the same positions. This store keeps one copy per voice for the decode kernel
-(`layers.decode_attention.SharedPrefix`), which the L2 cache serves to every row after the first. Each admitted
-row also gets the store's values copied into its own first positions, so whichever kernel reads a row (the
-shared one, or SDPA on small batches and on the CPU) sees the same keys, and the request's tokens do not depend
-on which one ran."""
+rows of one voice, 64 copies of the same positions. This store keeps one copy per voice, with the rows that use
+it, for the decode step's cascade attention (`layers.cascade_attention`): a voice's keys are read once per head
+for all its rows. Each admitted row also gets the store's values copied into its own first positions, so
+whichever kernel reads a row (the cascade, or SDPA on small batches and on the CPU) sees the same keys."""
 
 from __future__ import annotations
 
@@ -32,6 +31,10 @@ class SharedPrompts:
         self.v = torch.zeros(shape, device=dev, dtype=dt)
         self.row_entry = torch.zeros(rows, device=dev, dtype=torch.int32)
         self.row_len = torch.zeros(rows, device=dev, dtype=torch.int32)
+        self.members = torch.zeros(entries, rows, device=dev, dtype=torch.int32)  # each entry's rows, then unused
+        self.counts = torch.zeros(entries, device=dev, dtype=torch.int32)
+        self.entry_len = torch.zeros(entries, device=dev, dtype=torch.int32)
+        self.rows_of: list[list[int]] = [[] for _ in range(entries)]
         self.voices: list[str | None] = [None] * entries  # the voice key each entry holds
         self.users = [0] * entries  # slots decoding with each entry
         self.used = [0] * entries  # when each entry was last attached (a counter): the oldest free one goes first
@@ -41,7 +44,8 @@ class SharedPrompts:
     def for_rows(self, rows: int) -> SharedPrefix:
         """What a decode step over the first `rows` KV rows passes to the kernel (static buffers: graphs replay
         with whatever the rows hold then)."""
-        return SharedPrefix(self.k, self.v, self.row_entry[:rows], self.row_len[:rows])
+        return SharedPrefix(self.k, self.v, self.row_entry[:rows], self.row_len[:rows], self.members, self.counts,
+                            self.entry_len)
 
     @torch.inference_mode()
     def attach(self, slot: int, rows: slice, voice: tuple[str, torch.Tensor], k_cache: torch.Tensor,
@@ -61,6 +65,8 @@ class SharedPrompts:
         v_cache[:, rows, :, :P] = self.v[:, entry: entry + 1, :, :P]
         self.row_entry[rows] = entry
         self.row_len[rows] = P
+        self.rows_of[entry] += range(rows.start, rows.stop)
+        self._publish(entry)
         return True
 
     def detach(self, slot: int, rows: slice) -> None:
@@ -69,6 +75,15 @@ class SharedPrompts:
         if entry is not None:
             self.users[entry] -= 1
             self.row_len[rows] = 0
+            self.rows_of[entry] = [r for r in self.rows_of[entry] if not rows.start <= r < rows.stop]
+            self._publish(entry)
+
+    def _publish(self, entry: int) -> None:
+        """The entry's member rows where the cascade kernel reads them (between steps)."""
+        rows = self.rows_of[entry]
+        if rows:
+            self.members[entry, : len(rows)] = torch.tensor(rows, dtype=torch.int32).to(self.members.device)
+        self.counts[entry] = len(rows)
 
     def _entry_for(self, key: str, embeds: torch.Tensor) -> int | None:
         self.clock += 1
@@ -84,5 +99,6 @@ class SharedPrompts:
             self.t3.forward_backbone(embeds.to(self.k.dtype), store_k, store_v,
                                      torch.arange(P, device=self.k.device), None)
             self.voices[entry] = key
+            self.entry_len[entry] = P
         self.used[entry] = self.clock
         return entry

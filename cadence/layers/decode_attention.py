@@ -35,13 +35,18 @@ CHUNK = 256  # keys per program when a row is split over several programs (0: on
 
 
 class SharedPrefix(NamedTuple):
-    """Where rows read their first positions from: row b reads positions [0, lengths[b]) from entry rows[b] of
-    the store k, v ((layers, entries, H, P, D) as the backbone takes it; (entries, H, P, D) once `layer` picked
-    one layer's) instead of its own cache; lengths[b] = 0: none. rows, lengths (B,) int32."""
+    """The voices' prompt positions, kept once per voice (`engine.shared_prompts.SharedPrompts`): row b's first
+    lengths[b] positions are those of entry rows[b] of the store k, v ((layers, entries, H, P, D) as the backbone
+    takes it; (entries, H, P, D) once `layer` picked one layer's); lengths[b] = 0: none. members (entries, R) lists
+    each entry's rows (its first counts[e]), entry_lengths (entries,) its positions: the cascade kernel reads an
+    entry's keys once for all its rows (`cascade_attention`). All int32."""
     k: torch.Tensor
     v: torch.Tensor
     rows: torch.Tensor
     lengths: torch.Tensor
+    members: torch.Tensor
+    counts: torch.Tensor
+    entry_lengths: torch.Tensor
 
     def layer(self, i: int) -> "SharedPrefix":
         return self._replace(k=self.k[i], v=self.v[i])
@@ -70,47 +75,38 @@ class RowLengths(NamedTuple):
 
 if triton is not None:
     @triton.jit
-    def _prefix_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, len_ptr, n_heads, scale,
+    def _prefix_attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_ptr, len_ptr, start_ptr, n_heads, scale,
                                  s_qb, s_qh, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh,
-                                 pk_ptr, pv_ptr, prow_ptr, plen_ptr, s_pkb, s_pkh, s_pkn, s_pvb, s_pvh, s_pvn,
                                  HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
-                                 SHARED: tl.constexpr):
+                                 START: tl.constexpr):
         """Program (row * heads + head, split): keys [split * CHUNK, ...) of that row's prefix (all of it when
         CHUNK is 0). Unsplit, it writes the output; split, its max, denominator and accumulator go to part_ptr
-        ((rows * heads, splits, HEAD_DIM + 2) fp32) for `_combine_kernel`. SHARED: positions below plen[b] come
-        from entry prow[b] of the store pk/pv (each key's address picked from the two, one load)."""
+        ((rows * heads, splits, HEAD_DIM + 2) fp32) for `_combine_kernel`. START: row b's keys begin at
+        start[b] (those before are its voice's, which `cascade_attention` reads once per voice); a split wholly
+        before it holds max -inf."""
         pid, split = tl.program_id(0), tl.program_id(1)
         b, h = pid // n_heads, pid % n_heads
         n_keys = tl.load(len_ptr + b)
         lo = split * CHUNK
         hi = tl.minimum(lo + CHUNK, n_keys) if CHUNK > 0 else n_keys
+        if START:
+            lo = tl.maximum(lo, tl.load(start_ptr + b))
         d = tl.arange(0, HEAD_DIM)
         q = tl.load(q_ptr + b * s_qb + h * s_qh + d).to(tl.float32) * scale
         k_row = k_ptr + b * s_kb + h * s_kh
         v_row = v_ptr + b * s_vb + h * s_vh
-        if SHARED:
-            n_shared = tl.load(plen_ptr + b)
-            entry = tl.load(prow_ptr + b).to(tl.int64)
-            pk_row = pk_ptr + entry * s_pkb + h * s_pkh
-            pv_row = pv_ptr + entry * s_pvb + h * s_pvh
         m = tl.max(tl.full((BLOCK_N,), float("-inf"), tl.float32), 0)  # running max, as a scalar tensor
         denom = tl.sum(tl.zeros((BLOCK_N,), tl.float32), 0)
         acc = tl.zeros((HEAD_DIM,), tl.float32)
         for start in range(lo, hi, BLOCK_N):
             n = start + tl.arange(0, BLOCK_N)
             live = n < hi
-            k_at = k_row + n[:, None] * s_kn + d[None, :]
-            v_at = v_row + n[:, None] * s_vn + d[None, :]
-            if SHARED:  # one load, each key from the store or the row
-                common = (n < n_shared)[:, None]
-                k_at = tl.where(common, pk_row + n[:, None] * s_pkn + d[None, :], k_at)
-                v_at = tl.where(common, pv_row + n[:, None] * s_pvn + d[None, :], v_at)
-            k = tl.load(k_at, mask=live[:, None], other=0.0).to(tl.float32)
+            k = tl.load(k_row + n[:, None] * s_kn + d[None, :], mask=live[:, None], other=0.0).to(tl.float32)
             s = tl.where(live, tl.sum(k * q[None, :], 1), float("-inf"))  # (BLOCK_N,)
             m_new = tl.maximum(m, tl.max(s, 0))
             p = tl.exp(s - m_new)
             rescale = tl.exp(m - m_new)
-            v = tl.load(v_at, mask=live[:, None], other=0.0).to(tl.float32)
+            v = tl.load(v_row + n[:, None] * s_vn + d[None, :], mask=live[:, None], other=0.0).to(tl.float32)
             acc = acc * rescale + tl.sum(p[:, None] * v, 0)
             denom = denom * rescale + tl.sum(p, 0)
             m = m_new
@@ -123,9 +119,11 @@ if triton is not None:
             tl.store(out_ptr + b * s_ob + h * s_oh + d, (acc / denom).to(out_ptr.dtype.element_ty))
 
     @triton.jit
-    def _combine_kernel(part_ptr, out_ptr, n_heads, n_splits, s_ob, s_oh,
-                        HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr):
-        """out[row, head] from its splits' partial softmaxes (a split past the row's length holds max -inf)."""
+    def _combine_kernel(part_ptr, out_ptr, n_heads, n_splits, s_ob, s_oh, vpart_ptr, plen_ptr, n_vsplits,
+                        HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr, VSPLITS: tl.constexpr):
+        """out[row, head] from its splits' partial softmaxes (a split past the row's length holds max -inf), and,
+        where the row has a voice's positions (plen[b] > 0; VSPLITS > 0), the voice's blocks' partials in vpart
+        ((rows * heads, voice blocks, HEAD_DIM + 2), `cascade_attention`)."""
         pid = tl.program_id(0)
         b, h = pid // n_heads, pid % n_heads
         j = tl.arange(0, SPLITS)
@@ -135,9 +133,23 @@ if triton is not None:
         m = tl.load(part + HEAD_DIM, mask=live, other=float("-inf"))
         denom = tl.load(part + HEAD_DIM + 1, mask=live, other=0.0)
         acc = tl.load(part[:, None] + d[None, :], mask=live[:, None], other=0.0)
-        w = tl.exp(m - tl.max(m, 0))  # the first split always holds a key: the max is finite
-        out = tl.sum(w[:, None] * acc, 0) / tl.sum(w * denom, 0)
-        tl.store(out_ptr + b * s_ob + h * s_oh + d, out.to(out_ptr.dtype.element_ty))
+        m_all = tl.max(m, 0)
+        if VSPLITS > 0:
+            jv = tl.arange(0, VSPLITS)
+            vlive = jv < tl.where(tl.load(plen_ptr + b) > 0, n_vsplits, 0)  # rows without a voice: none
+            vpart = vpart_ptr + (pid * n_vsplits + jv) * (HEAD_DIM + 2)
+            vm = tl.load(vpart + HEAD_DIM, mask=vlive, other=float("-inf"))
+            vdenom = tl.load(vpart + HEAD_DIM + 1, mask=vlive, other=0.0)
+            vacc = tl.load(vpart[:, None] + d[None, :], mask=vlive[:, None], other=0.0)
+            m_all = tl.maximum(m_all, tl.max(vm, 0))
+        w = tl.exp(m - m_all)  # some split holds a key: the max is finite
+        num = tl.sum(w[:, None] * acc, 0)
+        den = tl.sum(w * denom, 0)
+        if VSPLITS > 0:
+            vw = tl.exp(vm - m_all)
+            num += tl.sum(vw[:, None] * vacc, 0)
+            den += tl.sum(vw * vdenom, 0)
+        tl.store(out_ptr + b * s_ob + h * s_oh + d, (num / den).to(out_ptr.dtype.element_ty))
 
 
 def kernel_applies(shape: tuple, device: torch.device, dtype: torch.dtype, any_size: bool = False) -> bool:
@@ -153,8 +165,8 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths:
     """q (B, H, 1, D); k, v (B, H, S, D) caches (any strides, D contiguous); lengths (B,) int32: row b attends to
     positions [0, lengths[b]), 1 <= lengths[b] <= S -> (B, H, 1, D). `chunk` > 0: the kernel in programs of that
     many keys whatever the batch's size; 0: the kernel from MIN_PROGRAMS (row, head) pairs on, in programs of CHUNK.
-    `shared` (one layer's store, (entries, H, P, D)): the kernel reads each row's first positions from there; the
-    caller keeps the same values in the rows' own caches, which the SDPA fallback reads."""
+    `shared` (one layer's store): the rows' voice positions read once per voice (`cascade_attention`); the caller
+    keeps the same values in the rows' own caches, which the SDPA fallback reads."""
     if not kernel_applies(q.shape, q.device, q.dtype, any_size=chunk > 0):
         return attention(q, k, v, prefix_bias(lengths, k.shape[2], q.dtype))
     if shared is not None:
@@ -164,26 +176,34 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths:
 
 def launch(q, k, v, lengths, chunk: int, block_n: int = 128, num_warps: int = 4,
            shared: SharedPrefix | None = None) -> torch.Tensor:
-    """The Triton kernels themselves (see `prefix_attention`); chunk 0 = one program per row and head."""
+    """The Triton kernels themselves (see `prefix_attention`); chunk 0 = one program per row and head. With
+    `shared` (split programs only) each row's keys begin after its voice's, whose partials come from
+    `cascade_attention.voice_partials` and join the row's in the combine."""
     block_n = min(block_n, chunk) if chunk else block_n
     if chunk % block_n:
         raise ValueError(f"chunk ({chunk}) must be a multiple of block_n ({block_n})")
+    if shared is not None and not chunk:
+        raise ValueError("a shared voice prefix needs split programs (chunk > 0)")
     B, H, _, D = q.shape
     out = torch.empty(B, H, D, device=q.device, dtype=q.dtype)
     q3 = q[:, :, 0]
     splits = triton.cdiv(k.shape[2], chunk) if chunk else 1
     part = torch.empty(B * H, splits, D + 2, device=q.device, dtype=torch.float32) if chunk else out
-    pk, pv, prow, plen = shared if shared is not None else (k, v, lengths, lengths)  # unread without SHARED
-    _prefix_attention_kernel[(B * H, splits)](q3, k, v, out, part, lengths, H, D ** -0.5,
+    start = shared.lengths if shared is not None else lengths  # unread without START
+    _prefix_attention_kernel[(B * H, splits)](q3, k, v, out, part, lengths, start, H, D ** -0.5,
                                               q3.stride(0), q3.stride(1), k.stride(0), k.stride(1), k.stride(2),
                                               v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
-                                              pk, pv, prow, plen, pk.stride(0), pk.stride(1), pk.stride(2),
-                                              pv.stride(0), pv.stride(1), pv.stride(2),
-                                              HEAD_DIM=D, BLOCK_N=block_n, CHUNK=chunk, SHARED=shared is not None,
+                                              HEAD_DIM=D, BLOCK_N=block_n, CHUNK=chunk, START=shared is not None,
                                               num_warps=num_warps)
     if chunk:
-        _combine_kernel[(B * H,)](part, out, H, splits, out.stride(0), out.stride(1), HEAD_DIM=D,
-                                  SPLITS=triton.next_power_of_2(splits))
+        vpart, plen, vsplits = part, lengths, 0
+        if shared is not None:
+            from .cascade_attention import voice_partials
+            vpart = voice_partials(q3, shared)
+            plen, vsplits = shared.lengths, vpart.shape[1]
+        _combine_kernel[(B * H,)](part, out, H, splits, out.stride(0), out.stride(1), vpart, plen, vsplits,
+                                  HEAD_DIM=D, SPLITS=triton.next_power_of_2(splits),
+                                  VSPLITS=triton.next_power_of_2(vsplits) if vsplits else 0)
     return out[:, :, None]
 
 
@@ -201,11 +221,13 @@ if triton is not None:
     @kernel_op("shared_prefix_attention", mutates_args=())
     def _shared_prefix_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
                                     chunk: int, shared_k: torch.Tensor, shared_v: torch.Tensor,
-                                    shared_rows: torch.Tensor, shared_lengths: torch.Tensor) -> torch.Tensor:
-        return launch(q, k, v, lengths, chunk, shared=SharedPrefix(shared_k, shared_v, shared_rows, shared_lengths))
+                                    shared_rows: torch.Tensor, shared_lengths: torch.Tensor, members: torch.Tensor,
+                                    counts: torch.Tensor, entry_lengths: torch.Tensor) -> torch.Tensor:
+        return launch(q, k, v, lengths, chunk, shared=SharedPrefix(shared_k, shared_v, shared_rows, shared_lengths,
+                                                                   members, counts, entry_lengths))
 
     @_shared_prefix_attention_op.register_fake
-    def _(q, k, v, lengths, chunk, shared_k, shared_v, shared_rows, shared_lengths):
+    def _(q, k, v, lengths, chunk, shared_k, shared_v, shared_rows, shared_lengths, members, counts, entry_lengths):
         return q.new_empty(q.shape)
 
 

@@ -48,12 +48,14 @@ def test_entries_are_filled_once_per_voice_held_while_used_and_reused_oldest_fir
     for row in (0, 1):  # the rows hold the store's values, so any kernel reading them sees the same keys
         assert torch.equal(k[:, row, :, :P], want_k[:, 0]) and torch.equal(v[:, row, :, :P], want_v[:, 0])
     assert store.row_len.tolist() == [P, P, 0, 0] and store.row_entry[:2].tolist() == [0, 0]
+    assert store.counts.tolist() == [2, 0] and store.members[0, :2].tolist() == [0, 1] and store.entry_len[0] == P
 
     assert store.attach(2, slice(2, 3), b, k, v) and len(fills) == 2 and store.row_entry[2] == 1
     assert not store.attach(3, slice(3, 4), c, k, v)  # every entry held: the row keeps its own keys
     assert store.row_len[3] == 0 and len(fills) == 2
 
     store.detach(2, slice(2, 3))  # b's entry is free now, a's is still held
+    assert store.counts.tolist() == [2, 0]
     assert store.row_len[2] == 0 and store.users == [2, 0]
     assert store.attach(3, slice(3, 4), c, k, v) and store.row_entry[3] == 1 and store.voices[1] == c[0]
     assert store.attach(3, slice(3, 4), c, k, v) and store.users == [2, 1]  # admitted again: still one user
@@ -61,7 +63,7 @@ def test_entries_are_filled_once_per_voice_held_while_used_and_reused_oldest_fir
     store.detach(1, slice(1, 2))
     store.detach(3, slice(3, 4))
     store.detach(3, slice(3, 4))  # a slot freed twice (a cancelled request) changes nothing
-    assert store.users == [0, 0]
+    assert store.users == [0, 0] and store.counts.tolist() == [0, 0]
     # both free: a comes back to its entry without a fill; b takes the least recently used one (c's, then a's)
     assert store.attach(0, slice(0, 1), a, k, v) and len(fills) == 3 and store.row_entry[0] == 0
     assert store.attach(1, slice(1, 2), b, k, v) and store.row_entry[1] == 1 and len(fills) == 4
@@ -75,7 +77,7 @@ def test_a_cfg_pair_shares_one_entry_and_a_prompt_too_long_is_not_shared(tiny_tt
     assert store.positions == tts.t3.max_voice_positions == voice[1].shape[1]
     P = voice[1].shape[1]
     assert store.attach(1, slice(2, 4), voice, k, v)
-    assert store.row_len.tolist() == [0, 0, P, P]
+    assert store.row_len.tolist() == [0, 0, P, P] and store.members[0, :2].tolist() == [2, 3]
     assert torch.equal(k[:, 2], k[:, 3]) and k[:, 2].abs().sum() > 0
     store.detach(1, slice(2, 4))
     long = (voice[0] + "-long", torch.cat((voice[1], voice[1][:, :1]), dim=1))

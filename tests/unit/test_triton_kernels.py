@@ -31,30 +31,54 @@ print("ok")
 # equal to the row's length.
 SHARED_CHECK = r"""
 import torch, torch.nn.functional as F
-from cadence.layers.decode_attention import SharedPrefix, prefix_bias
+from cadence.layers.decode_attention import SharedPrefix, launch, prefix_bias
 g = torch.Generator().manual_seed(1)
-layers, B, H, S, D, E, P = 2, 5, 3, 300, 64, 3, 140
+layers, B, H, S, D, E, P = 2, 21, 2, 300, 64, 3, 140
 cache_k, cache_v = (torch.randn(layers, B, H, S, D, generator=g) for _ in range(2))
 store_k, store_v = (torch.randn(layers, E, H, P, D, generator=g) for _ in range(2))
 q = torch.randn(B, H, 1, D, generator=g)
-lengths = torch.tensor([200, 37, 300, 140, 90], dtype=torch.int32)
-plen = torch.tensor([140, 0, 70, 140, 90], dtype=torch.int32)
-rows = torch.tensor([2, 0, 1, 0, 2], dtype=torch.int32)
+lengths = torch.randint(141, S + 1, (B,), generator=g, dtype=torch.int32)
+entry_len = torch.tensor([140, 70, 131], dtype=torch.int32)
+rows = torch.tensor([b % 4 for b in range(B)], dtype=torch.int32)  # entry 3: none (its own keys only)
+rows[20] = 0  # entry 0 gets 6 rows: more than one dot of 16 rows would be a stricter test, see below
+rows[lengths < 141] = 3
+plen = torch.where(rows < 3, entry_len[rows.clamp(max=2).long()], 0).to(torch.int32)
+lengths[0] = 140  # a row that is its voice's positions alone
+rows = rows.clamp(max=2)
+members = torch.zeros(E, 40, dtype=torch.int32)
+counts = torch.zeros(E, dtype=torch.int32)
+for e in range(E):
+    mine = [b for b in range(B) if plen[b] > 0 and rows[b] == e] + [B + 5] * (e == 1)  # a member past the step
+    members[e, : len(mine)] = torch.tensor(mine, dtype=torch.int32)
+    counts[e] = len(mine)
 k, v = cache_k[1].clone(), cache_v[1].clone()
 for b in range(B):  # what the fallback reads: the store's values copied in
     k[b, :, :plen[b]] = store_k[1, rows[b], :, :plen[b]]
     v[b, :, :plen[b]] = store_v[1, rows[b], :, :plen[b]]
 ref = F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_bias(lengths, S, q.dtype))
-for b in range(B):  # the kernel must not read them
+for b in range(B):  # the kernels must not read them
     k[b, :, :plen[b]] = float("nan")
     v[b, :, :plen[b]] = float("nan")
-shared = SharedPrefix(store_k, store_v, rows, plen).layer(1)
-for chunk in (0, 64, 128, 256):
+shared = SharedPrefix(store_k, store_v, rows, plen, members, counts, entry_len).layer(1)
+for chunk in (64, 128, 256):
     out = torch.ops.cadence.shared_prefix_attention(q, k, v, lengths, chunk, *shared)
     err = float((out - ref).abs().max())
-    assert err < 1e-5, (chunk, err)
+    assert err < 1e-4, (chunk, err)
+# 40 rows of one voice: three dots of 16 rows in one program
+B2 = 40
+q2 = torch.randn(B2, H, 1, D, generator=g)
+k2, v2 = (torch.randn(B2, H, S, D, generator=g) for _ in range(2))
+len2 = torch.full((B2,), 250, dtype=torch.int32)
+rows2, plen2 = torch.zeros(B2, dtype=torch.int32), torch.full((B2,), 140, dtype=torch.int32)
+k2[:, :, :140], v2[:, :, :140] = store_k[0, 0, :, :140], store_v[0, 0, :, :140]
+ref2 = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=prefix_bias(len2, S, q2.dtype))
+m2 = torch.arange(B2, dtype=torch.int32)[None].repeat(E, 1)
+c2 = torch.tensor([B2, 0, 0], dtype=torch.int32)
+out2 = launch(q2, k2, v2, len2, 256, shared=SharedPrefix(store_k[0], store_v[0], rows2, plen2, m2, c2, entry_len))
+assert float((out2 - ref2).abs().max()) < 1e-4
 print("ok")
 """
+
 
 SNAKE_CHECK = r"""
 import torch
