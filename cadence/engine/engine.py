@@ -36,10 +36,10 @@ FIRST_AUDIO_HOLD_S = 0.5  # the longest decode waits for first windows (EngineCo
 # and rendered them in separate batches (16 streams on an H100: first audio ~350 ms instead of ~250 ms).
 GATHER_GAP_S = 0.002
 GATHER_MAX_S = 0.010
-# Voices whose prompt keys and values a batched decode step reads from one copy (`SharedPrompts`; Turbo's take
-# 37 MB each in bf16, 24 layers x 376 positions). Off: on an H100 the decode kernel reading that copy for every row
-# of a voice made Turbo's 64-row step 14% slower (2.87 against 2.47 ms; docs/turbo.md), not faster.
-SHARED_VOICES = 0
+# Voices whose prompt keys and values the batched decoder keeps once (`SharedPrompts`; Turbo's take 37 MB each in
+# bf16, 24 layers x 376 positions), read once per voice and head in steps of 64 rows or more (cascade attention,
+# `batch_t3.CASCADE_MIN_ROWS`). H100, Turbo, 64 clients: the engine 367x against 353x with every row reading its own.
+SHARED_VOICES = 8
 
 
 class Engine(Admission):

@@ -10,10 +10,10 @@ Triton or CUDA is missing, or a batch has too few (row, head) pairs for the kern
 (MIN_PROGRAMS), the same result comes from SDPA with an additive mask.
 
 Requests with one voice begin with the same prompt positions (Turbo: the speaker token and up to 375 prompt
-speech tokens, more than half of a 300-token request's keys). With a `SharedPrefix` the kernel reads those
-positions from one copy per voice instead of each row's own: every row of a voice reads the same keys, which the
-GPU's L2 cache serves after the first row. The rows' own caches hold the same values there (the engine copies
-them in at admission), so the SDPA fallback and the kernel compute the same thing."""
+speech tokens, more than half of a 300-token request's keys). With a `SharedPrefix` each row's keys are read
+from after its voice's, whose share `cascade_attention` computes once per voice for all its rows, and the
+combine kernel merges both. The rows' own caches hold the same values there (the engine copies them in at
+admission), so the SDPA fallback computes the same attention."""
 
 from __future__ import annotations
 

@@ -53,7 +53,9 @@ def test_graph_decoder_gives_the_same_tokens_reading_the_store(monkeypatch):
     from cadence.family import TURBO
     from cadence.models.t3_turbo import T3Turbo, T3TurboConfig
     from cadence.sampling_params import SamplingParams
+    from cadence.engine import batch_t3
     monkeypatch.setattr(decode_attention, "MIN_PROGRAMS", 1)  # the kernel at any batch size
+    monkeypatch.setattr(batch_t3, "CASCADE_MIN_ROWS", 1)  # and the cascade
     torch.manual_seed(0)
     cfg = T3TurboConfig(dim=256, n_layers=2, n_heads=4, ffn_dim=512, n_positions=1024, max_speech_tokens=512,
                         max_text_tokens=256, prompt_len=120)
