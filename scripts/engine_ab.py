@@ -2,9 +2,10 @@
 another, as `cadence bench serve`'s engine-only replay does, on one warmed engine, alternating scheduling variants:
 the admission cap per round (`admission.ADMIT_MAX`), whether finished requests' S3Gen batches take GPU turns
 (`AudioWorker.one_piece_turns`), whether finished requests leave S3Gen a length group at a time or once the whole
-backlog is rendered (`AudioWorker.deliver_by_group`), and whether decode steps read the voices' prompt keys from
-one shared copy (`SharedPrompts`, given SHARED_VOICES > 0: the engine's default is 0) or each row's own (the decode
-graphs are recaptured when that changes). VARIANTS (comma-separated names, default all) picks some. x real time and the engine's counters of each run.
+backlog is rendered (`AudioWorker.deliver_by_group`), and whether 64-row decode steps read the voices' prompt keys
+once per voice (`SharedPrompts`, cascade attention: Turbo on CUDA; SHARED_VOICES sets how many voices) or each row
+its own (the decode graphs are recaptured when that changes). VARIANTS (comma-separated names, default all) picks
+some. x real time and the engine's counters of each run.
 Usage: python scripts/engine_ab.py CHECKPOINT_DIR OUT.json [CLIENTS] [REQUESTS] [TOKENS] [ROUNDS]"""
 
 import json
@@ -15,7 +16,7 @@ import torch
 
 from cadence.bench.engine_replay import engine_level
 from cadence.bench.serve import level_bodies
-from cadence.engine import admission, audio_worker, engine as engine_mod
+from cadence.engine import admission, audio_worker, shared_prompts
 from cadence.engine.warmup import default_filter_flags
 from cadence.tts import TTS
 
@@ -45,7 +46,7 @@ def read_shared_prompts(tts, shared: bool) -> None:
 
 
 def main(ckpt: str, out: str, clients: int = 64, requests: int = 128, tokens: int = 300, rounds: int = 2) -> None:
-    engine_mod.SHARED_VOICES = int(os.environ.get("SHARED_VOICES", engine_mod.SHARED_VOICES))
+    shared_prompts.SHARED_VOICES = int(os.environ.get("SHARED_VOICES", shared_prompts.SHARED_VOICES))
     tts = TTS.from_dir(ckpt, device="cuda", watermark=True)
     tts.engine.warmup()
     bodies = level_bodies(requests, 1, tokens, False, "pcm", tokens)

@@ -8,14 +8,14 @@ import sys
 
 import torch
 
-from cadence.engine import engine as engine_mod
+from cadence.engine import shared_prompts
 from cadence.random_checkpoint import synthetic_voice
 from cadence.tts import TTS
 from probe_timing import replay_ms
 
 
 def main(ckpt: str, out: str, voices: int = 1) -> None:
-    engine_mod.SHARED_VOICES = max(voices, 1)  # the engine's default keeps no shared copy
+    shared_prompts.SHARED_VOICES = max(voices, 1, shared_prompts.SHARED_VOICES)
     tts = TTS.from_dir(ckpt, device="cuda", watermark=False)
     engine = tts.engine
     prompts = [tts.voice_prompt(tts.default_voice)]

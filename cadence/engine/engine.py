@@ -16,8 +16,8 @@ from concurrent.futures import Future
 import numpy as np
 import torch
 
-from ..layers import decode_attention
 from ..sampling_params import SamplingParams
+from . import shared_prompts
 from .batch_t3 import BatchDecoder
 from .request import Request, RequestCancelled, RequestHandle
 from .rng import wait_for_device
@@ -36,10 +36,6 @@ FIRST_AUDIO_HOLD_S = 0.5  # the longest decode waits for first windows (EngineCo
 # and rendered them in separate batches (16 streams on an H100: first audio ~350 ms instead of ~250 ms).
 GATHER_GAP_S = 0.002
 GATHER_MAX_S = 0.010
-# Voices whose prompt keys and values the batched decoder keeps once (`SharedPrompts`; Turbo's take 37 MB each in
-# bf16, 24 layers x 376 positions), read once per voice and head in steps of 64 rows or more (cascade attention,
-# `batch_t3.CASCADE_MIN_ROWS`). H100, Turbo, 64 clients: the engine 367x against 353x with every row reading its own.
-SHARED_VOICES = 8
 
 
 class Engine(Admission):
@@ -74,12 +70,6 @@ class Engine(Admission):
         self._ready.wait()
         if self._error is not None:
             raise self._error
-
-    def shared_voices(self) -> int:
-        """Voices whose prompt keys the decoder keeps once for all their rows (`SharedPrompts`): only where the
-        decode kernel that reads them runs (CUDA with Triton); elsewhere every row reads its own."""
-        cuda = self.tts.device.type == "cuda" and decode_attention.triton is not None
-        return SHARED_VOICES if cuda else 0
 
     def _auto_batch(self) -> int:
         """As many slots as fit in half the free VRAM (the rest: S3Gen batches, graphs), at most 64."""
@@ -176,7 +166,7 @@ class Engine(Admission):
             if self.tts.device.type == "cuda" and self.tts.device.index is not None:
                 torch.cuda.set_device(self.tts.device)
             self.decoder = BatchDecoder(self.tts.t3, self.max_batch, self.slot_len, self.tts.t3_runner.use_graphs,
-                                        self.rows_per_slot, self.shared_voices())
+                                        self.rows_per_slot, shared_prompts.shared_voices(self.tts.t3))
             self.audio = AudioWorker(self)
         except BaseException as exc:  # noqa: BLE001 - reported to the constructor's caller
             self._error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))

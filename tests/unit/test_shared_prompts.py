@@ -6,7 +6,7 @@ that reads the store is checked in the Triton interpreter, `test_triton_kernels.
 import pytest
 import torch
 
-from cadence.engine import engine as engine_mod
+from cadence.engine import shared_prompts
 from cadence.engine.shared_prompts import SharedPrompts
 from cadence.random_checkpoint import synthetic_voice
 
@@ -89,8 +89,7 @@ def test_engine_tokens_with_shared_prompts_equal_each_request_alone(tmp_path_fac
     keys; every request's tokens equal its tokens alone, and every entry is released at the end."""
     from cadence.random_checkpoint import make_random_turbo_checkpoint
     from cadence.tts import TTS
-    monkeypatch.setattr(engine_mod, "SHARED_VOICES", 2)
-    monkeypatch.setattr(engine_mod.Engine, "shared_voices", lambda self: engine_mod.SHARED_VOICES)
+    monkeypatch.setattr(shared_prompts, "shared_voices", lambda t3: 2)
     path = make_random_turbo_checkpoint(tmp_path_factory.mktemp("turbo_shared_engine"), seed=3, tiny=True)
     tts = TTS.from_dir(path, device="cpu", watermark=False, memory_plan="fp32")
     try:
@@ -107,3 +106,13 @@ def test_engine_tokens_with_shared_prompts_equal_each_request_alone(tmp_path_fac
         assert prompts.users == [0, 0] and int(prompts.row_len.sum()) == 0
     finally:
         tts.close()
+
+
+def test_voices_are_shared_on_cuda_where_the_prompt_is_long():
+    """Turbo's prompt (up to 376 positions) on CUDA: 8 voices; the original model's 33, or the CPU: none."""
+    from types import SimpleNamespace
+    pytest.importorskip("triton")
+    t3 = lambda dev, n: SimpleNamespace(device=torch.device(dev), max_voice_positions=n)  # noqa: E731
+    assert shared_prompts.shared_voices(t3("cuda", 376)) == shared_prompts.SHARED_VOICES == 8
+    assert shared_prompts.shared_voices(t3("cuda", 33)) == 0
+    assert shared_prompts.shared_voices(t3("cpu", 376)) == 0
