@@ -53,10 +53,14 @@ class SharedPrompts:
         self.entry_len = torch.zeros(entries, device=dev, dtype=torch.int32)
         self.rows_of: list[list[int]] = [[] for _ in range(entries)]
         self.voices: list[str | None] = [None] * entries  # the voice key each entry holds
-        self.users = [0] * entries  # slots decoding with each entry
         self.used = [0] * entries  # when each entry was last attached (a counter): the oldest free one goes first
         self.clock = 0
-        self.of_slot: dict[int, int] = {}
+        self.of_slot: dict[int, int] = {}  # the entry each decoding slot holds
+
+    @property
+    def users(self) -> list[int]:
+        """Slots decoding with each entry."""
+        return [sum(1 for e in self.of_slot.values() if e == entry) for entry in range(len(self.voices))]
 
     def for_rows(self, rows: int) -> SharedPrefix:
         """What a decode step over the first `rows` KV rows passes to the kernel (static buffers: graphs replay
@@ -76,7 +80,6 @@ class SharedPrompts:
         entry = self._entry_for(key, embeds) if P <= self.positions else None
         if entry is None:
             return False
-        self.users[entry] += 1
         self.of_slot[slot] = entry
         k_cache[:, rows, :, :P] = self.k[:, entry: entry + 1, :, :P]  # broadcast over a CFG pair's rows
         v_cache[:, rows, :, :P] = self.v[:, entry: entry + 1, :, :P]
@@ -90,7 +93,6 @@ class SharedPrompts:
         """The slot is freed: its rows read their own cache, and its entry is one user lighter."""
         entry = self.of_slot.pop(slot, None)
         if entry is not None:
-            self.users[entry] -= 1
             self.row_len[rows] = 0
             self.rows_of[entry] = [r for r in self.rows_of[entry] if not rows.start <= r < rows.stop]
             self._publish(entry)
@@ -107,7 +109,8 @@ class SharedPrompts:
         if key in self.voices:
             entry = self.voices.index(key)
         else:
-            free = [e for e, n in enumerate(self.users) if n == 0]
+            held = set(self.of_slot.values())
+            free = [e for e in range(len(self.voices)) if e not in held]
             if not free:
                 return None
             entry = min(free, key=lambda e: self.used[e])

@@ -2,12 +2,12 @@
 
 Every request of one voice begins with the same KV positions (Turbo: the speaker token and up to 375 prompt speech
 tokens, more than half of a 300-token request's keys). Read by each row from its own cache they cost a batch of 64
-rows 64 reads; read by each row from one shared copy they were slower still (measured on an H100; presumably 64 x 16
-programs asking for the same lines at once). Here a program takes one (voice, head, block of keys): it loads that block once and multiplies it
-with the queries of all the voice's rows together (tensor-core dots, 16 rows at a time), writing each row's
-partial softmax (max, denominator, weighted values) for that block. The decode kernel (`decode_attention`) reads
-each row's own keys after its voice's, and its combine step merges both sets of partials: the same attention as
-over the row's whole cache, in another order of summation."""
+rows 64 reads; read by each row from one shared copy they were slower still (measured on an H100; presumably
+64 x 16 programs asking for the same lines at once). Here a program takes one (voice, head, block of keys): it
+loads that block once and multiplies it with the queries of all the voice's rows together (tensor-core dots, 16
+rows at a time), writing each row's partial softmax (max, denominator, weighted values) for that block. The decode
+kernel (`decode_attention`) reads each row's own keys after its voice's, and its combine step merges both sets of
+partials: the same attention as over the row's whole cache, in another order of summation."""
 
 from __future__ import annotations
 

@@ -37,7 +37,8 @@ def test_cascade_reads_the_store_and_matches_attention_over_the_rows_caches(chun
         k[b, :, : plen[b]] = store_k[rows[b], :, : plen[b]]
         v[b, :, : plen[b]] = store_v[rows[b], :, : plen[b]]
     own = prefix_attention(q, k, v, lengths, chunk)
-    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=prefix_bias(lengths, S, torch.float32))
+    bias = prefix_bias(lengths, S, torch.float32)
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias)
     for b in range(B):  # were the kernels to read the rows' copies, NaN would show
         k[b, :, : plen[b]] = float("nan")
         v[b, :, : plen[b]] = float("nan")
