@@ -21,7 +21,7 @@ from .engine.graphed import GraphedForward
 from .engine.host_memory import keep_freed_blocks
 from .engine.rng import RequestRNG
 from .engine.t3_runner import T3Runner, clean_speech_tokens
-from .memory.cpu_int8 import quantize_cpu_int8_, use_blocked_attention_
+from .memory.cpu_int8 import apply_flow_transforms_, quantize_cpu_int8_
 from .memory.cpu_int8_cache import load_models_cached
 from .memory.int8 import QUANT_FILE, load_int8_into, quantize_int8_, save_int8, t3_int8_targets
 from .memory.lease import OnDemand
@@ -121,8 +121,7 @@ class TTS(EngineAPI):
             quantize_int8_(t3, plan.t3_dtype, t3_int8_targets)
         if plan.cpu_int8:
             quantize_cpu_int8_(t3, s3gen, fingerprint(path, family.name))
-        if plan.blocked_attention:
-            use_blocked_attention_(s3gen.flow)
+        apply_flow_transforms_(s3gen.flow, plan)
         tokenizer = family.load_tokenizer(path)
         default = Voice.from_conds_pt(path / "conds.pt") if (path / "conds.pt").is_file() else None
         attach_query_taps(t3, family.aligned_heads)  # what the end-of-speech rules read (multilingual)

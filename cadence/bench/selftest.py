@@ -90,13 +90,12 @@ def _sampling_s(device: torch.device, vocab: int, rows: int) -> float:
 
 def _estimator(plan, device: torch.device, cfg):
     """The CFM estimator at full width, random weights, after the plan's transforms."""
-    from ..memory.cpu_int8 import quantize_dynamic_int8_, use_blocked_attention_
+    from ..memory.cpu_int8 import apply_flow_transforms_, quantize_dynamic_int8_
     from ..models.s3gen.estimator import ConditionalDecoder
     est = ConditionalDecoder(cfg).to(device=device, dtype=plan.flow_dtype).eval()
     if plan.cpu_int8:
         quantize_dynamic_int8_(est, lambda name: ".attn1." in name or ".ff." in name)
-    if plan.blocked_attention:
-        use_blocked_attention_(est)
+    apply_flow_transforms_(est, plan)
     return est
 
 

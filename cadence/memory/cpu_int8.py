@@ -132,12 +132,41 @@ def quantize_cpu_int8_(t3: nn.Module, s3gen: nn.Module, fingerprint: str | None 
     return n
 
 
-def use_blocked_attention_(module: nn.Module) -> int:
+def use_blocked_attention_(module: nn.Module, matmul_dtype: torch.dtype | None = None) -> int:
     """The CFM estimator's attention (every estimator `Attention` in `module`) computed a block of heads at a time
-    (`layers.blocked_attention`); -> how many attention modules it set."""
+    (`layers.blocked_attention`) with its matmuls in `matmul_dtype` (None: the attention's input dtype); -> how many
+    attention modules it set."""
+    import functools
+
     from ..layers.blocked_attention import blocked_attention
     from ..models.s3gen.estimator import Attention
+    attend = functools.partial(blocked_attention, matmul_dtype=matmul_dtype)
     modules = [m for m in module.modules() if isinstance(m, Attention)]
     for m in modules:
-        m.attend = blocked_attention
+        m.attend = attend
     return len(modules)
+
+
+def place_transformer_stacks_(module: nn.Module, dtype: torch.dtype) -> int:
+    """The CFM estimator's transformer stacks (every `TransformerStack` in `module`) computed in `dtype`, whatever
+    the convolutions around them use; -> how many stacks. With int8 projections, which take and give fp32, an fp32
+    stack converts only at its two ends and around its attention's bf16 matmuls, where a bf16 one converted twice
+    around each projection: a fifth of a bf16 flow's time on two cores went to those conversions (docs/cpu.md)."""
+    from ..models.s3gen.estimator import TransformerStack
+    stacks = [m for m in module.modules() if isinstance(m, TransformerStack)]
+    for stack in stacks:
+        stack.to(dtype)  # the norms; the int8 projections' packed weights are no parameters and stay as they are
+    return len(stacks)
+
+
+def apply_flow_transforms_(flow: nn.Module, plan) -> None:
+    """The CPU plans' transforms of the flow (or an estimator) after its int8 projections are in: blocked
+    attention, the transformer stacks' dtype and the estimator's rows side by side, as `plan` (a `MemoryPlan`)
+    asks."""
+    from .cpu_rows import estimator_rows_side_by_side_
+    if plan.rows_side_by_side:
+        estimator_rows_side_by_side_(flow, torch.get_num_threads())
+    if plan.blocked_attention:
+        use_blocked_attention_(flow, matmul_dtype=plan.flow_dtype)
+    if plan.transformer_dtype is not None:
+        place_transformer_stacks_(flow, plan.transformer_dtype)

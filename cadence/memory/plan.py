@@ -22,7 +22,14 @@ class MemoryPlan:
     CPU plans (`cadence.memory.cpu_int8`)."""
     blocked_attention: bool = False
     """The CFM estimator's attention a block of heads at a time in plain batched matmuls
-    (`cadence.layers.blocked_attention`): on a CPU with native bf16, about twice the fused kernel's speed."""
+    (`cadence.layers.blocked_attention`), its matmuls in `flow_dtype`: on a CPU with native bf16, about twice the
+    fused kernel's speed."""
+    transformer_dtype: torch.dtype | None = None
+    """The CFM estimator's transformer stacks in this dtype instead of `flow_dtype` (None: `flow_dtype`): fp32 around
+    the CPU's int8 projections, which take and give fp32 (`cadence.memory.cpu_int8.place_transformer_stacks_`)."""
+    rows_side_by_side: bool = False
+    """The CFM estimator's rows (the CFG pair, a batch's requests) each on its own CPU worker thread with a share
+    of the cores, instead of op by op across all of them (`cadence.memory.cpu_rows`)."""
     offload: bool = False
     """Sequential offload: T3 and S3Gen live in pinned CPU memory; only the running stage is on the GPU."""
     compile: bool = False
@@ -53,11 +60,15 @@ PLANS: dict[str, MemoryPlan] = {
 # CPU plans: fp32 stays the parity path; these trade a published error (docs/cpu.md) for speed on the CPU.
 CPU_PLANS: dict[str, MemoryPlan] = {
     "cpu-int8": MemoryPlan("cpu-int8", torch.float32, torch.float32, torch.float32, cpu_int8=True,
-                           note="CPU: dynamic int8 T3 and estimator projections (FBGEMM), fp32 elsewhere"),
-    "cpu-bf16": MemoryPlan("cpu-bf16", torch.float32, torch.bfloat16, torch.float32, cpu_int8=True,
-                           blocked_attention=True,
-                           note="CPU with native bf16 (AMX, AVX512-BF16): cpu-int8 with the flow in bf16 and its "
-                                "attention in blocked bf16 matmuls"),
+                           rows_side_by_side=True,
+                           note="CPU: dynamic int8 T3 and estimator projections (FBGEMM), fp32 elsewhere; the "
+                                "estimator's rows side by side on the cores"),
+    "cpu-bf16": MemoryPlan("cpu-bf16", torch.float32, torch.bfloat16, torch.bfloat16, cpu_int8=True,
+                           blocked_attention=True, transformer_dtype=torch.float32, rows_side_by_side=True,
+                           note="CPU with native bf16 (AMX, AVX512-BF16): cpu-int8 with the flow's convolutions and "
+                                "attention matmuls in bf16 (blocked), its transformer stacks in fp32 around the "
+                                "int8 projections, the vocoder's convolutions in bf16; the estimator's rows side "
+                                "by side on the cores"),
 }
 BUDGET_ORDER = ("bf16", "bf16-lowmem", "int8", "offload")
 

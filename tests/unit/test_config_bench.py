@@ -24,7 +24,11 @@ def test_bf16_on_cpu_generates(tiny_ckpt):
     from cadence.tts import TTS
     tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, dtype="bfloat16")
     assert tts.t3.dtype == torch.bfloat16
-    assert tts.s3gen.mel2wav.conv_pre.weight.dtype == torch.float32  # vocoder stays fp32
+    # `dtype` is T3's and the flow's: the vocoder keeps its plan's (fp32, or bf16 convolutions under cpu-bf16)
+    assert tts.s3gen.mel2wav.conv_pre.weight.dtype == tts.plan.vocoder_dtype
+    assert TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, dtype="bfloat16", vocoder_dtype="float32",
+                        memory_plan="cpu-bf16" if tts.plan.cpu_int8 else "fp32").s3gen.mel2wav.conv_pre.weight.dtype \
+        == torch.float32  # and `vocoder_dtype` sets it
     a = tts.generate("Hello.", seed=1, max_new_tokens=10)
     assert a.samples.size > 0 and abs(a.samples).max() <= 0.99 + 1e-6
 

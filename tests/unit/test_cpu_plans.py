@@ -183,22 +183,42 @@ def test_checkpoint_quantize_on_the_cpu_fills_the_plans_cache(tiny_ckpt, tmp_pat
 @needs_fbgemm
 def test_cpu_bf16_plan_runs_the_flow_in_bf16_around_the_int8_layers(tiny_ckpt):
     """Chosen by `auto` only on CPUs with native bf16; by name it runs anywhere (slowly without AMX/AVX512-BF16)."""
+    from cadence.models.s3gen.estimator import TransformerStack
     from cadence.tts import TTS
     tts = TTS.from_dir(tiny_ckpt, device="cpu", watermark=False, memory_plan="cpu-bf16")
     est = tts.s3gen.flow.decoder.estimator
     assert est.final_proj.weight.dtype == torch.bfloat16 and isinstance(est.mid_blocks[0][1][0].attn1.to_q,
                                                                          DynamicInt8Linear)
-    assert tts.s3gen.mel2wav.f0_predictor.classifier.weight.dtype == torch.float32  # the vocoder stays fp32
-    assert all(m.attend is blocked_attention for m in est.modules() if isinstance(m, Attention))
+    # the transformer stacks in fp32 around their int8 projections, the convolutions around them in bf16
+    stacks = [m for m in est.modules() if isinstance(m, TransformerStack)]
+    assert stacks and all(p.dtype == torch.float32 for s in stacks for p in s.parameters())
+    assert est.mid_blocks[0][0].block1.block[0].weight.dtype == torch.bfloat16
+    hift = tts.s3gen.mel2wav  # the vocoder's convolutions in bf16, its F0 predictor and source in fp32
+    assert hift.conv_pre.weight.dtype == torch.bfloat16 and hift.f0_predictor.classifier.weight.dtype == torch.float32
+    attends = [m.attend for m in est.modules() if isinstance(m, Attention)]
+    assert all(a.func is blocked_attention and a.keywords == {"matmul_dtype": torch.bfloat16} for a in attends)
+    assert "forward" in vars(est)  # the rows side by side (`memory.cpu_rows`)
     audio = tts.generate("Hello there.", seed=1, max_new_tokens=10, speech_tokens_only=True)
     assert audio.samples.dtype == np.float32 and np.isfinite(audio.samples).all() and audio.samples.size > 0
 
 
+def test_fp32_on_the_cpu_keeps_the_estimator_as_loaded(tiny_tts):
+    """The parity path: no transform of the CPU plans touches it."""
+    est = tiny_tts.s3gen.flow.decoder.estimator
+    assert tiny_tts.plan.name == "fp32" and "forward" not in vars(est)
+    assert all(m.attend is padded_attention for m in est.modules() if isinstance(m, Attention))
+    assert all(p.dtype == torch.float32 for p in est.parameters())
+
+
 def test_blocked_attention_equals_the_fused_kernel_with_and_without_padding(monkeypatch):
-    """Every block size, fp32 (to rounding) and bf16 (to bf16's rounding), a padded row beside a full one."""
+    """Every block size, fp32 (to rounding) and bf16 (to bf16's rounding), a padded row beside a full one; fp32
+    inputs with bf16 matmuls come back in fp32, laid out as the output projection reads them."""
     torch.manual_seed(0)
     B, H, T, D = 2, 8, 48, 64
-    q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
+
+    def head_views():  # (B, H, T, D) views of (B, T, H * D) projections, as the estimator's attention passes them
+        return torch.randn(B, T, H, D).transpose(1, 2)
+    q, k, v = head_views(), head_views(), head_views()
     mask = torch.ones(B, 1, T)
     mask[1, :, 30:] = 0
     for b in (None, key_padding(mask, torch.float32)):
@@ -210,6 +230,9 @@ def test_blocked_attention_equals_the_fused_kernel_with_and_without_padding(monk
         low = blocked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(),
                                 None if b is None else key_padding(mask, torch.bfloat16))
         assert low.dtype == torch.bfloat16 and ((low.float() - want).norm() / want.norm()) < 0.02
+        mixed = blocked_attention(q, k, v, b, matmul_dtype=torch.bfloat16)
+        assert mixed.dtype == torch.float32 and ((mixed - want).norm() / want.norm()) < 0.02
+        assert mixed.transpose(1, 2).is_contiguous()  # (B, T, H, D): the output projection's reshape is a view
 
 
 def test_heads_per_block_keeps_the_scores_within_the_budget():

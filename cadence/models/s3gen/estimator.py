@@ -109,6 +109,22 @@ class TransformerBlock(nn.Module):
         return x + h
 
 
+class TransformerStack(nn.ModuleList):
+    """A U-Net stage's transformer blocks over a (B, C, T) feature map, computed in the dtype of the blocks' own
+    parameters and handed back in the caller's (a plan may keep the blocks in another dtype than the
+    convolutions around them: `memory.cpu_int8.place_transformer_stacks_`)."""
+
+    def forward(self, x, padding):
+        """x (B, C, T) -> (B, C, T) in x's dtype; padding a `KeyPadding` or None."""
+        dtype = self[0].norm1.weight.dtype
+        h = x.transpose(1, 2).to(dtype)  # (B, T, C)
+        if padding is not None:
+            padding = padding._replace(bias=padding.bias.to(dtype))
+        for block in self:
+            h = block(h, padding)
+        return h.transpose(1, 2).to(x.dtype)
+
+
 class TimestepMLP(nn.Module):
     def __init__(self, cin: int, dim: int):
         super().__init__()
@@ -137,20 +153,13 @@ class ConditionalDecoder(nn.Module):
 
         def stage(cin):
             return [CausalResnetBlock(cin, c, time_dim),
-                    nn.ModuleList(TransformerBlock(c, cfg.heads, cfg.head_dim) for _ in range(cfg.n_blocks))]
+                    TransformerStack(TransformerBlock(c, cfg.heads, cfg.head_dim) for _ in range(cfg.n_blocks))]
 
         self.down_blocks = nn.ModuleList([nn.ModuleList(stage(cfg.in_channels) + [CausalConv1d(c, c, 3)])])
         self.mid_blocks = nn.ModuleList(nn.ModuleList(stage(c)) for _ in range(cfg.n_mid))
         self.up_blocks = nn.ModuleList([nn.ModuleList(stage(2 * c) + [CausalConv1d(c, c, 3)])])
         self.final_block = CausalBlock(c, c)
         self.final_proj = nn.Conv1d(c, cfg.out_channels, 1)
-
-    @staticmethod
-    def _transformers(blocks, x, padding):
-        x = x.transpose(1, 2)
-        for block in blocks:
-            x = block(x, padding)
-        return x.transpose(1, 2)
 
     def time_embedding(self, t: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
         """t (B,) -> (B, 4C); a meanflow estimator mixes in the end time r (B,) too."""
@@ -167,14 +176,14 @@ class ConditionalDecoder(nn.Module):
         x = torch.cat((x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond), dim=1)
         padding = key_padding(mask, x.dtype)
         resnet, blocks, down = self.down_blocks[0]
-        x = self._transformers(blocks, resnet(x, mask, t_emb), padding)
+        x = blocks(resnet(x, mask, t_emb), padding)
         skip = x
         x = down(x * mask)
         for resnet, blocks in self.mid_blocks:
-            x = self._transformers(blocks, resnet(x, mask, t_emb), padding)
+            x = blocks(resnet(x, mask, t_emb), padding)
         resnet, blocks, up = self.up_blocks[0]
         x = torch.cat((x[:, :, :skip.shape[-1]], skip), dim=1)
-        x = self._transformers(blocks, resnet(x, mask, t_emb), padding)
+        x = blocks(resnet(x, mask, t_emb), padding)
         x = up(x * mask)
         x = self.final_block(x, mask)
         return self.final_proj(x * mask) * mask
