@@ -1,7 +1,7 @@
 """The CPU plan's S3Gen measures, A/B in one process: the loaded plan (`auto`: `cpu-bf16` on a CPU with native bf16)
 against the same model with one measure at a time taken back — the estimator's rows side by side, its transformer
-stacks in fp32, the softmax in place, the vocoder's bf16 convolutions — alternating variant by variant, round by
-round. Per variant: the flow's and the vocoder's seconds (medians) and the waveform's SNR against the plan's own.
+stacks in fp32, the softmax in place, the vocoder's bf16 convolutions — alternating variant by variant, each round
+starting one variant later. Per variant: the flow's and the vocoder's seconds (medians) and the waveform's SNR against the plan's own.
 
     python scripts/cpu_flow_ab.py CKPT OUT.json [TOKENS] [ROUNDS] [VOICE_SECONDS]"""
 import json
@@ -63,8 +63,8 @@ if plan.vocoder_dtype != torch.float32:
 
 times = {v: {"flow_s": [], "vocoder_s": []} for v in variants}
 waves = {}
-for r in range(rounds + 1):  # round 0 warms every variant up
-    for v in variants:
+for r in range(rounds + 1):  # round 0 warms every variant up; each round starts one variant later
+    for v in variants[r % len(variants):] + variants[:r % len(variants)]:
         configure(None if v == "plan" else v)
         t = time.perf_counter()
         mel = runner.mel(speech, voice, RequestRNG(1, tts.device))

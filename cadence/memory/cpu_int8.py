@@ -150,8 +150,8 @@ def use_blocked_attention_(module: nn.Module, matmul_dtype: torch.dtype | None =
 def place_transformer_stacks_(module: nn.Module, dtype: torch.dtype) -> int:
     """The CFM estimator's transformer stacks (every `TransformerStack` in `module`) computed in `dtype`, whatever
     the convolutions around them use; -> how many stacks. With int8 projections, which take and give fp32, an fp32
-    stack converts only at its two ends and around its attention's bf16 matmuls, where a bf16 one converted twice
-    around each projection: a fifth of a bf16 flow's time on two cores went to those conversions (docs/cpu.md)."""
+    stack converts only at its two ends and around its attention's bf16 matmuls, where a bf16 one converts twice
+    around each projection (docs/cpu.md measures both)."""
     from ..models.s3gen.estimator import TransformerStack
     stacks = [m for m in module.modules() if isinstance(m, TransformerStack)]
     for stack in stacks:

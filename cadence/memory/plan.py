@@ -25,8 +25,10 @@ class MemoryPlan:
     (`cadence.layers.blocked_attention`), its matmuls in `flow_dtype`: on a CPU with native bf16, about twice the
     fused kernel's speed."""
     transformer_dtype: torch.dtype | None = None
-    """The CFM estimator's transformer stacks in this dtype instead of `flow_dtype` (None: `flow_dtype`): fp32 around
-    the CPU's int8 projections, which take and give fp32 (`cadence.memory.cpu_int8.place_transformer_stacks_`)."""
+    """The CFM estimator's transformer stacks in this dtype instead of `flow_dtype` (None: `flow_dtype`;
+    `cadence.memory.cpu_int8.place_transformer_stacks_`). No plan sets it: fp32 stacks around the CPU's int8
+    projections (which take and give fp32) saved their conversions while the estimator ran op by op on all cores,
+    but with its rows side by side they measured 1.5% slower than bf16 ones (docs/cpu.md)."""
     rows_side_by_side: bool = False
     """The CFM estimator's rows (the CFG pair, a batch's requests) each on its own CPU worker thread with a share
     of the cores, instead of op by op across all of them (`cadence.memory.cpu_rows`)."""
@@ -64,11 +66,10 @@ CPU_PLANS: dict[str, MemoryPlan] = {
                            note="CPU: dynamic int8 T3 and estimator projections (FBGEMM), fp32 elsewhere; the "
                                 "estimator's rows side by side on the cores"),
     "cpu-bf16": MemoryPlan("cpu-bf16", torch.float32, torch.bfloat16, torch.bfloat16, cpu_int8=True,
-                           blocked_attention=True, transformer_dtype=torch.float32, rows_side_by_side=True,
-                           note="CPU with native bf16 (AMX, AVX512-BF16): cpu-int8 with the flow's convolutions and "
-                                "attention matmuls in bf16 (blocked), its transformer stacks in fp32 around the "
-                                "int8 projections, the vocoder's convolutions in bf16; the estimator's rows side "
-                                "by side on the cores"),
+                           blocked_attention=True, rows_side_by_side=True,
+                           note="CPU with native bf16 (AMX, AVX512-BF16): cpu-int8 with the flow in bf16 around the "
+                                "int8 projections, its attention in blocked bf16 matmuls, the vocoder's "
+                                "convolutions in bf16; the estimator's rows side by side on the cores"),
 }
 BUDGET_ORDER = ("bf16", "bf16-lowmem", "int8", "offload")
 

@@ -189,10 +189,8 @@ def test_cpu_bf16_plan_runs_the_flow_in_bf16_around_the_int8_layers(tiny_ckpt):
     est = tts.s3gen.flow.decoder.estimator
     assert est.final_proj.weight.dtype == torch.bfloat16 and isinstance(est.mid_blocks[0][1][0].attn1.to_q,
                                                                          DynamicInt8Linear)
-    # the transformer stacks in fp32 around their int8 projections, the convolutions around them in bf16
     stacks = [m for m in est.modules() if isinstance(m, TransformerStack)]
-    assert stacks and all(p.dtype == torch.float32 for s in stacks for p in s.parameters())
-    assert est.mid_blocks[0][0].block1.block[0].weight.dtype == torch.bfloat16
+    assert stacks and all(p.dtype == torch.bfloat16 for s in stacks for p in s.parameters())
     hift = tts.s3gen.mel2wav  # the vocoder's convolutions in bf16, its F0 predictor and source in fp32
     assert hift.conv_pre.weight.dtype == torch.bfloat16 and hift.f0_predictor.classifier.weight.dtype == torch.float32
     attends = [m.attend for m in est.modules() if isinstance(m, Attention)]
@@ -208,6 +206,25 @@ def test_fp32_on_the_cpu_keeps_the_estimator_as_loaded(tiny_tts):
     assert tiny_tts.plan.name == "fp32" and "forward" not in vars(est)
     assert all(m.attend is padded_attention for m in est.modules() if isinstance(m, Attention))
     assert all(p.dtype == torch.float32 for p in est.parameters())
+
+
+@torch.inference_mode()
+def test_transformer_stacks_compute_in_their_own_dtype_and_hand_back_the_callers():
+    from cadence.memory.cpu_int8 import place_transformer_stacks_
+    from cadence.models.s3gen.estimator import ConditionalDecoder, EstimatorConfig
+    torch.manual_seed(0)
+    est = ConditionalDecoder(EstimatorConfig(channels=32, n_blocks=1, n_mid=1, heads=2, head_dim=16)).eval()
+    x, mu, cond = (torch.randn(2, 80, 24) for _ in range(3))
+    args = (x, torch.ones(2, 1, 24), mu, torch.rand(2), torch.randn(2, 80), cond)
+    want = est(*args)
+    est.bfloat16()
+    low_args = tuple(a.bfloat16() for a in args)
+    all_bf16 = est(*low_args).float()
+    assert place_transformer_stacks_(est, torch.float32) == 3  # down, mid and up stages
+    mixed = est(*low_args)
+    assert mixed.dtype == torch.bfloat16  # the stacks hand back the convolutions' dtype
+    err = lambda got: ((got.float() - want).norm() / want.norm()).item()  # noqa: E731
+    assert err(mixed) < 0.05 and err(all_bf16) < 0.05 and not torch.equal(mixed.float(), all_bf16)
 
 
 def test_blocked_attention_equals_the_fused_kernel_with_and_without_padding(monkeypatch):
