@@ -51,7 +51,7 @@ class RowWorkers:
         return list(self.pool.map(run, items))
 
     def threads(self) -> list[int]:
-        """Each worker's intra-op thread count (for tests and `cadence doctor`)."""
+        """Each worker's intra-op thread count (what the tests check)."""
         ready = threading.Barrier(self.workers)
 
         def count(_):
