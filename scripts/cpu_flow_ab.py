@@ -1,7 +1,8 @@
 """The CPU plan's S3Gen measures, A/B in one process: the loaded plan (`auto`: `cpu-bf16` on a CPU with native bf16)
-against the same model with one measure at a time taken back — the estimator's rows side by side, its transformer
-stacks in fp32, the softmax in place, the vocoder's bf16 convolutions — alternating variant by variant, each round
-starting one variant later. Per variant: the flow's and the vocoder's seconds (medians) and the waveform's SNR against the plan's own.
+against the same model with one measure at a time taken back — the estimator's rows side by side, the softmax in
+place, the vocoder's bf16 convolutions — or, in a bf16 flow, one left out added: the transformer stacks in fp32;
+alternating variant by variant, each round starting one variant later. Per variant: the flow's and the vocoder's
+seconds (medians) and the waveform's SNR against the plan's own.
 
     python scripts/cpu_flow_ab.py CKPT OUT.json [TOKENS] [ROUNDS] [VOICE_SECONDS]"""
 import json
@@ -38,24 +39,27 @@ def vocoder_in(dtype):
         place(part, tts.device, torch.float32)
 
 
-def configure(off: str | None):
-    """The plan as loaded, with the measure `off` taken back."""
+FP32_STACKS = "with fp32 transformer stacks"
+
+
+def configure(variant: str):
+    """The plan as loaded, with the measure `variant` names taken back (or, for `FP32_STACKS`, added)."""
     if side_by_side is not None:
-        if off == "rows side by side":
+        if variant == "rows side by side":
             vars(estimator).pop("forward", None)
         else:
             estimator.forward = side_by_side
-    if plan.transformer_dtype is not None:
-        place_transformer_stacks_(flow, plan.flow_dtype if off == "fp32 transformer stacks" else plan.transformer_dtype)
-    blocked_attention.SOFTMAX_IN_PLACE = off != "softmax in place"
-    vocoder_in(torch.float32 if off == "bf16 vocoder" else plan.vocoder_dtype)
+    if plan.flow_dtype != torch.float32:
+        place_transformer_stacks_(flow, torch.float32 if variant == FP32_STACKS else plan.flow_dtype)
+    blocked_attention.SOFTMAX_IN_PLACE = variant != "softmax in place"
+    vocoder_in(torch.float32 if variant == "bf16 vocoder" else plan.vocoder_dtype)
 
 
 variants = ["plan"]
 if side_by_side is not None:
     variants.append("rows side by side")
-if plan.transformer_dtype is not None:
-    variants.append("fp32 transformer stacks")
+if plan.flow_dtype != torch.float32:
+    variants.append(FP32_STACKS)
 if plan.blocked_attention:
     variants.append("softmax in place")
 if plan.vocoder_dtype != torch.float32:
@@ -65,7 +69,7 @@ times = {v: {"flow_s": [], "vocoder_s": []} for v in variants}
 waves = {}
 for r in range(rounds + 1):  # round 0 warms every variant up; each round starts one variant later
     for v in variants[r % len(variants):] + variants[:r % len(variants)]:
-        configure(None if v == "plan" else v)
+        configure(v)
         t = time.perf_counter()
         mel = runner.mel(speech, voice, RequestRNG(1, tts.device))
         t_flow = time.perf_counter() - t
@@ -75,7 +79,7 @@ for r in range(rounds + 1):  # round 0 warms every variant up; each round starts
         if r:
             times[v]["flow_s"].append(t_flow)
             times[v]["vocoder_s"].append(t_voc)
-configure(None)
+configure("plan")
 
 
 def snr_db(ref, x):
@@ -85,8 +89,9 @@ def snr_db(ref, x):
 rows = []
 for v in variants:
     flow_s, voc_s = statistics.median(times[v]["flow_s"]), statistics.median(times[v]["vocoder_s"])
-    rows.append({"variant": v if v == "plan" else f"without {v}", "flow_s": flow_s, "vocoder_s": voc_s,
-                 "s3gen_s": flow_s + voc_s, "runs": times[v], "wave_snr_db_vs_plan": snr_db(waves["plan"], waves[v])})
+    rows.append({"variant": v if v in ("plan", FP32_STACKS) else f"without {v}", "flow_s": flow_s,
+                 "vocoder_s": voc_s, "s3gen_s": flow_s + voc_s, "runs": times[v],
+                 "wave_snr_db_vs_plan": snr_db(waves["plan"], waves[v])})
     print(f"{rows[-1]['variant']:34s} flow {flow_s:.3f} s  vocoder {voc_s:.3f} s  S3Gen {flow_s + voc_s:.3f} s  "
           f"SNR vs plan {rows[-1]['wave_snr_db_vs_plan']:.1f} dB", flush=True)
 with open(out_path, "w") as f:

@@ -136,8 +136,6 @@ def use_blocked_attention_(module: nn.Module, matmul_dtype: torch.dtype | None =
     """The CFM estimator's attention (every estimator `Attention` in `module`) computed a block of heads at a time
     (`layers.blocked_attention`) with its matmuls in `matmul_dtype` (None: the attention's input dtype); -> how many
     attention modules it set."""
-    import functools
-
     from ..layers.blocked_attention import blocked_attention
     from ..models.s3gen.estimator import Attention
     attend = functools.partial(blocked_attention, matmul_dtype=matmul_dtype)
@@ -151,7 +149,8 @@ def place_transformer_stacks_(module: nn.Module, dtype: torch.dtype) -> int:
     """The CFM estimator's transformer stacks (every `TransformerStack` in `module`) computed in `dtype`, whatever
     the convolutions around them use; -> how many stacks. With int8 projections, which take and give fp32, an fp32
     stack converts only at its two ends and around its attention's bf16 matmuls, where a bf16 one converts twice
-    around each projection (docs/cpu.md measures both)."""
+    around each projection. No plan uses it: with the estimator's rows side by side fp32 stacks measured 1.5%
+    slower than bf16 ones (docs/cpu.md; `scripts/cpu_flow_ab.py` measures both)."""
     from ..models.s3gen.estimator import TransformerStack
     stacks = [m for m in module.modules() if isinstance(m, TransformerStack)]
     for stack in stacks:
@@ -161,12 +160,9 @@ def place_transformer_stacks_(module: nn.Module, dtype: torch.dtype) -> int:
 
 def apply_flow_transforms_(flow: nn.Module, plan) -> None:
     """The CPU plans' transforms of the flow (or an estimator) after its int8 projections are in: blocked
-    attention, the transformer stacks' dtype and the estimator's rows side by side, as `plan` (a `MemoryPlan`)
-    asks."""
+    attention and the estimator's rows side by side, as `plan` (a `MemoryPlan`) asks."""
     from .cpu_rows import estimator_rows_side_by_side_
     if plan.rows_side_by_side:
         estimator_rows_side_by_side_(flow, torch.get_num_threads())
     if plan.blocked_attention:
         use_blocked_attention_(flow, matmul_dtype=plan.flow_dtype)
-    if plan.transformer_dtype is not None:
-        place_transformer_stacks_(flow, plan.transformer_dtype)

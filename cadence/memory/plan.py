@@ -24,11 +24,6 @@ class MemoryPlan:
     """The CFM estimator's attention a block of heads at a time in plain batched matmuls
     (`cadence.layers.blocked_attention`), its matmuls in `flow_dtype`: on a CPU with native bf16, about twice the
     fused kernel's speed."""
-    transformer_dtype: torch.dtype | None = None
-    """The CFM estimator's transformer stacks in this dtype instead of `flow_dtype` (None: `flow_dtype`;
-    `cadence.memory.cpu_int8.place_transformer_stacks_`). No plan sets it: fp32 stacks around the CPU's int8
-    projections (which take and give fp32) saved their conversions while the estimator ran op by op on all cores,
-    but with its rows side by side they measured 1.5% slower than bf16 ones (docs/cpu.md)."""
     rows_side_by_side: bool = False
     """The CFM estimator's rows (the CFG pair, a batch's requests) each on its own CPU worker thread with a share
     of the cores, instead of op by op across all of them (`cadence.memory.cpu_rows`)."""
